@@ -1,0 +1,37 @@
+# dts_decoding: the output plugin and its extension, built with PGXS against the server that
+# pg_config names. The applier and the C++ tests are built by CMake (CMakeLists.txt).
+
+MODULE_big = dts_decoding
+OBJS = \
+	plugin/binary_output.o \
+	plugin/decoding.o \
+	plugin/json_format.o \
+	plugin/json_output.o \
+	plugin/options.o \
+	plugin/plugin_entry.o \
+	plugin/relation_cache.o \
+	plugin/sql_functions.o \
+	plugin/table_pattern.o
+PGFILEDESC = "dts_decoding - logical decoding output plugin for dts"
+
+DATA = plugin/dts_decoding.control plugin/dts_decoding--0.1.0.sql
+MODULEDIR = extension
+
+REGRESS = types nulls_toast identity partitions truncate_messages options streaming binary_render
+REGRESS_OPTS = --temp-config=$(srcdir)/sql/regress.conf --temp-instance=./tmp_check \
+	--load-extension=dts_decoding
+
+# The plugin is C++17 without exceptions or RTTI: nothing it does can throw, so no C++
+# exception can unwind into PostgreSQL's C frames. -Wno-register: s_lock.h uses `register`.
+PG_CXXFLAGS = -std=c++17 -fno-exceptions -fno-rtti -Wno-register -Wno-missing-field-initializers \
+	-I$(srcdir)/include -I$(srcdir)/plugin
+# PGXS links with gcc, which does not add the C++ runtime.
+SHLIB_LINK = -lstdc++
+
+# Debian's server is built with LLVM, so PGXS would also compile each .cpp to bitcode with
+# clang, without our C++ flags. An output plugin gains nothing from JIT inlining: skip it.
+override with_llvm = no
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

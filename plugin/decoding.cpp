@@ -1,0 +1,261 @@
+// What happens at each decoding callback: filtering, the relation records, progress reports
+// and when buffered records become a replication message.
+extern "C" {
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "replication/logical.h"
+#include "replication/origin.h"
+#include "replication/output_plugin.h"
+#include "replication/reorderbuffer.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+}
+
+#include "decoding.hpp"
+#include "dts/protocol.h"
+#include "session.hpp"
+
+namespace dts::plugin {
+namespace {
+
+// PG15 leaves progress reports to the plugin: without them a long transaction whose changes
+// are all filtered out makes the walsender time out. pgoutput reports every 100 changes.
+constexpr int kChangesPerProgressReport = 100;
+
+// A frame that grew past this (one huge value) is given back rather than kept for the session.
+constexpr int kFrameKeepBytes = 8 * 1024 * 1024;
+
+DecodingSession* session_of(LogicalDecodingContext* ctx) {
+  return static_cast<DecodingSession*>(ctx->output_plugin_private);
+}
+
+bool is_binary(const DecodingSession* s) { return s->opts.format == OutputFormat::kBinary; }
+
+void reset_out(DecodingSession* s) {
+  if (s->out.maxlen > kFrameKeepBytes) {
+    pfree(s->out.data);
+    MemoryContext old = MemoryContextSwitchTo(s->cxt);
+    initStringInfo(&s->out);
+    MemoryContextSwitchTo(old);
+  }
+  resetStringInfo(&s->out);
+  s->out_records = 0;
+  if (is_binary(s)) appendStringInfoChar(&s->out, static_cast<char>(dts::protocol::kVersion));
+}
+
+void send_out(DecodingSession* s, bool last_write) {
+  if (s->out_records == 0) return;
+  LogicalDecodingContext* ctx = s->ctx;
+  OutputPluginPrepareWrite(ctx, last_write);
+  appendBinaryStringInfo(ctx->out, s->out.data, s->out.len);
+  OutputPluginWrite(ctx, last_write);
+  reset_out(s);
+}
+
+// Ends a callback: JSON sends its record; binary sends the frame when asked to or when it is
+// big enough, so a small transaction travels as one message.
+void end_callback(DecodingSession* s, bool force) {
+  if (!is_binary(s) || force || s->out.len >= s->opts.message_bytes) send_out(s, true);
+}
+
+void report_progress(DecodingSession* s, bool force, bool skipped_xact) {
+  if (force || ++s->changes_since_progress >= kChangesPerProgressReport) {
+    s->changes_since_progress = 0;
+    OutputPluginUpdateProgress(s->ctx, skipped_xact);
+  }
+}
+
+void ensure_begin(DecodingSession* s, ReorderBufferTXN* txn) {
+  if (s->xact_begun || s->in_stream) return;
+  s->xact_begun = true;
+  s->ops->begin(s, txn);
+  if (txn->origin_id != InvalidRepOriginId) {
+    char* name = nullptr;
+    if (replorigin_by_oid(txn->origin_id, true, &name)) s->ops->origin(s, txn->origin_lsn, name);
+  }
+}
+
+void note_stream_xid(DecodingSession* s, ReorderBufferTXN* change_txn) {
+  if (!s->in_stream || change_txn == nullptr || change_txn->xid == s->stream_xid) return;
+  s->stream_xid = change_txn->xid;
+  s->ops->stream_xid(s, change_txn->xid);
+}
+
+void ensure_relation(DecodingSession* s, RelationEntry* e) {
+  RelationEntry* pub = relation_cache_published(s->relations, e);
+  if (pub->schema_sent) return;
+  s->ops->relation(s, e);
+  pub->schema_sent = true;
+}
+
+}  // namespace
+
+void deform_tuple(DecodingSession* s, TupleDesc desc, HeapTuple tuple) {
+  if (desc->natts > s->values_capacity) {
+    int n = Max(desc->natts, 2 * s->values_capacity);
+    s->values = static_cast<Datum*>(MemoryContextAlloc(s->cxt, sizeof(Datum) * n));
+    s->nulls = static_cast<bool*>(MemoryContextAlloc(s->cxt, sizeof(bool) * n));
+    s->values_capacity = n;
+  }
+  heap_deform_tuple(tuple, desc, s->values, s->nulls);
+}
+
+void json_start_record(DecodingSession* s) {
+  send_out(s, false);
+  s->out_records = 1;
+}
+
+void startup(LogicalDecodingContext* ctx, OutputPluginOptions* opt, bool is_init) {
+  auto* s = static_cast<DecodingSession*>(MemoryContextAllocZero(ctx->context, sizeof(DecodingSession)));
+  s->ctx = ctx;
+  s->cxt = AllocSetContextCreate(ctx->context, "dts_decoding session", ALLOCSET_DEFAULT_SIZES);
+  s->change_cxt = AllocSetContextCreate(ctx->context, "dts_decoding change", ALLOCSET_DEFAULT_SIZES);
+  s->opts = DecodingOptions{};
+  ctx->output_plugin_private = s;
+
+  MemoryContext old = MemoryContextSwitchTo(s->cxt);
+  // While the slot is being created the options are those of the creating command, not of a
+  // decoding client: nothing is decoded then, so they are not checked.
+  if (!is_init) parse_options(ctx->output_plugin_options, &s->opts);
+  initStringInfo(&s->out);
+  MemoryContextSwitchTo(old);
+
+  s->ops = is_binary(s) ? &kBinaryOutput : &kJsonOutput;
+  opt->output_type = is_binary(s) ? OUTPUT_PLUGIN_BINARY_OUTPUT : OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
+  opt->receive_rewrites = false;
+
+  // Registering the stream callbacks turned streaming on for the context: keep it only if
+  // the client asked for it.
+  if (!is_init && s->opts.streaming && !ctx->streaming)
+    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                    errmsg("streaming of in-progress transactions is not available in this session"),
+                    errdetail("The server did not enable streaming for this decoding context."),
+                    errhint("Drop the \"streaming\" option.")));
+  ctx->streaming = ctx->streaming && s->opts.streaming;
+
+  s->relations = relation_cache_create(s->cxt, &s->opts);
+  reset_out(s);
+}
+
+void shutdown(LogicalDecodingContext* ctx) {
+  DecodingSession* s = session_of(ctx);
+  if (s != nullptr && s->relations != nullptr) relation_cache_detach(s->relations);
+}
+
+void begin_txn(LogicalDecodingContext* ctx, ReorderBufferTXN* txn) {
+  DecodingSession* s = session_of(ctx);
+  s->xact_begun = false;
+  if (!s->opts.skip_empty_xacts) {
+    ensure_begin(s, txn);
+    end_callback(s, false);
+  }
+}
+
+void commit_txn(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, XLogRecPtr commit_lsn) {
+  DecodingSession* s = session_of(ctx);
+  report_progress(s, true, !s->xact_begun);
+  if (!s->xact_begun) return;
+  s->ops->commit(s, txn, commit_lsn);
+  s->xact_begun = false;
+  end_callback(s, true);
+}
+
+void change(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, Relation rel, ReorderBufferChange* change) {
+  DecodingSession* s = session_of(ctx);
+  report_progress(s, false, false);
+  RelationEntry* e = relation_cache_get(s->relations, rel);
+  if (!e->publish) return;
+
+  MemoryContext old = MemoryContextSwitchTo(s->change_cxt);
+  ensure_begin(s, txn);
+  note_stream_xid(s, change->txn);
+  ensure_relation(s, e);
+  s->ops->change(s, e, RelationGetDescr(rel), change);
+  MemoryContextSwitchTo(old);
+  MemoryContextReset(s->change_cxt);
+  end_callback(s, false);
+}
+
+void truncate(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, int nrelations, Relation* relations,
+              ReorderBufferChange* change) {
+  DecodingSession* s = session_of(ctx);
+  report_progress(s, false, false);
+  MemoryContext old = MemoryContextSwitchTo(s->change_cxt);
+  auto** entries = static_cast<RelationEntry**>(palloc(sizeof(RelationEntry*) * Max(nrelations, 1)));
+  int n = 0;
+  for (int i = 0; i < nrelations; ++i) {
+    RelationEntry* e = relation_cache_get(s->relations, relations[i]);
+    if (!e->publish) continue;
+    bool duplicate = false;  // several partitions of one root publish as that root once
+    for (int j = 0; j < n && !duplicate; ++j) duplicate = entries[j]->publish_relid == e->publish_relid;
+    if (!duplicate) entries[n++] = e;
+  }
+  if (n > 0) {
+    ensure_begin(s, txn);
+    note_stream_xid(s, change->txn);
+    for (int i = 0; i < n; ++i) ensure_relation(s, entries[i]);
+    s->ops->truncate(s, entries, n, change->data.truncate.cascade, change->data.truncate.restart_seqs);
+  }
+  MemoryContextSwitchTo(old);
+  MemoryContextReset(s->change_cxt);
+  end_callback(s, false);
+}
+
+void message(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, XLogRecPtr lsn, bool transactional,
+             const char* prefix, Size size, const char* content) {
+  DecodingSession* s = session_of(ctx);
+  if (!message_prefix_wanted(&s->opts, prefix)) return;
+  if (transactional) {
+    ensure_begin(s, txn);
+    note_stream_xid(s, txn);
+    s->ops->message(s, lsn, true, prefix, size, content);
+    end_callback(s, false);
+    return;
+  }
+  // Not part of any transaction: a message of its own, sent at once.
+  send_out(s, false);
+  s->ops->message(s, lsn, false, prefix, size, content);
+  end_callback(s, true);
+}
+
+bool filter_by_origin(LogicalDecodingContext* ctx, RepOriginId origin_id) {
+  DecodingSession* s = session_of(ctx);
+  return s->opts.origin_none && origin_id != InvalidRepOriginId;
+}
+
+void stream_start(LogicalDecodingContext* ctx, ReorderBufferTXN* txn) {
+  DecodingSession* s = session_of(ctx);
+  bool first = !rbtxn_is_streamed(txn);
+  s->in_stream = true;
+  s->stream_xid = txn->xid;
+  s->ops->stream_start(s, txn->xid, first);
+  if (first && txn->origin_id != InvalidRepOriginId) {
+    char* name = nullptr;
+    if (replorigin_by_oid(txn->origin_id, true, &name)) s->ops->origin(s, txn->origin_lsn, name);
+  }
+  end_callback(s, false);
+}
+
+void stream_stop(LogicalDecodingContext* ctx, ReorderBufferTXN*) {
+  DecodingSession* s = session_of(ctx);
+  s->ops->stream_stop(s);
+  s->in_stream = false;
+  end_callback(s, true);
+}
+
+void stream_abort(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, XLogRecPtr) {
+  DecodingSession* s = session_of(ctx);
+  ReorderBufferTXN* top = txn->toptxn != nullptr ? txn->toptxn : txn;
+  s->ops->stream_abort(s, top->xid, txn->xid);
+  end_callback(s, true);
+}
+
+void stream_commit(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, XLogRecPtr commit_lsn) {
+  DecodingSession* s = session_of(ctx);
+  report_progress(s, true, false);
+  s->ops->stream_commit(s, txn, commit_lsn);
+  end_callback(s, true);
+}
+
+}  // namespace dts::plugin
