@@ -18,8 +18,11 @@ DATA = plugin/dts_decoding.control plugin/dts_decoding--0.1.0.sql
 MODULEDIR = extension
 
 REGRESS = types nulls_toast identity partitions truncate_messages options streaming binary_render
-REGRESS_OPTS = --temp-config=$(srcdir)/sql/regress.conf --temp-instance=./tmp_check \
-	--load-extension=dts_decoding
+# `make installcheck` runs these against a temp instance; REGRESS_DIR moves its output and
+# the instance elsewhere, e.g. to a directory the unprivileged user running them can write.
+REGRESS_DIR ?= .
+REGRESS_OPTS = --temp-config=$(srcdir)/sql/regress.conf --temp-instance=$(REGRESS_DIR)/tmp_check \
+	--outputdir=$(REGRESS_DIR) --load-extension=dts_decoding
 
 # The plugin is C++17 without exceptions or RTTI: nothing it does can throw, so no C++
 # exception can unwind into PostgreSQL's C frames. -Wno-register: s_lock.h uses `register`.

@@ -3,6 +3,7 @@
 extern "C" {
 #include "postgres.h"
 
+#include "catalog/partition.h"
 #include "lib/stringinfo.h"
 #include "replication/logical.h"
 #include "replication/origin.h"
@@ -87,6 +88,14 @@ void ensure_relation(DecodingSession* s, RelationEntry* e) {
   if (pub->schema_sent) return;
   s->ops->relation(s, e);
   pub->schema_sent = true;
+}
+
+bool has_ancestor_in(Relation* relations, int n, Oid relid) {
+  List* ancestors = get_partition_ancestors(relid);
+  for (int i = 0; i < n; ++i) {
+    if (list_member_oid(ancestors, RelationGetRelid(relations[i]))) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -187,6 +196,16 @@ void truncate(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, int nrelations
   for (int i = 0; i < nrelations; ++i) {
     RelationEntry* e = relation_cache_get(s->relations, relations[i]);
     if (!e->publish) continue;
+    if (s->opts.publish_via_partition_root && relations[i]->rd_rel->relispartition) {
+      // Sent as its root, it would empty every partition on the target. A TRUNCATE of the
+      // root lists the root itself, and that is sent; a partition truncated alone is not.
+      if (!has_ancestor_in(relations, nrelations, RelationGetRelid(relations[i])))
+        ereport(WARNING, (errmsg("truncate of partition \"%s\" is not sent", RelationGetRelationName(relations[i])),
+                          errdetail("With publish_via_partition_root, only a TRUNCATE of the partitioned table itself "
+                                    "is sent."),
+                          errhint("Decode without publish_via_partition_root to replicate it.")));
+      continue;
+    }
     bool duplicate = false;  // several partitions of one root publish as that root once
     for (int j = 0; j < n && !duplicate; ++j) duplicate = entries[j]->publish_relid == e->publish_relid;
     if (!duplicate) entries[n++] = e;

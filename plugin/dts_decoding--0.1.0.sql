@@ -19,12 +19,14 @@ CREATE FUNCTION @extschema@.render(data bytea, include_xids boolean DEFAULT fals
 COMMENT ON FUNCTION @extschema@.render(bytea, boolean, boolean, boolean)
   IS 'renders one binary dts_decoding message as JSON, one row per record';
 
--- A non-transactional logical message: it reaches every slot at once, so an idle slot's
--- confirmed position can advance and the applier can measure lag with no writes going on.
+-- A non-transactional logical message, flushed at once: it reaches every slot, so an idle
+-- slot's confirmed position can advance and the applier can measure lag with no writes going
+-- on. (PostgreSQL 15's pg_logical_emit_message does not flush a non-transactional message, so
+-- decoders would not see it until something else flushed the WAL.)
 CREATE FUNCTION @extschema@.heartbeat() RETURNS pg_lsn
-  LANGUAGE sql VOLATILE
-  AS $$ SELECT pg_logical_emit_message(false, 'dts.heartbeat', now()::text) $$;
-COMMENT ON FUNCTION @extschema@.heartbeat() IS 'emits a dts.heartbeat logical message; returns its LSN';
+  AS 'MODULE_PATHNAME', 'dts_decoding_heartbeat'
+  LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.heartbeat() IS 'emits and flushes a dts.heartbeat logical message; returns its LSN';
 
 -- Is this server ready to be the source of a migration? One row per item.
 CREATE FUNCTION @extschema@.check_source(

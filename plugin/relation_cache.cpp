@@ -149,7 +149,10 @@ void build_entry(RelationCache* cache, RelationEntry* e, Relation rel) {
   }
 
   char relkind = rel->rd_rel->relkind;
-  e->publish = (relkind == RELKIND_RELATION || (relkind == RELKIND_PARTITIONED_TABLE && via_root)) &&
+  // A partitioned table has no rows of its own; it is named on the wire only when publishing
+  // via the root (for its TRUNCATE).
+  e->publish = (relkind == RELKIND_RELATION ||
+                (relkind == RELKIND_PARTITIONED_TABLE && opts->publish_via_partition_root)) &&
                passes_filters(opts, rel, ancestors);
   e->publish_relid = RelationGetRelid(pub);
   e->schema = get_namespace_name(RelationGetNamespace(pub));

@@ -3,11 +3,15 @@
 extern "C" {
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "access/xlogdefs.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "replication/message.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
@@ -17,6 +21,7 @@ extern "C" {
 
 PG_FUNCTION_INFO_V1(dts_decoding_version);
 PG_FUNCTION_INFO_V1(dts_decoding_render);
+PG_FUNCTION_INFO_V1(dts_decoding_heartbeat);
 }
 
 #include "dts/protocol.h"
@@ -150,7 +155,7 @@ void render_tuple(StringInfo out, const char* key, RenderRelation* r, const prot
   int expected = key_only ? r->nkeys : r->ncols;
   if (static_cast<int>(t.ncols) != expected)
     ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-                    errmsg("tuple at byte %zu has %u columns, its relation record %d", t.offset, t.ncols, expected)));
+                    errmsg("tuple at byte %zu has %u columns, but its relation record describes %d", t.offset, t.ncols, expected)));
   appendStringInfo(out, ",\"%s\":{", key);
   proto::TupleCursor cursor(t);
   proto::Value v;
@@ -282,6 +287,19 @@ Datum dts_decoding_version(PG_FUNCTION_ARGS) {
   char buf[64];
   snprintf(buf, sizeof(buf), "dts_decoding %s (protocol %d)", DTS_VERSION, dts::protocol::kVersion);
   PG_RETURN_TEXT_P(cstring_to_text(buf));
+}
+
+Datum dts_decoding_heartbeat(PG_FUNCTION_ARGS) {
+  if (!superuser() && !has_rolreplication(GetUserId()))
+    ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                    errmsg("permission denied to emit a heartbeat"),
+                    errdetail("Only roles with the REPLICATION attribute or superusers may write to the WAL "
+                              "for replication."),
+                    errhint("Run it as the role the migration uses, or ALTER ROLE ... REPLICATION.")));
+  const char* now = timestamptz_to_str(GetCurrentTimestamp());
+  XLogRecPtr lsn = LogLogicalMessage(dts::protocol::kHeartbeatPrefix, now, strlen(now), false);
+  XLogFlush(lsn);
+  PG_RETURN_LSN(lsn);
 }
 
 // render(data bytea, include_xids bool, include_lsn bool, include_timestamps bool) returns setof json

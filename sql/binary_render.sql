@@ -1,0 +1,106 @@
+-- The binary format, rendered from SQL with render(), reads exactly like the json format of
+-- the same changes; and render() rejects bytes that are not a binary message.
+\pset format unaligned
+SET synchronous_commit = on;
+SET timezone = 'UTC';
+SET datestyle = 'ISO, YMD';
+SET lc_monetary = 'C';
+
+CREATE TYPE bmood AS ENUM ('sad', 'happy');
+CREATE TABLE bin_types (
+  id int PRIMARY KEY, i2 int2, i8 int8, num numeric, f4 float4, f8 float8, t text, vc varchar(8),
+  c char(3), "by" bytea, bo bool, d date, tm time, tmtz timetz, ts timestamp, tstz timestamptz,
+  iv interval, u uuid, js json, jsb jsonb, arr int[], tarr text[], rng int4range, e bmood,
+  ip inet, mac macaddr, m money, bi bit(3), tsv tsvector, x xml, o oid, nm name, pt point
+);
+CREATE TABLE bin_toast (id int PRIMARY KEY, big text, other int);
+ALTER TABLE bin_toast ALTER COLUMN big SET STORAGE EXTERNAL;
+CREATE TABLE bin_full (id int, v text);
+ALTER TABLE bin_full REPLICA IDENTITY FULL;
+CREATE TABLE bin_part (id int, k text, PRIMARY KEY (id, k)) PARTITION BY LIST (k);
+CREATE TABLE bin_part_a PARTITION OF bin_part FOR VALUES IN ('a');
+
+SELECT 'init' FROM pg_create_logical_replication_slot('regress_json', 'dts_decoding');
+SELECT 'init' FROM pg_create_logical_replication_slot('regress_bin', 'dts_decoding');
+
+INSERT INTO bin_types VALUES (1, 1, 2, 3.25, 1.5, -2.5, 'text é', 'vc', 'ab', '\xdeadbeef', true,
+  '2024-01-02', '01:02:03', '01:02:03+04', '2024-01-02 03:04:05.678', '2024-01-02 03:04:05+00',
+  '2 days 03:00:00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"k": 1}', '{"k": [1, 2]}', '{1,NULL,3}',
+  '{"x y",z}', '[1,5)', 'happy', '10.1.2.3', '01:02:03:04:05:06', 1.23, B'101', 'cat sat', '<a/>', 7,
+  'nm', '(1,2)');
+INSERT INTO bin_types (id, num, f4, f8, d, ts, tstz) VALUES (2, 'NaN', 'Infinity', '-Infinity', 'infinity',
+  '-infinity', 'infinity');
+INSERT INTO bin_types (id) VALUES (3);
+UPDATE bin_types SET id = 4, t = 'moved' WHERE id = 3;
+DELETE FROM bin_types WHERE id = 2;
+INSERT INTO bin_toast VALUES (1, repeat('q', 5000), 1);
+UPDATE bin_toast SET other = 2;
+INSERT INTO bin_full VALUES (1, 'a'), (1, 'a');
+UPDATE bin_full SET v = NULL WHERE ctid = (SELECT min(ctid) FROM bin_full);
+DELETE FROM bin_full WHERE v IS NULL;
+INSERT INTO bin_part VALUES (1, 'a');
+TRUNCATE bin_part, bin_full RESTART IDENTITY;
+SELECT 'msg' FROM pg_logical_emit_message(true, 'dts.render', 'in a transaction');
+SELECT 'msg' FROM pg_logical_emit_message(false, 'dts.render', E'\\x0102'::bytea);
+-- A transaction larger than a message: several messages, one begin and one commit.
+INSERT INTO bin_toast SELECT g, 'row ' || g, g FROM generate_series(2, 400) g;
+
+CREATE TEMP TABLE from_json AS
+  SELECT row_number() OVER () AS n, data FROM pg_logical_slot_get_changes('regress_json', NULL, NULL, 'format', 'json');
+CREATE TEMP TABLE bin_messages AS
+  SELECT row_number() OVER () AS m, data FROM pg_logical_slot_get_binary_changes('regress_bin', NULL, NULL,
+    'message_bytes', '1024');
+CREATE TEMP TABLE from_binary AS
+  SELECT row_number() OVER () AS n, r::text AS data FROM bin_messages, dts_decoding.render(bin_messages.data) r;
+
+SELECT (SELECT count(*) FROM from_json) AS json_records, (SELECT count(*) FROM from_binary) AS rendered_records;
+-- No record differs.
+SELECT n, j.data AS json, b.data AS rendered FROM from_json j FULL JOIN from_binary b USING (n)
+ WHERE j.data IS DISTINCT FROM b.data;
+-- Fewer messages than records: small transactions travel as one message.
+SELECT (SELECT count(*) FROM bin_messages) < (SELECT count(*) FROM from_binary) / 3 AS packed;
+-- Every message starts with the protocol version.
+SELECT DISTINCT get_byte(data, 0) AS version FROM bin_messages;
+-- And binary is smaller than json.
+SELECT (SELECT sum(length(data)) FROM bin_messages) < (SELECT sum(octet_length(data)) FROM from_json) AS smaller;
+-- A sample, to see what it looks like.
+SELECT data FROM from_binary WHERE n <= 3;
+
+-- Streamed transactions render like their json too.
+-- (Temp tables: the copies are not decoded themselves.)
+SELECT 'init' FROM pg_create_logical_replication_slot('regress_json_s', 'dts_decoding');
+SELECT 'init' FROM pg_create_logical_replication_slot('regress_bin_s', 'dts_decoding');
+BEGIN;
+INSERT INTO bin_toast SELECT g, repeat('s', 60), g FROM generate_series(1000, 3000) g;
+SAVEPOINT sp;
+DELETE FROM bin_toast WHERE id < 1500;
+ROLLBACK TO SAVEPOINT sp;
+COMMIT;
+CREATE TEMP TABLE sj AS SELECT row_number() OVER () AS n, data FROM pg_logical_slot_get_changes('regress_json_s', NULL, NULL,
+  'format', 'json', 'streaming', 'on', 'include_xids', 'on');
+CREATE TEMP TABLE sb AS SELECT row_number() OVER () AS n, r::text AS data
+  FROM pg_logical_slot_get_binary_changes('regress_bin_s', NULL, NULL, 'streaming', 'on') c,
+       dts_decoding.render(c.data, include_xids => true) r;
+SELECT (SELECT count(*) FROM sj) = (SELECT count(*) FROM sb) AS same_count,
+       (SELECT count(*) FROM sj WHERE data LIKE '%stream_abort%') AS aborts;
+SELECT count(*) AS differing FROM sj FULL JOIN sb USING (n) WHERE sj.data IS DISTINCT FROM sb.data;
+SELECT pg_drop_replication_slot('regress_json_s');
+SELECT pg_drop_replication_slot('regress_bin_s');
+
+-- Bytes that are not a message: clear errors with the byte offset.
+SELECT * FROM dts_decoding.render('\x');
+SELECT * FROM dts_decoding.render('\x09');
+SELECT * FROM dts_decoding.render('\x0142');
+SELECT * FROM dts_decoding.render('\x017a');
+SELECT * FROM dts_decoding.render('\x0149ffffffff0f00');
+SELECT * FROM dts_decoding.render('\x0142ffffffffffffffffffff01');
+SELECT * FROM dts_decoding.render('\x014d000003616263ff');
+-- A row of a relation never described in this backend.
+SELECT * FROM dts_decoding.render('\x0149e807010401');
+-- A tuple whose column count disagrees with its relation record.
+SELECT * FROM dts_decoding.render('\x015201016101616401000178170100490102040200');
+SELECT * FROM dts_decoding.render('\x01490102040104');
+SELECT * FROM dts_decoding.render(NULL);
+
+SELECT pg_drop_replication_slot('regress_json');
+SELECT pg_drop_replication_slot('regress_bin');
