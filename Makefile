@@ -38,3 +38,7 @@ override with_llvm = no
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS tracks no header dependencies here (Debian builds without --enable-depend): rebuild
+# every object when any header changes, or objects would disagree about shared enums.
+$(OBJS): $(wildcard $(srcdir)/plugin/*.hpp $(srcdir)/include/dts/*.h)

@@ -67,6 +67,16 @@ void report_progress(DecodingSession* s, bool force, bool skipped_xact) {
   }
 }
 
+// Every callback works inside change_cxt and resets it at the end. That includes the writes:
+// the SQL interface copies each message in the current memory context, so a write made
+// outside it would leak one copy of every message for as long as the session lasts.
+MemoryContext enter(DecodingSession* s) { return MemoryContextSwitchTo(s->change_cxt); }
+
+void leave(DecodingSession* s, MemoryContext old) {
+  MemoryContextSwitchTo(old);
+  MemoryContextReset(s->change_cxt);
+}
+
 void ensure_begin(DecodingSession* s, ReorderBufferTXN* txn) {
   if (s->xact_begun || s->in_stream) return;
   s->xact_begun = true;
@@ -156,8 +166,10 @@ void begin_txn(LogicalDecodingContext* ctx, ReorderBufferTXN* txn) {
   DecodingSession* s = session_of(ctx);
   s->xact_begun = false;
   if (!s->opts.skip_empty_xacts) {
+    MemoryContext old = enter(s);
     ensure_begin(s, txn);
     end_callback(s, false);
+    leave(s, old);
   }
 }
 
@@ -165,9 +177,11 @@ void commit_txn(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, XLogRecPtr c
   DecodingSession* s = session_of(ctx);
   report_progress(s, true, !s->xact_begun);
   if (!s->xact_begun) return;
+  MemoryContext old = enter(s);
   s->ops->commit(s, txn, commit_lsn);
   s->xact_begun = false;
   end_callback(s, true);
+  leave(s, old);
 }
 
 void change(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, Relation rel, ReorderBufferChange* change) {
@@ -176,21 +190,20 @@ void change(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, Relation rel, Re
   RelationEntry* e = relation_cache_get(s->relations, rel);
   if (!e->publish) return;
 
-  MemoryContext old = MemoryContextSwitchTo(s->change_cxt);
+  MemoryContext old = enter(s);
   ensure_begin(s, txn);
   note_stream_xid(s, change->txn);
   ensure_relation(s, e);
   s->ops->change(s, e, RelationGetDescr(rel), change);
-  MemoryContextSwitchTo(old);
-  MemoryContextReset(s->change_cxt);
   end_callback(s, false);
+  leave(s, old);
 }
 
 void truncate(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, int nrelations, Relation* relations,
               ReorderBufferChange* change) {
   DecodingSession* s = session_of(ctx);
   report_progress(s, false, false);
-  MemoryContext old = MemoryContextSwitchTo(s->change_cxt);
+  MemoryContext old = enter(s);
   auto** entries = static_cast<RelationEntry**>(palloc(sizeof(RelationEntry*) * Max(nrelations, 1)));
   int n = 0;
   for (int i = 0; i < nrelations; ++i) {
@@ -216,26 +229,27 @@ void truncate(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, int nrelations
     for (int i = 0; i < n; ++i) ensure_relation(s, entries[i]);
     s->ops->truncate(s, entries, n, change->data.truncate.cascade, change->data.truncate.restart_seqs);
   }
-  MemoryContextSwitchTo(old);
-  MemoryContextReset(s->change_cxt);
   end_callback(s, false);
+  leave(s, old);
 }
 
 void message(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, XLogRecPtr lsn, bool transactional,
              const char* prefix, Size size, const char* content) {
   DecodingSession* s = session_of(ctx);
   if (!message_prefix_wanted(&s->opts, prefix)) return;
+  MemoryContext old = enter(s);
   if (transactional) {
     ensure_begin(s, txn);
     note_stream_xid(s, txn);
     s->ops->message(s, lsn, true, prefix, size, content);
     end_callback(s, false);
-    return;
+  } else {
+    // Not part of any transaction: a message of its own, sent at once.
+    send_out(s, false);
+    s->ops->message(s, lsn, false, prefix, size, content);
+    end_callback(s, true);
   }
-  // Not part of any transaction: a message of its own, sent at once.
-  send_out(s, false);
-  s->ops->message(s, lsn, false, prefix, size, content);
-  end_callback(s, true);
+  leave(s, old);
 }
 
 bool filter_by_origin(LogicalDecodingContext* ctx, RepOriginId origin_id) {
@@ -246,6 +260,7 @@ bool filter_by_origin(LogicalDecodingContext* ctx, RepOriginId origin_id) {
 void stream_start(LogicalDecodingContext* ctx, ReorderBufferTXN* txn) {
   DecodingSession* s = session_of(ctx);
   bool first = !rbtxn_is_streamed(txn);
+  MemoryContext old = enter(s);
   s->in_stream = true;
   s->stream_xid = txn->xid;
   s->ops->stream_start(s, txn->xid, first);
@@ -254,27 +269,34 @@ void stream_start(LogicalDecodingContext* ctx, ReorderBufferTXN* txn) {
     if (replorigin_by_oid(txn->origin_id, true, &name)) s->ops->origin(s, txn->origin_lsn, name);
   }
   end_callback(s, false);
+  leave(s, old);
 }
 
 void stream_stop(LogicalDecodingContext* ctx, ReorderBufferTXN*) {
   DecodingSession* s = session_of(ctx);
+  MemoryContext old = enter(s);
   s->ops->stream_stop(s);
   s->in_stream = false;
   end_callback(s, true);
+  leave(s, old);
 }
 
 void stream_abort(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, XLogRecPtr) {
   DecodingSession* s = session_of(ctx);
   ReorderBufferTXN* top = txn->toptxn != nullptr ? txn->toptxn : txn;
+  MemoryContext old = enter(s);
   s->ops->stream_abort(s, top->xid, txn->xid);
   end_callback(s, true);
+  leave(s, old);
 }
 
 void stream_commit(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, XLogRecPtr commit_lsn) {
   DecodingSession* s = session_of(ctx);
   report_progress(s, true, false);
+  MemoryContext old = enter(s);
   s->ops->stream_commit(s, txn, commit_lsn);
   end_callback(s, true);
+  leave(s, old);
 }
 
 }  // namespace dts::plugin

@@ -31,6 +31,7 @@ namespace dts::plugin {
 
 struct RelationCache {
   HTAB* entries;
+  RelationEntry* last;  // most changes hit the relation of the change before
   MemoryContext cxt;
   const DecodingOptions* opts;
 };
@@ -83,6 +84,7 @@ ColumnEncoding choose_encoding(Oid type_oid, char typtype, Oid send_fn) {
     case TIMEOID: return ColumnEncoding::kFixed8;
     case DATEOID: return ColumnEncoding::kFixed4;
     case UUIDOID: return ColumnEncoding::kUuid;
+    case NUMERICOID: return ColumnEncoding::kNumeric;
     case TEXTOID:
     case VARCHAROID:
     case BPCHAROID:
@@ -251,6 +253,8 @@ void relation_cache_detach(RelationCache* cache) {
 
 RelationEntry* relation_cache_get(RelationCache* cache, Relation rel) {
   Oid relid = RelationGetRelid(rel);
+  // Entries never move or go away (invalidation only clears `valid`), so the pointer stays good.
+  if (cache->last != nullptr && cache->last->relid == relid && cache->last->valid) return cache->last;
   bool found = false;
   auto* e = static_cast<RelationEntry*>(hash_search(cache->entries, &relid, HASH_ENTER, &found));
   if (!found) {
@@ -259,6 +263,7 @@ RelationEntry* relation_cache_get(RelationCache* cache, Relation rel) {
     e->cxt = nullptr;
   }
   if (!e->valid) build_entry(cache, e, rel);
+  cache->last = e;
   return e;
 }
 

@@ -21,6 +21,7 @@ enum class ColumnEncoding : uint8_t {
   kFixed8,      // int64 big-endian: timestamp, timestamptz, time
   kFixed4,      // int32 big-endian: date
   kUuid,        // 16 bytes
+  kNumeric,     // numeric: the send format, built from the stored value
   kTextBytes,   // text, varchar, bpchar, json: the stored bytes are the text output
   kByteaBytes,  // bytea: the stored bytes are the send output
   kName,        // name: NUL-terminated in a fixed-size field

@@ -42,6 +42,16 @@ INSERT INTO bin_part VALUES (1, 'a');
 TRUNCATE bin_part, bin_full RESTART IDENTITY;
 SELECT 'msg' FROM pg_logical_emit_message(true, 'dts.render', 'in a transaction');
 SELECT 'msg' FROM pg_logical_emit_message(false, 'dts.render', E'\\x0102'::bytea);
+-- numeric in every stored form: short and long headers, special values, extreme weights
+-- and scales, negative zero scale, many digits.
+CREATE TABLE bin_numeric (id serial PRIMARY KEY, v numeric, fixed numeric(20, 6));
+INSERT INTO bin_numeric (v, fixed) VALUES (0, 0), (-0.0, -0.000001), (1, 1), (-1, -1), (0.5, 0.5),
+  (12345678.9, 99999999999999.999999), ('NaN', NULL), ('Infinity', NULL), ('-Infinity', NULL),
+  (1e300, 123.456), (-1e-300, -123.456), (10000, 10000), (0.0001, 0.0001),
+  (123456789012345678901234567890.123456789012345678901234567890, 1.5),
+  (repeat('9', 1000)::numeric, NULL), (('0.' || repeat('0', 500) || '1')::numeric, NULL),
+  (1.000000000000000000000000000000000000000000000000000000000000000000000000000000, NULL),
+  (-987654321.123456789, NULL);
 -- A transaction larger than a message: several messages, one begin and one commit.
 INSERT INTO bin_toast SELECT g, 'row ' || g, g FROM generate_series(2, 400) g;
 
