@@ -2,6 +2,10 @@
 -- name (pg_recvlogical -P dts_decoding) whether or not the extension is installed.
 \echo Use "CREATE EXTENSION dts_decoding" to load this file. \quit
 
+-- The role a migration runs as is usually not a superuser: it must be able to check the
+-- source. heartbeat() checks its caller's privileges itself.
+GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
+
 CREATE FUNCTION @extschema@.version() RETURNS text
   AS 'MODULE_PATHNAME', 'dts_decoding_version'
   LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
@@ -47,6 +51,29 @@ BEGIN
     status := 'FAILED';
     detail := format('wal_level is %s; logical decoding needs logical', current_setting('wal_level'));
     fix := 'ALTER SYSTEM SET wal_level = logical; then restart the server';
+  END IF;
+  RETURN NEXT;
+
+  -- PostgreSQL 15.19 and later load only the output plugins this setting lists.
+  item := 'output_plugin_libraries';
+  BEGIN
+    names := current_setting('output_plugin_libraries', true);
+  EXCEPTION WHEN insufficient_privilege THEN
+    names := '<unreadable>';
+  END;
+  IF names = '<unreadable>' THEN
+    status := 'WARNING';
+    detail := format('role %s may not read output_plugin_libraries, so whether the server loads dts_decoding is unknown', current_user);
+    fix := format('GRANT pg_read_all_settings TO %I; or have a superuser check that output_plugin_libraries lists dts_decoding', current_user);
+  ELSIF names IS NULL THEN
+    status := 'PASSED'; detail := 'this server version loads any output plugin'; fix := NULL;
+  ELSIF 'dts_decoding' = ANY (string_to_array(replace(names, ' ', ''), ',')) THEN
+    status := 'PASSED'; detail := format('output_plugin_libraries lists dts_decoding (%s)', names); fix := NULL;
+  ELSE
+    status := 'FAILED';
+    detail := format('output_plugin_libraries is ''%s'': the server refuses to load dts_decoding', names);
+    fix := format('ALTER SYSTEM SET output_plugin_libraries = %L; SELECT pg_reload_conf();',
+                  CASE WHEN names = '' THEN 'dts_decoding' ELSE names || ', dts_decoding' END);
   END IF;
   RETURN NEXT;
 

@@ -34,7 +34,10 @@ INSERT INTO big SELECT g, repeat('x', 50) FROM generate_series(20001, 23000) g;
 ROLLBACK TO SAVEPOINT s1;
 INSERT INTO big VALUES (30000, 'after');
 COMMIT;
-SELECT * FROM summary('streaming', 'true');
+-- How many of the rolled-back rows were streamed before the rollback depends on memory
+-- accounting; the 3001 kept rows always are.
+SELECT action, CASE WHEN action = 'insert' THEN (n::int >= 3001)::text ELSE n END AS n
+  FROM summary('streaming', 'true');
 SELECT (data::json->>'xid') <> (data::json->>'subxid') AS names_a_subtransaction
   FROM pg_logical_slot_peek_changes('regress_stream', NULL, NULL, 'format', 'json', 'streaming', 'true',
     'include_xids', 'true')
@@ -48,11 +51,13 @@ SELECT * FROM summary(VARIADIC '{}');
 SELECT count(*) FROM pg_logical_slot_get_changes('regress_stream', NULL, NULL, 'format', 'json');
 
 -- A transaction already rolled back when decoding reaches it: PostgreSQL notices the abort at
--- the first catalog lookup and stops streaming it, so no change of it is ever sent.
+-- its first catalog lookup and stops streaming it, so none of its changes is ever sent (at
+-- most an empty stream block, depending on whose lookup notices first).
 BEGIN;
 INSERT INTO big SELECT g, repeat('y', 50) FROM generate_series(40001, 45000) g;
 ROLLBACK;
-SELECT * FROM summary('streaming', 'true');
+SELECT count(*) AS changes_or_commits FROM summary('streaming', 'true')
+ WHERE action NOT IN ('stream_start', 'stream_stop');
 -- Without streaming an aborted transaction leaves nothing.
 SELECT count(*) FROM pg_logical_slot_get_changes('regress_stream', NULL, NULL, 'format', 'json');
 

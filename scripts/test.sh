@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the project needs (as root), builds the plugin and
+# the applier, and runs every suite: C++ unit tests, the plugin's pg_regress suites and the
+# integration tests against real servers. Ends with one "N passed, N failed" line.
+#
+#   sudo scripts/test.sh            everything
+#   scripts/test.sh --no-install    skip apt-get (packages already there)
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+install=1
+[ "${1:-}" = "--no-install" ] && install=0
+
+passed=0
+failed=0
+failures=()
+count() {  # count SUITE PASSED FAILED
+  passed=$((passed + $2))
+  failed=$((failed + $3))
+  [ "$3" -gt 0 ] && failures+=("$1")
+}
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ $install -eq 1 ]; then
+  step "installing packages"
+  if [ "$(id -u)" -eq 0 ]; then
+    bash scripts/install-deps.sh || { echo "test.sh: package installation failed"; exit 1; }
+  else
+    echo "not root: skipping apt-get (run as root on a fresh machine)"
+  fi
+fi
+
+step "building and installing the dts_decoding plugin (PGXS)"
+make -s -j2 >/dev/null || { echo "test.sh: plugin build failed"; make; exit 1; }
+make -s install >/dev/null || { echo "test.sh: make install failed (run as root, or as the owner of $(pg_config --pkglibdir))"; exit 1; }
+
+step "building the applier and the C++ tests (CMake)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || { echo "test.sh: cmake failed"; exit 1; }
+cmake --build build -j2 >/dev/null || { cmake --build build; echo "test.sh: build failed"; exit 1; }
+
+step "unit tests (GoogleTest)"
+out=$(cd build && ctest --output-on-failure 2>&1)
+echo "$out" | tail -4
+total=$(echo "$out" | sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p')
+bad=$(echo "$out" | sed -n 's/.*, \([0-9]*\) tests failed out of.*/\1/p')
+if [ -n "$total" ]; then count unit $((total - bad)) "$bad"; else count unit 0 1; fi
+
+step "plugin regression suites (pg_regress)"
+out=$(scripts/run-regress.sh 2>&1)
+rc=$?
+echo "$out" | grep -E '\.\.\. |tests (passed|failed)' || echo "$out" | tail -20
+n_ok=$(echo "$out" | grep -cE '\.\.\. ok')
+n_bad=$(echo "$out" | grep -cE '\.\.\. FAILED')
+[ $rc -ne 0 ] && [ "$n_bad" -eq 0 ] && n_bad=1 && echo "$out" | tail -20
+count regress "$n_ok" "$n_bad"
+
+for t in tests/integration/*_test.sh; do
+  step "integration: $(basename "$t")"
+  out=$(bash "$t" 2>&1)
+  rc=$?
+  echo "$out"
+  line=$(echo "$out" | tail -1)
+  p=$(echo "$line" | sed -n 's/.*: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+  f=$(echo "$line" | sed -n 's/.*: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+  if [ -z "$p" ]; then p=0; f=1; fi
+  [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  count "$(basename "$t" .sh)" "$p" "$f"
+done
+
+echo
+[ ${#failures[@]} -gt 0 ] && echo "failing suites: ${failures[*]}"
+echo "test.sh: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
