@@ -181,7 +181,9 @@ proto::ReplicaIdentity identity_of(char relreplident) {
 // The old tuple of an UPDATE or DELETE, as the replica identity left it in the WAL.
 proto::OldTuple old_kind_of(const RelationEntry* e, ReorderBufferTupleBuf* old) {
   if (old == nullptr) return proto::OldTuple::kNone;
-  return e->replica_identity == REPLICA_IDENTITY_FULL ? proto::OldTuple::kFull : proto::OldTuple::kKey;
+  if (e->replica_identity == REPLICA_IDENTITY_FULL) return proto::OldTuple::kFull;
+  // A partition published as a root without a key: no column identifies the row.
+  return e->nkeys > 0 ? proto::OldTuple::kKey : proto::OldTuple::kNone;
 }
 
 void binary_begin(DecodingSession* s, ReorderBufferTXN* txn) {

@@ -3,7 +3,6 @@
 extern "C" {
 #include "postgres.h"
 
-#include "catalog/partition.h"
 #include "lib/stringinfo.h"
 #include "replication/logical.h"
 #include "replication/origin.h"
@@ -93,6 +92,26 @@ void note_stream_xid(DecodingSession* s, ReorderBufferTXN* change_txn) {
   s->ops->stream_xid(s, change_txn->xid);
 }
 
+// While a transaction is streamed, any catalog lookup can fail because the transaction was
+// aborted meanwhile; PostgreSQL catches that error, sends stream_stop and decodes on. A record
+// half written when it struck must not be sent, and relation records rolled back with it must
+// be sent again.
+struct OutputMark {
+  int len;
+  int records;
+};
+
+OutputMark mark_output(const DecodingSession* s) { return OutputMark{s->out.len, s->out_records}; }
+
+void rollback_output(DecodingSession* s, OutputMark m) {
+  if (s->out.len == m.len) return;
+  s->out.len = m.len;
+  s->out.data[m.len] = '\0';
+  s->out_records = m.records;
+  relation_cache_forget_sent(s->relations);
+  s->stream_xid = InvalidTransactionId;  // announce the subtransaction again
+}
+
 void ensure_relation(DecodingSession* s, RelationEntry* e) {
   RelationEntry* pub = relation_cache_published(s->relations, e);
   if (pub->schema_sent) return;
@@ -100,12 +119,11 @@ void ensure_relation(DecodingSession* s, RelationEntry* e) {
   pub->schema_sent = true;
 }
 
-bool has_ancestor_in(Relation* relations, int n, Oid relid) {
-  List* ancestors = get_partition_ancestors(relid);
+Relation find_relation(Relation* relations, int n, Oid relid) {
   for (int i = 0; i < n; ++i) {
-    if (list_member_oid(ancestors, RelationGetRelid(relations[i]))) return true;
+    if (RelationGetRelid(relations[i]) == relid) return relations[i];
   }
-  return false;
+  return nullptr;
 }
 
 }  // namespace
@@ -113,6 +131,10 @@ bool has_ancestor_in(Relation* relations, int n, Oid relid) {
 void deform_tuple(DecodingSession* s, TupleDesc desc, HeapTuple tuple) {
   if (desc->natts > s->values_capacity) {
     int n = Max(desc->natts, 2 * s->values_capacity);
+    if (s->values != nullptr) {
+      pfree(s->values);
+      pfree(s->nulls);
+    }
     s->values = static_cast<Datum*>(MemoryContextAlloc(s->cxt, sizeof(Datum) * n));
     s->nulls = static_cast<bool*>(MemoryContextAlloc(s->cxt, sizeof(bool) * n));
     s->values_capacity = n;
@@ -190,11 +212,29 @@ void change(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, Relation rel, Re
   RelationEntry* e = relation_cache_get(s->relations, rel);
   if (!e->publish) return;
 
+  if (e->identity_mismatch && change->data.tp.oldtuple != nullptr)
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("cannot publish the old row of partition \"%s\" as its root \"%s\"",
+                           RelationGetRelationName(rel), e->table),
+                    errdetail("The partition's replica identity does not include every column of the root's."),
+                    errhint("Give the partition the root's replica identity, or decode without "
+                            "publish_via_partition_root.")));
+
   MemoryContext old = enter(s);
-  ensure_begin(s, txn);
-  note_stream_xid(s, change->txn);
-  ensure_relation(s, e);
-  s->ops->change(s, e, RelationGetDescr(rel), change);
+  OutputMark mark = mark_output(s);
+  PG_TRY();
+  {
+    ensure_begin(s, txn);
+    note_stream_xid(s, change->txn);
+    ensure_relation(s, e);
+    s->ops->change(s, e, RelationGetDescr(rel), change);
+  }
+  PG_CATCH();
+  {
+    rollback_output(s, mark);
+    PG_RE_THROW();
+  }
+  PG_END_TRY();
   end_callback(s, false);
   leave(s, old);
 }
@@ -204,31 +244,46 @@ void truncate(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, int nrelations
   DecodingSession* s = session_of(ctx);
   report_progress(s, false, false);
   MemoryContext old = enter(s);
-  auto** entries = static_cast<RelationEntry**>(palloc(sizeof(RelationEntry*) * Max(nrelations, 1)));
-  int n = 0;
-  for (int i = 0; i < nrelations; ++i) {
-    RelationEntry* e = relation_cache_get(s->relations, relations[i]);
-    if (!e->publish) continue;
-    if (s->opts.publish_via_partition_root && relations[i]->rd_rel->relispartition) {
-      // Sent as its root, it would empty every partition on the target. A TRUNCATE of the
-      // root lists the root itself, and that is sent; a partition truncated alone is not.
-      if (!has_ancestor_in(relations, nrelations, RelationGetRelid(relations[i])))
-        ereport(WARNING, (errmsg("truncate of partition \"%s\" is not sent", RelationGetRelationName(relations[i])),
-                          errdetail("With publish_via_partition_root, only a TRUNCATE of the partitioned table itself "
-                                    "is sent."),
-                          errhint("Decode without publish_via_partition_root to replicate it.")));
-      continue;
+  OutputMark mark = mark_output(s);
+  PG_TRY();
+  {
+    auto** entries = static_cast<RelationEntry**>(palloc(sizeof(RelationEntry*) * Max(nrelations, 1)));
+    int n = 0;
+    for (int i = 0; i < nrelations; ++i) {
+      RelationEntry* e = relation_cache_get(s->relations, relations[i]);
+      if (!e->publish) continue;
+      if (s->opts.publish_via_partition_root && relations[i]->rd_rel->relispartition) {
+        // Its rows were published as the root's, so the root's TRUNCATE stands for it when
+        // the root is in the list, even if the filters select only this partition. Sent as
+        // the root alone, it would empty every partition on the target: then it is not sent.
+        Relation root = find_relation(relations, nrelations, e->publish_relid);
+        if (root == nullptr) {
+          ereport(WARNING,
+                  (errmsg("truncate of partition \"%s\" is not sent", RelationGetRelationName(relations[i])),
+                   errdetail("With publish_via_partition_root, only a TRUNCATE of the partitioned table itself "
+                             "is sent."),
+                   errhint("Decode without publish_via_partition_root to replicate it.")));
+          continue;
+        }
+        e = relation_cache_get(s->relations, root);
+      }
+      bool duplicate = false;
+      for (int j = 0; j < n && !duplicate; ++j) duplicate = entries[j]->publish_relid == e->publish_relid;
+      if (!duplicate) entries[n++] = e;
     }
-    bool duplicate = false;  // several partitions of one root publish as that root once
-    for (int j = 0; j < n && !duplicate; ++j) duplicate = entries[j]->publish_relid == e->publish_relid;
-    if (!duplicate) entries[n++] = e;
+    if (n > 0) {
+      ensure_begin(s, txn);
+      note_stream_xid(s, change->txn);
+      for (int i = 0; i < n; ++i) ensure_relation(s, entries[i]);
+      s->ops->truncate(s, entries, n, change->data.truncate.cascade, change->data.truncate.restart_seqs);
+    }
   }
-  if (n > 0) {
-    ensure_begin(s, txn);
-    note_stream_xid(s, change->txn);
-    for (int i = 0; i < n; ++i) ensure_relation(s, entries[i]);
-    s->ops->truncate(s, entries, n, change->data.truncate.cascade, change->data.truncate.restart_seqs);
+  PG_CATCH();
+  {
+    rollback_output(s, mark);
+    PG_RE_THROW();
   }
+  PG_END_TRY();
   end_callback(s, false);
   leave(s, old);
 }
@@ -239,9 +294,19 @@ void message(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, XLogRecPtr lsn,
   if (!message_prefix_wanted(&s->opts, prefix)) return;
   MemoryContext old = enter(s);
   if (transactional) {
-    ensure_begin(s, txn);
-    note_stream_xid(s, txn);
-    s->ops->message(s, lsn, true, prefix, size, content);
+    OutputMark mark = mark_output(s);
+    PG_TRY();
+    {
+      ensure_begin(s, txn);
+      note_stream_xid(s, txn);
+      s->ops->message(s, lsn, true, prefix, size, content);
+    }
+    PG_CATCH();
+    {
+      rollback_output(s, mark);
+      PG_RE_THROW();
+    }
+    PG_END_TRY();
     end_callback(s, false);
   } else {
     // Not part of any transaction: a message of its own, sent at once.

@@ -29,6 +29,32 @@ JsonStyle json_style_for_type(Oid type_oid) {
   }
 }
 
+namespace {
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+// -?digits(.digits)?([eE][+-]?digits)? : what a JSON number is (leading zeros allowed, as
+// numeric and float output never write them anyway).
+bool is_json_number(const char* p) {
+  if (*p == '-') ++p;
+  if (!is_digit(*p)) return false;
+  while (is_digit(*p)) ++p;
+  if (*p == '.') {
+    ++p;
+    if (!is_digit(*p)) return false;
+    while (is_digit(*p)) ++p;
+  }
+  if (*p == 'e' || *p == 'E') {
+    ++p;
+    if (*p == '+' || *p == '-') ++p;
+    if (!is_digit(*p)) return false;
+    while (is_digit(*p)) ++p;
+  }
+  return *p == '\0';
+}
+
+}  // namespace
+
 void json_append_value(StringInfo out, JsonStyle style, const char* text) {
   if (text == nullptr) {
     appendStringInfoString(out, "null");
@@ -39,8 +65,9 @@ void json_append_value(StringInfo out, JsonStyle style, const char* text) {
       appendStringInfoString(out, text[0] == 't' ? "true" : "false");
       return;
     case JsonStyle::kNumber:
-      // NaN and the infinities have no JSON number: they stay strings.
-      if ((text[0] >= '0' && text[0] <= '9') || (text[0] == '-' && text[1] >= '0' && text[1] <= '9')) {
+      // NaN and the infinities have no JSON number: they stay strings, as does anything else
+      // that is not one (render() may be handed any bytes).
+      if (is_json_number(text)) {
         appendStringInfoString(out, text);
         return;
       }

@@ -116,10 +116,11 @@ void json_change(DecodingSession* s, const RelationEntry* e, TupleDesc desc, Reo
   char type = change->action == REORDER_BUFFER_CHANGE_INSERT ? 'I'
               : change->action == REORDER_BUFFER_CHANGE_UPDATE ? 'U' : 'D';
   appendStringInfo(out, "{\"action\":\"%s\",%s", json_row_action(type), e->json_names);
-  if (type != 'I' && oldtup != nullptr) write_tuple(s, json_old_key(full), e, desc, oldtup, !full, &unchanged);
+  bool has_old = oldtup != nullptr && (full || e->nkeys > 0);  // as the binary format decides
+  if (type != 'I' && has_old) write_tuple(s, json_old_key(full), e, desc, oldtup, !full, &unchanged);
   if (type != 'D') write_tuple(s, "new", e, desc, change->data.tp.newtuple, false, &unchanged);
   // A delete that carries only the key lists the key columns' types; otherwise all.
-  write_types(out, e, type == 'D' && (oldtup == nullptr || !full));
+  write_types(out, e, type == 'D' && !full);
   if (unchanged.len > 0) appendStringInfo(out, ",\"unchanged_toast\":[%s]", unchanged.data);
   appendStringInfoChar(out, '}');
 }

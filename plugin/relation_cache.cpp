@@ -45,12 +45,20 @@ bool g_callbacks_registered = false;
 void invalidate_entry(RelationEntry* e) {
   e->valid = false;
   e->schema_sent = false;
+  e->invalidations++;
 }
 
 void invalidate_all(RelationCache* cache) {
   HASH_SEQ_STATUS seq;
   hash_seq_init(&seq, cache->entries);
   while (auto* e = static_cast<RelationEntry*>(hash_seq_search(&seq))) invalidate_entry(e);
+}
+
+bool has_ancestor(const RelationEntry* e, Oid relid) {
+  for (int i = 0; i < e->nancestors; ++i) {
+    if (e->ancestors[i] == relid) return true;
+  }
+  return false;
 }
 
 void on_relcache_invalidate(Datum, Oid relid) {
@@ -61,13 +69,35 @@ void on_relcache_invalidate(Datum, Oid relid) {
     invalidate_all(cache);
     return;
   }
-  auto* e = static_cast<RelationEntry*>(hash_search(cache->entries, &relid, HASH_FIND, nullptr));
-  if (e != nullptr) invalidate_entry(e);
+  // The entry itself, and partitions whose filter decision used this relation's name.
+  HASH_SEQ_STATUS seq;
+  hash_seq_init(&seq, cache->entries);
+  while (auto* e = static_cast<RelationEntry*>(hash_seq_search(&seq))) {
+    if (e->relid == relid || has_ancestor(e, relid)) invalidate_entry(e);
+  }
 }
 
 // A renamed schema changes the names we send without a relcache invalidation.
 void on_namespace_invalidate(Datum, int, uint32) {
   if (g_active_cache != nullptr) invalidate_all(g_active_cache);
+}
+
+bool is_reg_type(Oid type_oid) {
+  Oid elem = get_element_type(type_oid);
+  switch (OidIsValid(elem) ? elem : type_oid) {
+    case REGPROCOID:
+    case REGPROCEDUREOID:
+    case REGOPEROID:
+    case REGOPERATOROID:
+    case REGCLASSOID:
+    case REGTYPEOID:
+    case REGCONFIGOID:
+    case REGDICTIONARYOID:
+    case REGNAMESPACEOID:
+    case REGROLEOID:
+    case REGCOLLATIONOID: return true;
+    default: return false;
+  }
 }
 
 ColumnEncoding choose_encoding(Oid type_oid, char typtype, Oid send_fn) {
@@ -94,8 +124,10 @@ ColumnEncoding choose_encoding(Oid type_oid, char typtype, Oid send_fn) {
     default: break;
   }
   // Built-in base types (arrays of them included) have stable send formats the applier can
-  // hand to the target as they are; anything user-defined travels as text.
-  if (type_oid < FirstGenbkiObjectId && typtype == TYPTYPE_BASE && OidIsValid(send_fn))
+  // hand to the target as they are; anything user-defined travels as text. Not the reg*
+  // types: their binary form is a bare OID, meaningless on another server.
+  if (type_oid < FirstGenbkiObjectId && typtype == TYPTYPE_BASE && OidIsValid(send_fn) &&
+      !is_reg_type(type_oid))
     return ColumnEncoding::kSend;
   return ColumnEncoding::kOutput;
 }
@@ -129,6 +161,15 @@ bool passes_filters(const DecodingOptions* opts, Relation rel, List* ancestors) 
   return !matches(opts->exclude_tables);
 }
 
+void init_entry(RelationEntry* e) {
+  e->valid = false;
+  e->schema_sent = false;
+  e->invalidations = 0;
+  e->nancestors = 0;
+  e->ancestors = nullptr;
+  e->cxt = nullptr;
+}
+
 void build_entry(RelationCache* cache, RelationEntry* e, Relation rel) {
   const DecodingOptions* opts = cache->opts;
   if (e->cxt == nullptr)
@@ -136,9 +177,11 @@ void build_entry(RelationCache* cache, RelationEntry* e, Relation rel) {
   else
     MemoryContextReset(e->cxt);
   MemoryContext old = MemoryContextSwitchTo(e->cxt);
-  // Valid from the start: an invalidation that arrives during the catalog lookups below marks
-  // the entry invalid again, and the next change rebuilds it.
-  e->valid = true;
+  // Not valid until fully built: an ERROR below (a streamed transaction's concurrent abort is
+  // caught by PostgreSQL, and decoding goes on) must not leave half an entry in use. An
+  // invalidation that arrives during the lookups leaves it invalid for the next change.
+  e->valid = false;
+  uint32 invalidations_at_start = e->invalidations;
 
   List* ancestors = rel->rd_rel->relispartition ? get_partition_ancestors(RelationGetRelid(rel)) : NIL;
   Relation pub = rel;
@@ -168,11 +211,28 @@ void build_entry(RelationCache* cache, RelationEntry* e, Relation rel) {
     escape_json(&buf, e->table);
     e->json_names = buf.data;
   }
-  e->replica_identity = rel->rd_rel->relreplident;
+  e->nancestors = list_length(ancestors);
+  e->ancestors = static_cast<Oid*>(palloc(sizeof(Oid) * Max(e->nancestors, 1)));
+  for (int i = 0; i < e->nancestors; ++i) e->ancestors[i] = list_nth_oid(ancestors, i);
 
+  // Keys and replica identity are those of the relation named on the wire.
+  e->replica_identity = pub->rd_rel->relreplident;
   TupleDesc pub_desc = RelationGetDescr(pub);
   AttrMap* map = via_root ? build_attrmap_by_name(RelationGetDescr(rel), pub_desc) : nullptr;
-  Bitmapset* key_attrs = relkind == RELKIND_RELATION ? RelationGetIdentityKeyBitmap(rel) : nullptr;
+  Bitmapset* key_attrs = nullptr;  // in pub's attribute numbers
+  if (relkind == RELKIND_RELATION || relkind == RELKIND_PARTITIONED_TABLE) key_attrs = RelationGetIdentityKeyBitmap(pub);
+  e->identity_mismatch = false;
+  if (via_root && relkind == RELKIND_RELATION && rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL) {
+    // The partition's logged old key must hold every column of the root's identity.
+    Bitmapset* leaf_keys = RelationGetIdentityKeyBitmap(rel);
+    if (e->replica_identity == REPLICA_IDENTITY_FULL) e->identity_mismatch = true;
+    for (int i = 0; i < pub_desc->natts && !e->identity_mismatch; ++i) {
+      if (!bms_is_member(i + 1 - FirstLowInvalidHeapAttributeNumber, key_attrs)) continue;
+      AttrNumber leaf_att = map->attnums[i];
+      if (leaf_att <= 0 || !bms_is_member(leaf_att - FirstLowInvalidHeapAttributeNumber, leaf_keys))
+        e->identity_mismatch = true;
+    }
+  }
 
   e->cols = static_cast<ColumnOutput*>(palloc0(sizeof(ColumnOutput) * Max(pub_desc->natts, 1)));
   e->ncols = 0;
@@ -186,7 +246,7 @@ void build_entry(RelationCache* cache, RelationEntry* e, Relation rel) {
     c->attnum = attnum;
     c->type_oid = att->atttypid;
     c->typmod = att->atttypmod;
-    c->is_key = bms_is_member(attnum - FirstLowInvalidHeapAttributeNumber, key_attrs);
+    c->is_key = bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, key_attrs);
     if (c->is_key) e->nkeys++;
     c->name = pstrdup(NameStr(att->attname));
     c->json_key = json_quoted(c->name, ":");
@@ -213,6 +273,7 @@ void build_entry(RelationCache* cache, RelationEntry* e, Relation rel) {
 
   if (via_root) RelationClose(pub);
   MemoryContextSwitchTo(old);
+  e->valid = (e->invalidations == invalidations_at_start);
 }
 
 // The session's memory goes away without a shutdown callback when decoding fails in SQL; the
@@ -257,14 +318,18 @@ RelationEntry* relation_cache_get(RelationCache* cache, Relation rel) {
   if (cache->last != nullptr && cache->last->relid == relid && cache->last->valid) return cache->last;
   bool found = false;
   auto* e = static_cast<RelationEntry*>(hash_search(cache->entries, &relid, HASH_ENTER, &found));
-  if (!found) {
-    e->valid = false;
-    e->schema_sent = false;
-    e->cxt = nullptr;
-  }
+  if (!found) init_entry(e);
+  // Built even if an invalidation arrives meanwhile (it stays invalid for the next change):
+  // the data of this build is still that of the current catalog snapshot.
   if (!e->valid) build_entry(cache, e, rel);
   cache->last = e;
   return e;
+}
+
+void relation_cache_forget_sent(RelationCache* cache) {
+  HASH_SEQ_STATUS seq;
+  hash_seq_init(&seq, cache->entries);
+  while (auto* e = static_cast<RelationEntry*>(hash_seq_search(&seq))) e->schema_sent = false;
 }
 
 RelationEntry* relation_cache_published(RelationCache* cache, RelationEntry* entry) {
@@ -272,11 +337,7 @@ RelationEntry* relation_cache_published(RelationCache* cache, RelationEntry* ent
   bool found = false;
   auto* root = static_cast<RelationEntry*>(
       hash_search(cache->entries, &entry->publish_relid, HASH_ENTER, &found));
-  if (!found) {
-    root->valid = false;
-    root->schema_sent = false;
-    root->cxt = nullptr;
-  }
+  if (!found) init_entry(root);
   return root;
 }
 

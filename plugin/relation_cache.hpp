@@ -49,13 +49,19 @@ struct ColumnOutput {
 struct RelationEntry {
   Oid relid;  // hash key: the relation whose changes arrive
   bool valid;
+  uint32 invalidations;  // bumped by every invalidation: a build that saw one stays invalid
   bool schema_sent;  // meaningful on the entry of publish_relid
   bool publish;      // passes the filters; changes of other relations are skipped
   Oid publish_relid;  // the relation named on the wire (the root when publishing via the root)
   char* schema;
   char* table;
   char* json_names;  // "schema":"...","table":"..." ready to append
-  char replica_identity;
+  char replica_identity;  // of the published relation
+  // Publishing a partition as its root, the old rows PostgreSQL logs follow the partition's
+  // replica identity; when that lacks a column of the root's key, old keys cannot be sent.
+  bool identity_mismatch;
+  Oid* ancestors;  // partition ancestors, nearest first (their renames change our decision)
+  int nancestors;
   int ncols;
   int nkeys;
   ColumnOutput* cols;
@@ -71,6 +77,8 @@ void relation_cache_detach(RelationCache* cache);
 
 // The entry for `rel`, rebuilt first if it was invalidated.
 RelationEntry* relation_cache_get(RelationCache* cache, Relation rel);
+// Forgets which relation records were sent, so each is sent again before its next row.
+void relation_cache_forget_sent(RelationCache* cache);
 // The entry that carries the schema_sent flag for what `entry` publishes as.
 RelationEntry* relation_cache_published(RelationCache* cache, RelationEntry* entry);
 

@@ -18,6 +18,7 @@ extern "C" {
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
+#include "access/htup_details.h"
 
 PG_FUNCTION_INFO_V1(dts_decoding_version);
 PG_FUNCTION_INFO_V1(dts_decoding_render);
@@ -71,8 +72,23 @@ void fail_malformed(const proto::DecodeError& err) {
                           "returned it.")));
 }
 
+// A relation record describes at most as many columns as a table can have.
+constexpr uint32_t kMaxColumns = MaxTupleAttributeNumber;
+// Each described relation keeps a small context for the backend's life: bound them.
+constexpr long kMaxRenderRelations = 10000;
+
 void remember_relation(const proto::Record& rec) {
-  if (g_render_relations == nullptr) {
+  if (rec.columns.ncols > kMaxColumns)
+    ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
+                    errmsg("relation record at byte %zu describes %u columns, more than a table can have",
+                           rec.offset, rec.columns.ncols)));
+  if (g_render_relations == nullptr || hash_get_num_entries(g_render_relations) >= kMaxRenderRelations) {
+    if (g_render_relations != nullptr) {
+      HASH_SEQ_STATUS seq;
+      hash_seq_init(&seq, g_render_relations);
+      while (auto* r = static_cast<RenderRelation*>(hash_seq_search(&seq))) MemoryContextDelete(r->cxt);
+      hash_destroy(g_render_relations);
+    }
     HASHCTL ctl;
     ctl.keysize = sizeof(Oid);
     ctl.entrysize = sizeof(RenderRelation);
@@ -80,27 +96,25 @@ void remember_relation(const proto::Record& rec) {
     g_render_relations = hash_create("dts_decoding render relations", 64, &ctl,
                                      HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
   }
-  bool found = false;
-  auto* r = static_cast<RenderRelation*>(hash_search(g_render_relations, &rec.relid, HASH_ENTER, &found));
-  if (!found)
-    r->cxt = AllocSetContextCreate(TopMemoryContext, "dts_decoding render relation", ALLOCSET_SMALL_SIZES);
-  else
-    MemoryContextReset(r->cxt);
-  MemoryContext old = MemoryContextSwitchTo(r->cxt);
+  // Built completely in a context of its own, then swapped in: an ERROR halfway leaves the
+  // previous description (or none) in place, never half of a new one.
+  MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "dts_decoding render relation", ALLOCSET_SMALL_SIZES);
+  MemoryContext old = MemoryContextSwitchTo(cxt);
+  RenderRelation built{};
+  built.relid = rec.relid;
+  built.cxt = cxt;
   StringInfoData names;
   initStringInfo(&names);
   appendStringInfoString(&names, "\"schema\":");
   escape_json(&names, copy_string(rec.schema));
   appendStringInfoString(&names, ",\"table\":");
   escape_json(&names, copy_string(rec.name));
-  r->json_names = names.data;
-  r->ncols = static_cast<int>(rec.columns.ncols);
-  r->nkeys = 0;
-  r->cols = static_cast<RenderColumn*>(palloc0(sizeof(RenderColumn) * Max(r->ncols, 1)));
+  built.json_names = names.data;
+  built.cols = static_cast<RenderColumn*>(palloc0(sizeof(RenderColumn) * Max(rec.columns.ncols, 1)));
   proto::ColumnCursor cursor(rec.columns);
   proto::ColumnInfo info;
-  for (int i = 0; cursor.next(info); ++i) {
-    RenderColumn* c = &r->cols[i];
+  while (cursor.next(info)) {
+    RenderColumn* c = &built.cols[built.ncols++];
     c->name = copy_string(info.name);
     StringInfoData key;
     initStringInfo(&key);
@@ -112,10 +126,17 @@ void remember_relation(const proto::Record& rec) {
     c->typmod = info.typmod;
     c->is_key = (info.flags & proto::kColumnIsKey) != 0;
     c->style = json_style_for_type(info.type_oid);
-    if (c->is_key) r->nkeys++;
+    if (c->is_key) built.nkeys++;
   }
   MemoryContextSwitchTo(old);
-  if (!cursor.ok()) fail_malformed(cursor.error());
+  if (!cursor.ok()) {
+    MemoryContextDelete(cxt);
+    fail_malformed(cursor.error());
+  }
+  bool found = false;
+  auto* r = static_cast<RenderRelation*>(hash_search(g_render_relations, &rec.relid, HASH_ENTER, &found));
+  if (found) MemoryContextDelete(r->cxt);
+  *r = built;
 }
 
 RenderRelation* find_relation(uint32_t relid) {

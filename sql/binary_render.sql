@@ -17,6 +17,7 @@ CREATE TABLE bin_toast (id int PRIMARY KEY, big text, other int);
 ALTER TABLE bin_toast ALTER COLUMN big SET STORAGE EXTERNAL;
 CREATE TABLE bin_full (id int, v text);
 ALTER TABLE bin_full REPLICA IDENTITY FULL;
+CREATE TABLE bin_reg (id int PRIMARY KEY, r regclass, t regtype);
 CREATE TABLE bin_part (id int, k text, PRIMARY KEY (id, k)) PARTITION BY LIST (k);
 CREATE TABLE bin_part_a PARTITION OF bin_part FOR VALUES IN ('a');
 
@@ -39,6 +40,7 @@ INSERT INTO bin_full VALUES (1, 'a'), (1, 'a');
 UPDATE bin_full SET v = NULL WHERE ctid = (SELECT min(ctid) FROM bin_full);
 DELETE FROM bin_full WHERE v IS NULL;
 INSERT INTO bin_part VALUES (1, 'a');
+INSERT INTO bin_reg VALUES (1, 'pg_namespace', 'tsquery');
 TRUNCATE bin_part, bin_full RESTART IDENTITY;
 SELECT 'msg' FROM pg_logical_emit_message(true, 'dts.render', 'in a transaction');
 SELECT 'msg' FROM pg_logical_emit_message(false, 'dts.render', E'\\x0102'::bytea);
@@ -73,6 +75,10 @@ SELECT (SELECT count(*) FROM bin_messages) < (SELECT count(*) FROM from_binary) 
 SELECT DISTINCT get_byte(data, 0) AS version FROM bin_messages;
 -- And binary is smaller than json.
 SELECT (SELECT sum(length(data)) FROM bin_messages) < (SELECT sum(octet_length(data)) FROM from_json) AS smaller;
+-- reg* values travel as names, not as OIDs that mean nothing on another server.
+SELECT bool_or(position(convert_to('pg_namespace', 'UTF8') in data) > 0) AS regclass_by_name,
+       bool_or(position(convert_to('tsquery', 'UTF8') in data) > 0) AS regtype_by_name
+  FROM bin_messages;
 -- A sample, to see what it looks like.
 SELECT data FROM from_binary WHERE n <= 3;
 
@@ -111,6 +117,14 @@ SELECT * FROM dts_decoding.render('\x0149e807010401');
 SELECT * FROM dts_decoding.render('\x015201016101616401000178170100490102040200');
 SELECT * FROM dts_decoding.render('\x01490102040104');
 SELECT * FROM dts_decoding.render(NULL);
+-- A relation record describing more columns than a table can have is refused, and the
+-- relation's previous description stays in use.
+SELECT * FROM dts_decoding.render('\x01524d00006401000178170100');
+SELECT * FROM dts_decoding.render(decode('01524d000064d00f' || repeat('0000170100', 2000), 'hex'));
+SELECT * FROM dts_decoding.render('\x01494d01040e');
+-- Text claiming to be a number is emitted as a JSON number only if it is one.
+SELECT * FROM dts_decoding.render('\x01524e00006402000178170100000179a40d0100');
+SELECT * FROM dts_decoding.render('\x01494e0204020207312c2278223a32');
 
 SELECT pg_drop_replication_slot('regress_json');
 SELECT pg_drop_replication_slot('regress_bin');

@@ -39,4 +39,23 @@ TRUNCATE measure_oslo;
 SELECT data FROM pg_logical_slot_get_changes('regress_part', NULL, NULL, 'format', 'json',
   'publish_via_partition_root', 'true');
 
+-- Only a partition selected, published as its root: the root's TRUNCATE stands for it.
+INSERT INTO measure VALUES (7, 'oslo', 1);
+TRUNCATE measure;
+SELECT data FROM pg_logical_slot_get_changes('regress_part', NULL, NULL, 'format', 'json',
+  'publish_via_partition_root', 'true', 'include_tables', 'measure_oslo');
+
+-- A partition whose replica identity lacks the root's key cannot have its old rows published
+-- as the root's: a clear ERROR, not a wrong key. Without publishing via the root it is fine.
+CREATE TABLE pm (id int, code text, alt int NOT NULL, PRIMARY KEY (id, code)) PARTITION BY LIST (code);
+CREATE TABLE pm_a PARTITION OF pm FOR VALUES IN ('a');
+CREATE UNIQUE INDEX pm_a_alt ON pm_a (alt);
+ALTER TABLE pm_a REPLICA IDENTITY USING INDEX pm_a_alt;
+INSERT INTO pm VALUES (1, 'a', 10);
+DELETE FROM pm;
+SELECT data FROM pg_logical_slot_peek_changes('regress_part', NULL, NULL, 'format', 'json',
+  'publish_via_partition_root', 'true', 'include_tables', 'pm');
+SELECT data FROM pg_logical_slot_get_changes('regress_part', NULL, NULL, 'format', 'json',
+  'include_tables', 'pm');
+
 SELECT pg_drop_replication_slot('regress_part');

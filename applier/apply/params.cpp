@@ -1,0 +1,156 @@
+#include "apply/params.hpp"
+
+#include <cstring>
+#include <string>
+
+namespace dts::apply {
+namespace proto = dts::protocol;
+
+namespace {
+
+constexpr uint32_t kBoolOid = 16;
+constexpr uint32_t kInt8Oid = 20;
+constexpr uint32_t kInt2Oid = 21;
+constexpr uint32_t kInt4Oid = 23;
+constexpr uint32_t kOidOid = 26;
+constexpr uint32_t kFirstNonBuiltinOid = 10000;
+
+// Text-like built-in types whose binary input takes the text bytes as they are, so their text
+// values can go as binary parameters with no copy.
+bool text_is_binary(uint32_t type_oid) {
+  switch (type_oid) {
+    case 25:    // text
+    case 1043:  // varchar
+    case 1042:  // bpchar
+    case 19:    // name
+    case 114:   // json
+      return true;
+    default:
+      return false;
+  }
+}
+
+void put_be(char* out, uint64_t v, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<char>(v >> (8 * (n - 1 - i)));
+}
+
+}  // namespace
+
+char* Arena::allocate(size_t n) {
+  if (n > kBlock) {  // a rare big value gets memory of its own until clear()
+    big_.push_back(std::make_unique<char[]>(n));
+    return big_.back().get();
+  }
+  if (blocks_.empty() || used_ + n > kBlock) {
+    if (!blocks_.empty()) ++block_;
+    if (block_ == blocks_.size()) blocks_.push_back(std::make_unique<char[]>(kBlock));
+    used_ = 0;
+  }
+  char* p = blocks_[block_].get() + used_;
+  used_ += n;
+  return p;
+}
+
+void Arena::clear() {
+  big_.clear();
+  block_ = 0;
+  used_ = 0;
+}
+
+uint32_t param_type_for(const decode::Column& column) {
+  return column.type_oid < kFirstNonBuiltinOid ? column.type_oid : 0;
+}
+
+void ParamSet::clear() {
+  values_.clear();
+  lengths_.clear();
+  formats_.clear();
+  arena_.clear();
+}
+
+void ParamSet::push(const char* data, int len, int format) {
+  values_.push_back(data);
+  lengths_.push_back(len);
+  formats_.push_back(format);
+}
+
+void ParamSet::add(const decode::Column& column, const proto::Value& value) {
+  switch (value.kind) {
+    case proto::ValueKind::kNull:
+    case proto::ValueKind::kUnchangedToast:  // callers leave these columns out
+      push(nullptr, 0, 0);
+      return;
+    case proto::ValueKind::kTrue:
+    case proto::ValueKind::kFalse: {
+      char* b = arena_.allocate(1);
+      *b = value.kind == proto::ValueKind::kTrue ? 1 : 0;
+      if (column.type_oid == kBoolOid) {
+        push(b, 1, 1);
+      } else {
+        char* t = arena_.allocate(2);
+        t[0] = *b ? 't' : 'f';
+        t[1] = '\0';
+        push(t, 1, 0);
+      }
+      return;
+    }
+    case proto::ValueKind::kInt: {
+      size_t width = column.type_oid == kInt2Oid ? 2
+                     : (column.type_oid == kInt4Oid || column.type_oid == kOidOid) ? 4
+                     : column.type_oid == kInt8Oid ? 8 : 0;
+      if (width == 0) {  // not an integer column after all: let the server parse the number
+        std::string text = std::to_string(value.int_value);
+        char* t = arena_.allocate(text.size() + 1);
+        std::memcpy(t, text.c_str(), text.size() + 1);
+        push(t, static_cast<int>(text.size()), 0);
+        return;
+      }
+      char* b = arena_.allocate(width);
+      put_be(b, static_cast<uint64_t>(value.int_value), width);
+      push(b, static_cast<int>(width), 1);
+      return;
+    }
+    case proto::ValueKind::kBinary:
+      push(reinterpret_cast<const char*>(value.bytes.data), static_cast<int>(value.bytes.len), 1);
+      return;
+    case proto::ValueKind::kText: {
+      if (text_is_binary(column.type_oid)) {
+        push(reinterpret_cast<const char*>(value.bytes.data), static_cast<int>(value.bytes.len), 1);
+        return;
+      }
+      // Text parameters are NUL-terminated strings.
+      char* t = arena_.allocate(value.bytes.len + 1);
+      std::memcpy(t, value.bytes.data, value.bytes.len);
+      t[value.bytes.len] = '\0';
+      push(t, static_cast<int>(value.bytes.len), 0);
+      return;
+    }
+  }
+}
+
+std::string describe_value(const decode::Column& column, const proto::Value& value) {
+  constexpr size_t kMax = 64;
+  switch (value.kind) {
+    case proto::ValueKind::kNull: return "NULL";
+    case proto::ValueKind::kUnchangedToast: return "(unchanged)";
+    case proto::ValueKind::kTrue: return "true";
+    case proto::ValueKind::kFalse: return "false";
+    case proto::ValueKind::kInt: return std::to_string(value.int_value);
+    case proto::ValueKind::kText: {
+      std::string s(reinterpret_cast<const char*>(value.bytes.data), std::min(value.bytes.len, kMax));
+      return "'" + s + (value.bytes.len > kMax ? "...'" : "'");
+    }
+    case proto::ValueKind::kBinary: {
+      static const char kHex[] = "0123456789abcdef";
+      std::string s = "(" + column.type_name + ") \\x";
+      for (size_t i = 0; i < std::min(value.bytes.len, kMax / 2); ++i) {
+        s.push_back(kHex[value.bytes.data[i] >> 4]);
+        s.push_back(kHex[value.bytes.data[i] & 15]);
+      }
+      return s + (value.bytes.len > kMax / 2 ? "..." : "");
+    }
+  }
+  return "?";
+}
+
+}  // namespace dts::apply

@@ -1,0 +1,56 @@
+// Turns record values into libpq parameters without re-encoding: binary values (the send
+// format) go as binary parameters straight from the frame; integers and booleans get their
+// binary form; text goes as text. Pointers stay valid until clear().
+#ifndef DTS_APPLIER_APPLY_PARAMS_HPP
+#define DTS_APPLIER_APPLY_PARAMS_HPP
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "decode/decoder.hpp"
+
+namespace dts::apply {
+
+// Bump allocation for the few bytes some parameters need (integers, NUL-terminated text).
+class Arena {
+ public:
+  char* allocate(size_t n);
+  void clear();
+
+ private:
+  static constexpr size_t kBlock = 64 * 1024;
+  std::vector<std::unique_ptr<char[]>> blocks_;  // kBlock bytes each, reused
+  std::vector<std::unique_ptr<char[]>> big_;
+  size_t block_ = 0;
+  size_t used_ = 0;
+};
+
+// The parameter type a statement declares for a column: the type itself for built-in types
+// (binary values need it), 0 (let the server infer) for the others, which travel as text.
+uint32_t param_type_for(const decode::Column& column);
+
+class ParamSet {
+ public:
+  void clear();
+  void add(const decode::Column& column, const protocol::Value& value);
+  int size() const { return static_cast<int>(values_.size()); }
+  const char* const* values() const { return values_.data(); }
+  const int* lengths() const { return lengths_.data(); }
+  const int* formats() const { return formats_.data(); }
+
+ private:
+  void push(const char* data, int len, int format);
+  std::vector<const char*> values_;
+  std::vector<int> lengths_;
+  std::vector<int> formats_;
+  Arena arena_;
+};
+
+// A short text form of a value for error messages (numbers and text as they are, binary in
+// hex, long values cut).
+std::string describe_value(const decode::Column& column, const protocol::Value& value);
+
+}  // namespace dts::apply
+
+#endif

@@ -1,0 +1,131 @@
+#include "apply/sql_builder.hpp"
+
+namespace dts::apply {
+
+std::string quote_ident(std::string_view name) {
+  std::string out;
+  out.reserve(name.size() + 2);
+  out.push_back('"');
+  for (char c : name) {
+    if (c == '"') out.push_back('"');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+std::string quote_literal(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  bool has_backslash = text.find('\\') != std::string_view::npos;
+  if (has_backslash) out.push_back('E');
+  out.push_back('\'');
+  for (char c : text) {
+    if (c == '\'' || c == '\\') out.push_back(c);
+    out.push_back(c);
+  }
+  out.push_back('\'');
+  return out;
+}
+
+std::string qualified_name(const decode::Relation& rel) { return quote_ident(rel.schema) + "." + quote_ident(rel.name); }
+
+bool compare_as_text(uint32_t type_oid) {
+  switch (type_oid) {
+    case 114:  // json
+    case 142:  // xml
+    case 600:  // point
+    case 601:  // lseg
+    case 602:  // path
+    case 603:  // box
+    case 604:  // polygon
+    case 628:  // line
+    case 718:  // circle
+      return true;
+    default:
+      return false;
+  }
+}
+
+namespace {
+
+void append_conditions(std::string& sql, const decode::Relation& rel, const RowMatch& match, int& param) {
+  bool first = true;
+  for (size_t i = 0; i < match.columns.size(); ++i) {
+    const decode::Column& col = rel.columns[match.columns[i]];
+    sql += first ? "" : " AND ";
+    first = false;
+    if (match.is_null[i]) {
+      sql += quote_ident(col.name) + " IS NULL";
+    } else if (compare_as_text(col.type_oid)) {
+      sql += quote_ident(col.name) + "::text = $" + std::to_string(param++) + "::text";
+    } else {
+      sql += quote_ident(col.name) + " = $" + std::to_string(param++);
+    }
+  }
+  if (first) sql += "true";
+}
+
+void append_where(std::string& sql, const decode::Relation& rel, const RowMatch& match, int& param) {
+  sql += " WHERE ";
+  if (!match.one_row) {
+    append_conditions(sql, rel, match, param);
+    return;
+  }
+  // tableoid with ctid: a ctid alone repeats across the partitions of a partitioned table.
+  sql += "(tableoid, ctid) = (SELECT tableoid, ctid FROM " + qualified_name(rel) + " WHERE ";
+  append_conditions(sql, rel, match, param);
+  sql += " LIMIT 1)";
+}
+
+}  // namespace
+
+std::string build_insert(const decode::Relation& rel, size_t rows) {
+  std::string sql = "INSERT INTO " + qualified_name(rel) + " (";
+  for (size_t i = 0; i < rel.columns.size(); ++i) {
+    if (i > 0) sql += ", ";
+    sql += quote_ident(rel.columns[i].name);
+  }
+  sql += ") VALUES ";
+  int param = 1;
+  for (size_t r = 0; r < rows; ++r) {
+    sql += r > 0 ? ", (" : "(";
+    for (size_t i = 0; i < rel.columns.size(); ++i) {
+      if (i > 0) sql += ", ";
+      sql += "$" + std::to_string(param++);
+    }
+    sql += ")";
+  }
+  return sql;
+}
+
+std::string build_update(const decode::Relation& rel, const std::vector<size_t>& set_columns, const RowMatch& match) {
+  std::string sql = "UPDATE " + qualified_name(rel) + " SET ";
+  int param = 1;
+  for (size_t i = 0; i < set_columns.size(); ++i) {
+    if (i > 0) sql += ", ";
+    sql += quote_ident(rel.columns[set_columns[i]].name) + " = $" + std::to_string(param++);
+  }
+  append_where(sql, rel, match, param);
+  return sql;
+}
+
+std::string build_delete(const decode::Relation& rel, const RowMatch& match) {
+  std::string sql = "DELETE FROM " + qualified_name(rel);
+  int param = 1;
+  append_where(sql, rel, match, param);
+  return sql;
+}
+
+std::string build_truncate(const std::vector<const decode::Relation*>& rels, bool cascade, bool restart_identity) {
+  std::string sql = "TRUNCATE ";
+  for (size_t i = 0; i < rels.size(); ++i) {
+    if (i > 0) sql += ", ";
+    sql += qualified_name(*rels[i]);
+  }
+  if (restart_identity) sql += " RESTART IDENTITY";
+  if (cascade) sql += " CASCADE";
+  return sql;
+}
+
+}  // namespace dts::apply

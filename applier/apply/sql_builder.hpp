@@ -1,0 +1,42 @@
+// SQL text for applying changes: INSERT, UPDATE, DELETE and TRUNCATE of a relation as the
+// source described it. Every identifier is quoted; values are always parameters.
+#ifndef DTS_APPLIER_APPLY_SQL_BUILDER_HPP
+#define DTS_APPLIER_APPLY_SQL_BUILDER_HPP
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "decode/decoder.hpp"
+
+namespace dts::apply {
+
+// "name" with embedded quotes doubled: safe for any name, keeps case, spaces and unicode.
+std::string quote_ident(std::string_view name);
+// 'text' with embedded quotes doubled (for the few literals in SQL we build).
+std::string quote_literal(std::string_view text);
+std::string qualified_name(const decode::Relation& rel);
+
+// Which columns identify the row, and which of them are NULL in this change: a NULL is
+// matched with IS NULL (so `=` and its index serve every other column).
+struct RowMatch {
+  std::vector<size_t> columns;
+  std::vector<bool> is_null;
+  // REPLICA IDENTITY FULL may match several identical rows: change exactly one of them.
+  bool one_row = false;
+};
+
+// INSERT INTO t (all columns) VALUES ($1, ...), (...) for `rows` rows.
+std::string build_insert(const decode::Relation& rel, size_t rows);
+// UPDATE t SET set_columns = $1.. WHERE match (parameters after the SET ones).
+std::string build_update(const decode::Relation& rel, const std::vector<size_t>& set_columns, const RowMatch& match);
+std::string build_delete(const decode::Relation& rel, const RowMatch& match);
+std::string build_truncate(const std::vector<const decode::Relation*>& rels, bool cascade, bool restart_identity);
+
+// True for types without a default btree equality operator (json, xml, geometric types):
+// they are compared as text.
+bool compare_as_text(uint32_t type_oid);
+
+}  // namespace dts::apply
+
+#endif
