@@ -1,18 +1,108 @@
-// dts_applier: checks, copies and streams a PostgreSQL database into another. The
-// subcommands arrive with the follow issue; for now it reports what it is.
-#include <cstdio>
-#include <cstring>
+// dts_applier: online migration of a PostgreSQL database. Subcommands so far: follow.
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <csignal>
+#include <cstring>
+#include <string>
+
+#include "common/lsn.hpp"
 #include "dts/protocol.h"
 #include "dts/version.h"
+#include "follow/follow.hpp"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_signal(int) { g_stop.store(true); }
+
+// Connection strings may hold passwords: blank them in argv so `ps` does not show them.
+void scrub_passwords(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    for (const char* key : {"password=", "PASSWORD=", ":"}) {
+      if (std::strcmp(key, ":") == 0) {
+        // postgresql://user:secret@host URIs
+        char* scheme = std::strstr(argv[i], "://");
+        if (scheme == nullptr) continue;
+        char* at = std::strchr(scheme + 3, '@');
+        char* colon = std::strchr(scheme + 3, ':');
+        if (at != nullptr && colon != nullptr && colon < at) std::memset(colon + 1, '*', static_cast<size_t>(at - colon - 1));
+        continue;
+      }
+      for (char* p = std::strstr(argv[i], key); p != nullptr; p = std::strstr(p + 1, key)) {
+        char* v = p + std::strlen(key);
+        char quote = (*v == '\'') ? '\'' : 0;
+        if (quote) ++v;
+        while (*v != '\0' && (quote ? *v != quote : *v != ' ')) *v++ = '*';
+      }
+    }
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && (std::strcmp(argv[1], "--version") == 0 || std::strcmp(argv[1], "version") == 0)) {
+  CLI::App app{"dts_applier: online migration of a live PostgreSQL database"};
+  app.require_subcommand(0, 1);
+  bool version = false;
+  std::string log_level = "info";
+  app.add_flag("--version", version, "print the version and exit");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
+  dts::follow::FollowOptions follow;
+  std::string resume_mode = "auto";
+  std::string until_lsn;
+  auto* f = app.add_subcommand("follow", "stream changes from a slot and apply them to the target, exactly once");
+  f->add_option("--source", follow.source, "libpq conninfo of the source (passwords from conninfo or PGPASSFILE)")
+      ->required();
+  f->add_option("--target", follow.target, "libpq conninfo of the target, which already has the schema")->required();
+  f->add_option("--slot", follow.slot, "logical replication slot on the source")->required();
+  f->add_flag("--create-slot", follow.create_slot, "create the slot with dts_decoding if it does not exist");
+  f->add_option("--tables", follow.tables, "only these tables: schema.table patterns, comma-separated (public.*)");
+  f->add_option("--exclude", follow.exclude, "leave out these tables: schema.table patterns");
+  f->add_option("--bandwidth-limit", follow.bandwidth_mb_per_s, "read at most this many MB/s from the source (0: no limit)")
+      ->check(CLI::NonNegativeNumber);
+  f->add_option("--resume-mode", resume_mode, "auto: reconnect with backoff after a lost connection; manual: stop")
+      ->check(CLI::IsMember({"auto", "manual"}));
+  f->add_option("--until-lsn", until_lsn, "stop once everything committed up to this source LSN is applied (X/X)");
+  f->add_option("--status-file", follow.status_file, "write progress as JSON to this file, every second");
+  f->add_option("--origin", follow.origin, "replication origin on the target (default: dts_<slot>)");
+  f->add_flag("!--no-streaming", follow.streaming,
+              "have the source hold large transactions until commit instead of streaming them");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  scrub_passwords(argc, argv);
+  auto logger = spdlog::stderr_color_mt("dts");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  if (version) {
     std::printf("dts_applier %s (record protocol %d)\n", DTS_VERSION, dts::protocol::kVersion);
     return 0;
   }
-  std::fprintf(stderr,
-               "usage: dts_applier --version\n"
-               "The check, migrate, follow, verify and complete subcommands are not built yet.\n");
-  return argc > 1 ? 2 : 0;
+  if (f->parsed()) {
+    follow.resume_auto = resume_mode == "auto";
+    if (!until_lsn.empty()) {
+      follow.until_lsn = dts::parse_lsn(until_lsn);
+      if (!follow.until_lsn) {
+        std::fprintf(stderr, "--until-lsn: \"%s\" is not an LSN; write it as PostgreSQL does, e.g. 16/B374D848\n",
+                     until_lsn.c_str());
+        return dts::follow::kExitUsage;
+      }
+    }
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    return dts::follow::run_follow(follow, g_stop);
+  }
+  std::fputs(app.help().c_str(), stdout);
+  return 0;
 }

@@ -65,9 +65,10 @@ void Decoder::remember_relation(const proto::Record& rec, Lsn wal_start, EventHa
     rel->columns.push_back(std::move(c));
   }
   if (!cursor.ok()) fail(cursor.error(), wal_start);
-  auto& slot = relations_[rec.relid];
-  slot = std::move(rel);
-  handler.on_relation(*slot);
+  // The handler sees the new shape while the old one still exists: rows it holds of the old
+  // shape can still be written out.
+  handler.on_relation(*rel);
+  relations_[rec.relid] = std::move(rel);
 }
 
 void Decoder::decode(const uint8_t* data, size_t len, Lsn wal_start, EventHandler& handler) {

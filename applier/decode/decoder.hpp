@@ -58,6 +58,7 @@ class EventHandler {
   virtual void on_begin(uint32_t xid, Lsn final_lsn, int64_t commit_time) = 0;
   virtual void on_commit(Lsn commit_lsn, Lsn end_lsn, int64_t commit_time) = 0;
   virtual void on_origin(std::string_view name, Lsn origin_lsn) = 0;
+  // Called before the new description replaces the old one (which is destroyed after).
   virtual void on_relation(const Relation& relation) = 0;
   virtual void on_row(const RowChange& row) = 0;
   virtual void on_truncate(const std::vector<const Relation*>& relations, bool cascade, bool restart_identity) = 0;

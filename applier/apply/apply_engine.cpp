@@ -1,0 +1,461 @@
+#include "apply/apply_engine.hpp"
+
+#include <algorithm>
+
+#include "apply/sql_builder.hpp"
+#include "common/error.hpp"
+#include "dts/protocol.h"
+
+namespace dts::apply {
+namespace proto = dts::protocol;
+
+namespace {
+
+// A group of source transactions is committed on the target once it holds this much.
+constexpr uint64_t kGroupChanges = 20000;
+constexpr uint64_t kGroupTransactions = 2000;
+// Rows of one INSERT statement (PostgreSQL takes at most 65535 parameters).
+constexpr size_t kInsertRows = 100;
+// Large transactions streamed at once, each on a target connection of its own.
+constexpr size_t kMaxStreams = 8;
+
+std::string savepoint_name(uint32_t subxid) { return "dts_sub_" + std::to_string(subxid); }
+
+}  // namespace
+
+// What we build once per relation version.
+struct ApplyEngine::RelationPlan {
+  uint64_t version = 0;
+  std::string qualified;
+  std::string key_prefix;  // of its statement keys
+  std::vector<uint32_t> types;  // per column, see param_type_for
+};
+
+// A large transaction being applied as it streams in.
+struct ApplyEngine::Streamed {
+  std::unique_ptr<TargetSession> session;
+  std::vector<uint32_t> savepoints;  // subtransactions, in the order their savepoints were made
+  Lsn first_lsn = 0;
+};
+
+ApplyEngine::ApplyEngine(std::string target_conninfo, std::string client_encoding, std::string origin, Lsn resume_lsn)
+    : target_conninfo_(std::move(target_conninfo)),
+      client_encoding_(std::move(client_encoding)),
+      origin_(std::move(origin)),
+      resume_lsn_(resume_lsn) {
+  main_ = new_session();
+  main_->setup_origin(origin_);
+  stats_.applied_lsn = resume_lsn;
+}
+
+ApplyEngine::~ApplyEngine() = default;
+
+std::unique_ptr<TargetSession> ApplyEngine::new_session() {
+  return std::make_unique<TargetSession>(target_conninfo_, client_encoding_);
+}
+
+ApplyEngine::RelationPlan& ApplyEngine::plan_for(const decode::Relation& rel) {
+  auto& plan = plans_[rel.relid];
+  if (!plan || plan->version != rel.version) {
+    plan = std::make_unique<RelationPlan>();
+    plan->version = rel.version;
+    plan->qualified = qualified_name(rel);
+    plan->key_prefix = std::to_string(rel.relid) + ":" + std::to_string(rel.version) + ":";
+    for (const auto& c : rel.columns) plan->types.push_back(param_type_for(c));
+  }
+  return *plan;
+}
+
+TargetSession& ApplyEngine::current_session() {
+  if (stream_xid_ != 0) return *stream(stream_xid_).session;
+  ensure_main_transaction();
+  return *main_;
+}
+
+void ApplyEngine::ensure_main_transaction() {
+  if (main_open_) return;
+  main_->execute_simple("BEGIN", ChangeContext{"", "", txn_commit_lsn_, "BEGIN"});
+  main_open_ = true;
+}
+
+bool ApplyEngine::group_is_large() const {
+  return group_changes_ >= kGroupChanges || group_txns_ >= kGroupTransactions;
+}
+
+void ApplyEngine::commit_group() {
+  flush_inserts();
+  if (!main_open_ || in_source_txn_) return;
+  if (group_txns_ == 0) {  // only skipped transactions: nothing to record
+    main_->rollback();
+  } else {
+    Lsn end = group_end_lsn_;
+    int64_t time = group_commit_time_;
+    uint64_t txns = group_txns_;
+    main_->commit(end, time, [this, end, time, txns] {
+      stats_.applied_lsn = std::max(stats_.applied_lsn, end);
+      stats_.applied_commit_time = time;
+      stats_.transactions += txns;
+    });
+  }
+  main_open_ = false;
+  group_txns_ = 0;
+  group_changes_ = 0;
+}
+
+void ApplyEngine::sync() {
+  main_->drain(0);
+  for (auto& [xid, s] : streams_) s->session->drain(0);
+}
+
+void ApplyEngine::end_of_frame() { flush_inserts(); }
+
+void ApplyEngine::on_begin(uint32_t, Lsn final_lsn, int64_t) {
+  in_source_txn_ = true;
+  txn_commit_lsn_ = final_lsn;
+  // Applied before a restart: the origin's progress is past it. (The server skips such
+  // transactions when we start from that progress; this guards the overlap anyway.)
+  skipping_ = final_lsn < resume_lsn_;
+}
+
+void ApplyEngine::on_commit(Lsn, Lsn end_lsn, int64_t commit_time) {
+  in_source_txn_ = false;
+  stats_.last_source_time = std::max(stats_.last_source_time, commit_time);
+  if (skipping_) {
+    skipping_ = false;
+    return;
+  }
+  flush_inserts();
+  if (main_open_) {
+    group_txns_++;
+    group_end_lsn_ = end_lsn;
+    group_commit_time_ = commit_time;
+  } else {
+    // Nothing to change on the target, but the progress still moves: record it with the next
+    // group (an empty target transaction that only sets the origin).
+    ensure_main_transaction();
+    group_txns_++;
+    group_end_lsn_ = end_lsn;
+    group_commit_time_ = commit_time;
+  }
+  if (group_is_large()) commit_group();
+}
+
+void ApplyEngine::on_origin(std::string_view, Lsn) {}
+
+void ApplyEngine::on_relation(const decode::Relation& relation) {
+  // Rows of the new shape need statements of their own; pending rows used the old shape.
+  if (batch_.relation != nullptr && batch_.relation->relid == relation.relid) flush_inserts();
+}
+
+std::string ApplyEngine::describe_key(const decode::Relation& rel, const decode::Values& values, bool key_only) const {
+  if (rel.key_columns.empty()) return "";
+  std::string names = "(", vals = "(";
+  for (size_t i = 0; i < rel.key_columns.size(); ++i) {
+    size_t col = rel.key_columns[i];
+    const proto::Value& v = key_only ? values[i] : values[col];
+    if (i > 0) {
+      names += ", ";
+      vals += ", ";
+    }
+    names += quote_ident(rel.columns[col].name);
+    vals += describe_value(rel.columns[col], v);
+  }
+  return names + ")=" + vals + ")";
+}
+
+void ApplyEngine::on_row(const decode::RowChange& row) {
+  if (skipping_) return;
+  stats_.changes++;
+  if (stream_xid_ == 0) group_changes_++;
+  switch (row.kind) {
+    case decode::RowKind::kInsert: apply_insert(row); break;
+    case decode::RowKind::kUpdate:
+      flush_inserts();
+      apply_update(row);
+      break;
+    case decode::RowKind::kDelete:
+      flush_inserts();
+      apply_delete(row);
+      break;
+  }
+}
+
+void ApplyEngine::apply_insert(const decode::RowChange& row) {
+  const decode::Relation& rel = *row.relation;
+  const decode::Values& values = *row.new_values;
+  if (batch_.relation != &rel) flush_inserts();
+  current_session();  // opens the main transaction if needed
+  if (batch_.rows == 0) {
+    batch_.relation = &rel;
+    batch_.first_key = describe_key(rel, values, false);
+  }
+  for (size_t i = 0; i < rel.columns.size(); ++i) batch_.params.add(rel.columns[i], values[i]);
+  batch_.rows++;
+  size_t max_rows = std::max<size_t>(1, std::min(kInsertRows, 65535 / std::max<size_t>(1, rel.columns.size())));
+  if (batch_.rows >= max_rows) flush_inserts();
+}
+
+void ApplyEngine::flush_inserts() {
+  if (batch_.rows == 0) return;
+  const decode::Relation& rel = *batch_.relation;
+  RelationPlan& plan = plan_for(rel);
+  size_t rows = batch_.rows;
+  types_.clear();
+  for (size_t r = 0; r < rows; ++r) types_.insert(types_.end(), plan.types.begin(), plan.types.end());
+  std::string key = plan.key_prefix + "I" + std::to_string(rows);
+  std::string where = rows > 1 ? batch_.first_key + " and " + std::to_string(rows - 1) + " more rows" : batch_.first_key;
+  current_session().execute(key, [&] { return build_insert(rel, rows); }, types_, batch_.params,
+                            ChangeContext{plan.qualified, where, txn_commit_lsn_, "INSERT"}, false);
+  batch_.rows = 0;
+  batch_.relation = nullptr;
+  batch_.params.clear();
+}
+
+namespace {
+
+[[noreturn]] void no_identity(const decode::Relation& rel, const char* action) {
+  throw Error(ErrorKind::kApply, std::string("cannot apply ") + action + " on " + qualified_name(rel) +
+                                     ": the source sent no old key because the table has no replica identity "
+                                     "(no primary key, or REPLICA IDENTITY NOTHING); on the source, add a primary "
+                                     "key or run ALTER TABLE " + qualified_name(rel) + " REPLICA IDENTITY FULL");
+}
+
+// Builds the match of a row: the columns that identify it, with their values in `values`
+// (indexed like `columns` of the relation, or like key_columns when key_only).
+void build_match(const decode::Relation& rel, const decode::Values& values, bool key_only, bool full, RowMatch& match,
+                 std::vector<const proto::Value*>& match_values) {
+  match.columns.clear();
+  match.is_null.clear();
+  match_values.clear();
+  match.one_row = full;
+  if (full) {
+    for (size_t i = 0; i < rel.columns.size(); ++i) {
+      if (values[i].kind == proto::ValueKind::kUnchangedToast) continue;
+      match.columns.push_back(i);
+      match.is_null.push_back(values[i].kind == proto::ValueKind::kNull);
+      match_values.push_back(&values[i]);
+    }
+    return;
+  }
+  for (size_t k = 0; k < rel.key_columns.size(); ++k) {
+    size_t col = rel.key_columns[k];
+    const proto::Value& v = key_only ? values[k] : values[col];
+    match.columns.push_back(col);
+    match.is_null.push_back(v.kind == proto::ValueKind::kNull);
+    match_values.push_back(&v);
+  }
+}
+
+std::string match_key(const RowMatch& match) {
+  std::string key;
+  key.reserve(match.columns.size() * 3 + 2);
+  key += match.one_row ? 'F' : 'K';
+  for (size_t i = 0; i < match.columns.size(); ++i) {
+    key += std::to_string(match.columns[i]);
+    key += match.is_null[i] ? 'n' : ',';
+  }
+  return key;
+}
+
+// Fails the target transaction when no row matched (division by zero), so a change that finds
+// nothing to change stops the apply before COMMIT instead of passing silently.
+std::string guard_one_row(const std::string& sql) {
+  return "WITH changed AS (" + sql + " RETURNING 1) SELECT 1 / count(*) FROM changed";
+}
+
+}  // namespace
+
+void ApplyEngine::apply_update(const decode::RowChange& row) {
+  const decode::Relation& rel = *row.relation;
+  const decode::Values& newv = *row.new_values;
+  bool full = row.old_kind == proto::OldTuple::kFull;
+  if (!full && rel.key_columns.empty()) no_identity(rel, "an UPDATE");
+  RelationPlan& plan = plan_for(rel);
+
+  std::vector<size_t> set_columns;
+  for (size_t i = 0; i < rel.columns.size(); ++i) {
+    if (newv[i].kind != proto::ValueKind::kUnchangedToast) set_columns.push_back(i);
+  }
+  RowMatch match;
+  std::vector<const proto::Value*> match_values;
+  if (row.old_kind == proto::OldTuple::kNone)
+    build_match(rel, newv, false, false, match, match_values);  // key unchanged: from the new row
+  else
+    build_match(rel, *row.old_values, row.old_kind == proto::OldTuple::kKey, full, match, match_values);
+
+  params_.clear();
+  types_.clear();
+  std::string key = plan.key_prefix + "U";
+  for (size_t c : set_columns) {
+    params_.add(rel.columns[c], newv[c]);
+    types_.push_back(plan.types[c]);
+    key += std::to_string(c);
+    key += ',';
+  }
+  key += match_key(match);
+  for (size_t i = 0; i < match.columns.size(); ++i) {
+    if (match.is_null[i]) continue;
+    params_.add(rel.columns[match.columns[i]], *match_values[i]);
+    types_.push_back(plan.types[match.columns[i]]);
+  }
+  std::string where = row.old_kind == proto::OldTuple::kKey ? describe_key(rel, *row.old_values, true)
+                                                             : describe_key(rel, newv, false);
+  current_session().execute(
+      key, [&] { return guard_one_row(build_update(rel, set_columns, match)); }, types_, params_,
+      ChangeContext{plan.qualified, where, txn_commit_lsn_, "UPDATE"}, true);
+}
+
+void ApplyEngine::apply_delete(const decode::RowChange& row) {
+  const decode::Relation& rel = *row.relation;
+  if (row.old_kind == proto::OldTuple::kNone) no_identity(rel, "a DELETE");
+  RelationPlan& plan = plan_for(rel);
+  bool full = row.old_kind == proto::OldTuple::kFull;
+  RowMatch match;
+  std::vector<const proto::Value*> match_values;
+  build_match(rel, *row.old_values, !full, full, match, match_values);
+  params_.clear();
+  types_.clear();
+  for (size_t i = 0; i < match.columns.size(); ++i) {
+    if (match.is_null[i]) continue;
+    params_.add(rel.columns[match.columns[i]], *match_values[i]);
+    types_.push_back(plan.types[match.columns[i]]);
+  }
+  std::string key = plan.key_prefix + "D" + match_key(match);
+  std::string where = full ? describe_key(rel, *row.old_values, false) : describe_key(rel, *row.old_values, true);
+  current_session().execute(
+      key, [&] { return guard_one_row(build_delete(rel, match)); }, types_, params_,
+      ChangeContext{plan.qualified, where, txn_commit_lsn_, "DELETE"}, true);
+}
+
+void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relations, bool cascade,
+                              bool restart_identity) {
+  if (skipping_) return;
+  flush_inserts();
+  std::string names;
+  for (const auto* r : relations) names += (names.empty() ? "" : ", ") + qualified_name(*r);
+  current_session().execute_simple(build_truncate(relations, cascade, restart_identity),
+                                   ChangeContext{names, "", txn_commit_lsn_, "TRUNCATE"});
+}
+
+void ApplyEngine::on_message(bool, Lsn, std::string_view prefix, std::string_view content) {
+  // Heartbeats carry the source's clock: with nothing else arriving, they keep the lag honest.
+  if (prefix == proto::kHeartbeatPrefix) {
+    (void)content;
+    stats_.last_source_time = std::max(stats_.last_source_time, now_postgres_micros());
+  }
+}
+
+ApplyEngine::Streamed& ApplyEngine::stream(uint32_t xid) {
+  auto it = streams_.find(xid);
+  if (it != streams_.end()) return *it->second;
+  if (streams_.size() >= kMaxStreams)
+    throw Error(ErrorKind::kInternal, "more than " + std::to_string(kMaxStreams) +
+                                          " large transactions are streaming at once; raise logical_decoding_work_mem "
+                                          "on the source so fewer of them are streamed");
+  auto s = std::make_unique<Streamed>();
+  if (!idle_sessions_.empty()) {
+    s->session = std::move(idle_sessions_.back());
+    idle_sessions_.pop_back();
+  } else {
+    s->session = new_session();
+  }
+  s->session->execute_simple("BEGIN", ChangeContext{"", "", 0, "BEGIN"});
+  auto& ref = *s;
+  streams_.emplace(xid, std::move(s));
+  return ref;
+}
+
+void ApplyEngine::on_stream_start(uint32_t xid, bool first_segment) {
+  flush_inserts();
+  if (first_segment && streams_.count(xid) != 0) {
+    // The source is streaming this transaction again from its start (after a reconnect):
+    // throw away what we had applied of it.
+    auto& s = streams_[xid];
+    s->session->rollback();
+    s->session->drain(0);
+    idle_sessions_.push_back(std::move(s->session));
+    streams_.erase(xid);
+  }
+  stream_xid_ = xid;
+  stream_subxid_ = xid;
+  stream(xid);
+}
+
+void ApplyEngine::on_stream_stop() {
+  flush_inserts();
+  stream_xid_ = 0;
+}
+
+void ApplyEngine::on_stream_xid(uint32_t xid) {
+  flush_inserts();
+  stream_subxid_ = xid;
+  if (xid == stream_xid_) return;
+  Streamed& s = stream(stream_xid_);
+  if (std::find(s.savepoints.begin(), s.savepoints.end(), xid) != s.savepoints.end()) return;
+  s.session->execute_simple("SAVEPOINT " + savepoint_name(xid), ChangeContext{"", "", 0, "SAVEPOINT"});
+  s.savepoints.push_back(xid);
+}
+
+void ApplyEngine::on_stream_abort(uint32_t xid, uint32_t subxid) {
+  flush_inserts();
+  auto it = streams_.find(xid);
+  if (it == streams_.end()) return;  // nothing of it was applied
+  Streamed& s = *it->second;
+  if (subxid == xid) {
+    s.session->rollback();
+    s.session->drain(0);
+    idle_sessions_.push_back(std::move(s.session));
+    streams_.erase(it);
+    return;
+  }
+  // Rolling back to a savepoint also drops every savepoint made after it; a subtransaction
+  // whose savepoint is already gone had its changes discarded with it.
+  auto sp = std::find(s.savepoints.begin(), s.savepoints.end(), subxid);
+  if (sp == s.savepoints.end()) return;
+  s.session->execute_simple("ROLLBACK TO SAVEPOINT " + savepoint_name(subxid),
+                            ChangeContext{"", "", 0, "ROLLBACK TO SAVEPOINT"});
+  s.savepoints.erase(sp + 1, s.savepoints.end());
+}
+
+void ApplyEngine::on_stream_commit(uint32_t xid, Lsn commit_lsn, Lsn end_lsn, int64_t commit_time) {
+  flush_inserts();
+  stats_.last_source_time = std::max(stats_.last_source_time, commit_time);
+  auto it = streams_.find(xid);
+  if (commit_lsn < resume_lsn_) {  // applied before a restart: as in on_begin
+    if (it != streams_.end()) {
+      it->second->session->rollback();
+      it->second->session->drain(0);
+      idle_sessions_.push_back(std::move(it->second->session));
+      streams_.erase(it);
+    }
+    return;
+  }
+  // Everything committed before it on the source must be durable on the target before its
+  // origin progress can say so: commit the main group and wait for it.
+  commit_group();
+  main_->drain(0);
+  if (it == streams_.end()) {
+    // No change of it reached us (all filtered): only the progress moves.
+    ensure_main_transaction();
+    group_txns_++;
+    group_end_lsn_ = end_lsn;
+    group_commit_time_ = commit_time;
+    return;
+  }
+  Streamed& s = *it->second;
+  // Only one session may hold the origin at a time.
+  main_->reset_origin();
+  s.session->setup_origin(origin_);
+  s.session->commit(end_lsn, commit_time, [this, end_lsn, commit_time] {
+    stats_.applied_lsn = std::max(stats_.applied_lsn, end_lsn);
+    stats_.applied_commit_time = commit_time;
+    stats_.transactions++;
+  });
+  s.session->drain(0);
+  s.session->reset_origin();
+  main_->setup_origin(origin_);
+  idle_sessions_.push_back(std::move(s.session));
+  streams_.erase(it);
+}
+
+}  // namespace dts::apply

@@ -1,0 +1,116 @@
+// Applies decoded events to the target, exactly once and in commit order.
+//
+// Ordinary transactions go to the main session, several of them grouped into one target
+// transaction; the origin's progress is set in the same commit, so the target itself records
+// how far it got. A streamed transaction (sent while still in progress on the source) is
+// applied as it arrives on a session of its own, with a savepoint for each subtransaction; at
+// its commit the main session's group is committed first, then the streamed one takes the
+// origin for its own commit.
+#ifndef DTS_APPLIER_APPLY_APPLY_ENGINE_HPP
+#define DTS_APPLIER_APPLY_APPLY_ENGINE_HPP
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "apply/params.hpp"
+#include "apply/target_session.hpp"
+#include "decode/decoder.hpp"
+
+namespace dts::apply {
+
+struct ApplyStats {
+  uint64_t transactions = 0;  // source transactions committed on the target
+  uint64_t changes = 0;       // rows inserted, updated or deleted (sent)
+  Lsn applied_lsn = 0;        // end LSN of the last source transaction committed on the target
+  int64_t applied_commit_time = 0;
+  int64_t last_source_time = 0;  // newest commit or heartbeat time seen from the source
+};
+
+class ApplyEngine : public decode::EventHandler {
+ public:
+  ApplyEngine(std::string target_conninfo, std::string client_encoding, std::string origin, Lsn resume_lsn);
+  ~ApplyEngine() override;
+
+  // Commits the open group, if any (the caller does so when the stream goes quiet, and before
+  // reporting progress).
+  void commit_group();
+  // Reads the target's results until all sent statements are confirmed.
+  void sync();
+  // After the end of each frame: values of the frame may not be referenced any longer.
+  void end_of_frame();
+  bool group_is_large() const;
+  bool in_transaction() const { return in_source_txn_; }
+  bool group_open() const { return main_open_; }
+  const ApplyStats& stats() const { return stats_; }
+
+  // decode::EventHandler
+  void on_begin(uint32_t xid, Lsn final_lsn, int64_t commit_time) override;
+  void on_commit(Lsn commit_lsn, Lsn end_lsn, int64_t commit_time) override;
+  void on_origin(std::string_view name, Lsn origin_lsn) override;
+  void on_relation(const decode::Relation& relation) override;
+  void on_row(const decode::RowChange& row) override;
+  void on_truncate(const std::vector<const decode::Relation*>& relations, bool cascade,
+                   bool restart_identity) override;
+  void on_message(bool transactional, Lsn lsn, std::string_view prefix, std::string_view content) override;
+  void on_stream_start(uint32_t xid, bool first_segment) override;
+  void on_stream_stop() override;
+  void on_stream_xid(uint32_t xid) override;
+  void on_stream_commit(uint32_t xid, Lsn commit_lsn, Lsn end_lsn, int64_t commit_time) override;
+  void on_stream_abort(uint32_t xid, uint32_t subxid) override;
+
+ private:
+  struct RelationPlan;
+  struct Streamed;
+  struct InsertBatch {
+    const decode::Relation* relation = nullptr;
+    size_t rows = 0;
+    ParamSet params;
+    std::string first_key;
+  };
+
+  TargetSession& current_session();
+  RelationPlan& plan_for(const decode::Relation& rel);
+  void ensure_main_transaction();
+  void flush_inserts();
+  void apply_insert(const decode::RowChange& row);
+  void apply_update(const decode::RowChange& row);
+  void apply_delete(const decode::RowChange& row);
+  std::string describe_key(const decode::Relation& rel, const decode::Values& values, bool key_only) const;
+  Streamed& stream(uint32_t xid);
+  std::unique_ptr<TargetSession> new_session();
+
+  std::string target_conninfo_;
+  std::string client_encoding_;
+  std::string origin_;
+  std::unique_ptr<TargetSession> main_;
+  std::unordered_map<uint32_t, std::unique_ptr<RelationPlan>> plans_;
+  std::unordered_map<uint32_t, std::unique_ptr<Streamed>> streams_;
+  std::vector<std::unique_ptr<TargetSession>> idle_sessions_;
+
+  // The source transaction being received (ordinary or a stream block).
+  bool in_source_txn_ = false;
+  bool skipping_ = false;  // already applied before a restart
+  Lsn txn_commit_lsn_ = 0;
+  uint32_t stream_xid_ = 0;  // non-zero inside a stream block
+  uint32_t stream_subxid_ = 0;
+
+  // The main session's open target transaction: the group.
+  bool main_open_ = false;
+  uint64_t group_txns_ = 0;
+  uint64_t group_changes_ = 0;
+  Lsn group_end_lsn_ = 0;
+  int64_t group_commit_time_ = 0;
+  Lsn resume_lsn_;
+
+  InsertBatch batch_;
+  ParamSet params_;
+  std::vector<uint32_t> types_;
+  ApplyStats stats_;
+};
+
+}  // namespace dts::apply
+
+#endif

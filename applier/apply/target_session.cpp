@@ -1,0 +1,206 @@
+#include "apply/target_session.hpp"
+
+#include "apply/sql_builder.hpp"
+#include "common/error.hpp"
+
+namespace dts::apply {
+namespace {
+
+// Unread results allowed before we stop sending and read: bounded so neither side's socket
+// buffer fills up while the other waits.
+constexpr size_t kDrainAt = 2048;
+
+constexpr uint32_t kPgLsnOid = 3220;
+constexpr uint32_t kTimestampTzOid = 1184;
+
+void put_be64(char* out, uint64_t v) {
+  for (int i = 7; i >= 0; --i) {
+    out[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+}
+
+std::string trimmed(const char* s) {
+  std::string m = s != nullptr ? s : "";
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
+}  // namespace
+
+TargetSession::TargetSession(const std::string& conninfo, const std::string& client_encoding)
+    : conn_(pg::Connection::open(conninfo, "target")) {
+  conn_.exec("SET session_replication_role = replica");
+  conn_.exec("SET synchronous_commit = off");
+  conn_.exec("SET client_encoding = " + quote_literal(client_encoding));
+  if (PQenterPipelineMode(conn_.get()) != 1)
+    throw Error(ErrorKind::kConnection, "could not enter pipeline mode on the target: " + conn_.error_message());
+}
+
+void TargetSession::send_check(int ok, const char* doing) {
+  if (ok == 1) return;
+  ErrorKind kind = conn_.is_ok() ? ErrorKind::kInternal : ErrorKind::kConnection;
+  throw Error(kind, std::string("could not send ") + doing + " to the target: " + conn_.error_message());
+}
+
+void TargetSession::setup_origin(const std::string& origin) {
+  drain(0);
+  PQexitPipelineMode(conn_.get());
+  conn_.exec_params(
+      "SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL", {origin});
+  conn_.exec_params("SELECT pg_replication_origin_session_setup($1)", {origin});
+  PQenterPipelineMode(conn_.get());
+}
+
+void TargetSession::reset_origin() {
+  drain(0);
+  PQexitPipelineMode(conn_.get());
+  conn_.exec("SELECT pg_replication_origin_session_reset()");
+  PQenterPipelineMode(conn_.get());
+}
+
+void TargetSession::flush_request() {
+  send_check(PQsendFlushRequest(conn_.get()), "a flush request");
+  if (PQflush(conn_.get()) < 0) send_check(0, "pending statements");
+}
+
+void TargetSession::execute(const std::string& key, const std::function<std::string()>& sql,
+                            const std::vector<uint32_t>& types, const ParamSet& params, ChangeContext context,
+                            bool expect_one_row) {
+  auto it = prepared_.find(key);
+  if (it == prepared_.end()) {
+    std::string name = "dts_" + std::to_string(next_statement_++);
+    std::string text = sql();
+    send_check(PQsendPrepare(conn_.get(), name.c_str(), text.c_str(), static_cast<int>(types.size()),
+                             reinterpret_cast<const Oid*>(types.data())),
+               "a statement");
+    expected_.push_back(Pending{Expect::kPrepare, context, nullptr});
+    it = prepared_.emplace(key, std::move(name)).first;
+  }
+  send_check(PQsendQueryPrepared(conn_.get(), it->second.c_str(), params.size(), params.values(), params.lengths(),
+                                 params.formats(), 0),
+             "a change");
+  expected_.push_back(Pending{expect_one_row ? Expect::kOneRow : Expect::kCommand, std::move(context), nullptr});
+  if (expected_.size() >= kDrainAt) {
+    flush_request();
+    drain(kDrainAt / 2);
+  }
+}
+
+void TargetSession::execute_simple(const std::string& sql, ChangeContext context) {
+  send_check(PQsendQueryParams(conn_.get(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0), "a statement");
+  expected_.push_back(Pending{Expect::kCommand, std::move(context), nullptr});
+}
+
+void TargetSession::commit(Lsn origin_lsn, int64_t origin_time, std::function<void()> on_done) {
+  static const std::string kOriginKey = "\x01origin_xact_setup";
+  ParamSet none;
+  auto it = prepared_.find(kOriginKey);
+  if (it == prepared_.end()) {
+    const Oid types[2] = {kPgLsnOid, kTimestampTzOid};
+    send_check(PQsendPrepare(conn_.get(), "dts_origin", "SELECT pg_replication_origin_xact_setup($1, $2)", 2, types),
+               "the origin statement");
+    expected_.push_back(Pending{Expect::kPrepare, ChangeContext{"", "", origin_lsn, "COMMIT"}, nullptr});
+    it = prepared_.emplace(kOriginKey, "dts_origin").first;
+  }
+  char lsn[8], ts[8];
+  put_be64(lsn, origin_lsn);
+  put_be64(ts, static_cast<uint64_t>(origin_time));
+  const char* values[2] = {lsn, ts};
+  const int lengths[2] = {8, 8};
+  const int formats[2] = {1, 1};
+  send_check(PQsendQueryPrepared(conn_.get(), "dts_origin", 2, values, lengths, formats, 0), "the origin progress");
+  expected_.push_back(Pending{Expect::kOriginSetup, ChangeContext{"", "", origin_lsn, "COMMIT"}, nullptr});
+  send_check(PQsendQueryParams(conn_.get(), "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0), "COMMIT");
+  expected_.push_back(Pending{Expect::kCommit, ChangeContext{"", "", origin_lsn, "COMMIT"}, std::move(on_done)});
+  send_check(PQpipelineSync(conn_.get()), "a sync");
+  expected_.push_back(Pending{Expect::kSync, ChangeContext{}, nullptr});
+}
+
+void TargetSession::rollback() {
+  send_check(PQsendQueryParams(conn_.get(), "ROLLBACK", 0, nullptr, nullptr, nullptr, nullptr, 0), "ROLLBACK");
+  expected_.push_back(Pending{Expect::kCommand, ChangeContext{"", "", 0, "ROLLBACK"}, nullptr});
+  send_check(PQpipelineSync(conn_.get()), "a sync");
+  expected_.push_back(Pending{Expect::kSync, ChangeContext{}, nullptr});
+}
+
+void TargetSession::forget_statements_of(const std::string& key_prefix) {
+  // The statements stay prepared on the server (unused) until the session ends; only our map
+  // forgets them, so a changed relation gets statements of its new shape.
+  for (auto it = prepared_.begin(); it != prepared_.end();) {
+    if (it->first.compare(0, key_prefix.size(), key_prefix) == 0) it = prepared_.erase(it);
+    else ++it;
+  }
+}
+
+void TargetSession::fail(const Pending& p, const std::string& msg, const std::string& state) {
+  std::string where;
+  if (!p.context.table.empty()) {
+    where = std::string(p.context.action) + " on " + p.context.table;
+    if (!p.context.key.empty()) where += " key " + p.context.key;
+  } else {
+    where = p.context.action[0] != '\0' ? p.context.action : "a statement";
+  }
+  throw Error(ErrorKind::kApply, "the target rejected " + where + " (source transaction committed at " +
+                                     format_lsn(p.context.lsn) + "): " + msg +
+                                     (state.empty() ? "" : " (SQLSTATE " + state + ")"));
+}
+
+void TargetSession::handle_result(PGresult* r, Pending& p) {
+  ExecStatusType st = PQresultStatus(r);
+  if (st == PGRES_PIPELINE_ABORTED) return;  // an earlier statement failed; reported at the sync
+  if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR) {
+    if (!conn_.is_ok())
+      throw Error(ErrorKind::kConnection, "lost the connection to the target: " + trimmed(PQresultErrorMessage(r)));
+    if (!failed_) {
+      failed_ = true;
+      std::string state = pg::sqlstate(r);
+      failure_state_ = state;
+      failure_context_ = p.context;
+      if (p.expect == Expect::kOneRow && state == "22012")  // the 1/count(*) guard: no row matched
+        failure_ = "no row matches it on the target";
+      else
+        failure_ = trimmed(PQresultErrorMessage(r));
+    }
+    return;
+  }
+  if (p.expect == Expect::kCommit && p.on_done) p.on_done();
+}
+
+void TargetSession::drain(size_t max_pending) {
+  if (expected_.size() > max_pending && expected_.back().expect != Expect::kSync) flush_request();
+  while (expected_.size() > max_pending) {
+    Pending p = std::move(expected_.front());
+    expected_.pop_front();
+    PGresult* r = PQgetResult(conn_.get());
+    if (r == nullptr) {
+      if (!conn_.is_ok()) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + conn_.error_message());
+      throw Error(ErrorKind::kInternal, "the target's results are out of step with the statements sent");
+    }
+    if (p.expect == Expect::kSync) {
+      ExecStatusType st = PQresultStatus(r);
+      std::string msg = trimmed(PQresultErrorMessage(r));
+      PQclear(r);
+      if (st != PGRES_PIPELINE_SYNC) {
+        if (!conn_.is_ok()) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + msg);
+        throw Error(ErrorKind::kInternal, "expected the end of a pipeline from the target, got: " + msg);
+      }
+      if (failed_) {
+        failed_ = false;
+        Pending at{Expect::kCommand, failure_context_, nullptr};
+        fail(at, failure_, failure_state_);
+      }
+      continue;
+    }
+    handle_result(r, p);
+    PQclear(r);
+    // Each statement's results end with a NULL.
+    PGresult* end = PQgetResult(conn_.get());
+    if (end != nullptr) {
+      PQclear(end);
+      throw Error(ErrorKind::kInternal, "the target sent more results than expected");
+    }
+  }
+}
+
+}  // namespace dts::apply

@@ -1,0 +1,240 @@
+#include "follow/follow.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "apply/apply_engine.hpp"
+#include "common/error.hpp"
+#include "decode/decoder.hpp"
+#include "follow/status.hpp"
+#include "pg/connection.hpp"
+#include "stream/replication_stream.hpp"
+
+namespace dts::follow {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kFeedbackInterval{1000};
+constexpr milliseconds kStatusInterval{1000};
+// With a group open, wait this long for more data before committing it.
+constexpr milliseconds kGroupLinger{2};
+constexpr milliseconds kIdleWait{100};
+// A group of small transactions is committed at least this often, however busy the stream.
+constexpr milliseconds kGroupMaxAge{100};
+constexpr milliseconds kProbeInterval{200};
+
+// Throttles the bytes read from the stream to a rate: sleeping stops reading, and the
+// walsender's buffers push back on the source.
+class Throttle {
+ public:
+  explicit Throttle(double mb_per_s) : bytes_per_s_(mb_per_s * 1024 * 1024), start_(Clock::now()) {}
+  void consumed(size_t bytes) {
+    if (bytes_per_s_ <= 0) return;
+    total_ += static_cast<double>(bytes);
+    double allowed_at = total_ / bytes_per_s_;
+    double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
+    if (allowed_at > elapsed) std::this_thread::sleep_for(std::chrono::duration<double>(std::min(allowed_at - elapsed, 1.0)));
+  }
+
+ private:
+  double bytes_per_s_;
+  Clock::time_point start_;
+  double total_ = 0;
+};
+
+// What one session of follow (one set of connections) keeps between loop turns.
+struct Session {
+  const FollowOptions& opts;
+  Status& status;
+  const std::atomic<bool>& stop;
+  pg::Connection control;  // target connection for progress queries, outside the pipeline
+  std::string origin;
+
+  Lsn origin_progress(bool flushed) const {
+    std::string v = control.query_value("SELECT pg_replication_origin_progress($1, $2)",
+                                        {origin, flushed ? "true" : "false"});
+    return v.empty() ? 0 : parse_lsn(v).value_or(0);
+  }
+};
+
+stream::PluginOptions plugin_options(const FollowOptions& o) {
+  stream::PluginOptions p{{"format", "binary"}, {"proto_version", "1"}};
+  if (!o.tables.empty()) p.emplace_back("include_tables", o.tables);
+  if (!o.exclude.empty()) p.emplace_back("exclude_tables", o.exclude);
+  if (o.streaming) p.emplace_back("streaming", "on");
+  // Changes this target applied under its origin are not echoed when the target is itself
+  // decoded; on the source, changes carrying an origin (a chain) are still migrated.
+  return p;
+}
+
+// Runs until stopped, until_lsn is reached, or an error is thrown. Returns normally only when
+// done.
+void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bool>& stop) {
+  Session s{opts, status, stop, pg::Connection::open(opts.target, "target"), opts.origin};
+  stream::ReplicationStream src(opts.source);
+  if (opts.create_slot && src.create_slot_if_missing(opts.slot))
+    spdlog::info("created replication slot \"{}\" with dts_decoding", opts.slot);
+
+  s.control.exec_params("SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL",
+                        {s.origin});
+  Lsn resume = s.origin_progress(false);
+  apply::ApplyEngine engine(opts.target, src.server_encoding(), s.origin, resume);
+  src.start(opts.slot, resume, plugin_options(opts));
+  spdlog::info("streaming from slot \"{}\" at {} into origin \"{}\"", opts.slot, format_lsn(resume), s.origin);
+  status.phase = "STREAMING";
+
+  decode::Decoder decoder;
+  Throttle throttle(opts.bandwidth_mb_per_s);
+  Lsn received = resume;
+  Lsn flushed = resume;
+  Lsn keepalive_end = 0;
+  auto last_feedback = Clock::now();
+  auto last_group_commit = Clock::now();
+  auto last_probe = Clock::time_point{};
+  auto last_status = Clock::time_point{};
+  uint64_t changes_at_last_status = status.changes_applied;
+  auto rate_since = Clock::now();
+  bool tty = isatty(STDERR_FILENO) != 0;
+
+  for (;;) {
+    bool reply = false;
+    stream::StreamMessage msg;
+    bool can_commit = engine.group_open() && !engine.in_transaction();
+    auto ev = src.next(can_commit ? kGroupLinger : kIdleWait, msg);
+    if (ev == stream::ReplicationStream::Event::kData) {
+      decoder.decode(msg.data, msg.len, msg.wal_start, engine);
+      engine.end_of_frame();
+      received = std::max(received, msg.wal_start);
+      status.bytes_received += msg.len;
+      throttle.consumed(msg.len);
+    } else if (ev == stream::ReplicationStream::Event::kKeepalive) {
+      reply = msg.reply_requested;
+      keepalive_end = msg.wal_end;
+    } else {
+      // Quiet: commit what is grouped so latency stays low.
+      engine.commit_group();
+      last_group_commit = Clock::now();
+      // Waiting for an end position: ask the server where it is (it answers with a keepalive).
+      if (opts.until_lsn && Clock::now() - last_probe >= kProbeInterval) {
+        src.send_status(received, flushed, flushed, /*reply_requested=*/true);
+        last_probe = Clock::now();
+      }
+    }
+
+    auto now = Clock::now();
+    if (engine.group_open() && !engine.in_transaction() && now - last_group_commit >= kGroupMaxAge) {
+      engine.commit_group();
+      last_group_commit = now;
+    }
+    bool stopping = stop.load();
+    if (reply || stopping || now - last_feedback >= kFeedbackInterval) {
+      if (stopping) {
+        engine.commit_group();
+        engine.sync();
+      }
+      flushed = std::max(flushed, s.origin_progress(true));
+      Lsn confirm = flushed;
+      // Nothing in flight and everything applied is durable: what the server has sent up to
+      // its last keepalive holds nothing more for us, so the slot may move past it.
+      if (!engine.in_transaction() && flushed >= engine.stats().applied_lsn && keepalive_end > confirm &&
+          received <= keepalive_end && ev != stream::ReplicationStream::Event::kData)
+        confirm = keepalive_end;
+      src.send_status(std::max(received, confirm), confirm, confirm);
+      last_feedback = now;
+    }
+
+    if (now - last_status >= kStatusInterval || stopping) {
+      const auto& st = engine.stats();
+      status.received_lsn = received;
+      status.applied_lsn = st.applied_lsn;
+      status.flushed_lsn = flushed;
+      status.server_wal_end = src.server_wal_end();
+      status.transactions_applied = st.transactions;
+      status.changes_applied = st.changes;
+      status.lag_bytes = status.server_wal_end > st.applied_lsn ? status.server_wal_end - st.applied_lsn : 0;
+      bool caught_up = !engine.in_transaction() && st.applied_lsn >= received;
+      status.lag_ms = caught_up || st.applied_commit_time == 0
+                          ? 0
+                          : std::max<int64_t>(0, (now_postgres_micros() - st.applied_commit_time) / 1000);
+      double secs = std::chrono::duration<double>(now - rate_since).count();
+      if (secs > 0) status.changes_per_second = static_cast<double>(st.changes - changes_at_last_status) / secs;
+      changes_at_last_status = st.changes;
+      rate_since = now;
+      if (!opts.status_file.empty() && !write_status_file(opts.status_file, status))
+        spdlog::warn("could not write the status file {}", opts.status_file);
+      if (tty) std::fprintf(stderr, "\r%s\033[K", status_line(status).c_str());
+      last_status = now;
+    }
+
+    if (stopping) {
+      if (tty) std::fputc('\n', stderr);
+      spdlog::info("stopped at {} (flushed {})", format_lsn(engine.stats().applied_lsn), format_lsn(flushed));
+      return;
+    }
+    // Reached: applied up to it, or idle with the server having sent everything up to it.
+    bool idle = !engine.in_transaction() && !engine.group_open() && received <= keepalive_end;
+    if (opts.until_lsn && !engine.in_transaction() &&
+        (engine.stats().applied_lsn >= *opts.until_lsn || (idle && keepalive_end >= *opts.until_lsn))) {
+      engine.commit_group();
+      engine.sync();
+      // Wait for durability, so that what we report and confirm is what a restart resumes from.
+      auto deadline = Clock::now() + std::chrono::seconds(30);
+      while ((flushed = s.origin_progress(true)) < engine.stats().applied_lsn && Clock::now() < deadline)
+        std::this_thread::sleep_for(milliseconds(20));
+      src.send_status(flushed, flushed, flushed);
+      status.flushed_lsn = flushed;
+      status.applied_lsn = engine.stats().applied_lsn;
+      status.transactions_applied = engine.stats().transactions;
+      status.changes_applied = engine.stats().changes;
+      status.phase = "STOPPED";
+      if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
+      spdlog::info("reached {} (applied {})", format_lsn(*opts.until_lsn), format_lsn(engine.stats().applied_lsn));
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
+  FollowOptions opts = options;
+  if (opts.origin.empty()) opts.origin = "dts_" + opts.slot;
+  Status status;
+  status.slot = opts.slot;
+  int backoff_s = 1;
+  for (;;) {
+    try {
+      follow_once(opts, status, stop);
+      if (status.phase != "STOPPED") status.phase = "STOPPED";
+      if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
+      return kExitOk;
+    } catch (const Error& e) {
+      status.error = e.what();
+      bool retry = e.is_retryable() && opts.resume_auto && !stop.load();
+      spdlog::error("{}", e.what());
+      if (!retry) {
+        status.phase = "FAILED";
+        if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
+        if (e.is_retryable()) {
+          spdlog::error("resume mode is manual: stopping; run the same command again to resume");
+          return kExitConnectionLost;
+        }
+        return e.kind() == ErrorKind::kConfig ? kExitUsage : kExitFailed;
+      }
+      status.phase = "RECONNECTING";
+      status.reconnects++;
+      if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
+      spdlog::warn("reconnecting in {} s", backoff_s);
+      for (int i = 0; i < backoff_s * 10 && !stop.load(); ++i) std::this_thread::sleep_for(milliseconds(100));
+      backoff_s = std::min(backoff_s * 2, 30);
+    }
+  }
+}
+
+}  // namespace dts::follow

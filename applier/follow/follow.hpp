@@ -1,0 +1,39 @@
+// `dts_applier follow`: stream from a slot and apply to a target that already has the schema,
+// resuming from the target's replication origin, reconnecting when resume mode is auto.
+#ifndef DTS_APPLIER_FOLLOW_FOLLOW_HPP
+#define DTS_APPLIER_FOLLOW_FOLLOW_HPP
+
+#include <atomic>
+#include <optional>
+#include <string>
+
+#include "common/lsn.hpp"
+
+namespace dts::follow {
+
+struct FollowOptions {
+  std::string source;
+  std::string target;
+  std::string slot;
+  bool create_slot = false;
+  std::string tables;   // include_tables patterns for the plugin
+  std::string exclude;  // exclude_tables patterns
+  double bandwidth_mb_per_s = 0;  // 0: unlimited
+  bool resume_auto = true;
+  std::optional<Lsn> until_lsn;
+  std::string status_file;
+  std::string origin;  // default: "dts_" + slot
+  bool streaming = true;
+};
+
+// Exit codes of the command.
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitConnectionLost = 3;  // resume mode manual
+
+int run_follow(const FollowOptions& options, const std::atomic<bool>& stop);
+
+}  // namespace dts::follow
+
+#endif

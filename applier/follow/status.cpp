@@ -1,0 +1,73 @@
+#include "follow/status.hpp"
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cstdio>
+#include <ctime>
+
+namespace dts::follow {
+
+std::string status_json(const Status& s) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("phase");
+  w.String(s.phase.c_str());
+  w.Key("slot");
+  w.String(s.slot.c_str());
+  w.Key("received_lsn");
+  w.String(format_lsn(s.received_lsn).c_str());
+  w.Key("applied_lsn");
+  w.String(format_lsn(s.applied_lsn).c_str());
+  w.Key("flushed_lsn");
+  w.String(format_lsn(s.flushed_lsn).c_str());
+  w.Key("server_wal_end");
+  w.String(format_lsn(s.server_wal_end).c_str());
+  w.Key("lag_ms");
+  w.Int64(s.lag_ms);
+  w.Key("lag_bytes");
+  w.Uint64(s.lag_bytes);
+  w.Key("changes_per_second");
+  w.Double(s.changes_per_second);
+  w.Key("transactions_applied");
+  w.Uint64(s.transactions_applied);
+  w.Key("changes_applied");
+  w.Uint64(s.changes_applied);
+  w.Key("bytes_received");
+  w.Uint64(s.bytes_received);
+  w.Key("reconnects");
+  w.Uint64(s.reconnects);
+  w.Key("error");
+  if (s.error.empty()) w.Null();
+  else w.String(s.error.c_str());
+  w.Key("updated_at");
+  char when[32];
+  std::time_t now = std::time(nullptr);
+  std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  w.String(when);
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+bool write_status_file(const std::string& path, const Status& s) {
+  std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return false;
+  std::string json = status_json(s);
+  bool ok = std::fwrite(json.data(), 1, json.size(), f) == json.size() && std::fputc('\n', f) != EOF;
+  ok = (std::fclose(f) == 0) && ok;
+  return ok && std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+std::string status_line(const Status& s) {
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), "%s received %s applied %s flushed %s lag %lld ms %llu B %.0f changes/s %llu txns",
+                s.phase.c_str(), format_lsn(s.received_lsn).c_str(), format_lsn(s.applied_lsn).c_str(),
+                format_lsn(s.flushed_lsn).c_str(), static_cast<long long>(s.lag_ms),
+                static_cast<unsigned long long>(s.lag_bytes), s.changes_per_second,
+                static_cast<unsigned long long>(s.transactions_applied));
+  return buf;
+}
+
+}  // namespace dts::follow

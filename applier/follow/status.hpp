@@ -1,0 +1,37 @@
+// Progress of follow: written as JSON to --status-file (atomically: a temp file renamed over
+// it) and as one line on stderr when that is a terminal.
+#ifndef DTS_APPLIER_FOLLOW_STATUS_HPP
+#define DTS_APPLIER_FOLLOW_STATUS_HPP
+
+#include <cstdint>
+#include <string>
+
+#include "common/lsn.hpp"
+
+namespace dts::follow {
+
+struct Status {
+  std::string phase = "STARTING";  // STARTING, STREAMING, RECONNECTING, STOPPED, FAILED
+  std::string slot;
+  Lsn received_lsn = 0;
+  Lsn applied_lsn = 0;
+  Lsn flushed_lsn = 0;
+  Lsn server_wal_end = 0;
+  int64_t lag_ms = 0;
+  uint64_t lag_bytes = 0;
+  double changes_per_second = 0;
+  uint64_t transactions_applied = 0;
+  uint64_t changes_applied = 0;
+  uint64_t bytes_received = 0;
+  uint64_t reconnects = 0;
+  std::string error;
+};
+
+std::string status_json(const Status& s);
+// Writes the file atomically; returns false (and leaves the old file) if it cannot.
+bool write_status_file(const std::string& path, const Status& s);
+std::string status_line(const Status& s);
+
+}  // namespace dts::follow
+
+#endif

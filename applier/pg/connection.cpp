@@ -1,0 +1,100 @@
+#include "pg/connection.hpp"
+
+#include <cstring>
+
+#include "common/error.hpp"
+
+namespace dts::pg {
+namespace {
+
+bool is_secret_keyword(const char* keyword) {
+  return std::strcmp(keyword, "password") == 0 || std::strcmp(keyword, "sslpassword") == 0;
+}
+
+// The connection itself went away: worth a retry. Errors the server reported are not.
+bool connection_lost(PGconn* conn) { return conn == nullptr || PQstatus(conn) != CONNECTION_OK; }
+
+}  // namespace
+
+std::string redact_conninfo(const std::string& conninfo) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (opts == nullptr) {
+    if (err != nullptr) PQfreemem(err);
+    return "(unparsable conninfo)";
+  }
+  std::string out;
+  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+    if (o->val == nullptr || o->val[0] == '\0') continue;
+    if (!out.empty()) out += ' ';
+    out += o->keyword;
+    out += '=';
+    out += is_secret_keyword(o->keyword) ? "********" : o->val;
+  }
+  PQconninfoFree(opts);
+  return out;
+}
+
+std::string sqlstate(const PGresult* r) {
+  const char* s = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  return s != nullptr ? s : "";
+}
+
+Connection Connection::open(const std::string& conninfo, const char* what, bool replication) {
+  Connection c;
+  c.what_ = what;
+  std::string full = conninfo;
+  if (replication) full += " replication=database";
+  // The applier reports its own errors; keep libpq from printing notices to stderr.
+  c.conn_.reset(PQconnectdb(full.c_str()));
+  if (c.conn_ == nullptr) throw Error(ErrorKind::kConnection, std::string("out of memory connecting to the ") + what);
+  if (PQstatus(c.conn_.get()) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(c.conn_.get());
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    throw Error(ErrorKind::kConnection,
+                std::string("could not connect to the ") + what + " (" + redact_conninfo(conninfo) + "): " + msg);
+  }
+  PQsetNoticeProcessor(c.conn_.get(), [](void*, const char*) {}, nullptr);
+  return c;
+}
+
+std::string Connection::error_message() const {
+  std::string msg = conn_ ? PQerrorMessage(conn_.get()) : "not connected";
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return msg;
+}
+
+Result Connection::check(Result r, const std::string& sql) const {
+  ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_COPY_BOTH || st == PGRES_COPY_OUT ||
+      st == PGRES_COPY_IN)
+    return r;
+  std::string msg = r ? PQresultErrorMessage(r.get()) : error_message();
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  std::string state = sqlstate(r.get());
+  ErrorKind kind = connection_lost(conn_.get()) ? ErrorKind::kConnection : ErrorKind::kApply;
+  std::string head = sql.size() > 120 ? sql.substr(0, 120) + "..." : sql;
+  throw Error(kind, "the " + what_ + " failed to run \"" + head + "\": " + msg +
+                        (state.empty() ? "" : " (SQLSTATE " + state + ")"));
+}
+
+Result Connection::exec(const std::string& sql) const {
+  return check(Result(PQexec(conn_.get(), sql.c_str())), sql);
+}
+
+Result Connection::exec_params(const std::string& sql, const std::vector<std::string>& params) const {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const auto& p : params) values.push_back(p.c_str());
+  return check(Result(PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr,
+                                   values.data(), nullptr, nullptr, 0)),
+               sql);
+}
+
+std::string Connection::query_value(const std::string& sql, const std::vector<std::string>& params) const {
+  Result r = params.empty() ? exec(sql) : exec_params(sql, params);
+  if (PQntuples(r.get()) < 1 || PQnfields(r.get()) < 1) return "";
+  return PQgetisnull(r.get(), 0, 0) ? "" : PQgetvalue(r.get(), 0, 0);
+}
+
+}  // namespace dts::pg

@@ -1,0 +1,62 @@
+// Move-only owners of libpq handles, and the few helpers every caller needs. libpq is used
+// directly: the replication protocol and pipeline mode are not in libpqxx 6.
+#ifndef DTS_APPLIER_PG_CONNECTION_HPP
+#define DTS_APPLIER_PG_CONNECTION_HPP
+
+#include <libpq-fe.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dts::pg {
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using Result = std::unique_ptr<PGresult, ResultDeleter>;
+
+// A connection conninfo with its password (and other secrets) replaced, for messages.
+std::string redact_conninfo(const std::string& conninfo);
+
+class Connection {
+ public:
+  Connection() = default;
+  // Connects or throws Error(kConnection), naming the redacted conninfo and libpq's reason.
+  static Connection open(const std::string& conninfo, const char* what, bool replication = false);
+
+  Connection(Connection&&) noexcept = default;
+  Connection& operator=(Connection&&) noexcept = default;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  PGconn* get() const { return conn_.get(); }
+  explicit operator bool() const { return conn_ != nullptr; }
+  bool is_ok() const { return conn_ != nullptr && PQstatus(conn_.get()) == CONNECTION_OK; }
+  void close() { conn_.reset(); }
+  const std::string& what() const { return what_; }
+
+  // Runs SQL (simple protocol) and returns the result; throws on an error status, with the
+  // server's SQLSTATE and message. A lost connection is Error(kConnection).
+  Result exec(const std::string& sql) const;
+  Result exec_params(const std::string& sql, const std::vector<std::string>& params) const;
+  // The single value of a one-row, one-column result ("" for NULL).
+  std::string query_value(const std::string& sql, const std::vector<std::string>& params = {}) const;
+  std::string error_message() const;
+
+ private:
+  struct Deleter {
+    void operator()(PGconn* c) const { PQfinish(c); }
+  };
+  Result check(Result r, const std::string& sql) const;
+
+  std::unique_ptr<PGconn, Deleter> conn_;
+  std::string what_;  // "source", "target": for messages
+};
+
+// SQLSTATE of an error result ("" if none).
+std::string sqlstate(const PGresult* r);
+
+}  // namespace dts::pg
+
+#endif
