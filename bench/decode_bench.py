@@ -19,7 +19,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER = os.path.join(REPO, "scripts", "pg-cluster.sh")
-PORT = int(os.environ.get("DTS_BENCH_PORT", "55440"))
+PORT = int(os.environ.get("DTS_BENCH_PORT", "25440"))
 CONN = f"host=127.0.0.1 port={PORT} user=postgres dbname=postgres"
 
 # name -> (plugin, {option: value}) ; the options are given to both paths.

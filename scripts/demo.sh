@@ -11,7 +11,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 seconds=10
 [ "${1:-}" = "--seconds" ] && seconds=${2:?--seconds needs a number}
-PORT=${DTS_DEMO_PORT:-55470}
+PORT=${DTS_DEMO_PORT:-25470}
 NAME=demo_source
 CONN="host=127.0.0.1 port=$PORT user=postgres dbname=postgres"
 work=$(mktemp -d /tmp/dts-demo.XXXXXX)

@@ -46,6 +46,12 @@ cmd_start() {
   local name=${1:?usage: start NAME PORT [SETTING=VALUE ...]} port=${2:?usage: start NAME PORT}
   shift 2
   [[ "$port" =~ ^[0-9]+$ ]] || die "port '$port' is not a number"
+  # Ports in the kernel's ephemeral range can be taken at random by outgoing connections.
+  local lo hi
+  read -r lo hi < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || { lo=32768; hi=60999; }
+  if [ "$port" -ge "$lo" ] && [ "$port" -le "$hi" ]; then
+    echo "pg-cluster.sh: warning: port $port is in the ephemeral range $lo-$hi; an outgoing connection may hold it" >&2
+  fi
   ensure_user_and_root
   local dir; dir=$(cluster_dir "$name")
   if [ ! -f "$dir/$MARK" ]; then

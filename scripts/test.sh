@@ -54,9 +54,13 @@ n_bad=$(echo "$out" | grep -cE '\.\.\. FAILED')
 [ $rc -ne 0 ] && [ "$n_bad" -eq 0 ] && n_bad=1 && echo "$out" | tail -20
 count regress "$n_ok" "$n_bad"
 
-for t in tests/integration/*_test.sh; do
+for t in tests/integration/*_test.sh tests/integration/*_test.py; do
   step "integration: $(basename "$t")"
-  out=$(bash "$t" 2>&1)
+  # Python suites need Debian's python3, which has python3-psycopg2 (a pyenv python may not).
+  case "$t" in
+    *.py) out=$(/usr/bin/python3 "$t" 2>&1) ;;
+    *) out=$(bash "$t" 2>&1) ;;
+  esac
   rc=$?
   echo "$out"
   line=$(echo "$out" | tail -1)
@@ -64,7 +68,7 @@ for t in tests/integration/*_test.sh; do
   f=$(echo "$line" | sed -n 's/.*: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
   if [ -z "$p" ]; then p=0; f=1; fi
   [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
-  count "$(basename "$t" .sh)" "$p" "$f"
+  count "$(basename "${t%.*}")" "$p" "$f"
 done
 
 echo

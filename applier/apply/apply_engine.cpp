@@ -109,6 +109,16 @@ void ApplyEngine::sync() {
 
 void ApplyEngine::end_of_frame() { flush_inserts(); }
 
+void ApplyEngine::poll() {
+  main_->poll();
+  for (auto& [xid, s] : streams_) s->session->poll();
+}
+
+bool ApplyEngine::idle() const {
+  return !in_source_txn_ && !main_open_ && stream_xid_ == 0 && streams_.empty() && main_->pending() == 0 &&
+         batch_.rows == 0;
+}
+
 void ApplyEngine::on_begin(uint32_t, Lsn final_lsn, int64_t) {
   in_source_txn_ = true;
   txn_commit_lsn_ = final_lsn;

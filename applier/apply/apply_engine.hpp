@@ -44,6 +44,11 @@ class ApplyEngine : public decode::EventHandler {
   bool group_is_large() const;
   bool in_transaction() const { return in_source_txn_; }
   bool group_open() const { return main_open_; }
+  // Reads the results that arrived (commits confirmed move applied_lsn), without waiting.
+  void poll();
+  // Nothing received is waiting to be applied or confirmed: no source transaction open, no
+  // group, no streamed transaction, no statement whose result is unread.
+  bool idle() const;
   const ApplyStats& stats() const { return stats_; }
 
   // decode::EventHandler

@@ -1,5 +1,8 @@
 #include "apply/target_session.hpp"
 
+#include <chrono>
+#include <thread>
+
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
 
@@ -48,7 +51,23 @@ void TargetSession::setup_origin(const std::string& origin) {
   PQexitPipelineMode(conn_.get());
   conn_.exec_params(
       "SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL", {origin});
-  conn_.exec_params("SELECT pg_replication_origin_session_setup($1)", {origin});
+  // A session of an applier that was just killed may still hold the origin until its backend
+  // notices the closed connection and exits: wait for that, not long.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    try {
+      conn_.exec_params("SELECT pg_replication_origin_session_setup($1)", {origin});
+      break;
+    } catch (const Error& e) {
+      bool busy = std::string(e.what()).find("55006") != std::string::npos;
+      if (!busy || std::chrono::steady_clock::now() > deadline)
+        throw Error(busy ? ErrorKind::kConfig : e.kind(),
+                    std::string(e.what()) + (busy ? "; another dts_applier is applying into origin \"" + origin +
+                                                        "\": stop it first"
+                                                  : ""));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
   PQenterPipelineMode(conn_.get());
 }
 
@@ -169,37 +188,46 @@ void TargetSession::handle_result(PGresult* r, Pending& p) {
 
 void TargetSession::drain(size_t max_pending) {
   if (expected_.size() > max_pending && expected_.back().expect != Expect::kSync) flush_request();
-  while (expected_.size() > max_pending) {
-    Pending p = std::move(expected_.front());
-    expected_.pop_front();
-    PGresult* r = PQgetResult(conn_.get());
-    if (r == nullptr) {
-      if (!conn_.is_ok()) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + conn_.error_message());
-      throw Error(ErrorKind::kInternal, "the target's results are out of step with the statements sent");
-    }
-    if (p.expect == Expect::kSync) {
-      ExecStatusType st = PQresultStatus(r);
-      std::string msg = trimmed(PQresultErrorMessage(r));
-      PQclear(r);
-      if (st != PGRES_PIPELINE_SYNC) {
-        if (!conn_.is_ok()) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + msg);
-        throw Error(ErrorKind::kInternal, "expected the end of a pipeline from the target, got: " + msg);
-      }
-      if (failed_) {
-        failed_ = false;
-        Pending at{Expect::kCommand, failure_context_, nullptr};
-        fail(at, failure_, failure_state_);
-      }
-      continue;
-    }
-    handle_result(r, p);
+  while (expected_.size() > max_pending) read_one();
+}
+
+void TargetSession::poll() {
+  if (expected_.empty()) return;
+  if (PQflush(conn_.get()) < 0 || PQconsumeInput(conn_.get()) == 0)
+    throw Error(ErrorKind::kConnection, "lost the connection to the target: " + conn_.error_message());
+  while (!expected_.empty() && PQisBusy(conn_.get()) == 0) read_one();
+}
+
+void TargetSession::read_one() {
+  Pending p = std::move(expected_.front());
+  expected_.pop_front();
+  PGresult* r = PQgetResult(conn_.get());
+  if (r == nullptr) {
+    if (!conn_.is_ok()) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + conn_.error_message());
+    throw Error(ErrorKind::kInternal, "the target's results are out of step with the statements sent");
+  }
+  if (p.expect == Expect::kSync) {
+    ExecStatusType st = PQresultStatus(r);
+    std::string msg = trimmed(PQresultErrorMessage(r));
     PQclear(r);
-    // Each statement's results end with a NULL.
-    PGresult* end = PQgetResult(conn_.get());
-    if (end != nullptr) {
-      PQclear(end);
-      throw Error(ErrorKind::kInternal, "the target sent more results than expected");
+    if (st != PGRES_PIPELINE_SYNC) {
+      if (!conn_.is_ok()) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + msg);
+      throw Error(ErrorKind::kInternal, "expected the end of a pipeline from the target, got: " + msg);
     }
+    if (failed_) {
+      failed_ = false;
+      Pending at{Expect::kCommand, failure_context_, nullptr};
+      fail(at, failure_, failure_state_);
+    }
+    return;
+  }
+  handle_result(r, p);
+  PQclear(r);
+  // Each statement's results end with a NULL.
+  PGresult* end = PQgetResult(conn_.get());
+  if (end != nullptr) {
+    PQclear(end);
+    throw Error(ErrorKind::kInternal, "the target sent more results than expected");
   }
 }
 

@@ -51,6 +51,8 @@ class TargetSession {
 
   // Reads results until at most `max_pending` statements are unread (0: wait for all).
   void drain(size_t max_pending = 0);
+  // Reads the results that have already arrived, without waiting.
+  void poll();
   size_t pending() const { return expected_.size(); }
   void forget_statements_of(const std::string& key_prefix);
 
@@ -67,6 +69,7 @@ class TargetSession {
   void handle_result(PGresult* r, Pending& p);
   [[noreturn]] void fail(const Pending& p, const std::string& msg, const std::string& state);
   void flush_request();
+  void read_one();
 
   pg::Connection conn_;
   std::unordered_map<std::string, std::string> prepared_;  // key -> statement name

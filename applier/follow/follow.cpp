@@ -94,6 +94,7 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
   Lsn received = resume;
   Lsn flushed = resume;
   Lsn keepalive_end = 0;
+  Lsn caught_up_to = resume;  // everything the server sent up to here is applied or held nothing
   auto last_feedback = Clock::now();
   auto last_group_commit = Clock::now();
   auto last_probe = Clock::time_point{};
@@ -127,6 +128,7 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
       }
     }
 
+    engine.poll();
     auto now = Clock::now();
     if (engine.group_open() && !engine.in_transaction() && now - last_group_commit >= kGroupMaxAge) {
       engine.commit_group();
@@ -142,23 +144,27 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
       Lsn confirm = flushed;
       // Nothing in flight and everything applied is durable: what the server has sent up to
       // its last keepalive holds nothing more for us, so the slot may move past it.
-      if (!engine.in_transaction() && flushed >= engine.stats().applied_lsn && keepalive_end > confirm &&
-          received <= keepalive_end && ev != stream::ReplicationStream::Event::kData)
+      bool idle_now = engine.idle() && ev != stream::ReplicationStream::Event::kData;
+      if (idle_now && flushed >= engine.stats().applied_lsn && keepalive_end > confirm && received <= keepalive_end) {
         confirm = keepalive_end;
-      src.send_status(std::max(received, confirm), confirm, confirm);
+        caught_up_to = std::max(caught_up_to, keepalive_end);
+      }
+      // Idle, ask where the server is: its keepalive answer lets us confirm (and report) WAL
+      // that held nothing for us, such as aborted or filtered transactions.
+      src.send_status(std::max(received, confirm), confirm, confirm, idle_now);
       last_feedback = now;
     }
 
     if (now - last_status >= kStatusInterval || stopping) {
       const auto& st = engine.stats();
       status.received_lsn = received;
-      status.applied_lsn = st.applied_lsn;
+      status.applied_lsn = std::max(st.applied_lsn, caught_up_to);
       status.flushed_lsn = flushed;
       status.server_wal_end = src.server_wal_end();
       status.transactions_applied = st.transactions;
       status.changes_applied = st.changes;
-      status.lag_bytes = status.server_wal_end > st.applied_lsn ? status.server_wal_end - st.applied_lsn : 0;
-      bool caught_up = !engine.in_transaction() && st.applied_lsn >= received;
+      status.lag_bytes = status.server_wal_end > status.applied_lsn ? status.server_wal_end - status.applied_lsn : 0;
+      bool caught_up = engine.idle() && status.applied_lsn >= received;
       status.lag_ms = caught_up || st.applied_commit_time == 0
                           ? 0
                           : std::max<int64_t>(0, (now_postgres_micros() - st.applied_commit_time) / 1000);
@@ -178,7 +184,7 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
       return;
     }
     // Reached: applied up to it, or idle with the server having sent everything up to it.
-    bool idle = !engine.in_transaction() && !engine.group_open() && received <= keepalive_end;
+    bool idle = engine.idle() && received <= keepalive_end;
     if (opts.until_lsn && !engine.in_transaction() &&
         (engine.stats().applied_lsn >= *opts.until_lsn || (idle && keepalive_end >= *opts.until_lsn))) {
       engine.commit_group();

@@ -3,6 +3,7 @@
 #include <poll.h>
 
 #include <cstring>
+#include <thread>
 
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
@@ -63,6 +64,20 @@ bool ReplicationStream::create_slot_if_missing(const std::string& slot) {
 }
 
 void ReplicationStream::start(const std::string& slot, Lsn start_lsn, const PluginOptions& options) {
+  // The walsender of an applier that was just killed keeps the slot until it notices: wait
+  // for the slot to be free, not long.
+  std::string busy_sql = "SELECT active_pid FROM pg_replication_slots WHERE slot_name = " + apply::quote_literal(slot) +
+                         " AND active_pid IS NOT NULL";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    pg::Result busy = conn_.exec(busy_sql);
+    if (PQntuples(busy.get()) == 0) break;
+    if (std::chrono::steady_clock::now() > deadline)
+      throw Error(ErrorKind::kConfig, "replication slot \"" + slot + "\" is in use by the process with PID " +
+                                          std::string(PQgetvalue(busy.get(), 0, 0)) +
+                                          " on the source: another dts_applier may be following it; stop it first");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   std::string sql = "START_REPLICATION SLOT " + apply::quote_ident(slot) + " LOGICAL " + format_lsn(start_lsn);
   if (!options.empty()) {
     sql += " (";

@@ -4,7 +4,7 @@
 # bad options, and the binary format's packing.
 set -uo pipefail
 source "$(dirname "$0")/../lib/testlib.sh"
-PORT=${DTS_TEST_PORT:-55450}
+PORT=${DTS_TEST_PORT:-25450}
 NAME=it_recvlogical
 CONN="host=127.0.0.1 port=$PORT user=postgres dbname=postgres"
 WORK=$(mktemp -d)

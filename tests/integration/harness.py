@@ -1,0 +1,239 @@
+"""Shared pieces of the integration suites: throwaway servers, the applier as a process,
+table comparison, polling with a deadline (never sleeping to synchronise), and a small test
+runner that ends with "N passed, N failed".
+
+Run with Debian's /usr/bin/python3 (it has python3-psycopg2).
+"""
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+import psycopg2
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLUSTER = os.path.join(REPO, "scripts", "pg-cluster.sh")
+APPLIER = os.environ.get("DTS_APPLIER", os.path.join(REPO, "build", "dts_applier"))
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Failure(what)
+
+
+def wait_for(what, fn, timeout=60, interval=0.05):
+    """Polls fn() until it returns a true value; fails naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise Failure(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Server:
+    """A throwaway PostgreSQL server on loopback, started by scripts/pg-cluster.sh."""
+
+    def __init__(self, name, port, *settings):
+        self.name, self.port = name, port
+        subprocess.run([CLUSTER, "destroy", name], capture_output=True)
+        out = subprocess.run([CLUSTER, "start", name, str(port), *settings], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise Failure(f"could not start server {name}: {out.stderr}")
+        self.conninfo = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+
+    def connect(self):
+        c = psycopg2.connect(self.conninfo)
+        c.autocommit = True
+        return c
+
+    def sql(self, query, args=None):
+        with self.connect() as c, c.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall() if cur.description else None
+
+    def value(self, query, args=None):
+        rows = self.sql(query, args)
+        return rows[0][0] if rows else None
+
+    def lsn(self):
+        return self.value("SELECT pg_current_wal_lsn()::text")
+
+    def restart(self):
+        subprocess.run([CLUSTER, "stop", self.name], check=True, capture_output=True)
+        subprocess.run([CLUSTER, "start", self.name, str(self.port)], check=True, capture_output=True)
+
+    def destroy(self):
+        if os.environ.get("DTS_KEEP_SERVERS"):
+            subprocess.run([CLUSTER, "stop", self.name], capture_output=True)
+            return
+        subprocess.run([CLUSTER, "destroy", self.name], capture_output=True)
+
+
+def lsn_value(text):
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+class Applier:
+    """dts_applier follow as a child process, with its status file and peak memory."""
+
+    started = []  # every applier a test started, stopped when the test ends
+    counter = 0
+
+    def __init__(self, source, target, slot, *extra, status_file=None, log=None):
+        Applier.counter += 1
+        tag = f"{slot}-{os.getpid()}-{Applier.counter}"
+        self.status_file = status_file or f"/tmp/dts-it-{tag}.json"
+        self.log_path = log or f"/tmp/dts-it-{tag}.log"
+        self.args = [APPLIER, "follow", "--source", source.conninfo, "--target", target.conninfo, "--slot", slot,
+                     "--status-file", self.status_file, *extra]
+        self.proc = None
+        self.peak_rss_kb = 0
+
+    def start(self):
+        if os.path.exists(self.status_file):
+            os.unlink(self.status_file)
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log)
+        Applier.started.append(self)
+        threading.Thread(target=self._watch_memory, daemon=True).start()
+        return self
+
+    def _watch_memory(self):
+        path = f"/proc/{self.proc.pid}/status"
+        while self.proc.poll() is None:
+            try:
+                with open(path) as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    def status(self):
+        import json
+        try:
+            with open(self.status_file) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def applied(self):
+        s = self.status()
+        return lsn_value(s["applied_lsn"]) if s else 0
+
+    def wait_applied(self, lsn_text, timeout=120):
+        target = lsn_value(lsn_text)
+
+        def done():
+            if self.proc.poll() is not None:
+                raise Failure(f"applier exited with {self.proc.returncode}: {self.tail()}")
+            s = self.status()
+            return s and (lsn_value(s["applied_lsn"]) >= target or
+                          (lsn_value(s["received_lsn"]) >= target and s["lag_bytes"] == 0))
+        wait_for(f"the applier to apply up to {lsn_text}", done, timeout)
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise Failure("applier did not stop within 30 s of SIGTERM")
+        return self.proc.returncode
+
+    def wait_exit(self, timeout=60):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"applier still running after {timeout}s: {self.tail()}")
+
+    def tail(self, n=15):
+        try:
+            with open(self.log_path) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+
+def run_to(source, target, slot, lsn_text, *extra, timeout=120):
+    """Runs follow --until-lsn and checks it ends well."""
+    a = Applier(source, target, slot, "--until-lsn", lsn_text, *extra).start()
+    rc = a.wait_exit(timeout)
+    check(rc == 0, f"follow --until-lsn exited with {rc}: {a.tail()}")
+    return a
+
+
+def table_digest(server, table):
+    return server.value(f"SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
+                        f"FROM {table} t")
+
+
+def check_equal(source, target, tables):
+    rows = 0
+    for t in tables:
+        a, b = table_digest(source, t), table_digest(target, t)
+        check(a == b, f"{t} differs: source {a}, target {b}")
+        rows += int(a.split(":")[0])
+    return rows
+
+
+def create_on_both(source, target, ddl):
+    for s in (source, target):
+        s.sql(ddl)
+
+
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+def main(name):
+    only = sys.argv[1:]
+    passed = failed = 0
+    for fn in TESTS:
+        if only and fn.__name__ not in only:
+            continue
+        t0 = time.monotonic()
+        try:
+            try:
+                fn()
+            finally:
+                for a in Applier.started:
+                    if a.proc.poll() is None:
+                        a.proc.kill()
+                        a.proc.wait()
+                Applier.started.clear()
+            passed += 1
+            print(f"  ok   {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
+        except Exception as e:  # noqa: BLE001 - report every failure and go on
+            failed += 1
+            print(f"  FAIL {fn.__name__}: {e}", flush=True)
+            if not isinstance(e, Failure):
+                traceback.print_exc()
+    print(f"{name}: {passed} passed, {failed} failed")
+    sys.exit(0 if failed == 0 else 1)
+
+
+rng = random.Random(int(os.environ.get("DTS_TEST_SEED", "20261121")))
