@@ -42,3 +42,12 @@ include $(PGXS)
 # PGXS tracks no header dependencies here (Debian builds without --enable-depend): rebuild
 # every object when any header changes, or objects would disagree about shared enums.
 $(OBJS): $(wildcard $(srcdir)/plugin/*.hpp $(srcdir)/include/dts/*.h)
+
+# `make install` also builds dts_applier with CMake and installs it onto the PATH.
+APPLIER_PREFIX ?= /usr/local
+.PHONY: install-applier
+install: install-applier
+install-applier:
+	cmake -S $(srcdir) -B $(srcdir)/build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(srcdir)/build -j2 --target dts_applier
+	cmake --install $(srcdir)/build --prefix $(APPLIER_PREFIX)

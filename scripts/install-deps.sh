@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # build
-  build-essential cmake pkg-config clang-format clang-tidy
+  build-essential cmake pkg-config clang-format clang-tidy clang-14 libclang-rt-14-dev
   # PostgreSQL 15 server, server headers (PGXS) and client library
   postgresql-15 postgresql-server-dev-15 postgresql-client-15 libpq-dev
   # applier libraries

@@ -71,6 +71,11 @@ for t in tests/integration/*_test.sh tests/integration/*_test.py; do
   count "$(basename "${t%.*}")" "$p" "$f"
 done
 
+step "fuzzing the decoder (libFuzzer, ${DTS_FUZZ_SECONDS:-20} s)"
+out=$(tests/fuzz/run.sh "${DTS_FUZZ_SECONDS:-20}" 2>&1)
+echo "$out"
+if echo "$out" | grep -q "fuzz: 1 passed"; then count fuzz 1 0; else count fuzz 0 1; fi
+
 echo
 [ ${#failures[@]} -gt 0 ] && echo "failing suites: ${failures[*]}"
 echo "test.sh: $passed passed, $failed failed"

@@ -1,0 +1,125 @@
+// The statement builder (quoting of hostile identifiers), parameters and LSNs.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "apply/params.hpp"
+#include "apply/sql_builder.hpp"
+#include "common/lsn.hpp"
+
+using dts::apply::quote_ident;
+using dts::decode::Column;
+using dts::decode::Relation;
+namespace proto = dts::protocol;
+
+namespace {
+
+Relation hostile() {
+  Relation r;
+  r.relid = 1;
+  r.schema = "My \"Schema\"";
+  r.name = "tâble; DROP TABLE x; --";
+  r.columns = {{"Id", 23, -1, "integer", true}, {"a \"b\" c", 25, -1, "text", false}, {"doc", 114, -1, "json", false}};
+  r.key_columns = {0};
+  return r;
+}
+
+}  // namespace
+
+TEST(Quoting, IdentifiersAreAlwaysQuotedWithQuotesDoubled) {
+  EXPECT_EQ(quote_ident("plain"), "\"plain\"");
+  EXPECT_EQ(quote_ident("Mixed Case"), "\"Mixed Case\"");
+  EXPECT_EQ(quote_ident("a\"b"), "\"a\"\"b\"");
+  EXPECT_EQ(quote_ident("\"\""), "\"\"\"\"\"\"");
+  EXPECT_EQ(quote_ident("ünï cødé"), "\"ünï cødé\"");
+  EXPECT_EQ(dts::apply::quote_literal("it's"), "'it''s'");
+  EXPECT_EQ(dts::apply::quote_literal("a\\b"), "E'a\\\\b'");
+}
+
+TEST(SqlBuilder, InsertNamesEveryColumnAndNumbersRows) {
+  Relation r = hostile();
+  EXPECT_EQ(dts::apply::build_insert(r, 2),
+            "INSERT INTO \"My \"\"Schema\"\"\".\"tâble; DROP TABLE x; --\" (\"Id\", \"a \"\"b\"\" c\", \"doc\") "
+            "VALUES ($1, $2, $3), ($4, $5, $6)");
+}
+
+TEST(SqlBuilder, UpdateByKeySetsThenMatches) {
+  Relation r = hostile();
+  dts::apply::RowMatch m{{0}, {false}, false};
+  EXPECT_EQ(dts::apply::build_update(r, {1, 2}, m),
+            "UPDATE \"My \"\"Schema\"\"\".\"tâble; DROP TABLE x; --\" SET \"a \"\"b\"\" c\" = $1, \"doc\" = $2 "
+            "WHERE \"Id\" = $3");
+}
+
+TEST(SqlBuilder, FullIdentityMatchesNullSafelyOneRowAndJsonAsText) {
+  Relation r = hostile();
+  dts::apply::RowMatch m{{0, 1, 2}, {false, true, false}, true};
+  std::string sql = dts::apply::build_delete(r, m);
+  EXPECT_EQ(sql,
+            "DELETE FROM \"My \"\"Schema\"\"\".\"tâble; DROP TABLE x; --\" WHERE (tableoid, ctid) = (SELECT tableoid, "
+            "ctid FROM \"My \"\"Schema\"\"\".\"tâble; DROP TABLE x; --\" WHERE \"Id\" = $1 AND \"a \"\"b\"\" c\" IS NULL "
+            "AND \"doc\"::text = $2::text LIMIT 1)");
+}
+
+TEST(SqlBuilder, Truncate) {
+  Relation a = hostile(), b = hostile();
+  b.name = "b";
+  EXPECT_EQ(dts::apply::build_truncate({&a, &b}, true, true),
+            "TRUNCATE \"My \"\"Schema\"\"\".\"tâble; DROP TABLE x; --\", \"My \"\"Schema\"\"\".\"b\" RESTART IDENTITY "
+            "CASCADE");
+}
+
+TEST(Params, IntegersTakeTheirColumnsWidthAndTextIsNulTerminated) {
+  dts::apply::ParamSet p;
+  proto::Value v;
+  v.kind = proto::ValueKind::kInt;
+  v.int_value = -2;
+  p.add(Column{"a", 21, -1, "smallint", false}, v);
+  p.add(Column{"b", 20, -1, "bigint", false}, v);
+  proto::Value t;
+  t.kind = proto::ValueKind::kText;
+  const char raw[] = "happyXXXX";
+  t.bytes = proto::Bytes{reinterpret_cast<const uint8_t*>(raw), 5};
+  p.add(Column{"mood", 16500, -1, "mood", false}, t);  // user-defined: text parameter
+  p.add(Column{"t", 25, -1, "text", false}, t);        // text: raw bytes as binary, no copy
+  proto::Value n;
+  p.add(Column{"n", 25, -1, "text", false}, n);
+  ASSERT_EQ(p.size(), 5);
+  EXPECT_EQ(p.lengths()[0], 2);
+  EXPECT_EQ(std::memcmp(p.values()[0], "\xff\xfe", 2), 0);
+  EXPECT_EQ(p.lengths()[1], 8);
+  EXPECT_EQ(p.formats()[1], 1);
+  EXPECT_STREQ(p.values()[2], "happy");
+  EXPECT_EQ(p.formats()[2], 0);
+  EXPECT_EQ(p.values()[3], raw);
+  EXPECT_EQ(p.formats()[3], 1);
+  EXPECT_EQ(p.values()[4], nullptr);
+  EXPECT_EQ(dts::apply::param_type_for(Column{"x", 16500, -1, "mood", false}), 0u);
+  EXPECT_EQ(dts::apply::param_type_for(Column{"x", 1700, -1, "numeric", false}), 1700u);
+}
+
+TEST(Params, ManyValuesStayValidUntilCleared) {
+  dts::apply::ParamSet p;
+  proto::Value v;
+  v.kind = proto::ValueKind::kInt;
+  for (int i = 0; i < 50000; ++i) {
+    v.int_value = i;
+    p.add(Column{"a", 23, -1, "integer", false}, v);
+  }
+  for (int i = 0; i < 50000; ++i) {
+    const auto* b = reinterpret_cast<const unsigned char*>(p.values()[i]);
+    int got = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
+    ASSERT_EQ(got, i);
+  }
+}
+
+TEST(Lsn, ParsesAndFormatsLikePostgres) {
+  EXPECT_EQ(dts::format_lsn(0x16B374D848ull), "16/B374D848");
+  EXPECT_EQ(dts::parse_lsn("16/B374D848").value(), 0x16B374D848ull);
+  EXPECT_EQ(dts::parse_lsn("0/0").value(), 0u);
+  EXPECT_FALSE(dts::parse_lsn("nonsense"));
+  EXPECT_FALSE(dts::parse_lsn("1/"));
+  EXPECT_FALSE(dts::parse_lsn("/1"));
+  EXPECT_FALSE(dts::parse_lsn("123456789/0"));
+  EXPECT_FALSE(dts::parse_lsn("0/G"));
+}
