@@ -71,6 +71,9 @@ int main(int argc, char** argv) {
   f->add_option("--until-lsn", until_lsn, "stop once everything committed up to this source LSN is applied (X/X)");
   f->add_option("--status-file", follow.status_file, "write progress as JSON to this file, every second");
   f->add_option("--origin", follow.origin, "replication origin on the target (default: dts_<slot>)");
+  f->add_option("--decoding-work-mem", follow.decoding_work_mem,
+                "logical_decoding_work_mem of the source's walsender: a transaction larger than this is streamed "
+                "while in progress (default 16MB)");
   f->add_flag("!--no-streaming", follow.streaming,
               "have the source hold large transactions until commit instead of streaming them");
 

@@ -39,7 +39,7 @@ class ApplyEngine : public decode::EventHandler {
   void commit_group();
   // Reads the target's results until all sent statements are confirmed.
   void sync();
-  // After the end of each frame: values of the frame may not be referenced any longer.
+  // After the end of each frame (pending inserts hold copies of their values).
   void end_of_frame();
   bool group_is_large() const;
   bool in_transaction() const { return in_source_txn_; }
@@ -73,7 +73,6 @@ class ApplyEngine : public decode::EventHandler {
     const decode::Relation* relation = nullptr;
     size_t rows = 0;
     ParamSet params;
-    std::string first_key;
   };
 
   TargetSession& current_session();
@@ -111,6 +110,7 @@ class ApplyEngine : public decode::EventHandler {
   Lsn resume_lsn_;
 
   InsertBatch batch_;
+  std::string batch_first_key_;
   ParamSet params_;
   std::vector<uint32_t> types_;
   ApplyStats stats_;

@@ -128,6 +128,18 @@ void ParamSet::add(const decode::Column& column, const proto::Value& value) {
   }
 }
 
+void ParamSet::add_copy(const decode::Column& column, const proto::Value& value) {
+  if ((value.kind == proto::ValueKind::kBinary || value.kind == proto::ValueKind::kText) && value.bytes.len > 0) {
+    char* copy = arena_.allocate(value.bytes.len);
+    std::memcpy(copy, value.bytes.data, value.bytes.len);
+    proto::Value v = value;
+    v.bytes.data = reinterpret_cast<const uint8_t*>(copy);
+    add(column, v);
+    return;
+  }
+  add(column, value);
+}
+
 std::string describe_value(const decode::Column& column, const proto::Value& value) {
   constexpr size_t kMax = 64;
   switch (value.kind) {

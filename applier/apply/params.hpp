@@ -34,6 +34,8 @@ class ParamSet {
  public:
   void clear();
   void add(const decode::Column& column, const protocol::Value& value);
+  // As add(), with the value's bytes copied: valid after the frame they came from is gone.
+  void add_copy(const decode::Column& column, const protocol::Value& value);
   int size() const { return static_cast<int>(values_.size()); }
   const char* const* values() const { return values_.data(); }
   const int* lengths() const { return lengths_.data(); }

@@ -43,7 +43,14 @@ class TargetSession {
   // then and reused). expect_one_row: an UPDATE or DELETE must change exactly one row.
   void execute(const std::string& key, const std::function<std::string()>& sql, const std::vector<uint32_t>& types,
                const ParamSet& params, ChangeContext context, bool expect_one_row);
+  // The same with the parameters given as arrays (a slice of a larger ParamSet).
+  void execute(const std::string& key, const std::function<std::string()>& sql, const std::vector<uint32_t>& types,
+               int nparams, const char* const* values, const int* lengths, const int* formats, ChangeContext context,
+               bool expect_one_row);
   void execute_simple(const std::string& sql, ChangeContext context);  // no parameters, not prepared
+  // Runs COPY ... FROM STDIN (FORMAT binary) with `data` (a whole binary COPY stream), waiting
+  // for the statements before it: leaves pipeline mode for the COPY and comes back.
+  void copy_in(const std::string& copy_sql, const std::string& data, const ChangeContext& context);
   // Ends a transaction: record the origin's progress, COMMIT and sync. on_done runs when the
   // server confirms the commit.
   void commit(Lsn origin_lsn, int64_t origin_time, std::function<void()> on_done);

@@ -85,6 +85,7 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
                         {s.origin});
   Lsn resume = s.origin_progress(false);
   apply::ApplyEngine engine(opts.target, src.server_encoding(), s.origin, resume);
+  if (!opts.decoding_work_mem.empty()) src.set_decoding_work_mem(opts.decoding_work_mem);
   src.start(opts.slot, resume, plugin_options(opts));
   spdlog::info("streaming from slot \"{}\" at {} into origin \"{}\"", opts.slot, format_lsn(resume), s.origin);
   status.phase = "STREAMING";

@@ -24,6 +24,7 @@ struct FollowOptions {
   std::string status_file;
   std::string origin;  // default: "dts_" + slot
   bool streaming = true;
+  std::string decoding_work_mem = "16MB";  // the walsender's logical_decoding_work_mem
 };
 
 // Exit codes of the command.

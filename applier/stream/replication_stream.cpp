@@ -87,6 +87,8 @@ void ReplicationStream::start(const std::string& slot, Lsn start_lsn, const Plug
     }
     sql += ")";
   }
+  if (!decoding_work_mem_.empty())
+    conn_.exec("SET logical_decoding_work_mem = " + apply::quote_literal(decoding_work_mem_));
   pg::Result r(PQexec(conn_.get(), sql.c_str()));
   if (PQresultStatus(r.get()) == PGRES_COPY_BOTH) return;
   std::string msg = PQresultErrorMessage(r.get());

@@ -46,6 +46,9 @@ class ReplicationStream {
   // durably committed: the slot may release WAL up to it.
   void send_status(Lsn write, Lsn flush, Lsn apply, bool reply_requested = false);
 
+  // Memory the walsender holds a transaction in before streaming it (or spilling it): smaller
+  // blocks let decoding on the source and applying on the target overlap.
+  void set_decoding_work_mem(std::string value) { decoding_work_mem_ = std::move(value); }
   Lsn server_wal_end() const { return server_wal_end_; }
   const std::string& server_encoding() const { return server_encoding_; }
   std::string system_id() const { return system_id_; }
@@ -57,6 +60,7 @@ class ReplicationStream {
   Lsn server_wal_end_ = 0;
   std::string server_encoding_;
   std::string system_id_;
+  std::string decoding_work_mem_;
 };
 
 }  // namespace dts::stream

@@ -204,6 +204,25 @@ def rejected_change_names_table_key_lsn_and_sqlstate():
 
 
 @test
+def a_row_missing_on_the_target_stops_the_job():
+    pair = Pair(9)
+    try:
+        create_on_both(pair.src, pair.dst, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+        slot = pair.slot()
+        pair.src.sql("INSERT INTO t SELECT g, 'v' FROM generate_series(1, 10) g")
+        run_to(pair.src, pair.dst, slot, pair.src.lsn())
+        pair.dst.sql("DELETE FROM t WHERE id = 7")  # the target drifts
+        pair.src.sql("UPDATE t SET v = 'w' WHERE id = 7")
+        a = Applier(pair.src, pair.dst, slot).start()
+        rc = a.wait_exit(60)
+        log = a.tail()
+        check(rc == 1, f"exit code {rc}: {log}")
+        check("UPDATE on \"public\".\"t\" key (\"id\")=(7)" in log and "no row matches" in log, f"message: {log}")
+    finally:
+        pair.close()
+
+
+@test
 def kill9_at_random_moments_loses_and_duplicates_nothing():
     pair = Pair(4)
     try:
