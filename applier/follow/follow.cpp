@@ -11,6 +11,7 @@
 #include "common/error.hpp"
 #include "decode/decoder.hpp"
 #include "follow/status.hpp"
+#include "follow/throttle.hpp"
 #include "pg/connection.hpp"
 #include "stream/replication_stream.hpp"
 
@@ -37,9 +38,9 @@ class Throttle {
   void consumed(size_t bytes) {
     if (bytes_per_s_ <= 0) return;
     total_ += static_cast<double>(bytes);
-    double allowed_at = total_ / bytes_per_s_;
     double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
-    if (allowed_at > elapsed) std::this_thread::sleep_for(std::chrono::duration<double>(std::min(allowed_at - elapsed, 1.0)));
+    double wait = throttle_wait(total_, bytes_per_s_, elapsed);
+    if (wait > 0) std::this_thread::sleep_for(std::chrono::duration<double>(wait));
   }
 
  private:

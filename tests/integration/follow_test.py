@@ -204,6 +204,31 @@ def rejected_change_names_table_key_lsn_and_sqlstate():
 
 
 @test
+def added_and_dropped_columns_follow_the_relation():
+    pair = Pair(10)
+    try:
+        create_on_both(pair.src, pair.dst, "CREATE TABLE t (id int PRIMARY KEY, a text, gone int)")
+        slot = pair.slot()
+        a = Applier(pair.src, pair.dst, slot).start()
+        pair.src.sql("INSERT INTO t SELECT g, 'a', g FROM generate_series(1, 100) g")
+        a.wait_applied(pair.src.lsn())
+        # DDL is not replicated: the target gets it first when adding, last when dropping.
+        pair.dst.sql("ALTER TABLE t ADD COLUMN added numeric DEFAULT 0")
+        pair.src.sql("ALTER TABLE t ADD COLUMN added numeric DEFAULT 0")
+        pair.src.sql("INSERT INTO t SELECT g, 'b', g, g / 3.0 FROM generate_series(101, 200) g")
+        pair.src.sql("UPDATE t SET added = -1 WHERE id <= 50")
+        pair.src.sql("ALTER TABLE t DROP COLUMN gone")
+        pair.src.sql("INSERT INTO t SELECT g, 'c', g FROM generate_series(201, 300) g")
+        pair.src.sql("UPDATE t SET a = 'd' WHERE id % 3 = 0")
+        a.wait_applied(pair.src.lsn())
+        pair.dst.sql("ALTER TABLE t DROP COLUMN gone")
+        check_equal(pair.src, pair.dst, ["t"])
+        check(a.stop() == 0, "follow did not stop cleanly")
+    finally:
+        pair.close()
+
+
+@test
 def a_row_missing_on_the_target_stops_the_job():
     pair = Pair(9)
     try:

@@ -6,6 +6,7 @@
 #include "apply/params.hpp"
 #include "apply/sql_builder.hpp"
 #include "common/lsn.hpp"
+#include "follow/throttle.hpp"
 
 using dts::apply::quote_ident;
 using dts::decode::Column;
@@ -122,4 +123,12 @@ TEST(Lsn, ParsesAndFormatsLikePostgres) {
   EXPECT_FALSE(dts::parse_lsn("/1"));
   EXPECT_FALSE(dts::parse_lsn("123456789/0"));
   EXPECT_FALSE(dts::parse_lsn("0/G"));
+}
+
+TEST(Throttle, WaitsUntilTheBytesFitTheRate) {
+  using dts::follow::throttle_wait;
+  EXPECT_EQ(throttle_wait(10e6, 0, 0.1), 0);                 // no limit
+  EXPECT_DOUBLE_EQ(throttle_wait(2e6, 1e6, 1.5), 0.5);       // 2 MB at 1 MB/s is due at 2 s
+  EXPECT_EQ(throttle_wait(1e6, 1e6, 3.0), 0);                // behind the rate: no wait
+  EXPECT_DOUBLE_EQ(throttle_wait(100e6, 1e6, 1.0), 1.0);     // capped, so feedback keeps flowing
 }
