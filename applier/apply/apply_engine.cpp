@@ -16,7 +16,7 @@ namespace {
 // balance) gains a version per update that nothing can prune until the group commits, and
 // each later update walks them all (2000 pgbench transactions per group ran 4x slower than 50).
 constexpr uint64_t kGroupChanges = 20000;
-constexpr uint64_t kGroupTransactions = 50;
+constexpr uint64_t kGroupTransactions = 200;
 // Rows of one INSERT statement (PostgreSQL takes at most 65535 parameters).
 constexpr size_t kInsertRows = 100;
 // A run of inserts this long goes by binary COPY when every value can (COPY's insert path is
@@ -54,6 +54,7 @@ struct ApplyEngine::RelationPlan {
   std::vector<uint32_t> types;  // per column, see param_type_for
   bool copyable = false;        // every column can travel by binary COPY
   std::string copy_sql;
+  int coalesce = -1;            // row images may be merged per key (-1: not asked yet)
 };
 
 // A large transaction being applied as it streams in.
@@ -68,6 +69,7 @@ ApplyEngine::ApplyEngine(std::string target_conninfo, std::string client_encodin
       client_encoding_(std::move(client_encoding)),
       origin_(std::move(origin)),
       resume_lsn_(resume_lsn) {
+  catalog_ = pg::Connection::open(target_conninfo_, "target");
   main_ = new_session();
   main_->setup_origin(origin_);
   stats_.applied_lsn = resume_lsn;
@@ -115,6 +117,7 @@ bool ApplyEngine::group_is_large() const {
 }
 
 void ApplyEngine::commit_group() {
+  flush_coalesced(coalesced_.take_all());
   flush_inserts();
   if (!main_open_ || in_source_txn_) return;
   if (group_txns_ == 0) {  // only skipped transactions: nothing to record
@@ -186,7 +189,77 @@ void ApplyEngine::on_origin(std::string_view, Lsn) {}
 
 void ApplyEngine::on_relation(const decode::Relation& relation) {
   // Rows of the new shape need statements of their own; pending rows used the old shape.
+  flush_coalesced_of(relation.relid);
   if (batch_.relation != nullptr && batch_.relation->relid == relation.relid) flush_inserts();
+}
+
+bool ApplyEngine::coalescable(const decode::Relation& rel) {
+  RelationPlan& plan = plan_for(rel);
+  if (plan.coalesce >= 0) return plan.coalesce == 1;
+  plan.coalesce = 0;
+  if (rel.key_columns.empty() || rel.identity == proto::ReplicaIdentity::kFull) return false;
+  // Merging images per key changes the order rows are written in: only where no other unique
+  // or exclusion index could object to an intermediate order, and no trigger watches.
+  std::string ok = catalog_.query_value(
+      "SELECT to_regclass($1) IS NOT NULL"
+      " AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1)"
+      "   AND (i.indisunique OR i.indisexclusion) AND NOT i.indisprimary AND NOT i.indisreplident)"
+      " AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) AND t.tgenabled IN ('A', 'R'))",
+      {plan.qualified});
+  plan.coalesce = ok == "t" ? 1 : 0;
+  return plan.coalesce == 1;
+}
+
+void ApplyEngine::flush_coalesced_of(uint32_t relid) {
+  if (coalesced_.has(relid)) flush_coalesced(coalesced_.take(relid));
+}
+
+void ApplyEngine::flush_coalesced(const std::vector<Coalescer::Batch>& batches) {
+  std::vector<const PendingRow*> whole;  // updates that carry every column: one statement per 100
+  for (const auto& b : batches) {
+    const decode::Relation& rel = *b.relation;
+    whole.clear();
+    for (const PendingRow& row : b.rows) {
+      if (row.is_insert) {
+        decode::RowChange insert{decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row.values};
+        apply_insert(insert);
+        continue;
+      }
+      bool complete = std::none_of(row.values.begin(), row.values.end(), [](const proto::Value& v) {
+        return v.kind == proto::ValueKind::kUnchangedToast;
+      });
+      if (complete && rel.key_columns.size() < rel.columns.size()) {
+        whole.push_back(&row);
+      } else {
+        flush_inserts();
+        apply_update_values(rel, row.values, proto::OldTuple::kNone, nullptr);
+      }
+    }
+    flush_inserts();
+    update_rows(rel, whole);
+  }
+}
+
+void ApplyEngine::update_rows(const decode::Relation& rel, const std::vector<const PendingRow*>& rows) {
+  if (rows.empty()) return;
+  RelationPlan& plan = plan_for(rel);
+  size_t ncols = rel.columns.size();
+  size_t per_statement = std::max<size_t>(1, std::min(kInsertRows, 65535 / ncols));
+  for (size_t done = 0; done < rows.size();) {
+    size_t n = std::min(per_statement, rows.size() - done);
+    params_.clear();
+    types_.clear();
+    for (size_t r = 0; r < n; ++r) {
+      for (size_t c = 0; c < ncols; ++c) params_.add(rel.columns[c], rows[done + r]->values[c]);
+      types_.insert(types_.end(), plan.types.begin(), plan.types.end());
+    }
+    std::string where = describe_key(rel, rows[done]->values, false);
+    if (n > 1) where += " to " + describe_key(rel, rows[done + n - 1]->values, false) + ", " + std::to_string(n) + " rows";
+    current_session().execute(plan.key_prefix + "M" + std::to_string(n), [&] { return build_update_rows(rel, n); },
+                              types_, params_.size(), params_.values(), params_.lengths(), params_.formats(),
+                              ChangeContext{plan.qualified, where, txn_commit_lsn_, "UPDATE"}, true, n);
+    done += n;
+  }
 }
 
 std::string ApplyEngine::describe_key(const decode::Relation& rel, const decode::Values& values, bool key_only) const {
@@ -208,7 +281,19 @@ std::string ApplyEngine::describe_key(const decode::Relation& rel, const decode:
 void ApplyEngine::on_row(const decode::RowChange& row) {
   if (skipping_) return;
   stats_.changes++;
-  if (stream_xid_ == 0) group_changes_++;
+  if (stream_xid_ == 0) {
+    group_changes_++;
+    const decode::Relation& rel = *row.relation;
+    bool keeps_key = row.kind == decode::RowKind::kInsert ||
+                     (row.kind == decode::RowKind::kUpdate && row.old_kind == proto::OldTuple::kNone);
+    if (keeps_key && coalescable(rel)) {
+      ensure_main_transaction();
+      coalesced_.add(rel, row.kind == decode::RowKind::kInsert, *row.new_values);
+      return;
+    }
+    // Anything else on a table with merged rows pending writes them first, in order.
+    flush_coalesced_of(rel.relid);
+  }
   switch (row.kind) {
     case decode::RowKind::kInsert: apply_insert(row); break;
     case decode::RowKind::kUpdate:
@@ -247,11 +332,22 @@ void ApplyEngine::flush_inserts() {
   RelationPlan& plan = plan_for(rel);
   size_t rows = batch_.rows;
   size_t ncols = rel.columns.size();
-  std::string where = rows > 1 ? batch_first_key_ + " and " + std::to_string(rows - 1) + " more rows" : batch_first_key_;
-  ChangeContext context{plan.qualified, where, txn_commit_lsn_, "INSERT"};
   const char* const* values = batch_.params.values();
   const int* lengths = batch_.params.lengths();
   const int* formats = batch_.params.formats();
+  std::string where = batch_first_key_;
+  if (rows > 1 && !rel.key_columns.empty()) {
+    // The last row's key, read back from its parameters: one of these rows failed.
+    std::string names = "(", vals = "(";
+    size_t last = (rows - 1) * ncols;
+    for (size_t k = 0; k < rel.key_columns.size(); ++k) {
+      size_t c = rel.key_columns[k];
+      names += (k > 0 ? ", " : "") + quote_ident(rel.columns[c].name);
+      vals += (k > 0 ? ", " : "") + describe_param(rel.columns[c], values[last + c], lengths[last + c], formats[last + c]);
+    }
+    where += " to " + names + ")=" + vals + "), " + std::to_string(rows) + " rows";
+  }
+  ChangeContext context{plan.qualified, where, txn_commit_lsn_, "INSERT"};
   bool all_binary = std::all_of(formats, formats + batch_.params.size(), [](int f) { return f == 1; });
   if (rows > kInsertRows && plan.copyable && all_binary) {
     // Binary COPY: a header, then per row a field count and each field as length + bytes.
@@ -340,9 +436,12 @@ std::string match_key(const RowMatch& match) {
 }  // namespace
 
 void ApplyEngine::apply_update(const decode::RowChange& row) {
-  const decode::Relation& rel = *row.relation;
-  const decode::Values& newv = *row.new_values;
-  bool full = row.old_kind == proto::OldTuple::kFull;
+  apply_update_values(*row.relation, *row.new_values, row.old_kind, row.old_values);
+}
+
+void ApplyEngine::apply_update_values(const decode::Relation& rel, const decode::Values& newv,
+                                      proto::OldTuple old_kind, const decode::Values* oldv) {
+  bool full = old_kind == proto::OldTuple::kFull;
   if (!full && rel.key_columns.empty()) no_identity(rel, "an UPDATE");
   RelationPlan& plan = plan_for(rel);
 
@@ -352,10 +451,10 @@ void ApplyEngine::apply_update(const decode::RowChange& row) {
   }
   RowMatch match;
   std::vector<const proto::Value*> match_values;
-  if (row.old_kind == proto::OldTuple::kNone)
+  if (old_kind == proto::OldTuple::kNone)
     build_match(rel, newv, false, false, match, match_values);  // key unchanged: from the new row
   else
-    build_match(rel, *row.old_values, row.old_kind == proto::OldTuple::kKey, full, match, match_values);
+    build_match(rel, *oldv, old_kind == proto::OldTuple::kKey, full, match, match_values);
 
   params_.clear();
   types_.clear();
@@ -372,8 +471,7 @@ void ApplyEngine::apply_update(const decode::RowChange& row) {
     params_.add(rel.columns[match.columns[i]], *match_values[i]);
     types_.push_back(plan.types[match.columns[i]]);
   }
-  std::string where = row.old_kind == proto::OldTuple::kKey ? describe_key(rel, *row.old_values, true)
-                                                             : describe_key(rel, newv, false);
+  std::string where = old_kind == proto::OldTuple::kKey ? describe_key(rel, *oldv, true) : describe_key(rel, newv, false);
   current_session().execute(
       key, [&] { return build_update(rel, set_columns, match); }, types_, params_,
       ChangeContext{plan.qualified, where, txn_commit_lsn_, "UPDATE"}, true);
@@ -404,6 +502,7 @@ void ApplyEngine::apply_delete(const decode::RowChange& row) {
 void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relations, bool cascade,
                               bool restart_identity) {
   if (skipping_) return;
+  for (const auto* r : relations) flush_coalesced_of(r->relid);
   flush_inserts();
   std::string names;
   for (const auto* r : relations) names += (names.empty() ? "" : ", ") + qualified_name(*r);
@@ -450,6 +549,11 @@ void ApplyEngine::on_stream_start(uint32_t xid, bool first_segment) {
     idle_sessions_.push_back(std::move(s->session));
     streams_.erase(xid);
   }
+  // What the source committed before this block must be committed here before the block's
+  // changes run: otherwise a row a streamed change locks could hold up an earlier change still
+  // queued on the main session, whose commit the streamed commit waits for.
+  commit_group();
+  main_->drain(0);
   stream_xid_ = xid;
   stream_subxid_ = xid;
   stream(xid);

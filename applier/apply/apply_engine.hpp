@@ -15,11 +15,14 @@
 #include <unordered_map>
 #include <vector>
 
+#include "apply/coalescer.hpp"
 #include "apply/params.hpp"
 #include "apply/target_session.hpp"
 #include "decode/decoder.hpp"
 
 namespace dts::apply {
+
+namespace proto = dts::protocol;
 
 struct ApplyStats {
   uint64_t transactions = 0;  // source transactions committed on the target
@@ -85,6 +88,12 @@ class ApplyEngine : public decode::EventHandler {
   std::string describe_key(const decode::Relation& rel, const decode::Values& values, bool key_only) const;
   Streamed& stream(uint32_t xid);
   std::unique_ptr<TargetSession> new_session();
+  bool coalescable(const decode::Relation& rel);
+  void flush_coalesced(const std::vector<Coalescer::Batch>& batches);
+  void flush_coalesced_of(uint32_t relid);
+  void update_rows(const decode::Relation& rel, const std::vector<const PendingRow*>& rows);
+  void apply_update_values(const decode::Relation& rel, const decode::Values& newv, proto::OldTuple old_kind,
+                           const decode::Values* oldv);
 
   std::string target_conninfo_;
   std::string client_encoding_;
@@ -109,6 +118,8 @@ class ApplyEngine : public decode::EventHandler {
   int64_t group_commit_time_ = 0;
   Lsn resume_lsn_;
 
+  Coalescer coalesced_;
+  pg::Connection catalog_;  // target, outside the pipeline: what a table has besides its key
   InsertBatch batch_;
   std::string batch_first_key_;
   ParamSet params_;

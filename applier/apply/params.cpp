@@ -166,3 +166,28 @@ std::string describe_value(const decode::Column& column, const proto::Value& val
 }
 
 }  // namespace dts::apply
+
+namespace dts::apply {
+
+std::string describe_param(const decode::Column& column, const char* data, int len, int format) {
+  if (data == nullptr) return "NULL";
+  proto::Value v;
+  if (format == 0 || text_is_binary(column.type_oid)) {
+    v.kind = proto::ValueKind::kText;
+  } else if (column.type_oid == kInt2Oid || column.type_oid == kInt4Oid || column.type_oid == kInt8Oid ||
+             column.type_oid == kOidOid) {
+    uint64_t u = 0;
+    for (int i = 0; i < len; ++i) u = (u << 8) | static_cast<uint8_t>(data[i]);
+    int shift = 64 - 8 * len;  // sign-extend
+    v.kind = proto::ValueKind::kInt;
+    v.int_value = column.type_oid == kOidOid ? static_cast<int64_t>(u)
+                                             : static_cast<int64_t>(u << shift) >> shift;
+    return describe_value(column, v);
+  } else {
+    v.kind = proto::ValueKind::kBinary;
+  }
+  v.bytes = proto::Bytes{reinterpret_cast<const uint8_t*>(data), static_cast<size_t>(len)};
+  return describe_value(column, v);
+}
+
+}  // namespace dts::apply

@@ -52,6 +52,8 @@ class ParamSet {
 // A short text form of a value for error messages (numbers and text as they are, binary in
 // hex, long values cut).
 std::string describe_value(const decode::Column& column, const protocol::Value& value);
+// The same for a value already turned into a parameter.
+std::string describe_param(const decode::Column& column, const char* data, int len, int format);
 
 }  // namespace dts::apply
 

@@ -117,6 +117,36 @@ std::string build_delete(const decode::Relation& rel, const RowMatch& match) {
   return sql;
 }
 
+std::string build_update_rows(const decode::Relation& rel, size_t rows) {
+  std::string sql = "UPDATE " + qualified_name(rel) + " AS t SET ";
+  bool first = true;
+  for (size_t i = 0; i < rel.columns.size(); ++i) {
+    if (rel.columns[i].is_key) continue;
+    sql += first ? "" : ", ";
+    first = false;
+    sql += quote_ident(rel.columns[i].name) + " = v." + quote_ident(rel.columns[i].name);
+  }
+  sql += " FROM (VALUES ";
+  int param = 1;
+  for (size_t r = 0; r < rows; ++r) {
+    sql += r > 0 ? ", (" : "(";
+    for (size_t i = 0; i < rel.columns.size(); ++i) {
+      if (i > 0) sql += ", ";
+      // The first row's casts type the VALUES columns (text parameters of user types included).
+      sql += "$" + std::to_string(param++) + (r == 0 ? "::" + rel.columns[i].type_name : "");
+    }
+    sql += ")";
+  }
+  sql += ") AS v (";
+  for (size_t i = 0; i < rel.columns.size(); ++i) sql += (i > 0 ? ", " : "") + quote_ident(rel.columns[i].name);
+  sql += ") WHERE ";
+  for (size_t k = 0; k < rel.key_columns.size(); ++k) {
+    const std::string col = quote_ident(rel.columns[rel.key_columns[k]].name);
+    sql += (k > 0 ? " AND t." : "t.") + col + " = v." + col;
+  }
+  return sql;
+}
+
 std::string build_truncate(const std::vector<const decode::Relation*>& rels, bool cascade, bool restart_identity) {
   std::string sql = "TRUNCATE ";
   for (size_t i = 0; i < rels.size(); ++i) {

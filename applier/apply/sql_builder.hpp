@@ -31,6 +31,9 @@ std::string build_insert(const decode::Relation& rel, size_t rows);
 // UPDATE t SET set_columns = $1.. WHERE match (parameters after the SET ones).
 std::string build_update(const decode::Relation& rel, const std::vector<size_t>& set_columns, const RowMatch& match);
 std::string build_delete(const decode::Relation& rel, const RowMatch& match);
+// UPDATE t SET every non-key column FROM (VALUES (...), ...) matched on the key: `rows` rows of
+// distinct keys, parameters in column order per row, each cast to its column's type.
+std::string build_update_rows(const decode::Relation& rel, size_t rows);
 std::string build_truncate(const std::vector<const decode::Relation*>& rels, bool cascade, bool restart_identity);
 
 // True for types without a default btree equality operator (json, xml, geometric types):

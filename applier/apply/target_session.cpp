@@ -117,7 +117,8 @@ void TargetSession::copy_in(const std::string& copy_sql, const std::string& data
 
 void TargetSession::execute(const std::string& key, const std::function<std::string()>& sql,
                             const std::vector<uint32_t>& types, int nparams, const char* const* values,
-                            const int* lengths, const int* formats, ChangeContext context, bool expect_one_row) {
+                            const int* lengths, const int* formats, ChangeContext context, bool expect_one_row,
+                            size_t expected_rows) {
   auto it = prepared_.find(key);
   if (it == prepared_.end()) {
     std::string name = "dts_" + std::to_string(next_statement_++);
@@ -129,7 +130,8 @@ void TargetSession::execute(const std::string& key, const std::function<std::str
     it = prepared_.emplace(key, std::move(name)).first;
   }
   send_check(PQsendQueryPrepared(conn_.get(), it->second.c_str(), nparams, values, lengths, formats, 0), "a change");
-  expected_.push_back(Pending{expect_one_row ? Expect::kOneRow : Expect::kCommand, std::move(context), nullptr});
+  expected_.push_back(
+      Pending{expect_one_row ? Expect::kOneRow : Expect::kCommand, std::move(context), nullptr, expected_rows});
   if (expected_.size() >= kDrainAt) {
     flush_request();
     drain(kDrainAt / 2);
@@ -215,9 +217,12 @@ void TargetSession::handle_result(PGresult* r, Pending& p) {
     // as results arrive (a guard inside the statement cost 18% of apply speed), so the group
     // it was in may already be committed; the job stops here all the same.
     const char* n = PQcmdTuples(r);
-    if (n != nullptr && std::strcmp(n, "0") == 0 && !failed_) {
+    size_t changed = n != nullptr ? std::strtoull(n, nullptr, 10) : 0;
+    if (changed != p.rows && !failed_) {
       failed_ = true;
-      failure_ = "no row matches it on the target (the target differs from the source)";
+      failure_ = p.rows == 1 ? "no row matches it on the target (the target differs from the source)"
+                             : std::to_string(p.rows - changed) + " of its " + std::to_string(p.rows) +
+                                   " rows have no match on the target (the target differs from the source)";
       failure_state_ = "";
       failure_context_ = p.context;
     }

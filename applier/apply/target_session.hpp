@@ -46,7 +46,7 @@ class TargetSession {
   // The same with the parameters given as arrays (a slice of a larger ParamSet).
   void execute(const std::string& key, const std::function<std::string()>& sql, const std::vector<uint32_t>& types,
                int nparams, const char* const* values, const int* lengths, const int* formats, ChangeContext context,
-               bool expect_one_row);
+               bool expect_one_row, size_t expected_rows = 1);
   void execute_simple(const std::string& sql, ChangeContext context);  // no parameters, not prepared
   // Runs COPY ... FROM STDIN (FORMAT binary) with `data` (a whole binary COPY stream), waiting
   // for the statements before it: leaves pipeline mode for the COPY and comes back.
@@ -71,6 +71,7 @@ class TargetSession {
     Expect expect;
     ChangeContext context;
     std::function<void()> on_done;
+    size_t rows = 1;  // kOneRow: how many rows the statement must change
   };
   void send_check(int ok, const char* doing);
   void handle_result(PGresult* r, Pending& p);

@@ -62,6 +62,14 @@ TEST(SqlBuilder, FullIdentityMatchesNullSafelyOneRowAndJsonAsText) {
             "AND \"doc\"::text = $2::text LIMIT 1)");
 }
 
+TEST(SqlBuilder, UpdateOfManyRowsJoinsValuesOnTheKey) {
+  Relation r = hostile();
+  EXPECT_EQ(dts::apply::build_update_rows(r, 2),
+            "UPDATE \"My \"\"Schema\"\"\".\"tâble; DROP TABLE x; --\" AS t SET \"a \"\"b\"\" c\" = v.\"a \"\"b\"\" c\", "
+            "\"doc\" = v.\"doc\" FROM (VALUES ($1::integer, $2::text, $3::json), ($4, $5, $6)) AS v (\"Id\", "
+            "\"a \"\"b\"\" c\", \"doc\") WHERE t.\"Id\" = v.\"Id\"");
+}
+
 TEST(SqlBuilder, Truncate) {
   Relation a = hostile(), b = hostile();
   b.name = "b";
