@@ -11,12 +11,13 @@ namespace proto = dts::protocol;
 
 namespace {
 
-// A group of source transactions is committed on the target once it holds this much. Few
-// transactions per group: a row updated by every source transaction (a counter, a branch
-// balance) gains a version per update that nothing can prune until the group commits, and
-// each later update walks them all (2000 pgbench transactions per group ran 4x slower than 50).
+// A group of source transactions is committed on the target once it holds this much. A row
+// updated by every source transaction (a counter, a branch balance) and not merged per key
+// gains a version per update that nothing can prune until the group commits, and each later
+// update walks them all (2000 pgbench transactions per group ran 4x slower than 50).
 constexpr uint64_t kGroupChanges = 20000;
-constexpr uint64_t kGroupTransactions = 200;
+constexpr uint64_t kGroupTransactions = 200;         // when its rows are merged per key
+constexpr uint64_t kGroupTransactionsDirect = 50;    // when it sent UPDATEs or DELETEs one by one
 // Rows of one INSERT statement (PostgreSQL takes at most 65535 parameters).
 constexpr size_t kInsertRows = 100;
 // A run of inserts this long goes by binary COPY when every value can (COPY's insert path is
@@ -61,7 +62,6 @@ struct ApplyEngine::RelationPlan {
 struct ApplyEngine::Streamed {
   std::unique_ptr<TargetSession> session;
   std::vector<uint32_t> savepoints;  // subtransactions, in the order their savepoints were made
-  Lsn first_lsn = 0;
 };
 
 ApplyEngine::ApplyEngine(std::string target_conninfo, std::string client_encoding, std::string origin, Lsn resume_lsn)
@@ -113,7 +113,8 @@ void ApplyEngine::ensure_main_transaction() {
 }
 
 bool ApplyEngine::group_is_large() const {
-  return group_changes_ >= kGroupChanges || group_txns_ >= kGroupTransactions;
+  return group_changes_ >= kGroupChanges ||
+         group_txns_ >= (group_direct_updates_ > 0 ? kGroupTransactionsDirect : kGroupTransactions);
 }
 
 void ApplyEngine::commit_group() {
@@ -135,14 +136,13 @@ void ApplyEngine::commit_group() {
   main_open_ = false;
   group_txns_ = 0;
   group_changes_ = 0;
+  group_direct_updates_ = 0;
 }
 
 void ApplyEngine::sync() {
   main_->drain(0);
   for (auto& [xid, s] : streams_) s->session->drain(0);
 }
-
-void ApplyEngine::end_of_frame() {}
 
 void ApplyEngine::poll() {
   main_->poll();
@@ -299,10 +299,12 @@ void ApplyEngine::on_row(const decode::RowChange& row) {
     case decode::RowKind::kUpdate:
       flush_inserts();
       apply_update(row);
+      if (stream_xid_ == 0) group_direct_updates_++;
       break;
     case decode::RowKind::kDelete:
       flush_inserts();
       apply_delete(row);
+      if (stream_xid_ == 0) group_direct_updates_++;
       break;
   }
 }
@@ -555,7 +557,6 @@ void ApplyEngine::on_stream_start(uint32_t xid, bool first_segment) {
   commit_group();
   main_->drain(0);
   stream_xid_ = xid;
-  stream_subxid_ = xid;
   stream(xid);
 }
 
@@ -566,7 +567,6 @@ void ApplyEngine::on_stream_stop() {
 
 void ApplyEngine::on_stream_xid(uint32_t xid) {
   flush_inserts();
-  stream_subxid_ = xid;
   if (xid == stream_xid_) return;
   Streamed& s = stream(stream_xid_);
   if (std::find(s.savepoints.begin(), s.savepoints.end(), xid) != s.savepoints.end()) return;

@@ -42,8 +42,6 @@ class ApplyEngine : public decode::EventHandler {
   void commit_group();
   // Reads the target's results until all sent statements are confirmed.
   void sync();
-  // After the end of each frame (pending inserts hold copies of their values).
-  void end_of_frame();
   bool group_is_large() const;
   bool in_transaction() const { return in_source_txn_; }
   bool group_open() const { return main_open_; }
@@ -108,12 +106,12 @@ class ApplyEngine : public decode::EventHandler {
   bool skipping_ = false;  // already applied before a restart
   Lsn txn_commit_lsn_ = 0;
   uint32_t stream_xid_ = 0;  // non-zero inside a stream block
-  uint32_t stream_subxid_ = 0;
 
   // The main session's open target transaction: the group.
   bool main_open_ = false;
   uint64_t group_txns_ = 0;
   uint64_t group_changes_ = 0;
+  uint64_t group_direct_updates_ = 0;  // UPDATEs and DELETEs not merged per key
   Lsn group_end_lsn_ = 0;
   int64_t group_commit_time_ = 0;
   Lsn resume_lsn_;

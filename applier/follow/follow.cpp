@@ -112,7 +112,6 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
     auto ev = src.next(can_commit ? kGroupLinger : kIdleWait, msg);
     if (ev == stream::ReplicationStream::Event::kData) {
       decoder.decode(msg.data, msg.len, msg.wal_start, engine);
-      engine.end_of_frame();
       received = std::max(received, msg.wal_start);
       status.bytes_received += msg.len;
       throttle.consumed(msg.len);
