@@ -59,6 +59,12 @@ class Pair:
         self.src.destroy()
         self.dst.destroy()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def pgbench(server, *args, check_rc=True):
     out = subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", *args, "postgres"],
@@ -79,8 +85,7 @@ PGBENCH_TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pg
 
 @test
 def pgbench_and_many_types_while_following():
-    pair = Pair(0)
-    try:
+    with Pair(0) as pair:
         pgbench_schema(pair)
         create_on_both(pair.src, pair.dst, MANY_TYPES)
         slot = pair.slot()
@@ -101,14 +106,11 @@ def pgbench_and_many_types_while_following():
         s = a.status()
         check(s["phase"] == "STOPPED" and s["error"] is None, f"final status {s}")
         check(s["transactions_applied"] > 1000, f"transactions_applied {s['transactions_applied']}")
-    finally:
-        pair.close()
 
 
 @test
 def replica_identity_full_toast_truncate_and_streaming():
-    pair = Pair(1)
-    try:
+    with Pair(1) as pair:
         create_on_both(pair.src, pair.dst, '''
             CREATE TABLE full_dup (a int, b text);
             ALTER TABLE full_dup REPLICA IDENTITY FULL;
@@ -152,14 +154,11 @@ def replica_identity_full_toast_truncate_and_streaming():
         check_equal(pair.src, pair.dst, ["full_dup", "toasty", "parent", "child", '"Weird ""Name"""'])
         check(pair.dst.value("SELECT last_value FROM parent_id_seq") == 1 or True, "sequence")
         check(a.stop() == 0, "follow did not stop cleanly")
-    finally:
-        pair.close()
 
 
 @test
 def replica_identity_nothing_stops_with_a_clear_error():
-    pair = Pair(2)
-    try:
+    with Pair(2) as pair:
         create_on_both(pair.src, pair.dst, "CREATE TABLE nokey (a int, b text)")
         slot = pair.slot()
         pair.src.sql("INSERT INTO nokey VALUES (1, 'a')")
@@ -173,14 +172,11 @@ def replica_identity_nothing_stops_with_a_clear_error():
         check(s["phase"] == "FAILED" and "nokey" in (s["error"] or ""), f"status {s}")
         # The insert before it is not committed half-way: the failed group rolled back whole.
         check(pair.dst.value("SELECT count(*) FROM nokey") in (0, 1), "target state")
-    finally:
-        pair.close()
 
 
 @test
 def rejected_change_names_table_key_lsn_and_sqlstate():
-    pair = Pair(3)
-    try:
+    with Pair(3) as pair:
         pair.src.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
         pair.dst.sql("CREATE TABLE t (id int PRIMARY KEY, v text CHECK (v <> 'bad'))")
         slot = pair.slot()
@@ -199,14 +195,11 @@ def rejected_change_names_table_key_lsn_and_sqlstate():
         pair.dst.sql("ALTER TABLE t DROP CONSTRAINT t_v_check")
         run_to(pair.src, pair.dst, slot, pair.src.lsn())
         check_equal(pair.src, pair.dst, ["t"])
-    finally:
-        pair.close()
 
 
 @test
 def added_and_dropped_columns_follow_the_relation():
-    pair = Pair(10)
-    try:
+    with Pair(10) as pair:
         create_on_both(pair.src, pair.dst, "CREATE TABLE t (id int PRIMARY KEY, a text, gone int)")
         slot = pair.slot()
         a = Applier(pair.src, pair.dst, slot).start()
@@ -224,14 +217,11 @@ def added_and_dropped_columns_follow_the_relation():
         pair.dst.sql("ALTER TABLE t DROP COLUMN gone")
         check_equal(pair.src, pair.dst, ["t"])
         check(a.stop() == 0, "follow did not stop cleanly")
-    finally:
-        pair.close()
 
 
 @test
 def hot_rows_and_a_second_unique_index_end_equal():
-    pair = Pair(11)
-    try:
+    with Pair(11) as pair:
         create_on_both(pair.src, pair.dst, '''
             CREATE TABLE counters (id int PRIMARY KEY, n bigint, note text);
             CREATE TABLE people (id int PRIMARY KEY, email text UNIQUE, big text);
@@ -263,14 +253,11 @@ def hot_rows_and_a_second_unique_index_end_equal():
         a.wait_applied(pair.src.lsn())
         check_equal(pair.src, pair.dst, ["counters", "people"])
         check(a.stop() == 0, "follow did not stop cleanly")
-    finally:
-        pair.close()
 
 
 @test
 def a_row_missing_on_the_target_stops_the_job():
-    pair = Pair(9)
-    try:
+    with Pair(9) as pair:
         create_on_both(pair.src, pair.dst, "CREATE TABLE t (id int PRIMARY KEY, v text)")
         slot = pair.slot()
         pair.src.sql("INSERT INTO t SELECT g, 'v' FROM generate_series(1, 10) g")
@@ -282,14 +269,11 @@ def a_row_missing_on_the_target_stops_the_job():
         log = a.tail()
         check(rc == 1, f"exit code {rc}: {log}")
         check("UPDATE on \"public\".\"t\" key (\"id\")=(7)" in log and "no row matches" in log, f"message: {log}")
-    finally:
-        pair.close()
 
 
 @test
 def kill9_at_random_moments_loses_and_duplicates_nothing():
-    pair = Pair(4)
-    try:
+    with Pair(4) as pair:
         pgbench_schema(pair)
         create_on_both(pair.src, pair.dst, "CREATE TABLE seqlog (id bigserial PRIMARY KEY, note text)")
         slot = pair.slot()
@@ -320,14 +304,11 @@ def kill9_at_random_moments_loses_and_duplicates_nothing():
         rows = check_equal(pair.src, pair.dst, PGBENCH_TABLES + ["seqlog"])
         check(rounds == 10, f"{rounds} kill rounds")
         print(f"       {rounds} kills survived, {rows} rows compared, 0 lost, 0 duplicated")
-    finally:
-        pair.close()
 
 
 @test
 def walsender_terminated_and_target_restarted_reconnect():
-    pair = Pair(5)
-    try:
+    with Pair(5) as pair:
         pgbench_schema(pair)
         slot = pair.slot()
         a = Applier(pair.src, pair.dst, slot, "--resume-mode", "auto").start()
@@ -345,14 +326,11 @@ def walsender_terminated_and_target_restarted_reconnect():
         a.wait_applied(pair.src.lsn(), timeout=120)
         check_equal(pair.src, pair.dst, PGBENCH_TABLES)
         check(a.stop() == 0, "follow did not stop cleanly")
-    finally:
-        pair.close()
 
 
 @test
 def manual_resume_mode_stops_cleanly_on_a_lost_connection():
-    pair = Pair(6)
-    try:
+    with Pair(6) as pair:
         create_on_both(pair.src, pair.dst, "CREATE TABLE t (id int PRIMARY KEY)")
         slot = pair.slot()
         a = Applier(pair.src, pair.dst, slot, "--resume-mode", "manual").start()
@@ -365,14 +343,11 @@ def manual_resume_mode_stops_cleanly_on_a_lost_connection():
         pair.src.sql("INSERT INTO t SELECT generate_series(101, 200)")
         run_to(pair.src, pair.dst, slot, pair.src.lsn())
         check_equal(pair.src, pair.dst, ["t"])
-    finally:
-        pair.close()
 
 
 @test
 def two_million_row_transaction_in_bounded_memory():
-    pair = Pair(7)
-    try:
+    with Pair(7) as pair:
         create_on_both(pair.src, pair.dst, "CREATE TABLE big (id bigint PRIMARY KEY, v text, n numeric)")
         slot = pair.slot()
         pair.src.sql("INSERT INTO big SELECT g, md5(g::text), g / 7.0 FROM generate_series(1, 2000000) g")
@@ -381,14 +356,11 @@ def two_million_row_transaction_in_bounded_memory():
         peak_mb = a.peak_rss_kb / 1024
         print(f"       applier peak RSS {peak_mb:.0f} MB for a 2M-row transaction")
         check(0 < peak_mb < 256, f"peak RSS {peak_mb:.0f} MB")
-    finally:
-        pair.close()
 
 
 @test
 def bad_options_and_missing_slot_are_clear():
-    pair = Pair(8)
-    try:
+    with Pair(8) as pair:
         out = subprocess.run([os.path.join(os.path.dirname(__file__), "..", "..", "build", "dts_applier"), "follow",
                               "--source", pair.src.conninfo, "--target", pair.dst.conninfo, "--slot", "s",
                               "--resume-mode", "sometimes"], capture_output=True, text=True)
@@ -405,8 +377,6 @@ def bad_options_and_missing_slot_are_clear():
                               "--source", secret.replace("127.0.0.1", "127.0.0.2"), "--target", pair.dst.conninfo,
                               "--slot", "s", "--resume-mode", "manual"], capture_output=True, text=True, timeout=60)
         check("hunter2" not in out.stderr and "********" in out.stderr, f"password in log: {out.stderr}")
-    finally:
-        pair.close()
 
 
 if __name__ == "__main__":
