@@ -12,6 +12,7 @@
 #include "dts/protocol.h"
 #include "dts/version.h"
 #include "follow/follow.hpp"
+#include "migrate/migrate.hpp"
 
 namespace {
 
@@ -77,6 +78,25 @@ int main(int argc, char** argv) {
   f->add_flag("!--no-streaming", follow.streaming,
               "have the source hold large transactions until commit instead of streaming them");
 
+  dts::migrate::MigrateOptions migrate;
+  std::string migrate_mode = "incremental";
+  std::string migrate_until;
+  auto* m = app.add_subcommand("migrate", "copy schema and a consistent snapshot, then follow (mode incremental)");
+  m->add_option("--source", migrate.source, "libpq conninfo of the source")->required();
+  m->add_option("--target", migrate.target, "libpq conninfo of the target (an empty database)")->required();
+  m->add_option("--tables", migrate.tables, "only these tables: pg_dump -t patterns, comma-separated");
+  m->add_option("--exclude", migrate.exclude, "leave out these tables: pg_dump -T patterns, comma-separated");
+  m->add_option("--jobs", migrate.jobs, "parallel copy workers (and pg_restore jobs for indexes)")
+      ->check(CLI::Range(1, 64));
+  m->add_option("--split-larger-than", migrate.split_larger_than,
+                "copy tables larger than this in ctid-range chunks of this size (e.g. 256MB)")
+      ->transform(CLI::AsSizeValue(false));
+  m->add_option("--mode", migrate_mode, "incremental: follow after the copy; full: stop after it, drop the slot")
+      ->check(CLI::IsMember({"full", "incremental"}));
+  m->add_option("--slot", migrate.slot, "replication slot to create on the source (default dts_migrate)");
+  m->add_option("--status-file", migrate.status_file, "write progress as JSON to this file");
+  m->add_option("--until-lsn", migrate_until, "mode incremental: stop once applied up to this source LSN");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -105,6 +125,20 @@ int main(int argc, char** argv) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     return dts::follow::run_follow(follow, g_stop);
+  }
+  if (m->parsed()) {
+    migrate.incremental = migrate_mode == "incremental";
+    if (!migrate_until.empty()) {
+      migrate.until_lsn = dts::parse_lsn(migrate_until);
+      if (!migrate.until_lsn) {
+        std::fprintf(stderr, "--until-lsn: \"%s\" is not an LSN; write it as PostgreSQL does, e.g. 16/B374D848\n",
+                     migrate_until.c_str());
+        return dts::follow::kExitUsage;
+      }
+    }
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    return dts::migrate::run_migrate(migrate, g_stop);
   }
   std::fputs(app.help().c_str(), stdout);
   return 0;

@@ -58,9 +58,14 @@ class Server:
         return c
 
     def sql(self, query, args=None):
-        with self.connect() as c, c.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchall() if cur.description else None
+        # Not `with connect()`: psycopg2 wraps that in a transaction block, even in autocommit.
+        c = self.connect()
+        try:
+            with c.cursor() as cur:
+                cur.execute(query, args)
+                return cur.fetchall() if cur.description else None
+        finally:
+            c.close()
 
     def value(self, query, args=None):
         rows = self.sql(query, args)

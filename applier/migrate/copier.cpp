@@ -1,0 +1,167 @@
+#include "migrate/copier.hpp"
+
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <thread>
+
+#include "apply/sql_builder.hpp"
+#include "common/error.hpp"
+#include "pg/connection.hpp"
+
+namespace dts::migrate {
+
+std::vector<Chunk> plan_chunks(const std::vector<TableToCopy>& tables, uint64_t split_pages) {
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < tables.size(); ++i) {
+    uint64_t pages = tables[i].pages;
+    if (split_pages == 0 || pages <= split_pages) {
+      Chunk c;
+      c.table = i;
+      chunks.push_back(c);
+      continue;
+    }
+    for (uint64_t first = 0; first < pages; first += split_pages) {
+      Chunk c;
+      c.table = i;
+      c.first_page = first;
+      // The last range is open-ended: pages added after the estimate are copied too.
+      c.end_page = first + split_pages >= pages ? 0 : first + split_pages;
+      chunks.push_back(c);
+    }
+  }
+  return chunks;
+}
+
+namespace {
+
+std::string column_list(const TableToCopy& t) {
+  std::string cols;
+  for (const auto& c : t.columns) cols += (cols.empty() ? "" : ", ") + apply::quote_ident(c);
+  return cols;
+}
+
+std::string qualified(const TableToCopy& t) { return apply::quote_ident(t.schema) + "." + apply::quote_ident(t.name); }
+
+}  // namespace
+
+std::string chunk_read_sql(const TableToCopy& t, const Chunk& c) {
+  std::string sql = "COPY (SELECT " + column_list(t) + " FROM ONLY " + qualified(t);
+  bool whole = c.first_page == 0 && c.end_page == 0;
+  if (!whole) {
+    sql += " WHERE ctid >= '(" + std::to_string(c.first_page) + ",0)'::tid";
+    if (c.end_page != 0) sql += " AND ctid < '(" + std::to_string(c.end_page) + ",0)'::tid";
+  }
+  return sql + ") TO STDOUT (FORMAT binary)";
+}
+
+std::string chunk_write_sql(const TableToCopy& t) {
+  return "COPY " + qualified(t) + " (" + column_list(t) + ") FROM STDIN (FORMAT binary)";
+}
+
+namespace {
+
+struct Shared {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t next = 0;
+  int imported = 0;
+  bool stop = false;
+  std::exception_ptr error;
+  uint64_t rows = 0;
+  uint64_t bytes = 0;
+};
+
+void copy_one(const pg::Connection& src, const pg::Connection& dst, const TableToCopy& t, Chunk& c,
+              uint64_t& bytes) {
+  dst.exec("BEGIN");
+  pg::Result in(PQexec(dst.get(), chunk_write_sql(t).c_str()));
+  if (PQresultStatus(in.get()) != PGRES_COPY_IN)
+    throw Error(ErrorKind::kApply, "the target refused COPY into " + qualified(t) + ": " +
+                                       std::string(PQresultErrorMessage(in.get())));
+  pg::Result out(PQexec(src.get(), chunk_read_sql(t, c).c_str()));
+  if (PQresultStatus(out.get()) != PGRES_COPY_OUT)
+    throw Error(ErrorKind::kSource, "the source refused to copy " + qualified(t) + ": " +
+                                        std::string(PQresultErrorMessage(out.get())));
+  char* buf = nullptr;
+  int len;
+  while ((len = PQgetCopyData(src.get(), &buf, 0)) > 0) {
+    int ok = PQputCopyData(dst.get(), buf, len);
+    PQfreemem(buf);
+    if (ok != 1) throw Error(ErrorKind::kConnection, "lost the target while copying " + qualified(t));
+    bytes += static_cast<uint64_t>(len);
+  }
+  if (len == -2) throw Error(ErrorKind::kConnection, "lost the source while copying " + qualified(t));
+  pg::Result src_done(PQgetResult(src.get()));
+  if (PQresultStatus(src_done.get()) != PGRES_COMMAND_OK)
+    throw Error(ErrorKind::kSource, "copying " + qualified(t) + " from the source failed: " +
+                                        std::string(PQresultErrorMessage(src_done.get())));
+  while (PGresult* r = PQgetResult(src.get())) PQclear(r);
+  if (PQputCopyEnd(dst.get(), nullptr) != 1) throw Error(ErrorKind::kConnection, "lost the target copying " + qualified(t));
+  pg::Result dst_done(PQgetResult(dst.get()));
+  if (PQresultStatus(dst_done.get()) != PGRES_COMMAND_OK)
+    throw Error(ErrorKind::kApply, "the target rejected the data of " + qualified(t) + ": " +
+                                       std::string(PQresultErrorMessage(dst_done.get())));
+  c.rows = std::strtoull(PQcmdTuples(dst_done.get()), nullptr, 10);
+  while (PGresult* r = PQgetResult(dst.get())) PQclear(r);
+  // One target transaction per chunk: a chunk is all there or not at all.
+  dst.exec("COMMIT");
+  c.done = true;
+}
+
+void worker(const std::string& source, const std::string& target, const std::string& snapshot,
+            const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs, Shared& sh,
+            const std::function<void()>& on_imported) {
+  try {
+    pg::Connection src = pg::Connection::open(source, "source");
+    src.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    src.exec("SET TRANSACTION SNAPSHOT " + apply::quote_literal(snapshot));
+    {
+      std::unique_lock<std::mutex> lock(sh.mu);
+      if (++sh.imported == jobs && on_imported) on_imported();
+    }
+    pg::Connection dst = pg::Connection::open(target, "target");
+    dst.exec("SET session_replication_role = replica");
+    dst.exec("SET synchronous_commit = off");
+    for (;;) {
+      size_t i;
+      {
+        std::lock_guard<std::mutex> lock(sh.mu);
+        if (sh.stop || sh.next >= chunks.size()) return;
+        i = sh.next++;
+      }
+      uint64_t bytes = 0;
+      copy_one(src, dst, tables[chunks[i].table], chunks[i], bytes);
+      std::lock_guard<std::mutex> lock(sh.mu);
+      sh.rows += chunks[i].rows;
+      sh.bytes += bytes;
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(sh.mu);
+    if (!sh.error) sh.error = std::current_exception();
+    sh.stop = true;
+    if (sh.imported < jobs) {
+      // A worker that failed before importing must not hold the others' release back.
+      sh.imported = jobs;
+      if (on_imported) on_imported();
+    }
+  }
+}
+
+}  // namespace
+
+CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& snapshot,
+                       const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs,
+                       const std::function<void()>& on_imported) {
+  Shared sh;
+  jobs = std::max(1, jobs);
+  std::vector<std::thread> threads;
+  for (int j = 0; j < jobs; ++j)
+    threads.emplace_back(worker, std::cref(source), std::cref(target), std::cref(snapshot), std::cref(tables),
+                         std::ref(chunks), jobs, std::ref(sh), std::cref(on_imported));
+  for (auto& t : threads) t.join();
+  if (sh.error) std::rethrow_exception(sh.error);
+  return CopyResult{sh.rows, sh.bytes};
+}
+
+}  // namespace dts::migrate

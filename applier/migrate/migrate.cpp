@@ -1,0 +1,227 @@
+#include "migrate/migrate.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "apply/sql_builder.hpp"
+#include "common/error.hpp"
+#include "migrate/copier.hpp"
+#include "pg/connection.hpp"
+
+namespace dts::migrate {
+namespace {
+
+constexpr uint64_t kPageSize = 8192;
+
+// Runs a program (no shell), its stderr kept for the error message.
+void run(const std::vector<std::string>& argv, const std::string& what) {
+  std::string err_path = "/tmp/dts-migrate-" + std::to_string(getpid()) + ".err";
+  pid_t pid = fork();
+  if (pid < 0) throw Error(ErrorKind::kInternal, "could not start " + argv[0]);
+  if (pid == 0) {
+    if (FILE* f = std::freopen(err_path.c_str(), "w", stderr); f == nullptr) _exit(127);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    std::fprintf(stderr, "could not run %s: %s\n", args[0], std::strerror(errno));
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::ifstream in(err_path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::remove(err_path.c_str());
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::string msg = ss.str();
+    if (msg.size() > 2000) msg = msg.substr(0, 2000) + "...";
+    throw Error(ErrorKind::kApply, what + " failed: " + msg);
+  }
+}
+
+std::vector<std::string> split_patterns(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == ',') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else if (c != ' ' || !cur.empty()) {
+      cur.push_back(c);
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+std::vector<std::string> dump_args(const MigrateOptions& o, const std::string& section, const std::string& file) {
+  std::vector<std::string> a = {"pg_dump", "-d", o.source, "--section=" + section, "-Fc", "-f", file};
+  for (const auto& p : split_patterns(o.tables)) a.insert(a.end(), {"-t", p});
+  for (const auto& p : split_patterns(o.exclude)) a.insert(a.end(), {"-T", p});
+  return a;
+}
+
+void set_phase(const pg::Connection& target, const std::string& slot, const std::string& phase, const std::string& lsn) {
+  target.exec_params(
+      "INSERT INTO dts.migration (slot, phase, consistent_point, updated_at) VALUES ($1, $2, NULLIF($3, '')::pg_lsn, now()) "
+      "ON CONFLICT (slot) DO UPDATE SET phase = EXCLUDED.phase, "
+      "consistent_point = coalesce(EXCLUDED.consistent_point, dts.migration.consistent_point), updated_at = now()",
+      {slot, phase, lsn});
+}
+
+std::vector<TableToCopy> tables_to_copy(const pg::Connection& target, const pg::Connection& snap) {
+  // What pre-data created on the target (an empty database before the migration), as the
+  // source sees it in the snapshot.
+  pg::Result t = target.exec(
+      "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+      "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dts') "
+      "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2");
+  std::vector<TableToCopy> out;
+  for (int i = 0; i < PQntuples(t.get()); ++i) {
+    TableToCopy tc;
+    tc.schema = PQgetvalue(t.get(), i, 0);
+    tc.name = PQgetvalue(t.get(), i, 1);
+    std::string qualified = apply::quote_ident(tc.schema) + "." + apply::quote_ident(tc.name);
+    pg::Result info = snap.exec_params(
+        "SELECT c.relpages, c.reltuples::bigint, pg_relation_size(c.oid) FROM pg_class c WHERE c.oid = to_regclass($1)",
+        {qualified});
+    if (PQntuples(info.get()) == 0) continue;  // not on the source
+    uint64_t bytes = std::strtoull(PQgetvalue(info.get(), 0, 2), nullptr, 10);
+    tc.pages = bytes / kPageSize;
+    tc.estimated_rows = std::strtoll(PQgetvalue(info.get(), 0, 1), nullptr, 10);
+    pg::Result cols = snap.exec_params(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped "
+        "AND attgenerated = '' ORDER BY attnum",
+        {qualified});
+    for (int j = 0; j < PQntuples(cols.get()); ++j) tc.columns.push_back(PQgetvalue(cols.get(), j, 0));
+    out.push_back(std::move(tc));
+  }
+  return out;
+}
+
+void copy_sequences(const pg::Connection& source, const pg::Connection& target) {
+  pg::Result seqs = target.exec(
+      "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
+      "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' AND n.nspname <> 'dts'");
+  for (int i = 0; i < PQntuples(seqs.get()); ++i) {
+    std::string seq = PQgetvalue(seqs.get(), i, 0);
+    pg::Result v = source.exec("SELECT last_value, is_called FROM " + seq);
+    target.exec_params("SELECT setval($1::regclass, $2::bigint, $3::bool)",
+                       {seq, PQgetvalue(v.get(), 0, 0), PQgetvalue(v.get(), 0, 1)});
+  }
+}
+
+}  // namespace
+
+int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
+  try {
+    pg::Connection target = pg::Connection::open(opts.target, "target");
+    target.exec("CREATE SCHEMA IF NOT EXISTS dts");
+    target.exec("CREATE TABLE IF NOT EXISTS dts.migration (slot text PRIMARY KEY, phase text NOT NULL, "
+                "consistent_point pg_lsn, updated_at timestamptz NOT NULL)");
+    std::string phase = target.query_value("SELECT phase FROM dts.migration WHERE slot = $1", {opts.slot});
+    std::string origin = "dts_" + opts.slot;
+
+    if (phase != "streaming" && phase != "done") {
+      bool restart = !phase.empty();
+      // A copy that did not finish is started again from the beginning: its slot and origin
+      // go, and pre-data recreates the tables empty (no half-copied table survives).
+      pg::Connection repl = pg::Connection::open(opts.source, "source", /*replication=*/true);
+      pg::Result exists = repl.exec("SELECT 1 FROM pg_replication_slots WHERE slot_name = " +
+                                    apply::quote_literal(opts.slot));
+      if (PQntuples(exists.get()) > 0) {
+        if (!restart)
+          throw Error(ErrorKind::kConfig, "replication slot \"" + opts.slot +
+                                              "\" already exists on the source; drop it or pass another --slot");
+        repl.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot) + " WAIT");
+      }
+      target.exec_params("SELECT pg_replication_origin_drop($1) WHERE pg_replication_origin_oid($1) IS NOT NULL",
+                         {origin});
+      if (restart) spdlog::warn("the previous copy did not finish: copying again from the start");
+
+      pg::Result slot = repl.exec("CREATE_REPLICATION_SLOT " + apply::quote_ident(opts.slot) +
+                                  " LOGICAL dts_decoding EXPORT_SNAPSHOT");
+      std::string consistent = PQgetvalue(slot.get(), 0, 1);
+      std::string snapshot = PQgetvalue(slot.get(), 0, 2);
+      set_phase(target, opts.slot, "copying", consistent);
+      spdlog::info("slot \"{}\" consistent at {}, snapshot {}", opts.slot, consistent, snapshot);
+
+      std::string dir = "/tmp/dts-migrate-" + std::to_string(getpid());
+      run({"mkdir", "-p", dir}, "mkdir");
+      auto pre = dump_args(opts, "pre-data", dir + "/pre.dump");
+      pre.push_back("--snapshot=" + snapshot);
+      run(pre, "pg_dump of the schema (pre-data)");
+      std::vector<std::string> restore = {"pg_restore", "-d", opts.target, "--section=pre-data", "--exit-on-error"};
+      if (restart) {
+        // The attempt before may have reached post-data: its foreign keys would stop pre-data's
+        // --clean from dropping the tables they point at. (The target holds only what the
+        // migration created: check verifies it is empty before the first run.)
+        pg::Result fks = target.exec(
+            "SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname) FROM pg_constraint c "
+            "JOIN pg_namespace n ON n.oid = c.connamespace WHERE c.contype = 'f' AND n.nspname <> 'dts'");
+        for (int i = 0; i < PQntuples(fks.get()); ++i) target.exec(PQgetvalue(fks.get(), i, 0));
+        restore.insert(restore.end(), {"--clean", "--if-exists"});
+      }
+      restore.push_back(dir + "/pre.dump");
+      run(restore, "pg_restore of the schema (pre-data) into the target");
+
+      pg::Connection snap = pg::Connection::open(opts.source, "source");
+      snap.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+      snap.exec("SET TRANSACTION SNAPSHOT " + apply::quote_literal(snapshot));
+      std::vector<TableToCopy> tables = tables_to_copy(target, snap);
+      snap.close();
+      std::vector<Chunk> chunks = plan_chunks(tables, opts.split_larger_than / kPageSize);
+      auto t0 = std::chrono::steady_clock::now();
+      CopyResult copied = copy_chunks(opts.source, opts.target, snapshot, tables, chunks, opts.jobs, nullptr);
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      repl.close();  // the snapshot is no longer needed
+      spdlog::info("copied {} rows of {} tables in {} chunks ({:.1f} MB) in {:.1f} s", copied.rows, tables.size(),
+                   chunks.size(), copied.bytes / 1e6, secs);
+
+      run(dump_args(opts, "post-data", dir + "/post.dump"), "pg_dump of the schema (post-data)");
+      run({"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
+           std::to_string(std::max(1, opts.jobs)), dir + "/post.dump"},
+          "pg_restore of indexes and constraints (post-data) into the target");
+      run({"rm", "-rf", dir}, "cleanup");
+      pg::Connection source = pg::Connection::open(opts.source, "source");
+      copy_sequences(source, target);
+      set_phase(target, opts.slot, opts.incremental ? "streaming" : "done", "");
+      if (!opts.incremental) {
+        pg::Connection repl2 = pg::Connection::open(opts.source, "source", true);
+        repl2.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot));
+        spdlog::info("mode full: done, slot dropped");
+        return follow::kExitOk;
+      }
+    } else if (phase == "done") {
+      spdlog::info("migration with slot \"{}\" already done", opts.slot);
+      return follow::kExitOk;
+    }
+
+    follow::FollowOptions f;
+    f.source = opts.source;
+    f.target = opts.target;
+    f.slot = opts.slot;
+    f.tables = opts.tables;
+    f.exclude = opts.exclude;
+    f.status_file = opts.status_file;
+    f.until_lsn = opts.until_lsn;
+    f.origin = origin;
+    f.decoding_work_mem = opts.decoding_work_mem;
+    return follow::run_follow(f, stop);
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return e.kind() == ErrorKind::kConfig ? follow::kExitUsage : follow::kExitFailed;
+  }
+}
+
+}  // namespace dts::migrate

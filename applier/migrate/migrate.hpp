@@ -1,0 +1,35 @@
+// `dts_applier migrate`: the online migration in one command. A slot with an exported snapshot;
+// the schema's pre-data section restored with pg_dump/pg_restore in that snapshot; the data
+// copied by parallel workers in the same snapshot; the post-data section (indexes,
+// constraints, triggers) built after the data; sequence values; then follow from the slot's
+// consistent point (mode incremental) or the slot dropped (mode full).
+#ifndef DTS_APPLIER_MIGRATE_MIGRATE_HPP
+#define DTS_APPLIER_MIGRATE_MIGRATE_HPP
+
+#include <atomic>
+#include <optional>
+#include <string>
+
+#include "follow/follow.hpp"
+
+namespace dts::migrate {
+
+struct MigrateOptions {
+  std::string source;
+  std::string target;
+  std::string tables;   // pg_dump -t patterns, comma-separated
+  std::string exclude;  // pg_dump -T patterns
+  int jobs = 2;
+  uint64_t split_larger_than = 256ull * 1024 * 1024;  // bytes
+  bool incremental = true;
+  std::string slot = "dts_migrate";
+  std::string status_file;
+  std::optional<Lsn> until_lsn;  // incremental: stop following there
+  std::string decoding_work_mem = "16MB";
+};
+
+int run_migrate(const MigrateOptions& options, const std::atomic<bool>& stop);
+
+}  // namespace dts::migrate
+
+#endif
