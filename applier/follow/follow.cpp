@@ -29,6 +29,7 @@ constexpr milliseconds kIdleWait{100};
 // A group of small transactions is committed at least this often, however busy the stream.
 constexpr milliseconds kGroupMaxAge{100};
 constexpr milliseconds kProbeInterval{200};
+constexpr uint64_t kCatchingUpBytes = 16 * 1024 * 1024;
 
 // Throttles the bytes read from the stream to a rate: sleeping stops reading, and the
 // walsender's buffers push back on the source.
@@ -165,6 +166,8 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
       status.transactions_applied = st.transactions;
       status.changes_applied = st.changes;
       status.lag_bytes = status.server_wal_end > status.applied_lsn ? status.server_wal_end - status.applied_lsn : 0;
+      // A backlog of more than a block's worth of WAL: still catching up.
+      status.phase = status.lag_bytes > kCatchingUpBytes ? "CATCHING_UP" : "STREAMING";
       bool caught_up = engine.idle() && status.applied_lsn >= received;
       status.lag_ms = caught_up || st.applied_commit_time == 0
                           ? 0
@@ -214,6 +217,7 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
   if (opts.origin.empty()) opts.origin = "dts_" + opts.slot;
   Status status;
   status.slot = opts.slot;
+  status.copy_json = opts.copy_json;
   int backoff_s = 1;
   for (;;) {
     try {

@@ -25,6 +25,7 @@ struct FollowOptions {
   std::string origin;  // default: "dts_" + slot
   bool streaming = true;
   std::string decoding_work_mem = "16MB";  // the walsender's logical_decoding_work_mem
+  std::string copy_json;  // migrate: shown in the status file (see Status::copy_json)
 };
 
 // Exit codes of the command.

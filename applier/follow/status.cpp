@@ -41,6 +41,10 @@ std::string status_json(const Status& s) {
   w.Key("error");
   if (s.error.empty()) w.Null();
   else w.String(s.error.c_str());
+  if (!s.copy_json.empty()) {
+    w.Key("copy");
+    w.RawValue(s.copy_json.c_str(), s.copy_json.size(), rapidjson::kObjectType);
+  }
   w.Key("updated_at");
   char when[32];
   std::time_t now = std::time(nullptr);

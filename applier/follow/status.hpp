@@ -25,6 +25,7 @@ struct Status {
   uint64_t bytes_received = 0;
   uint64_t reconnects = 0;
   std::string error;
+  std::string copy_json;  // migrate: the copy's per-table summary (a JSON object), kept in view
 };
 
 std::string status_json(const Status& s);

@@ -1,5 +1,6 @@
 #include "migrate/copier.hpp"
 
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -67,6 +68,7 @@ struct Shared {
   size_t next = 0;
   int imported = 0;
   bool stop = false;
+  int finished = 0;
   std::exception_ptr error;
   uint64_t rows = 0;
   uint64_t bytes = 0;
@@ -90,6 +92,7 @@ void copy_one(const pg::Connection& src, const pg::Connection& dst, const TableT
     PQfreemem(buf);
     if (ok != 1) throw Error(ErrorKind::kConnection, "lost the target while copying " + qualified(t));
     bytes += static_cast<uint64_t>(len);
+    c.bytes += static_cast<uint64_t>(len);
   }
   if (len == -2) throw Error(ErrorKind::kConnection, "lost the source while copying " + qualified(t));
   pg::Result src_done(PQgetResult(src.get()));
@@ -127,7 +130,11 @@ void worker(const std::string& source, const std::string& target, const std::str
       size_t i;
       {
         std::lock_guard<std::mutex> lock(sh.mu);
-        if (sh.stop || sh.next >= chunks.size()) return;
+        if (sh.stop || sh.next >= chunks.size()) {
+          sh.finished++;
+          sh.cv.notify_all();
+          return;
+        }
         i = sh.next++;
       }
       uint64_t bytes = 0;
@@ -138,6 +145,8 @@ void worker(const std::string& source, const std::string& target, const std::str
     }
   } catch (...) {
     std::lock_guard<std::mutex> lock(sh.mu);
+    sh.finished++;
+    sh.cv.notify_all();
     if (!sh.error) sh.error = std::current_exception();
     sh.stop = true;
     if (sh.imported < jobs) {
@@ -152,13 +161,24 @@ void worker(const std::string& source, const std::string& target, const std::str
 
 CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& snapshot,
                        const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs,
-                       const std::function<void()>& on_imported) {
+                       const std::function<void()>& on_imported, const std::function<void()>& report) {
   Shared sh;
   jobs = std::max(1, jobs);
   std::vector<std::thread> threads;
   for (int j = 0; j < jobs; ++j)
     threads.emplace_back(worker, std::cref(source), std::cref(target), std::cref(snapshot), std::cref(tables),
                          std::ref(chunks), jobs, std::ref(sh), std::cref(on_imported));
+  {
+    std::unique_lock<std::mutex> lock(sh.mu);
+    while (sh.finished < jobs) {
+      sh.cv.wait_for(lock, std::chrono::milliseconds(500));
+      if (report) {
+        lock.unlock();
+        report();
+        lock.lock();
+      }
+    }
+  }
   for (auto& t : threads) t.join();
   if (sh.error) std::rethrow_exception(sh.error);
   return CopyResult{sh.rows, sh.bytes};

@@ -27,7 +27,8 @@ struct Chunk {
   size_t table = 0;   // index into the table list
   uint64_t first_page = 0;
   uint64_t end_page = 0;  // exclusive; 0 with first_page 0: the whole table
-  std::atomic<uint64_t> rows{0};
+  std::atomic<uint64_t> rows{0};   // copied, known when the chunk is done
+  std::atomic<uint64_t> bytes{0};  // streamed so far
   std::atomic<bool> done{false};
   Chunk() = default;
   Chunk(const Chunk& o) : table(o.table), first_page(o.first_page), end_page(o.end_page) {}
@@ -48,9 +49,10 @@ struct CopyResult {
 // Copies every chunk with `jobs` workers. `on_imported` runs once every worker has imported
 // the snapshot (the exporting connection may then go). Throws dts::Error on the first failure
 // (the other workers stop).
+// `report` runs about every 500 ms on the calling thread while the workers copy.
 CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& snapshot,
                        const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs,
-                       const std::function<void()>& on_imported);
+                       const std::function<void()>& on_imported, const std::function<void()>& report);
 
 }  // namespace dts::migrate
 

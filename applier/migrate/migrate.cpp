@@ -1,5 +1,7 @@
 #include "migrate/migrate.hpp"
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
+#include "follow/status.hpp"
 #include "migrate/copier.hpp"
 #include "pg/connection.hpp"
 
@@ -109,6 +112,81 @@ std::vector<TableToCopy> tables_to_copy(const pg::Connection& target, const pg::
   return out;
 }
 
+std::string copy_json(const std::vector<TableToCopy>& tables, const std::vector<Chunk>& chunks, double seconds) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  uint64_t rows = 0, bytes = 0;
+  size_t done = 0;
+  for (const auto& c : chunks) {
+    rows += c.rows;
+    bytes += c.bytes;
+    done += c.done ? 1 : 0;
+  }
+  w.StartObject();
+  w.Key("rows_copied");
+  w.Uint64(rows);
+  w.Key("bytes_copied");
+  w.Uint64(bytes);
+  w.Key("chunks");
+  w.Uint64(chunks.size());
+  w.Key("chunks_done");
+  w.Uint64(done);
+  w.Key("seconds");
+  w.Double(seconds);
+  w.Key("tables");
+  w.StartArray();
+  for (size_t i = 0; i < tables.size(); ++i) {
+    uint64_t t_rows = 0, t_chunks = 0, t_done = 0;
+    for (const auto& c : chunks) {
+      if (c.table != i) continue;
+      t_rows += c.rows;
+      t_chunks++;
+      t_done += c.done ? 1 : 0;
+    }
+    w.StartObject();
+    w.Key("table");
+    w.String((tables[i].schema + "." + tables[i].name).c_str());
+    w.Key("estimated_rows");
+    w.Int64(std::max<int64_t>(tables[i].estimated_rows, 0));
+    w.Key("copied_rows");
+    w.Uint64(t_rows);
+    w.Key("chunks");
+    w.Uint64(t_chunks);
+    w.Key("chunks_done");
+    w.Uint64(t_done);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+void report(const MigrateOptions& o, const std::string& phase, const std::string& copy) {
+  if (!o.status_file.empty()) {
+    follow::Status st;
+    st.phase = phase;
+    st.slot = o.slot;
+    st.copy_json = copy;
+    follow::write_status_file(o.status_file, st);
+  }
+}
+
+// One line on a terminal: the copy's progress by chunks and bytes.
+void progress_bar(const std::vector<Chunk>& chunks, double seconds) {
+  if (isatty(STDERR_FILENO) == 0) return;
+  uint64_t bytes = 0;
+  size_t done = 0;
+  for (const auto& c : chunks) {
+    bytes += c.bytes;
+    done += c.done ? 1 : 0;
+  }
+  constexpr int kWidth = 30;
+  int filled = chunks.empty() ? kWidth : static_cast<int>(kWidth * done / chunks.size());
+  std::fprintf(stderr, "\rCOPYING [%s%s] %zu/%zu chunks %.1f MB %.1f MB/s\033[K", std::string(filled, '#').c_str(),
+               std::string(kWidth - filled, '.').c_str(), done, chunks.size(), bytes / 1e6,
+               seconds > 0 ? bytes / 1e6 / seconds : 0.0);
+}
+
 void copy_sequences(const pg::Connection& source, const pg::Connection& target) {
   pg::Result seqs = target.exec(
       "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
@@ -131,6 +209,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
                 "consistent_point pg_lsn, updated_at timestamptz NOT NULL)");
     std::string phase = target.query_value("SELECT phase FROM dts.migration WHERE slot = $1", {opts.slot});
     std::string origin = "dts_" + opts.slot;
+    std::string copy_summary;
 
     if (phase != "streaming" && phase != "done") {
       bool restart = !phase.empty();
@@ -154,6 +233,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       std::string consistent = PQgetvalue(slot.get(), 0, 1);
       std::string snapshot = PQgetvalue(slot.get(), 0, 2);
       set_phase(target, opts.slot, "copying", consistent);
+      report(opts, "PREPARING", "");
       spdlog::info("slot \"{}\" consistent at {}, snapshot {}", opts.slot, consistent, snapshot);
 
       std::string dir = "/tmp/dts-migrate-" + std::to_string(getpid());
@@ -182,8 +262,15 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       snap.close();
       std::vector<Chunk> chunks = plan_chunks(tables, opts.split_larger_than / kPageSize);
       auto t0 = std::chrono::steady_clock::now();
-      CopyResult copied = copy_chunks(opts.source, opts.target, snapshot, tables, chunks, opts.jobs, nullptr);
-      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+      CopyResult copied = copy_chunks(opts.source, opts.target, snapshot, tables, chunks, opts.jobs, nullptr, [&] {
+        report(opts, "COPYING", copy_json(tables, chunks, elapsed()));
+        progress_bar(chunks, elapsed());
+      });
+      double secs = elapsed();
+      if (isatty(STDERR_FILENO) != 0) std::fputc('\n', stderr);
+      std::string summary = copy_json(tables, chunks, secs);
+      report(opts, "BUILDING_INDEXES", summary);
       repl.close();  // the snapshot is no longer needed
       spdlog::info("copied {} rows of {} tables in {} chunks ({:.1f} MB) in {:.1f} s", copied.rows, tables.size(),
                    chunks.size(), copied.bytes / 1e6, secs);
@@ -196,6 +283,8 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       pg::Connection source = pg::Connection::open(opts.source, "source");
       copy_sequences(source, target);
       set_phase(target, opts.slot, opts.incremental ? "streaming" : "done", "");
+      copy_summary = summary;
+      if (!opts.incremental) report(opts, "STOPPED", summary);
       if (!opts.incremental) {
         pg::Connection repl2 = pg::Connection::open(opts.source, "source", true);
         repl2.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot));
@@ -217,6 +306,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     f.until_lsn = opts.until_lsn;
     f.origin = origin;
     f.decoding_work_mem = opts.decoding_work_mem;
+    f.copy_json = copy_summary;
     return follow::run_follow(f, stop);
   } catch (const Error& e) {
     spdlog::error("{}", e.what());

@@ -137,6 +137,12 @@ def migrate_under_live_writes_then_follow():
             w.join()
             end = lsn_value(pair.src.lsn())
             wait_for("catch-up", lambda: lsn_value((status_of(status) or {}).get("applied_lsn", "0/0")) >= end, 120)
+            copy = status_of(status)["copy"]
+            tables = {t["table"]: t for t in copy["tables"]}
+            check(copy["chunks_done"] == copy["chunks"] > len(tables), f"chunks {copy['chunks_done']}/{copy['chunks']}")
+            check(tables["public.pgbench_accounts"]["chunks"] > 1, "pgbench_accounts was not split into chunks")
+            check(tables["public.pgbench_accounts"]["copied_rows"] == 300000, f"{tables['public.pgbench_accounts']}")
+            check(sum(t["copied_rows"] for t in copy["tables"]) == copy["rows_copied"], "row totals")
         finally:
             writes_stop.set()
             bench.join()
