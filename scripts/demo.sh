@@ -1,96 +1,109 @@
 #!/usr/bin/env bash
-# The README's demo command. Until dts_applier can migrate (the follow and migrate issues),
-# it shows the source side at work: it installs what it needs, starts a throwaway source
-# server on loopback, loads pgbench tables and a table of many types with large values, checks
-# the source, then decodes a live pgbench workload with pg_recvlogical in both formats and
-# prints what arrived. Stops and removes the server it started, whatever happens.
+# The README's demo command: a live migration on one machine. It installs what it needs, starts
+# throwaway source and target servers on loopback, loads pgbench tables and a table of many
+# types with large values, runs `dts_applier migrate` while pgbench keeps writing, waits until
+# the lag is small, stops pgbench, waits for the catch-up, compares every table and prints a
+# short report. It stops and removes the servers it started, whatever happens.
 #
-#   sudo scripts/demo.sh [--seconds N]      (default 10 seconds of pgbench)
+#   sudo scripts/demo.sh [--seconds N]      (default: 20 seconds of pgbench)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-seconds=10
+seconds=20
 [ "${1:-}" = "--seconds" ] && seconds=${2:?--seconds needs a number}
-PORT=${DTS_DEMO_PORT:-25470}
-NAME=demo_source
-CONN="host=127.0.0.1 port=$PORT user=postgres dbname=postgres"
+SRC_PORT=${DTS_DEMO_PORT:-25470}
+DST_PORT=$((SRC_PORT + 1))
+SRC="host=127.0.0.1 port=$SRC_PORT user=postgres dbname=postgres"
+DST="host=127.0.0.1 port=$DST_PORT user=postgres dbname=app"
 work=$(mktemp -d /tmp/dts-demo.XXXXXX)
-cleanup() { scripts/pg-cluster.sh destroy "$NAME" >/dev/null 2>&1 || true; rm -rf "$work"; }
+migrate_pid=""
+cleanup() {
+  [ -n "$migrate_pid" ] && kill "$migrate_pid" 2>/dev/null && wait "$migrate_pid" 2>/dev/null
+  scripts/pg-cluster.sh destroy demo_source >/dev/null 2>&1 || true
+  scripts/pg-cluster.sh destroy demo_target >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 say() { printf '\n== %s\n' "$*"; }
-q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$CONN" -c "$1"; }
+q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
+status() { /usr/bin/python3 -c "import json,sys; s=json.load(open('$work/status.json')); print(s$1)" 2>/dev/null || true; }
 
 if [ "$(id -u)" -eq 0 ]; then
   say "installing packages"
   bash scripts/install-deps.sh
 fi
-say "building and installing dts_decoding"
+say "building and installing dts_decoding and dts_applier"
 make -s -j2 >/dev/null && make -s install >/dev/null
+applier=$(command -v dts_applier || echo "$repo/build/dts_applier")
 
-say "starting a throwaway source server on 127.0.0.1:$PORT"
-scripts/pg-cluster.sh destroy "$NAME" >/dev/null 2>&1 || true
-scripts/pg-cluster.sh start "$NAME" "$PORT"
+say "starting throwaway servers: source on $SRC_PORT, target on $DST_PORT"
+scripts/pg-cluster.sh destroy demo_source >/dev/null 2>&1 || true
+scripts/pg-cluster.sh destroy demo_target >/dev/null 2>&1 || true
+scripts/pg-cluster.sh start demo_source "$SRC_PORT"
+scripts/pg-cluster.sh start demo_target "$DST_PORT"
+q "${DST/dbname=app/dbname=postgres}" "CREATE DATABASE app"
 
-say "loading pgbench (scale 5) and a table of many types with large values"
-pgbench -i -q -s 5 -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
-q "CREATE TABLE many_types (id bigserial PRIMARY KEY, amount numeric(12,2), happened timestamptz,
+say "loading the source: pgbench (scale 10) and a table of many types with large values"
+pgbench -i -q -s 10 -h 127.0.0.1 -p "$SRC_PORT" -U postgres postgres >/dev/null 2>&1
+q "$SRC" "CREATE TABLE many_types (id bigserial PRIMARY KEY, amount numeric(12,2), happened timestamptz,
      tags text[], doc jsonb, blob bytea, note text, ok bool, uid uuid)"
-q "CREATE EXTENSION dts_decoding"
+q "$SRC" "INSERT INTO many_types (amount, happened, tags, doc, blob, note, ok, uid)
+   SELECT g * 1.25, now(), ARRAY['a','b'], jsonb_build_object('n', g), decode(md5(g::text), 'hex'),
+          CASE WHEN g % 10 = 0 THEN repeat('large value ', 2000) ELSE 'small' END, g % 2 = 0, gen_random_uuid()
+     FROM generate_series(1, 20000) g"
 
-say "source readiness (dts_decoding.check_source())"
-psql -X -q -d "$CONN" -c "SELECT item, status, detail FROM dts_decoding.check_source()"
-
-say "creating two slots with the dts_decoding plugin"
-pg_recvlogical -d "$CONN" --slot demo_json --create-slot -P dts_decoding
-pg_recvlogical -d "$CONN" --slot demo_bin --create-slot -P dts_decoding
-
-say "running pgbench for $seconds s (2 clients) plus large-value writes, while the slots fill"
-pgbench -n -c 2 -j 2 -T "$seconds" -h 127.0.0.1 -p "$PORT" -U postgres postgres > "$work/pgbench.out" 2>&1 &
+say "pgbench writes for $seconds s (2 clients) while dts_applier migrate runs"
+pgbench -n -c 2 -j 2 -T "$seconds" -h 127.0.0.1 -p "$SRC_PORT" -U postgres postgres > "$work/pgbench.out" 2>&1 &
 bench=$!
-for i in $(seq 1 20); do
-  q "INSERT INTO many_types (amount, happened, tags, doc, blob, note, ok, uid)
-     SELECT g * 1.25, now(), ARRAY['a','b'], jsonb_build_object('n', g), decode(md5(g::text), 'hex'),
-            repeat('large value ', 2000), g % 2 = 0, gen_random_uuid() FROM generate_series(1, 50) g"
-  q "UPDATE many_types SET ok = NOT ok WHERE id % 7 = $((i % 7))"
-done
-wait $bench
-q "SELECT dts_decoding.heartbeat()" >/dev/null
-end=$(q "SELECT pg_current_wal_lsn()")
-grep -E "number of transactions actually processed|tps" "$work/pgbench.out" | sed 's/^/  pgbench: /'
-
-say "decoding up to $end with pg_recvlogical"
+( while kill -0 $bench 2>/dev/null; do
+    q "$SRC" "UPDATE many_types SET ok = NOT ok, note = note || '+' WHERE id % 97 = (extract(epoch from now())::int % 97)"
+  done ) &
+writer=$!
 t0=$(date +%s.%N)
-pg_recvlogical -d "$CONN" --slot demo_json --start -E "$end" --no-loop -f "$work/changes.json" -o format=json
-t1=$(date +%s.%N)
-pg_recvlogical -d "$CONN" --slot demo_bin --start -E "$end" --no-loop -f "$work/changes.bin"
-t2=$(date +%s.%N)
-
-say "what arrived"
-python3 - "$work/changes.json" "$work/changes.bin" "$t0" "$t1" "$t2" <<'PY'
-import collections, json, sys
-path, binpath, t0, t1, t2 = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
-actions = collections.Counter()
-tables = collections.Counter()
-sample = {}
-for line in open(path, encoding="utf-8"):
-    rec = json.loads(line)
-    actions[rec["action"]] += 1
-    if "table" in rec and rec["action"] in ("insert", "update", "delete"):
-        tables[rec["schema"] + "." + rec["table"]] += 1
-        sample.setdefault(rec["action"], line.strip())
-changes = sum(tables.values())
-json_bytes = sum(len(l.encode()) for l in open(path, encoding="utf-8"))
-bin_bytes = len(open(binpath, "rb").read())
-print(f"  transactions: {actions['commit']}, row changes: {changes}")
-for t, n in tables.most_common():
-    print(f"    {t:28} {n:8} changes")
-print(f"  json:   {json_bytes / max(changes, 1):6.0f} bytes/change, decoded in {t1 - t0:.2f} s")
-print(f"  binary: {bin_bytes / max(changes, 1):6.0f} bytes/change, decoded in {t2 - t1:.2f} s "
-      f"(the format dts_applier will read)")
-for action in ("insert", "update", "delete"):
-    if action in sample:
-        s = sample[action]
-        print(f"  sample {action}: {s[:220]}{'...' if len(s) > 220 else ''}")
+"$applier" migrate --source "$SRC" --target "$DST" --jobs 2 --split-larger-than 16MB \
+  --status-file "$work/status.json" > "$work/migrate.log" 2>&1 &
+migrate_pid=$!
+until [ "$(status "['phase']")" = "STREAMING" ] || [ "$(status "['phase']")" = "CATCHING_UP" ]; do
+  kill -0 $migrate_pid 2>/dev/null || { cat "$work/migrate.log"; echo "demo: migrate failed"; exit 1; }
+  sleep 0.5
+done
+t_copy=$(date +%s.%N)
+echo "  copy done: $(status "['copy']['rows_copied']") rows in $(status "['copy']['chunks']") chunks; now streaming"
+wait $bench
+wait $writer 2>/dev/null || true
+end=$(q "$SRC" "SELECT pg_current_wal_lsn()")
+grep -E "number of transactions actually processed|tps" "$work/pgbench.out" | sed 's/^/  pgbench: /'
+say "pgbench stopped at $end; waiting for the applier to catch up"
+/usr/bin/python3 - "$work/status.json" "$end" <<'PY'
+import json, sys, time
+path, end = sys.argv[1], sys.argv[2]
+val = lambda t: (int(t.split('/')[0], 16) << 32) | int(t.split('/')[1], 16)
+deadline = time.time() + 300
+while time.time() < deadline:
+    try:
+        s = json.load(open(path))
+        if val(s["applied_lsn"]) >= val(end):
+            break
+    except (OSError, ValueError, KeyError):
+        pass
+    time.sleep(0.2)
+else:
+    sys.exit("demo: the applier did not catch up within 300 s")
 PY
+t_end=$(date +%s.%N)
+replayed=$(status "['changes_applied']")
+kill "$migrate_pid"; wait "$migrate_pid" || true; migrate_pid=""
 
-say "done: the source server is stopped and removed"
+say "comparing every table (row count and a digest of every row)"
+equal=1
+for t in $(q "$SRC" "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"); do
+  a=$(q "$SRC" "SELECT count(*) || ' ' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM $t x")
+  b=$(q "$DST" "SELECT count(*) || ' ' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM $t x")
+  if [ "$a" = "$b" ]; then printf '  %-28s %10s rows  equal\n' "$t" "${a%% *}"; else printf '  %-28s DIFFERENT (source %s, target %s)\n' "$t" "$a" "$b"; equal=0; fi
+done
+
+say "report"
+printf '  copy (schema, data, indexes): %.1f s\n' "$(echo "$t_copy - $t0" | bc)"
+printf '  changes replayed while pgbench wrote: %s\n' "$replayed"
+printf '  total, start to caught up: %.1f s\n' "$(echo "$t_end - $t0" | bc)"
+if [ $equal -eq 1 ]; then echo "  result: source and target are equal"; else echo "  result: DIFFERENCES FOUND"; exit 1; fi

@@ -15,7 +15,7 @@ packages=(
   # peers compared in bench/
   postgresql-15-wal2json pgcopydb
   # scripts
-  python3 python3-psycopg2 util-linux procps
+  python3 python3-psycopg2 util-linux procps bc
 )
 
 if [ "$(id -u)" -ne 0 ]; then
