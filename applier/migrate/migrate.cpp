@@ -25,13 +25,15 @@ namespace {
 
 constexpr uint64_t kPageSize = 8192;
 
-// Runs a program (no shell), its stderr kept for the error message.
-void run(const std::vector<std::string>& argv, const std::string& what) {
+// Runs a program (no shell), its stderr kept for the error message; its stdout goes to
+// `out_path` if given.
+void run(const std::vector<std::string>& argv, const std::string& what, const std::string& out_path = "") {
   std::string err_path = "/tmp/dts-migrate-" + std::to_string(getpid()) + ".err";
   pid_t pid = fork();
   if (pid < 0) throw Error(ErrorKind::kInternal, "could not start " + argv[0]);
   if (pid == 0) {
     if (FILE* f = std::freopen(err_path.c_str(), "w", stderr); f == nullptr) _exit(127);
+    if (!out_path.empty() && std::freopen(out_path.c_str(), "w", stdout) == nullptr) _exit(127);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -72,6 +74,23 @@ std::vector<std::string> dump_args(const MigrateOptions& o, const std::string& s
   for (const auto& p : split_patterns(o.tables)) a.insert(a.end(), {"-t", p});
   for (const auto& p : split_patterns(o.exclude)) a.insert(a.end(), {"-T", p});
   return a;
+}
+
+// pg_dump with -t dumps the tables but not their schemas: create the schemas the dump's
+// tables live in (its table of contents lists "TABLE <schema> <name> <owner>").
+void create_schemas_of(const std::string& dump, const pg::Connection& target) {
+  std::string toc = dump + ".toc";
+  run({"pg_restore", "-l", dump}, "pg_restore -l", toc);
+  std::ifstream in(toc);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == ';') continue;
+    std::istringstream words(line);
+    std::string id, tableoid, oid, desc, schema;
+    words >> id >> tableoid >> oid >> desc >> schema;
+    if (desc == "TABLE" && !schema.empty() && schema != "-")
+      target.exec("CREATE SCHEMA IF NOT EXISTS " + apply::quote_ident(schema));
+  }
 }
 
 void set_phase(const pg::Connection& target, const std::string& slot, const std::string& phase, const std::string& lsn) {
@@ -171,9 +190,24 @@ void report(const MigrateOptions& o, const std::string& phase, const std::string
   }
 }
 
-// One line on a terminal: the copy's progress by chunks and bytes.
-void progress_bar(const std::vector<Chunk>& chunks, double seconds) {
+// On a terminal: a line for each table as it completes, and a bar for the copy as a whole.
+void progress_bar(const std::vector<TableToCopy>& tables, const std::vector<Chunk>& chunks,
+                  std::vector<bool>& reported, double seconds) {
   if (isatty(STDERR_FILENO) == 0) return;
+  for (size_t t = 0; t < tables.size(); ++t) {
+    if (reported[t]) continue;
+    uint64_t rows = 0;
+    bool all = true;
+    for (const auto& c : chunks) {
+      if (c.table != t) continue;
+      all = all && c.done;
+      rows += c.rows;
+    }
+    if (!all) continue;
+    reported[t] = true;
+    std::fprintf(stderr, "\r\033[K  copied %s.%s: %llu rows\n", tables[t].schema.c_str(), tables[t].name.c_str(),
+                 static_cast<unsigned long long>(rows));
+  }
   uint64_t bytes = 0;
   size_t done = 0;
   for (const auto& c : chunks) {
@@ -241,6 +275,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       auto pre = dump_args(opts, "pre-data", dir + "/pre.dump");
       pre.push_back("--snapshot=" + snapshot);
       run(pre, "pg_dump of the schema (pre-data)");
+      if (!opts.tables.empty()) create_schemas_of(dir + "/pre.dump", target);
       std::vector<std::string> restore = {"pg_restore", "-d", opts.target, "--section=pre-data", "--exit-on-error"};
       if (restart) {
         // The attempt before may have reached post-data: its foreign keys would stop pre-data's
@@ -263,10 +298,12 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       std::vector<Chunk> chunks = plan_chunks(tables, opts.split_larger_than / kPageSize);
       auto t0 = std::chrono::steady_clock::now();
       auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+      std::vector<bool> reported(tables.size(), false);
       CopyResult copied = copy_chunks(opts.source, opts.target, snapshot, tables, chunks, opts.jobs, nullptr, [&] {
         report(opts, "COPYING", copy_json(tables, chunks, elapsed()));
-        progress_bar(chunks, elapsed());
+        progress_bar(tables, chunks, reported, elapsed());
       });
+      progress_bar(tables, chunks, reported, elapsed());
       double secs = elapsed();
       if (isatty(STDERR_FILENO) != 0) std::fputc('\n', stderr);
       std::string summary = copy_json(tables, chunks, secs);
@@ -310,6 +347,13 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     return follow::run_follow(f, stop);
   } catch (const Error& e) {
     spdlog::error("{}", e.what());
+    if (!opts.status_file.empty()) {
+      follow::Status st;
+      st.phase = "FAILED";
+      st.slot = opts.slot;
+      st.error = e.what();
+      follow::write_status_file(opts.status_file, st);
+    }
     return e.kind() == ErrorKind::kConfig ? follow::kExitUsage : follow::kExitFailed;
   }
 }

@@ -179,5 +179,50 @@ def copy_killed_with_sigkill_then_run_again():
         check(pair.dst_app("SELECT phase FROM dts.migration")[0][0] == "done", "phase")
 
 
+@test
+def table_selection_with_wildcards_and_exclusions():
+    with Pair(2) as pair:
+        pair.src.sql("CREATE SCHEMA sales; CREATE SCHEMA audit;"
+                     "CREATE TABLE sales.orders (id int PRIMARY KEY, v text);"
+                     "CREATE TABLE sales.order_lines (id int PRIMARY KEY, v text);"
+                     "CREATE TABLE sales.scratch (id int PRIMARY KEY);"
+                     "CREATE TABLE audit.trail (id int PRIMARY KEY);"
+                     "CREATE TABLE public.other (id int PRIMARY KEY);"
+                     "INSERT INTO sales.orders SELECT g, 'o' FROM generate_series(1, 100) g;"
+                     "INSERT INTO sales.order_lines SELECT g, 'l' FROM generate_series(1, 300) g;"
+                     "INSERT INTO sales.scratch SELECT generate_series(1, 10);"
+                     "INSERT INTO audit.trail SELECT generate_series(1, 10);"
+                     "INSERT INTO public.other SELECT generate_series(1, 10);")
+        status = f"/tmp/dts-it-migrate-sel-{os.getpid()}.json"
+        if os.path.exists(status):
+            os.unlink(status)
+        p = migrate(pair, "--tables", "sales.*", "--exclude", "sales.scratch", status=status)
+        try:
+            wait_for("streaming", lambda: p.poll() is not None or (status_of(status) or {}).get("phase") == "STREAMING", 60)
+            pair.src.sql("INSERT INTO sales.orders VALUES (1000, 'live'); INSERT INTO sales.scratch VALUES (1000);"
+                         "INSERT INTO public.other VALUES (1000)")
+            end = lsn_value(pair.src.lsn())
+            wait_for("catch-up", lambda: lsn_value((status_of(status) or {}).get("applied_lsn", "0/0")) >= end, 60)
+        finally:
+            p.terminate()
+            p.wait(30)
+        tables = {r[0] for r in pair.dst_app("SELECT schemaname || '.' || tablename FROM pg_tables "
+                                             "WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'dts')")}
+        check(tables == {"sales.orders", "sales.order_lines"}, f"tables on the target: {sorted(tables)}")
+        check_equal(pair.src, TargetView(pair), ["sales.orders", "sales.order_lines"])
+
+
+@test
+def a_failure_is_reported_in_the_status_file():
+    with Pair(3) as pair:
+        pair.src.sql("CREATE TABLE t (id int PRIMARY KEY)")
+        pair.dst_app("CREATE TABLE t (id int PRIMARY KEY)")  # not an empty target: pre-data fails
+        status = f"/tmp/dts-it-migrate-fail-{os.getpid()}.json"
+        p = migrate(pair, "--mode", "full", status=status)
+        check(p.wait(60) == 1, f"exit code {p.returncode}")
+        s = status_of(status)
+        check(s["phase"] == "FAILED" and "already exists" in s["error"], f"status {s}")
+
+
 if __name__ == "__main__":
     main("migrate_test")
