@@ -76,21 +76,60 @@ std::vector<std::string> dump_args(const MigrateOptions& o, const std::string& s
   return a;
 }
 
-// pg_dump with -t dumps the tables but not their schemas: create the schemas the dump's
-// tables live in (its table of contents lists "TABLE <schema> <name> <owner>").
-void create_schemas_of(const std::string& dump, const pg::Connection& target) {
+// Every object of the section but the unselected tables: the selected tables come with the
+// types, functions and schemas they may need.
+std::vector<std::string> dump_excluding(const MigrateOptions& o, const std::string& section, const std::string& file,
+                                        const std::vector<std::string>& unselected) {
+  std::vector<std::string> a = {"pg_dump", "-d", o.source, "--section=" + section, "-Fc", "-f", file};
+  for (const auto& t : unselected) a.insert(a.end(), {"-T", t});
+  return a;
+}
+
+// A table name as a pg_dump/plugin pattern that matches it alone: quoted, quotes doubled.
+std::string exact_pattern(const std::string& schema, const std::string& name) {
+  return apply::quote_ident(schema) + "." + apply::quote_ident(name);
+}
+
+// The tables --tables/--exclude select, resolved by pg_dump itself (so its pattern rules apply)
+// and returned as exact names; partitions come with their selected partitioned tables. Also
+// returns the tables *not* selected, for pg_dump -T.
+struct Selection {
+  std::vector<std::string> selected;
+  std::vector<std::string> unselected;
+};
+
+Selection resolve_selection(const MigrateOptions& o, const std::string& snapshot, const std::string& dir,
+                            const pg::Connection& snap) {
+  std::string dump = dir + "/selection.dump";
+  auto args = dump_args(o, "pre-data", dump);
+  args.push_back("--snapshot=" + snapshot);
+  run(args, "pg_dump resolving --tables/--exclude");
   std::string toc = dump + ".toc";
   run({"pg_restore", "-l", dump}, "pg_restore -l", toc);
+  // TOC lines: "<id>; <classid> <oid> TABLE <schema> <name> <owner>": the oid is what we trust.
   std::ifstream in(toc);
-  std::string line;
+  std::string line, oids;
   while (std::getline(in, line)) {
     if (line.empty() || line[0] == ';') continue;
     std::istringstream words(line);
-    std::string id, tableoid, oid, desc, schema;
-    words >> id >> tableoid >> oid >> desc >> schema;
-    if (desc == "TABLE" && !schema.empty() && schema != "-")
-      target.exec("CREATE SCHEMA IF NOT EXISTS " + apply::quote_ident(schema));
+    std::string id, classid, oid, desc;
+    words >> id >> classid >> oid >> desc;
+    if (desc == "TABLE") oids += (oids.empty() ? "" : ",") + oid;
   }
+  pg::Result r = snap.exec_params(
+      "WITH picked AS (SELECT unnest(string_to_array(NULLIF($1, ''), ','))::oid AS oid),"
+      " chosen AS (SELECT t.relid AS oid FROM picked p, pg_partition_tree(p.oid) t UNION SELECT oid FROM picked)"
+      " SELECT n.nspname, c.relname, c.oid IN (SELECT oid FROM chosen) FROM pg_class c"
+      " JOIN pg_namespace n ON n.oid = c.relnamespace"
+      " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+      " AND n.nspname NOT LIKE 'pg\\_%'",
+      {oids});
+  Selection sel;
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    std::string name = exact_pattern(PQgetvalue(r.get(), i, 0), PQgetvalue(r.get(), i, 1));
+    (std::string(PQgetvalue(r.get(), i, 2)) == "t" ? sel.selected : sel.unselected).push_back(name);
+  }
+  return sel;
 }
 
 void set_phase(const pg::Connection& target, const std::string& slot, const std::string& phase, const std::string& lsn) {
@@ -240,10 +279,11 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     pg::Connection target = pg::Connection::open(opts.target, "target");
     target.exec("CREATE SCHEMA IF NOT EXISTS dts");
     target.exec("CREATE TABLE IF NOT EXISTS dts.migration (slot text PRIMARY KEY, phase text NOT NULL, "
-                "consistent_point pg_lsn, updated_at timestamptz NOT NULL)");
+                "consistent_point pg_lsn, tables text, updated_at timestamptz NOT NULL)");
     std::string phase = target.query_value("SELECT phase FROM dts.migration WHERE slot = $1", {opts.slot});
     std::string origin = "dts_" + opts.slot;
     std::string copy_summary;
+    std::string selected_list;  // exact names of the selected tables, for follow
 
     if (phase != "streaming" && phase != "done") {
       bool restart = !phase.empty();
@@ -272,10 +312,22 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
 
       std::string dir = "/tmp/dts-migrate-" + std::to_string(getpid());
       run({"mkdir", "-p", dir}, "mkdir");
-      auto pre = dump_args(opts, "pre-data", dir + "/pre.dump");
+      Selection selection;
+      bool selecting = !opts.tables.empty() || !opts.exclude.empty();
+      if (selecting) {
+        pg::Connection sel_snap = pg::Connection::open(opts.source, "source");
+        sel_snap.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+        sel_snap.exec("SET TRANSACTION SNAPSHOT " + apply::quote_literal(snapshot));
+        selection = resolve_selection(opts, snapshot, dir, sel_snap);
+        if (selection.selected.empty())
+          throw Error(ErrorKind::kConfig, "--tables/--exclude select no table of the source");
+        std::string list;
+        for (const auto& t : selection.selected) list += (list.empty() ? "" : ",") + t;
+        selected_list = list;
+      }
+      auto pre = dump_excluding(opts, "pre-data", dir + "/pre.dump", selection.unselected);
       pre.push_back("--snapshot=" + snapshot);
       run(pre, "pg_dump of the schema (pre-data)");
-      if (!opts.tables.empty()) create_schemas_of(dir + "/pre.dump", target);
       std::vector<std::string> restore = {"pg_restore", "-d", opts.target, "--section=pre-data", "--exit-on-error"};
       if (restart) {
         // The attempt before may have reached post-data: its foreign keys would stop pre-data's
@@ -312,7 +364,8 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       spdlog::info("copied {} rows of {} tables in {} chunks ({:.1f} MB) in {:.1f} s", copied.rows, tables.size(),
                    chunks.size(), copied.bytes / 1e6, secs);
 
-      run(dump_args(opts, "post-data", dir + "/post.dump"), "pg_dump of the schema (post-data)");
+      run(dump_excluding(opts, "post-data", dir + "/post.dump", selection.unselected),
+          "pg_dump of the schema (post-data)");
       run({"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
            std::to_string(std::max(1, opts.jobs)), dir + "/post.dump"},
           "pg_restore of indexes and constraints (post-data) into the target");
@@ -337,8 +390,12 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     f.source = opts.source;
     f.target = opts.target;
     f.slot = opts.slot;
-    f.tables = opts.tables;
-    f.exclude = opts.exclude;
+    // The same tables as the copy, by exact name (resolved with pg_dump's pattern rules). A
+    // resume after the copy reads them back from the state table.
+    if (!selected_list.empty()) target.exec_params("UPDATE dts.migration SET tables = $2 WHERE slot = $1",
+                                                   {opts.slot, selected_list});
+    else selected_list = target.query_value("SELECT tables FROM dts.migration WHERE slot = $1", {opts.slot});
+    f.tables = selected_list;
     f.status_file = opts.status_file;
     f.until_lsn = opts.until_lsn;
     f.origin = origin;

@@ -182,8 +182,10 @@ def copy_killed_with_sigkill_then_run_again():
 @test
 def table_selection_with_wildcards_and_exclusions():
     with Pair(2) as pair:
-        pair.src.sql("CREATE SCHEMA sales; CREATE SCHEMA audit;"
-                     "CREATE TABLE sales.orders (id int PRIMARY KEY, v text);"
+        pair.src.sql("CREATE SCHEMA sales; CREATE SCHEMA audit; CREATE TYPE sales.state AS ENUM ('new', 'paid');"
+                     "CREATE FUNCTION sales.next_note() RETURNS text LANGUAGE sql AS $$ SELECT 'note' $$;"
+                     "CREATE TABLE sales.orders (id int PRIMARY KEY, v text, st sales.state DEFAULT 'new',"
+                     "                           note text DEFAULT sales.next_note());"
                      "CREATE TABLE sales.order_lines (id int PRIMARY KEY, v text);"
                      "CREATE TABLE sales.scratch (id int PRIMARY KEY);"
                      "CREATE TABLE audit.trail (id int PRIMARY KEY);"
@@ -199,7 +201,7 @@ def table_selection_with_wildcards_and_exclusions():
         p = migrate(pair, "--tables", "sales.*", "--exclude", "sales.scratch", status=status)
         try:
             wait_for("streaming", lambda: p.poll() is not None or (status_of(status) or {}).get("phase") == "STREAMING", 60)
-            pair.src.sql("INSERT INTO sales.orders VALUES (1000, 'live'); INSERT INTO sales.scratch VALUES (1000);"
+            pair.src.sql("INSERT INTO sales.orders (id, v, st) VALUES (1000, 'live', 'paid'); INSERT INTO sales.scratch VALUES (1000);"
                          "INSERT INTO public.other VALUES (1000)")
             end = lsn_value(pair.src.lsn())
             wait_for("catch-up", lambda: lsn_value((status_of(status) or {}).get("applied_lsn", "0/0")) >= end, 60)
