@@ -212,6 +212,29 @@ std::string copy_json(const std::vector<TableToCopy>& tables, const std::vector<
     w.Uint64(t_chunks);
     w.Key("chunks_done");
     w.Uint64(t_done);
+    // Each chunk: its page range, estimated rows (its share of the table's estimate), copied
+    // rows (known when done) and bytes streamed so far.
+    w.Key("chunk_progress");
+    w.StartArray();
+    const TableToCopy& tt = tables[i];
+    for (const auto& c : chunks) {
+      if (c.table != i) continue;
+      uint64_t end = c.end_page != 0 ? c.end_page : std::max<uint64_t>(tt.pages, c.first_page);
+      double share = tt.pages > 0 ? static_cast<double>(end - c.first_page) / static_cast<double>(tt.pages) : 1.0;
+      w.StartObject();
+      w.Key("pages");
+      w.String((std::to_string(c.first_page) + "-" + (c.end_page != 0 ? std::to_string(c.end_page) : "end")).c_str());
+      w.Key("estimated_rows");
+      w.Int64(static_cast<int64_t>(std::max<int64_t>(tt.estimated_rows, 0) * share));
+      w.Key("copied_rows");
+      w.Uint64(c.rows);
+      w.Key("bytes");
+      w.Uint64(c.bytes);
+      w.Key("done");
+      w.Bool(c.done);
+      w.EndObject();
+    }
+    w.EndArray();
     w.EndObject();
   }
   w.EndArray();

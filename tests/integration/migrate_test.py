@@ -143,6 +143,9 @@ def migrate_under_live_writes_then_follow():
             check(tables["public.pgbench_accounts"]["chunks"] > 1, "pgbench_accounts was not split into chunks")
             check(tables["public.pgbench_accounts"]["copied_rows"] == 300000, f"{tables['public.pgbench_accounts']}")
             check(sum(t["copied_rows"] for t in copy["tables"]) == copy["rows_copied"], "row totals")
+            acc = tables["public.pgbench_accounts"]["chunk_progress"]
+            check(all(c["done"] and c["bytes"] > 0 for c in acc), f"chunks {acc}")
+            check(sum(c["copied_rows"] for c in acc) == 300000, "chunk rows")
         finally:
             writes_stop.set()
             bench.join()
