@@ -11,6 +11,7 @@
 #include "common/lsn.hpp"
 #include "dts/protocol.h"
 #include "dts/version.h"
+#include "check/check.hpp"
 #include "follow/follow.hpp"
 #include "migrate/migrate.hpp"
 
@@ -97,6 +98,15 @@ int main(int argc, char** argv) {
   m->add_option("--status-file", migrate.status_file, "write progress as JSON to this file");
   m->add_option("--until-lsn", migrate_until, "mode incremental: stop once applied up to this source LSN");
 
+  dts::check::CheckOptions check;
+  bool check_json = false;
+  auto* c = app.add_subcommand("check", "what will break, before anything starts: PASSED / WARNING / FAILED per item");
+  c->add_option("--source", check.source, "libpq conninfo of the source")->required();
+  c->add_option("--target", check.target, "libpq conninfo of the target")->required();
+  c->add_option("--tables", check.tables, "only these tables: schema.table patterns, comma-separated");
+  c->add_option("--exclude", check.exclude, "leave out these tables");
+  c->add_flag("--json", check_json, "print JSON instead of a table");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -125,6 +135,12 @@ int main(int argc, char** argv) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     return dts::follow::run_follow(follow, g_stop);
+  }
+  if (c->parsed()) {
+    auto items = dts::check::run_checks(check);
+    std::fputs((check_json ? dts::check::render_json(items) : dts::check::render_table(items)).c_str(), stdout);
+    // 0 passed, 1 warnings, 2 failed.
+    return static_cast<int>(dts::check::overall(items));
   }
   if (m->parsed()) {
     migrate.incremental = migrate_mode == "incremental";

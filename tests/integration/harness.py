@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 
-import psycopg2
+import psycopg2  # noqa: F401 (also used by the suites through the harness)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLUSTER = os.path.join(REPO, "scripts", "pg-cluster.sh")

@@ -1,0 +1,348 @@
+#include "check/check.hpp"
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#include <unistd.h>
+
+#include <memory>
+#include <pqxx/pqxx>
+
+#include "apply/sql_builder.hpp"
+#include "pg/connection.hpp"
+
+namespace dts::check {
+namespace {
+
+Item passed(std::string name, std::string reason) { return Item{std::move(name), Status::kPassed, std::move(reason), ""}; }
+Item warning(std::string name, std::string reason, std::string fix) {
+  return Item{std::move(name), Status::kWarning, std::move(reason), std::move(fix)};
+}
+Item failed(std::string name, std::string reason, std::string fix) {
+  return Item{std::move(name), Status::kFailed, std::move(reason), std::move(fix)};
+}
+
+std::string first_line(const std::string& s) {
+  std::string out = s.substr(0, s.find('\n'));
+  return out.size() > 300 ? out.substr(0, 300) + "..." : out;
+}
+
+// --tables/--exclude as SQL: each schema.table glob (* and ?) becomes a LIKE on
+// "schema.table"; a name without a schema matches in any schema.
+std::string pattern_sql(const std::string& patterns, pqxx::connection& c) {
+  std::string out;
+  std::string cur;
+  auto flush = [&] {
+    if (cur.empty()) return;
+    std::string like;
+    bool has_dot = cur.find('.') != std::string::npos;
+    if (!has_dot) like = "%.";
+    for (char ch : cur) {
+      if (ch == '*') like += '%';
+      else if (ch == '?') like += '_';
+      else if (ch == '%' || ch == '_' || ch == '\\') { like += '\\'; like += ch; }
+      else if (ch != '"') like += ch;
+    }
+    out += (out.empty() ? "" : " OR ") + std::string("(n.nspname || '.' || c.relname) LIKE ") + c.quote(like);
+    cur.clear();
+  };
+  for (char ch : patterns) {
+    if (ch == ',') flush();
+    else if (ch != ' ') cur += ch;
+  }
+  flush();
+  return out;
+}
+
+std::string list_of(const pqxx::result& r, size_t max = 10) {
+  std::string out;
+  for (size_t i = 0; i < r.size() && i < max; ++i) out += (i > 0 ? ", " : "") + std::string(r[i][0].c_str());
+  if (r.size() > max) out += ", ... (" + std::to_string(r.size()) + " in all)";
+  return out;
+}
+
+void check_source(const CheckOptions& o, std::vector<Item>& items, std::unique_ptr<pqxx::connection>& src) {
+  try {
+    src = std::make_unique<pqxx::connection>(o.source);
+    items.push_back(passed("source_reachable", "connected to " + pg::redact_conninfo(o.source)));
+  } catch (const std::exception& e) {
+    items.push_back(failed("source_reachable", first_line(e.what()), "check the source conninfo, the server and pg_hba.conf"));
+    return;
+  }
+  pqxx::nontransaction t(*src);
+  auto setting = [&](const char* name) { return std::string(t.exec("SELECT current_setting(" + t.quote(name) + ")")[0][0].c_str()); };
+
+  std::string wal_level = setting("wal_level");
+  items.push_back(wal_level == "logical"
+                      ? passed("wal_level", "wal_level is logical")
+                      : failed("wal_level", "wal_level is " + wal_level + "; logical decoding needs logical",
+                               "ALTER SYSTEM SET wal_level = logical; then restart the source"));
+
+  auto free_of = [&](const char* item, const char* setting_name, const char* used_sql, const char* what) {
+    long cap = std::stol(setting(setting_name));
+    long used = std::stol(t.exec(used_sql)[0][0].c_str());
+    if (cap - used >= 1)
+      items.push_back(passed(item, std::to_string(cap - used) + " of " + std::to_string(cap) + " " + what + " free"));
+    else
+      items.push_back(failed(item, "all " + std::to_string(cap) + " " + what + " are in use",
+                             std::string("ALTER SYSTEM SET ") + setting_name + " = " + std::to_string(cap + 4) +
+                                 "; then restart the source"));
+  };
+  free_of("replication_slots", "max_replication_slots", "SELECT count(*) FROM pg_replication_slots", "replication slots");
+  free_of("wal_senders", "max_wal_senders", "SELECT count(*) FROM pg_stat_replication", "WAL senders");
+
+  bool can_replicate = t.exec("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user")[0][0].as<bool>();
+  std::string user = t.exec("SELECT current_user")[0][0].c_str();
+  items.push_back(can_replicate ? passed("replication_privilege", "role " + user + " may replicate")
+                                : failed("replication_privilege", "role " + user + " has neither REPLICATION nor SUPERUSER",
+                                         "ALTER ROLE " + apply::quote_ident(user) + " REPLICATION;"));
+
+  // pg_hba is checked by trying; the plugin by creating a temporary slot with it.
+  try {
+    pg::Connection repl = pg::Connection::open(o.source, "source", /*replication=*/true);
+    items.push_back(passed("replication_connection", "a replication connection succeeded"));
+    std::string slot = "dts_check_" + std::to_string(getpid());
+    try {
+      repl.exec("CREATE_REPLICATION_SLOT " + apply::quote_ident(slot) + " TEMPORARY LOGICAL dts_decoding NOEXPORT_SNAPSHOT");
+      items.push_back(passed("output_plugin", "dts_decoding loads on the source"));
+    } catch (const std::exception& e) {
+      std::string msg = e.what();
+      bool not_listed = msg.find("output_plugin_libraries") != std::string::npos;
+      items.push_back(failed("output_plugin",
+                             not_listed ? "the source refuses to load dts_decoding: output_plugin_libraries does not list it"
+                                        : first_line(msg),
+                             not_listed
+                                 ? "ALTER SYSTEM SET output_plugin_libraries = '<current list>, dts_decoding'; SELECT pg_reload_conf();"
+                                 : "install the dts_decoding package (make install) on the source server"));
+    }
+  } catch (const std::exception& e) {
+    items.push_back(failed("replication_connection", first_line(e.what()),
+                           "add to pg_hba.conf: host replication " + user + " <applier address>/32 scram-sha-256; then reload"));
+  }
+
+  long timeout_ms = std::stol(t.exec("SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout'")[0][0].c_str());
+  items.push_back(timeout_ms == 0 ? warning("wal_sender_timeout", "wal_sender_timeout is 0: a dead applier is never noticed",
+                                            "ALTER SYSTEM SET wal_sender_timeout = '60s'; SELECT pg_reload_conf();")
+                                  : passed("wal_sender_timeout", "wal_sender_timeout is " + std::to_string(timeout_ms) + " ms"));
+  long keep_mb = std::stol(t.exec("SELECT setting FROM pg_settings WHERE name = 'max_slot_wal_keep_size'")[0][0].c_str());
+  if (keep_mb < 0)
+    items.push_back(warning("max_slot_wal_keep_size", "unlimited: a stalled migration keeps WAL until the disk fills",
+                            "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB' (room for a day of WAL); SELECT pg_reload_conf();"));
+  else if (keep_mb < 1024)
+    items.push_back(warning("max_slot_wal_keep_size", std::to_string(keep_mb) + " MB: the slot may be invalidated during the copy",
+                            "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();"));
+  else
+    items.push_back(passed("max_slot_wal_keep_size", std::to_string(keep_mb) + " MB"));
+
+  pqxx::result old_tx = t.exec(
+      "SELECT format('pid %s (%s)', pid, now() - xact_start) FROM pg_stat_activity "
+      "WHERE xact_start < now() - interval '5 minutes' AND backend_type = 'client backend' ORDER BY xact_start");
+  pqxx::result prepared = t.exec("SELECT gid FROM pg_prepared_xacts");
+  if (old_tx.empty() && prepared.empty())
+    items.push_back(passed("long_transactions", "no transaction older than 5 minutes, none prepared"));
+  else
+    items.push_back(warning("long_transactions",
+                            "the slot cannot become consistent before these end: " + list_of(old_tx) +
+                                (prepared.empty() ? "" : " prepared: " + list_of(prepared)),
+                            "commit or roll them back (COMMIT PREPARED / ROLLBACK PREPARED for prepared ones)"));
+}
+
+void check_tables(const CheckOptions& o, std::vector<Item>& items, pqxx::connection& src) {
+  pqxx::nontransaction t(src);
+  std::string where = "c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                      "AND n.nspname NOT LIKE 'pg\\_%'";
+  std::string inc = pattern_sql(o.tables, src), exc = pattern_sql(o.exclude, src);
+  if (!inc.empty()) where += " AND (" + inc + ")";
+  if (!exc.empty()) where += " AND NOT (" + exc + ")";
+  std::string selected = "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " + where;
+  std::string name = "format('%I.%I', n.nspname, c.relname)";
+
+  pqxx::result nokey = t.exec(
+      "SELECT " + name + ", coalesce(s.n_tup_upd + s.n_tup_del, 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+      "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relkind = 'r' AND c.oid IN (" + selected + ") "
+      "AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)) "
+      "OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))) ORDER BY 1");
+  std::string changed, insert_only;
+  for (const auto& row : nokey) {
+    std::string& dst = row[1].as<long>() > 0 ? changed : insert_only;
+    dst += (dst.empty() ? "" : ", ") + std::string(row[0].c_str());
+  }
+  if (!changed.empty())
+    items.push_back(failed("replica_identity",
+                           "tables without a usable replica identity get UPDATE or DELETE, which cannot be replayed: " + changed,
+                           "add a primary key, or ALTER TABLE ... REPLICA IDENTITY FULL"));
+  else if (!insert_only.empty())
+    items.push_back(warning("replica_identity",
+                            "tables without a usable replica identity (no UPDATE or DELETE seen so far, so inserts replay): " +
+                                insert_only,
+                            "add a primary key, or ALTER TABLE ... REPLICA IDENTITY FULL, before they get updates"));
+  else
+    items.push_back(passed("replica_identity", "every selected table has a usable replica identity"));
+
+  pqxx::result unlogged = t.exec("SELECT " + name + " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                 "WHERE c.relpersistence = 'u' AND c.oid IN (" + selected + ") ORDER BY 1");
+  items.push_back(unlogged.empty() ? passed("unlogged_tables", "no unlogged tables")
+                                   : warning("unlogged_tables", "not in the WAL, so their changes are not migrated: " + list_of(unlogged),
+                                             "ALTER TABLE ... SET LOGGED, or exclude them and copy them during the cutover"));
+
+  pqxx::result fks = t.exec(
+      "SELECT format('%s -> %s', conrelid::regclass, confrelid::regclass) FROM pg_constraint "
+      "WHERE contype = 'f' AND conrelid IN (" + selected + ") AND confrelid NOT IN (" + selected + ") ORDER BY 1");
+  items.push_back(fks.empty() ? passed("foreign_keys", "no foreign key points outside the selection")
+                              : failed("foreign_keys", "foreign keys point at tables that are not selected: " + list_of(fks),
+                                       "select the referenced tables too, or exclude the referencing ones"));
+
+  long lobs = t.exec("SELECT count(*) FROM pg_largeobject_metadata")[0][0].as<long>();
+  items.push_back(lobs == 0 ? passed("large_objects", "no large objects")
+                            : warning("large_objects", std::to_string(lobs) + " large objects: logical decoding does not carry them",
+                                      "move them into bytea columns, or copy them separately during the cutover"));
+
+  pqxx::result identity = t.exec(
+      "SELECT DISTINCT format('%I.%I', n.nspname, c.relname) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+      "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.attidentity <> '' AND c.oid IN (" + selected + ") ORDER BY 1");
+  items.push_back(identity.empty() ? passed("identity_columns", "no identity columns")
+                                   : warning("identity_columns", "identity sequences advance only on the source: " + list_of(identity),
+                                             "the cutover (complete) copies sequence values; run it before writing to the target"));
+}
+
+void check_target(const CheckOptions& o, std::vector<Item>& items, pqxx::connection* src) {
+  std::unique_ptr<pqxx::connection> tgt;
+  try {
+    tgt = std::make_unique<pqxx::connection>(o.target);
+    items.push_back(passed("target_reachable", "connected to " + pg::redact_conninfo(o.target)));
+  } catch (const std::exception& e) {
+    items.push_back(failed("target_reachable", first_line(e.what()), "check the target conninfo, the server and pg_hba.conf"));
+    return;
+  }
+  pqxx::nontransaction t(*tgt);
+  if (src == nullptr) return;
+  pqxx::nontransaction s(*src);
+  long sv = s.exec("SELECT current_setting('server_version_num')::int")[0][0].as<long>();
+  long tv = t.exec("SELECT current_setting('server_version_num')::int")[0][0].as<long>();
+  items.push_back(tv >= sv ? passed("version_order", "target " + std::to_string(tv) + " >= source " + std::to_string(sv))
+                           : failed("version_order", "target " + std::to_string(tv) + " is older than source " + std::to_string(sv),
+                                    "migrate to a server of the same or a newer major version"));
+
+  pqxx::result tables = t.exec(
+      "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables WHERE schemaname NOT IN ('dts') ORDER BY 1");
+  items.push_back(tables.empty() ? passed("target_empty", "the target database has no tables")
+                                 : failed("target_empty", "the target already has tables: " + list_of(tables),
+                                          "migrate into an empty database (CREATE DATABASE ...), or drop these tables"));
+
+  std::string se = s.exec("SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()")[0][0].c_str();
+  std::string te = t.exec("SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()")[0][0].c_str();
+  items.push_back(se == te ? passed("encoding", "both " + se)
+                           : failed("encoding", "source " + se + ", target " + te,
+                                    "create the target database WITH ENCODING '" + se + "' TEMPLATE template0"));
+  std::string sc = s.exec("SELECT datcollate FROM pg_database WHERE datname = current_database()")[0][0].c_str();
+  std::string tc = t.exec("SELECT datcollate FROM pg_database WHERE datname = current_database()")[0][0].c_str();
+  items.push_back(sc == tc ? passed("collation", "both " + sc)
+                           : warning("collation", "source " + sc + ", target " + tc + ": text sorts and indexes may differ",
+                                     "create the target database WITH LC_COLLATE '" + sc + "' TEMPLATE template0"));
+
+  pqxx::result owners = s.exec(
+      "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+      "WHERE c.relkind IN ('r', 'p', 'S', 'v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')");
+  std::string missing;
+  for (const auto& row : owners) {
+    if (t.exec("SELECT 1 FROM pg_roles WHERE rolname = " + t.quote(row[0].c_str())).empty())
+      missing += (missing.empty() ? "" : ", ") + std::string(row[0].c_str());
+  }
+  items.push_back(missing.empty() ? passed("roles", "every owner of the source's objects exists on the target")
+                                  : failed("roles", "roles that own objects on the source are missing on the target: " + missing,
+                                           "create them on the target (pg_dumpall --roles-only | psql)"));
+
+  pqxx::result exts = s.exec("SELECT extname FROM pg_extension WHERE extname NOT IN ('plpgsql')");
+  std::string unavailable;
+  for (const auto& row : exts) {
+    if (t.exec("SELECT 1 FROM pg_available_extensions WHERE name = " + t.quote(row[0].c_str())).empty())
+      unavailable += (unavailable.empty() ? "" : ", ") + std::string(row[0].c_str());
+  }
+  items.push_back(unavailable.empty() ? passed("extensions", "every extension of the source is available on the target")
+                                      : failed("extensions", "not available on the target: " + unavailable,
+                                               "install these extensions' packages on the target server"));
+
+  bool create = t.exec("SELECT has_database_privilege(current_database(), 'CREATE')")[0][0].as<bool>();
+  bool origins = t.exec("SELECT rolsuper OR has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE') "
+                        "FROM pg_roles WHERE rolname = current_user")[0][0].as<bool>();
+  std::string user = t.exec("SELECT current_user")[0][0].c_str();
+  if (create && origins)
+    items.push_back(passed("target_privileges", "role " + user + " can create objects and use replication origins"));
+  else
+    items.push_back(failed("target_privileges",
+                           std::string("role ") + user + (create ? "" : " cannot create objects in the database") +
+                               (origins ? "" : " cannot use replication origins"),
+                           "GRANT CREATE ON DATABASE ... TO " + apply::quote_ident(user) +
+                               "; GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), "
+                               "pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, "
+                               "timestamptz), pg_replication_origin_progress(text, boolean) TO " + apply::quote_ident(user)));
+}
+
+}  // namespace
+
+std::vector<Item> run_checks(const CheckOptions& o) {
+  std::vector<Item> items;
+  std::unique_ptr<pqxx::connection> src;
+  check_source(o, items, src);
+  if (src) check_tables(o, items, *src);
+  check_target(o, items, src.get());
+  return items;
+}
+
+const char* status_name(Status s) {
+  switch (s) {
+    case Status::kPassed: return "PASSED";
+    case Status::kWarning: return "WARNING";
+    case Status::kFailed: return "FAILED";
+  }
+  return "?";
+}
+
+Status overall(const std::vector<Item>& items) {
+  Status worst = Status::kPassed;
+  for (const auto& i : items) {
+    if (i.status == Status::kFailed) return Status::kFailed;
+    if (i.status == Status::kWarning) worst = Status::kWarning;
+  }
+  return worst;
+}
+
+std::string render_table(const std::vector<Item>& items) {
+  size_t w = 4;
+  for (const auto& i : items) w = std::max(w, i.name.size());
+  std::string out;
+  for (const auto& i : items) {
+    char head[128];
+    std::snprintf(head, sizeof(head), "%-*s  %-7s  ", static_cast<int>(w), i.name.c_str(), status_name(i.status));
+    out += head + i.reason + "\n";
+    if (!i.fix.empty()) out += std::string(w + 11, ' ') + "fix: " + i.fix + "\n";
+  }
+  return out;
+}
+
+std::string render_json(const std::vector<Item>& items) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("result");
+  w.String(status_name(overall(items)));
+  w.Key("items");
+  w.StartArray();
+  for (const auto& i : items) {
+    w.StartObject();
+    w.Key("name");
+    w.String(i.name.c_str());
+    w.Key("status");
+    w.String(status_name(i.status));
+    w.Key("reason");
+    w.String(i.reason.c_str());
+    w.Key("fix");
+    if (i.fix.empty()) w.Null();
+    else w.String(i.fix.c_str());
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize()) + "\n";
+}
+
+}  // namespace dts::check

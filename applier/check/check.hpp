@@ -1,0 +1,36 @@
+// `dts_applier check`: what will break, before anything starts. One item per row: PASSED,
+// WARNING or FAILED, a one-line reason, and the fix (the setting, grant or statement).
+#ifndef DTS_APPLIER_CHECK_CHECK_HPP
+#define DTS_APPLIER_CHECK_CHECK_HPP
+
+#include <string>
+#include <vector>
+
+namespace dts::check {
+
+enum class Status { kPassed, kWarning, kFailed };
+
+struct Item {
+  std::string name;
+  Status status = Status::kPassed;
+  std::string reason;
+  std::string fix;
+};
+
+struct CheckOptions {
+  std::string source;
+  std::string target;
+  std::string tables;   // plugin-style patterns; empty: every table
+  std::string exclude;
+};
+
+std::vector<Item> run_checks(const CheckOptions& options);
+const char* status_name(Status s);
+// The worst status: what the exit code reports (0 passed, 1 warnings, 2 failed).
+Status overall(const std::vector<Item>& items);
+std::string render_table(const std::vector<Item>& items);
+std::string render_json(const std::vector<Item>& items);
+
+}  // namespace dts::check
+
+#endif
