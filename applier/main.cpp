@@ -11,6 +11,7 @@
 #include "common/lsn.hpp"
 #include "dts/protocol.h"
 #include "dts/version.h"
+#include "cancel/cancel.hpp"
 #include "check/check.hpp"
 #include "follow/follow.hpp"
 #include "migrate/migrate.hpp"
@@ -107,6 +108,12 @@ int main(int argc, char** argv) {
   c->add_option("--exclude", check.exclude, "leave out these tables");
   c->add_flag("--json", check_json, "print JSON instead of a table");
 
+  dts::cancel::CancelOptions cancel;
+  auto* x = app.add_subcommand("cancel", "stop a migration and remove its slot, origin and state (never any data)");
+  x->add_option("--source", cancel.source, "libpq conninfo of the source")->required();
+  x->add_option("--target", cancel.target, "libpq conninfo of the target")->required();
+  x->add_option("--slot", cancel.slot, "the migration's slot (default dts_migrate)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -136,6 +143,7 @@ int main(int argc, char** argv) {
     std::signal(SIGTERM, on_signal);
     return dts::follow::run_follow(follow, g_stop);
   }
+  if (x->parsed()) return dts::cancel::run_cancel(cancel);
   if (c->parsed()) {
     auto items = dts::check::run_checks(check);
     std::fputs((check_json ? dts::check::render_json(items) : dts::check::render_table(items)).c_str(), stdout);

@@ -82,6 +82,10 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
   stream::ReplicationStream src(opts.source);
   if (opts.create_slot && src.create_slot_if_missing(opts.slot))
     spdlog::info("created replication slot \"{}\" with dts_decoding", opts.slot);
+  // Before touching the target: a slot dropped by cancel must not get its origin back.
+  if (!src.slot_exists(opts.slot))
+    throw Error(ErrorKind::kSource, "replication slot \"" + opts.slot +
+                                        "\" does not exist on the source; create it with --create-slot");
 
   s.control.exec_params("SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL",
                         {s.origin});

@@ -48,6 +48,11 @@ void ReplicationStream::release_buffer() {
   }
 }
 
+bool ReplicationStream::slot_exists(const std::string& slot) {
+  pg::Result r = conn_.exec("SELECT 1 FROM pg_replication_slots WHERE slot_name = " + apply::quote_literal(slot));
+  return PQntuples(r.get()) > 0;
+}
+
 bool ReplicationStream::create_slot_if_missing(const std::string& slot) {
   // The replication protocol has no IF NOT EXISTS; the catalog is readable over it.
   // (A replication connection speaks only the simple query protocol: no parameters.)

@@ -38,6 +38,7 @@ class ReplicationStream {
 
   // Creates the slot with dts_decoding unless it exists; returns true if it created it.
   bool create_slot_if_missing(const std::string& slot);
+  bool slot_exists(const std::string& slot);
   void start(const std::string& slot, Lsn start_lsn, const PluginOptions& options);
 
   // Waits at most `timeout` for the next message.

@@ -229,5 +229,47 @@ def a_failure_is_reported_in_the_status_file():
         check(s["phase"] == "FAILED" and "already exists" in s["error"], f"status {s}")
 
 
+def cancel(pair):
+    return subprocess.run([APPLIER, "cancel", "--source", pair.src.conninfo, "--target", pair.target],
+                          capture_output=True, text=True, timeout=60)
+
+
+@test
+def cancel_from_every_phase_leaves_no_slot():
+    with Pair(4) as pair:
+        pair.src.sql(SCHEMA)
+        pair.src.sql("CREATE TABLE big (id bigint PRIMARY KEY, v text); "
+                     "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 1000000) g")
+        slots = lambda: pair.src.value("SELECT count(*) FROM pg_replication_slots")  # noqa: E731
+        # During the copy.
+        p = migrate(pair)
+        wait_for("the copy to start", lambda: p.poll() is not None or pair.dst_app(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'dts' AND tablename = 'migration'")[0][0] > 0, 60)
+        out = cancel(pair)
+        check(out.returncode == 0, f"cancel during the copy: {out.stderr}")
+        rc = p.wait(120)
+        check(rc != 0, "migrate went on as if nothing happened")
+        check(slots() == 0, "slot left behind after a cancel during the copy")
+        # While streaming (a fresh target database).
+        pair.dst.sql("DROP DATABASE app WITH (FORCE)")
+        pair.dst.sql("CREATE DATABASE app")
+        status = f"/tmp/dts-it-migrate-cancel-{os.getpid()}.json"
+        if os.path.exists(status):
+            os.unlink(status)
+        p = migrate(pair, status=status)
+        wait_for("streaming", lambda: p.poll() is not None or (status_of(status) or {}).get("phase") == "STREAMING", 120)
+        out = cancel(pair)
+        check(out.returncode == 0, f"cancel while streaming: {out.stderr}")
+        rc = p.wait(120)
+        check(rc != 0, "follow did not notice its slot was gone")
+        check(slots() == 0, "slot left behind after a cancel while streaming")
+        check(pair.dst_app("SELECT count(*) FROM pg_replication_origin")[0][0] == 0, "origin left on the target")
+        check(pair.dst_app("SELECT count(*) FROM big")[0][0] == 1000000, "cancel touched the data")
+        # After everything stopped, and again: nothing to do, still fine.
+        for _ in range(2):
+            out = cancel(pair)
+            check(out.returncode == 0 and slots() == 0, f"cancel when stopped: {out.stderr}")
+
+
 if __name__ == "__main__":
     main("migrate_test")
