@@ -15,28 +15,9 @@ import subprocess
 import sys
 import time
 
-import psycopg2
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLUSTER = os.path.join(REPO, "scripts", "pg-cluster.sh")
-APPLIER = os.environ.get("DTS_APPLIER", os.path.join(REPO, "build", "dts_applier"))
-SRC_PORT = int(os.environ.get("DTS_BENCH_PORT", "25440"))
-DST_PORT = SRC_PORT + 1
-
-
-def conninfo(port, db="postgres"):
-    return f"host=127.0.0.1 port={port} user=postgres dbname={db}"
-
-
-def sql(port, query, db="postgres"):
-    c = psycopg2.connect(conninfo(port, db))
-    c.autocommit = True
-    try:
-        with c.cursor() as cur:
-            cur.execute(query)
-            return cur.fetchall() if cur.description else None
-    finally:
-        c.close()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (APPLIER, DST_PORT, REPO, SRC_PORT, conninfo, sql, start_servers,  # noqa: E402
+                      stop_servers)
 
 
 def pgbench(port, *args, db="postgres"):
@@ -147,11 +128,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results", "apply.md"))
     args = ap.parse_args()
 
-    for name, port in (("bench_src", SRC_PORT), ("bench_dst", DST_PORT)):
-        subprocess.run([CLUSTER, "destroy", name], capture_output=True)
-        subprocess.run([CLUSTER, "start", name, str(port), "max_replication_slots=20", "max_wal_senders=20",
-                        "max_logical_replication_workers=8", "wal_retrieve_retry_interval=100ms"],
-                       check=True, capture_output=True)
+    start_servers("max_replication_slots=20", "max_wal_senders=20", "max_logical_replication_workers=8",
+                  "wal_retrieve_retry_interval=100ms")
     rows = []
     try:
         for w in args.workloads.split(","):
@@ -169,8 +147,7 @@ def main():
             same_data(tables)
             rows.append((w, changes, native, dts, rss))
     finally:
-        for name in ("bench_src", "bench_dst"):
-            subprocess.run([CLUSTER, "destroy", name], capture_output=True)
+        stop_servers()
 
     targets = {"insert_1txn": 2.0, "small_txns": 3.0, "pgbench": 1.5}
     lines = ["| workload | changes | native s | native changes/s | dts s | dts changes/s | ratio | target | dts peak RSS |",

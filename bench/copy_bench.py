@@ -13,29 +13,11 @@ import sys
 import tempfile
 import time
 
-import psycopg2
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (APPLIER, DST_PORT, REPO, SRC_PORT, conninfo, sql, start_servers,  # noqa: E402
+                      stop_servers)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLUSTER = os.path.join(REPO, "scripts", "pg-cluster.sh")
-APPLIER = os.environ.get("DTS_APPLIER", os.path.join(REPO, "build", "dts_applier"))
-SRC_PORT = int(os.environ.get("DTS_BENCH_PORT", "25440"))
-DST_PORT = SRC_PORT + 1
 TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
-
-
-def conninfo(port, db="postgres"):
-    return f"host=127.0.0.1 port={port} user=postgres dbname={db}"
-
-
-def sql(port, query, db="postgres"):
-    c = psycopg2.connect(conninfo(port, db))
-    c.autocommit = True
-    try:
-        with c.cursor() as cur:
-            cur.execute(query)
-            return cur.fetchall() if cur.description else None
-    finally:
-        c.close()
 
 
 def fresh_db(name):
@@ -108,11 +90,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=2, help="runs per tool; the best counts")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results", "copy.md"))
     args = ap.parse_args()
-    for name, port in (("bench_src", SRC_PORT), ("bench_dst", DST_PORT)):
-        subprocess.run([CLUSTER, "destroy", name], capture_output=True)
-        subprocess.run([CLUSTER, "start", name, str(port), "max_replication_slots=20", "max_wal_senders=20",
-                        "max_sync_workers_per_subscription=4", "max_logical_replication_workers=8"],
-                       check=True, capture_output=True)
+    start_servers("max_replication_slots=20", "max_wal_senders=20", "max_sync_workers_per_subscription=4",
+                  "max_logical_replication_workers=8")
     try:
         run(["pgbench", "-i", "-q", "-s", str(args.scale), "-h", "127.0.0.1", "-p", str(SRC_PORT), "-U", "postgres",
              "postgres"])
@@ -136,8 +115,7 @@ def main():
             print(f"   {name:34} {secs:6.2f}s", file=sys.stderr)
             results.append((name, secs))
     finally:
-        for name in ("bench_src", "bench_dst"):
-            subprocess.run([CLUSTER, "destroy", name], capture_output=True)
+        stop_servers()
     dts_secs = results[0][1]
     lines = [f"pgbench scale {args.scale} ({size_mb:.0f} MB with indexes), --jobs {args.jobs}:", "",
              "| tool | seconds | MB/s | dts speed-up |", "|---|---:|---:|---:|"]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, Server, check, main, test  # noqa: E402
+from harness import APPLIER, AppPair, check, main, test  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_CHECK_TEST_PORT", "25580"))
 
@@ -22,20 +22,8 @@ def run_check(source, target, *extra):
     return out.returncode, {i["name"]: i for i in doc["items"]}, doc
 
 
-class Pair:
-    def __init__(self, index):
-        port = BASE_PORT + 2 * index
-        self.src = Server(f"it_check_src{index}", port)
-        self.dst = Server(f"it_check_dst{index}", port + 1)
-        self.dst.sql("CREATE DATABASE app")
-        self.target = f"host=127.0.0.1 port={port + 1} user=postgres dbname=app"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.src.destroy()
-        self.dst.destroy()
+def Pair(index):  # noqa: N802 - reads like the class it returns
+    return AppPair(f"it_check{index}", BASE_PORT + 2 * index)
 
 
 @test
@@ -70,11 +58,7 @@ def every_problem_is_reported_with_its_fix():
         pair.src.sql("UPDATE nokey_updated SET b = 'y'")
         pair.dst.sql("DROP DATABASE app")
         pair.dst.sql("CREATE DATABASE app ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
-        from harness import psycopg2  # noqa: F401 - the same driver the harness uses
-        c = psycopg2.connect(pair.target)
-        c.autocommit = True
-        c.cursor().execute("CREATE TABLE already_here (id int)")
-        c.close()
+        pair.dst_app("CREATE TABLE already_here (id int)")
 
         rc, items, doc = run_check(pair.src.conninfo, pair.target)
         check(rc == 2 and doc["result"] == "FAILED", f"rc {rc}")

@@ -85,6 +85,43 @@ class Server:
         subprocess.run([CLUSTER, "destroy", self.name], capture_output=True)
 
 
+class AppPair:
+    """A source server and a target server with an empty database `app` to migrate into."""
+
+    def __init__(self, prefix, port):
+        self.src = Server(f"{prefix}_src", port)
+        self.dst = Server(f"{prefix}_dst", port + 1)
+        self.dst.sql("CREATE DATABASE app")
+        self.target = f"host=127.0.0.1 port={port + 1} user=postgres dbname=app"
+
+    def dst_app(self, query):
+        c = psycopg2.connect(self.target)
+        c.autocommit = True
+        try:
+            with c.cursor() as cur:
+                cur.execute(query)
+                return cur.fetchall() if cur.description else None
+        finally:
+            c.close()
+
+    def target_view(self):
+        """The target database seen like a Server (value()), for check_equal."""
+        pair = self
+
+        class View:
+            def value(self, query, args=None):
+                rows = pair.dst_app(query)
+                return rows[0][0] if rows else None
+        return View()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.src.destroy()
+        self.dst.destroy()
+
+
 def lsn_value(text):
     hi, lo = text.split("/")
     return (int(hi, 16) << 32) | int(lo, 16)

@@ -11,7 +11,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, Failure, Server, check, check_equal, main, rng, test, wait_for  # noqa: E402
+from harness import APPLIER, AppPair, Failure, lsn_value, check, check_equal, main, rng, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_MIGRATE_TEST_PORT", "25560"))
 
@@ -38,42 +38,12 @@ TABLES = ["parent", "child", "events", "log_nokey", "gen", "pgbench_accounts", "
           "pgbench_tellers", "pgbench_history"]
 
 
-class Pair:
-    def __init__(self, index):
-        port = BASE_PORT + 2 * index
-        self.src = Server(f"it_migrate_src{index}", port)
-        self.dst = Server(f"it_migrate_dst{index}", port + 1)
-        self.dst.sql("CREATE DATABASE app")
-        self.target = f"host=127.0.0.1 port={port + 1} user=postgres dbname=app"
-
-    def dst_app(self, query):
-        import psycopg2
-        c = psycopg2.connect(self.target)
-        c.autocommit = True
-        try:
-            with c.cursor() as cur:
-                cur.execute(query)
-                return cur.fetchall() if cur.description else None
-        finally:
-            c.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.src.destroy()
-        self.dst.destroy()
+def Pair(index):  # noqa: N802 - reads like the class it returns
+    return AppPair(f"it_migrate{index}", BASE_PORT + 2 * index)
 
 
-class TargetView:
-    """The target database seen like a Server, for check_equal."""
-
-    def __init__(self, pair):
-        self.pair = pair
-
-    def value(self, query, args=None):
-        rows = self.pair.dst_app(query)
-        return rows[0][0] if rows else None
+def TargetView(pair):  # noqa: N802
+    return pair.target_view()
 
 
 def pgbench(server, *args):
@@ -99,11 +69,6 @@ def status_of(path):
             return json.load(f)
     except (OSError, ValueError):
         return None
-
-
-def lsn_value(text):
-    hi, lo = text.split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
 
 
 @test
