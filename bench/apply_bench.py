@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (APPLIER, DST_PORT, REPO, SRC_PORT, conninfo, sql, start_servers,  # noqa: E402
-                      stop_servers)
+                      stop_servers, write_report)
 
 
 def pgbench(port, *args, db="postgres"):
@@ -157,10 +157,7 @@ def main():
         lines.append(f"| {w} | {changes} | {native:.2f} | {changes / native / 1000:.0f}k | {dts:.2f} | "
                      f"{changes / dts / 1000:.0f}k | {ratio:.2f}x | {'MET' if ratio >= targets[w] else 'MISS'} "
                      f">= {targets[w]}x | {rss // 1024} MB |")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

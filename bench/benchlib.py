@@ -36,3 +36,11 @@ def start_servers(*settings):
 def stop_servers():
     for name in ("bench_src", "bench_dst"):
         subprocess.run([CLUSTER, "destroy", name], capture_output=True)
+
+
+def write_report(path, lines):
+    """Writes the result table to `path` (under bench/results/) and prints it."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (APPLIER, DST_PORT, REPO, SRC_PORT, conninfo, sql, start_servers,  # noqa: E402
-                      stop_servers)
+                      stop_servers, write_report)
 
 TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
 
@@ -121,10 +121,7 @@ def main():
              "| tool | seconds | MB/s | dts speed-up |", "|---|---:|---:|---:|"]
     for name, secs in results:
         lines.append(f"| {name} | {secs:.2f} | {size_mb / secs:.0f} | {secs / dts_secs:.2f}x |")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -164,25 +164,22 @@ void ApplyEngine::on_begin(uint32_t, Lsn final_lsn, int64_t) {
 
 void ApplyEngine::on_commit(Lsn, Lsn end_lsn, int64_t commit_time) {
   in_source_txn_ = false;
-  stats_.last_source_time = std::max(stats_.last_source_time, commit_time);
   if (skipping_) {
     skipping_ = false;
     return;
   }
   flush_inserts();
-  if (main_open_) {
-    group_txns_++;
-    group_end_lsn_ = end_lsn;
-    group_commit_time_ = commit_time;
-  } else {
-    // Nothing to change on the target, but the progress still moves: record it with the next
-    // group (an empty target transaction that only sets the origin).
-    ensure_main_transaction();
-    group_txns_++;
-    group_end_lsn_ = end_lsn;
-    group_commit_time_ = commit_time;
-  }
+  add_to_group(end_lsn, commit_time);
   if (group_is_large()) commit_group();
+}
+
+void ApplyEngine::add_to_group(Lsn end_lsn, int64_t commit_time) {
+  // A transaction with nothing to change on the target still moves the progress: the group's
+  // commit records it (if nothing else, as a target transaction that only sets the origin).
+  ensure_main_transaction();
+  group_txns_++;
+  group_end_lsn_ = end_lsn;
+  group_commit_time_ = commit_time;
 }
 
 void ApplyEngine::on_origin(std::string_view, Lsn) {}
@@ -447,12 +444,14 @@ void ApplyEngine::apply_update_values(const decode::Relation& rel, const decode:
   if (!full && rel.key_columns.empty()) no_identity(rel, "an UPDATE");
   RelationPlan& plan = plan_for(rel);
 
-  std::vector<size_t> set_columns;
+  // Members reused row after row: these ran once per UPDATE and DELETE.
+  std::vector<size_t>& set_columns = set_columns_;
+  set_columns.clear();
   for (size_t i = 0; i < rel.columns.size(); ++i) {
     if (newv[i].kind != proto::ValueKind::kUnchangedToast) set_columns.push_back(i);
   }
-  RowMatch match;
-  std::vector<const proto::Value*> match_values;
+  RowMatch& match = match_;
+  std::vector<const proto::Value*>& match_values = match_values_;
   if (old_kind == proto::OldTuple::kNone)
     build_match(rel, newv, false, false, match, match_values);  // key unchanged: from the new row
   else
@@ -484,8 +483,8 @@ void ApplyEngine::apply_delete(const decode::RowChange& row) {
   if (row.old_kind == proto::OldTuple::kNone) no_identity(rel, "a DELETE");
   RelationPlan& plan = plan_for(rel);
   bool full = row.old_kind == proto::OldTuple::kFull;
-  RowMatch match;
-  std::vector<const proto::Value*> match_values;
+  RowMatch& match = match_;
+  std::vector<const proto::Value*>& match_values = match_values_;
   build_match(rel, *row.old_values, !full, full, match, match_values);
   params_.clear();
   types_.clear();
@@ -512,13 +511,9 @@ void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relati
                                    ChangeContext{names, "", txn_commit_lsn_, "TRUNCATE"});
 }
 
-void ApplyEngine::on_message(bool, Lsn, std::string_view prefix, std::string_view content) {
-  // Heartbeats carry the source's clock: with nothing else arriving, they keep the lag honest.
-  if (prefix == proto::kHeartbeatPrefix) {
-    (void)content;
-    stats_.last_source_time = std::max(stats_.last_source_time, now_postgres_micros());
-  }
-}
+// Logical messages change nothing on the target. A dts.heartbeat is there to move an idle
+// slot: the keepalive that follows it lets follow confirm its position.
+void ApplyEngine::on_message(bool, Lsn, std::string_view, std::string_view) {}
 
 ApplyEngine::Streamed& ApplyEngine::stream(uint32_t xid) {
   auto it = streams_.find(xid);
@@ -597,7 +592,6 @@ void ApplyEngine::on_stream_abort(uint32_t xid, uint32_t subxid) {
 
 void ApplyEngine::on_stream_commit(uint32_t xid, Lsn commit_lsn, Lsn end_lsn, int64_t commit_time) {
   flush_inserts();
-  stats_.last_source_time = std::max(stats_.last_source_time, commit_time);
   auto it = streams_.find(xid);
   if (commit_lsn < resume_lsn_) {  // applied before a restart: as in on_begin
     if (it != streams_.end()) {
@@ -612,12 +606,8 @@ void ApplyEngine::on_stream_commit(uint32_t xid, Lsn commit_lsn, Lsn end_lsn, in
   // origin progress can say so: commit the main group and wait for it.
   commit_group();
   main_->drain(0);
-  if (it == streams_.end()) {
-    // No change of it reached us (all filtered): only the progress moves.
-    ensure_main_transaction();
-    group_txns_++;
-    group_end_lsn_ = end_lsn;
-    group_commit_time_ = commit_time;
+  if (it == streams_.end()) {  // no change of it reached us (all filtered): only the progress moves
+    add_to_group(end_lsn, commit_time);
     return;
   }
   Streamed& s = *it->second;

@@ -17,6 +17,7 @@
 
 #include "apply/coalescer.hpp"
 #include "apply/params.hpp"
+#include "apply/sql_builder.hpp"
 #include "apply/target_session.hpp"
 #include "decode/decoder.hpp"
 
@@ -29,7 +30,6 @@ struct ApplyStats {
   uint64_t changes = 0;       // rows inserted, updated or deleted (sent)
   Lsn applied_lsn = 0;        // end LSN of the last source transaction committed on the target
   int64_t applied_commit_time = 0;
-  int64_t last_source_time = 0;  // newest commit or heartbeat time seen from the source
 };
 
 class ApplyEngine : public decode::EventHandler {
@@ -79,6 +79,7 @@ class ApplyEngine : public decode::EventHandler {
   TargetSession& current_session();
   RelationPlan& plan_for(const decode::Relation& rel);
   void ensure_main_transaction();
+  void add_to_group(Lsn end_lsn, int64_t commit_time);
   void flush_inserts();
   void apply_insert(const decode::RowChange& row);
   void apply_update(const decode::RowChange& row);
@@ -122,6 +123,9 @@ class ApplyEngine : public decode::EventHandler {
   std::string batch_first_key_;
   ParamSet params_;
   std::vector<uint32_t> types_;
+  std::vector<size_t> set_columns_;  // scratch of apply_update_values
+  RowMatch match_;                   // scratch of the UPDATE and DELETE paths
+  std::vector<const proto::Value*> match_values_;
   ApplyStats stats_;
 };
 

@@ -50,12 +50,9 @@ class Throttle {
   double total_ = 0;
 };
 
-// What one session of follow (one set of connections) keeps between loop turns.
-struct Session {
-  const FollowOptions& opts;
-  Status& status;
-  const std::atomic<bool>& stop;
-  pg::Connection control;  // target connection for progress queries, outside the pipeline
+// The origin's progress on the target, read on a connection of its own (outside the pipeline).
+struct ProgressReader {
+  pg::Connection control;
   std::string origin;
 
   Lsn origin_progress(bool flushed) const {
@@ -78,7 +75,7 @@ stream::PluginOptions plugin_options(const FollowOptions& o) {
 // Runs until stopped, until_lsn is reached, or an error is thrown. Returns normally only when
 // done.
 void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bool>& stop) {
-  Session s{opts, status, stop, pg::Connection::open(opts.target, "target"), opts.origin};
+  ProgressReader s{pg::Connection::open(opts.target, "target"), opts.origin};
   stream::ReplicationStream src(opts.source);
   if (opts.create_slot && src.create_slot_if_missing(opts.slot))
     spdlog::info("created replication slot \"{}\" with dts_decoding", opts.slot);

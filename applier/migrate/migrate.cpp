@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -24,6 +25,18 @@ namespace dts::migrate {
 namespace {
 
 constexpr uint64_t kPageSize = 8192;
+
+// The dumps' directory, removed however the copy ends.
+struct TempDir {
+  std::string path = (std::filesystem::temp_directory_path() / ("dts-migrate-" + std::to_string(getpid()))).string();
+  TempDir() { std::filesystem::create_directories(path); }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
 
 // Runs a program (no shell), its stderr kept for the error message; its stdout goes to
 // `out_path` if given.
@@ -333,8 +346,8 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       report(opts, "PREPARING", "");
       spdlog::info("slot \"{}\" consistent at {}, snapshot {}", opts.slot, consistent, snapshot);
 
-      std::string dir = "/tmp/dts-migrate-" + std::to_string(getpid());
-      run({"mkdir", "-p", dir}, "mkdir");
+      TempDir work;
+      const std::string& dir = work.path;
       Selection selection;
       bool selecting = !opts.tables.empty() || !opts.exclude.empty();
       if (selecting) {
@@ -392,7 +405,6 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       run({"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
            std::to_string(std::max(1, opts.jobs)), dir + "/post.dump"},
           "pg_restore of indexes and constraints (post-data) into the target");
-      run({"rm", "-rf", dir}, "cleanup");
       pg::Connection source = pg::Connection::open(opts.source, "source");
       copy_sequences(source, target);
       set_phase(target, opts.slot, opts.incremental ? "streaming" : "done", "");

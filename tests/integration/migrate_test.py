@@ -71,14 +71,34 @@ def status_of(path):
         return None
 
 
+def with_big_table(pair, rows):
+    pair.src.sql(SCHEMA)
+    pair.src.sql("CREATE TABLE big (id bigint PRIMARY KEY, v text); "
+                 f"INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, {rows}) g")
+
+
+def wait_copy_started(pair, p):
+    wait_for("the copy to start", lambda: p.poll() is not None or pair.dst_app(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'dts' AND tablename = 'migration'")[0][0] > 0, 60)
+
+
+def wait_phase(p, status, phase, timeout=120):
+    wait_for(phase, lambda: p.poll() is not None or (status_of(status) or {}).get("phase") == phase, timeout)
+
+
+def fresh_status(tag):
+    path = f"/tmp/dts-it-migrate-{tag}-{os.getpid()}.json"
+    if os.path.exists(path):
+        os.unlink(path)
+    return path
+
+
 @test
 def migrate_under_live_writes_then_follow():
     with Pair(0) as pair:
         pair.src.sql(SCHEMA)
         pgbench(pair.src, "-i", "-q", "-s", "3")
-        status = f"/tmp/dts-it-migrate-status-{os.getpid()}.json"
-        if os.path.exists(status):
-            os.unlink(status)
+        status = fresh_status("live")
         bench = threading.Thread(target=pgbench, args=(pair.src, "-n", "-c", "2", "-j", "2", "-T", "10"))
         bench.start()
         writes_stop = threading.Event()
@@ -94,8 +114,7 @@ def migrate_under_live_writes_then_follow():
         w.start()
         p = migrate(pair, status=status)
         try:
-            wait_for("the copy to finish and streaming to start",
-                     lambda: p.poll() is not None or (status_of(status) or {}).get("phase") == "STREAMING", 120)
+            wait_phase(p, status, "STREAMING")
             check(p.poll() is None, f"migrate exited with {p.returncode}")
             bench.join()
             writes_stop.set()
@@ -130,13 +149,10 @@ def migrate_under_live_writes_then_follow():
 @test
 def copy_killed_with_sigkill_then_run_again():
     with Pair(1) as pair:
-        pair.src.sql(SCHEMA)
-        pair.src.sql("CREATE TABLE big (id bigint PRIMARY KEY, v text); "
-                     "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 1500000) g")
+        with_big_table(pair, 1500000)
         for _ in range(3):
             p = migrate(pair, "--mode", "full")
-            wait_for("the copy to start", lambda: p.poll() is not None or pair.dst_app(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = 'dts' AND tablename = 'migration'")[0][0] > 0, 60)
+            wait_copy_started(pair, p)
             time.sleep(rng.uniform(0.1, 1.0))  # a random moment to kill at
             p.kill()
             p.wait()
@@ -163,12 +179,10 @@ def table_selection_with_wildcards_and_exclusions():
                      "INSERT INTO sales.scratch SELECT generate_series(1, 10);"
                      "INSERT INTO audit.trail SELECT generate_series(1, 10);"
                      "INSERT INTO public.other SELECT generate_series(1, 10);")
-        status = f"/tmp/dts-it-migrate-sel-{os.getpid()}.json"
-        if os.path.exists(status):
-            os.unlink(status)
+        status = fresh_status("sel")
         p = migrate(pair, "--tables", "sales.*", "--exclude", "sales.scratch", status=status)
         try:
-            wait_for("streaming", lambda: p.poll() is not None or (status_of(status) or {}).get("phase") == "STREAMING", 60)
+            wait_phase(p, status, "STREAMING", 60)
             pair.src.sql("INSERT INTO sales.orders (id, v, st) VALUES (1000, 'live', 'paid'); INSERT INTO sales.scratch VALUES (1000);"
                          "INSERT INTO public.other VALUES (1000)")
             end = lsn_value(pair.src.lsn())
@@ -187,7 +201,7 @@ def a_failure_is_reported_in_the_status_file():
     with Pair(3) as pair:
         pair.src.sql("CREATE TABLE t (id int PRIMARY KEY)")
         pair.dst_app("CREATE TABLE t (id int PRIMARY KEY)")  # not an empty target: pre-data fails
-        status = f"/tmp/dts-it-migrate-fail-{os.getpid()}.json"
+        status = fresh_status("fail")
         p = migrate(pair, "--mode", "full", status=status)
         check(p.wait(60) == 1, f"exit code {p.returncode}")
         s = status_of(status)
@@ -202,14 +216,11 @@ def cancel(pair):
 @test
 def cancel_from_every_phase_leaves_no_slot():
     with Pair(4) as pair:
-        pair.src.sql(SCHEMA)
-        pair.src.sql("CREATE TABLE big (id bigint PRIMARY KEY, v text); "
-                     "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 1000000) g")
+        with_big_table(pair, 1000000)
         slots = lambda: pair.src.value("SELECT count(*) FROM pg_replication_slots")  # noqa: E731
         # During the copy.
         p = migrate(pair)
-        wait_for("the copy to start", lambda: p.poll() is not None or pair.dst_app(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'dts' AND tablename = 'migration'")[0][0] > 0, 60)
+        wait_copy_started(pair, p)
         out = cancel(pair)
         check(out.returncode == 0, f"cancel during the copy: {out.stderr}")
         rc = p.wait(120)
@@ -218,11 +229,9 @@ def cancel_from_every_phase_leaves_no_slot():
         # While streaming (a fresh target database).
         pair.dst.sql("DROP DATABASE app WITH (FORCE)")
         pair.dst.sql("CREATE DATABASE app")
-        status = f"/tmp/dts-it-migrate-cancel-{os.getpid()}.json"
-        if os.path.exists(status):
-            os.unlink(status)
+        status = fresh_status("cancel")
         p = migrate(pair, status=status)
-        wait_for("streaming", lambda: p.poll() is not None or (status_of(status) or {}).get("phase") == "STREAMING", 120)
+        wait_phase(p, status, "STREAMING")
         out = cancel(pair)
         check(out.returncode == 0, f"cancel while streaming: {out.stderr}")
         rc = p.wait(120)
