@@ -1,4 +1,4 @@
-// dts_applier: online migration of a PostgreSQL database. Subcommands so far: follow.
+// dts_applier: online migration of a PostgreSQL database, one subcommand per step.
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -15,6 +15,7 @@
 #include "check/check.hpp"
 #include "follow/follow.hpp"
 #include "migrate/migrate.hpp"
+#include "verify/verify.hpp"
 
 namespace {
 
@@ -98,6 +99,10 @@ int main(int argc, char** argv) {
   m->add_option("--slot", migrate.slot, "replication slot to create on the source (default dts_migrate)");
   m->add_option("--status-file", migrate.status_file, "write progress as JSON to this file");
   m->add_option("--until-lsn", migrate_until, "mode incremental: stop once applied up to this source LSN");
+  m->add_option("--skip-check", migrate.skip_checks,
+                "start even though this precheck item FAILED (repeatable; names as `check` prints them)")
+      ->delimiter(',')
+      ->check(CLI::IsMember(dts::check::item_names()));
 
   dts::check::CheckOptions check;
   bool check_json = false;
@@ -107,6 +112,22 @@ int main(int argc, char** argv) {
   c->add_option("--tables", check.tables, "only these tables: schema.table patterns, comma-separated");
   c->add_option("--exclude", check.exclude, "leave out these tables");
   c->add_flag("--json", check_json, "print JSON instead of a table");
+
+  dts::verify::VerifyOptions verify;
+  bool verify_json = false;
+  int verify_wait_s = 120;
+  auto* v = app.add_subcommand("verify", "compare every selected table on both sides, while changes keep flowing");
+  v->add_option("--source", verify.source, "libpq conninfo of the source")->required();
+  v->add_option("--target", verify.target, "libpq conninfo of the target")->required();
+  v->add_option("--tables", verify.tables,
+                "only these tables: schema.table patterns, comma-separated (default: the migration's tables)");
+  v->add_option("--exclude", verify.exclude, "leave out these tables");
+  v->add_option("--slot", verify.slot, "the migration's slot, whose applier re-checks wait for (default dts_migrate)");
+  v->add_option("--chunk-rows", verify.chunk_rows, "rows per checksummed key range (default 10000)")
+      ->check(CLI::Range(int64_t{100}, int64_t{100000000}));
+  v->add_option("--wait-timeout", verify_wait_s, "seconds to wait for the applier to pass a source position (default 120)")
+      ->check(CLI::Range(1, 86400));
+  v->add_flag("--json", verify_json, "print JSON instead of a table");
 
   dts::cancel::CancelOptions cancel;
   auto* x = app.add_subcommand("cancel", "stop a migration and remove its slot, origin and state (never any data)");
@@ -144,6 +165,10 @@ int main(int argc, char** argv) {
     return dts::follow::run_follow(follow, g_stop);
   }
   if (x->parsed()) return dts::cancel::run_cancel(cancel);
+  if (v->parsed()) {
+    verify.wait_timeout = std::chrono::seconds(verify_wait_s);
+    return dts::verify::run_verify(verify, verify_json);
+  }
   if (c->parsed()) {
     auto items = dts::check::run_checks(check);
     std::fputs((check_json ? dts::check::render_json(items) : dts::check::render_table(items)).c_str(), stdout);

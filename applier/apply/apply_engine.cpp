@@ -512,8 +512,12 @@ void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relati
 }
 
 // Logical messages change nothing on the target. A dts.heartbeat is there to move an idle
-// slot: the keepalive that follows it lets follow confirm its position.
-void ApplyEngine::on_message(bool, Lsn, std::string_view, std::string_view) {}
+// slot: the keepalive that follows it lets follow confirm its position. A marker's transaction
+// is applied like any other (its commit moves the origin, which is what verify and complete
+// wait for); the stop marker of complete also asks follow to end once it is applied.
+void ApplyEngine::on_message(bool transactional, Lsn lsn, std::string_view prefix, std::string_view) {
+  if (transactional && !skipping_ && prefix == kStopMarkerPrefix) stop_lsn_ = lsn;
+}
 
 ApplyEngine::Streamed& ApplyEngine::stream(uint32_t xid) {
   auto it = streams_.find(xid);

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -24,6 +25,11 @@
 namespace dts::apply {
 
 namespace proto = dts::protocol;
+
+// Transactional logical messages written on the source by verify and complete. A marker only
+// needs its transaction applied; a stop marker also ends follow once it is.
+constexpr std::string_view kMarkerPrefix = "dts_marker";
+constexpr std::string_view kStopMarkerPrefix = "dts_stop";
 
 struct ApplyStats {
   uint64_t transactions = 0;  // source transactions committed on the target
@@ -51,6 +57,8 @@ class ApplyEngine : public decode::EventHandler {
   // group, no streamed transaction, no statement whose result is unread.
   bool idle() const;
   const ApplyStats& stats() const { return stats_; }
+  // The LSN of a stop marker received (0: none): follow ends once it has applied past it.
+  Lsn stop_lsn() const { return stop_lsn_; }
 
   // decode::EventHandler
   void on_begin(uint32_t xid, Lsn final_lsn, int64_t commit_time) override;
@@ -127,6 +135,7 @@ class ApplyEngine : public decode::EventHandler {
   RowMatch match_;                   // scratch of the UPDATE and DELETE paths
   std::vector<const proto::Value*> match_values_;
   ApplyStats stats_;
+  Lsn stop_lsn_ = 0;
 };
 
 }  // namespace dts::apply

@@ -149,7 +149,11 @@ void TargetSession::commit(Lsn origin_lsn, int64_t origin_time, std::function<vo
   auto it = prepared_.find(kOriginKey);
   if (it == prepared_.end()) {
     const Oid types[2] = {kPgLsnOid, kTimestampTzOid};
-    send_check(PQsendPrepare(conn_.get(), "dts_origin", "SELECT pg_replication_origin_xact_setup($1, $2)", 2, types),
+    // pg_current_xact_id(): a transaction without an xid writes no commit record, and only the
+    // commit record moves the origin; a group of source transactions that changed nothing here
+    // (a marker, filtered tables) must still record its progress.
+    send_check(PQsendPrepare(conn_.get(), "dts_origin",
+                             "SELECT pg_replication_origin_xact_setup($1, $2), pg_current_xact_id()", 2, types),
                "the origin statement");
     expected_.push_back(Pending{Expect::kPrepare, ChangeContext{"", "", origin_lsn, "COMMIT"}, nullptr});
     it = prepared_.emplace(kOriginKey, "dts_origin").first;

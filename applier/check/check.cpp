@@ -8,6 +8,7 @@
 #include <pqxx/pqxx>
 
 #include "apply/sql_builder.hpp"
+#include "common/table_filter.hpp"
 #include "pg/connection.hpp"
 
 namespace dts::check {
@@ -24,33 +25,6 @@ Item failed(std::string name, std::string reason, std::string fix) {
 std::string first_line(const std::string& s) {
   std::string out = s.substr(0, s.find('\n'));
   return out.size() > 300 ? out.substr(0, 300) + "..." : out;
-}
-
-// --tables/--exclude as SQL: each schema.table glob (* and ?) becomes a LIKE on
-// "schema.table"; a name without a schema matches in any schema.
-std::string pattern_sql(const std::string& patterns, pqxx::connection& c) {
-  std::string out;
-  std::string cur;
-  auto flush = [&] {
-    if (cur.empty()) return;
-    std::string like;
-    bool has_dot = cur.find('.') != std::string::npos;
-    if (!has_dot) like = "%.";
-    for (char ch : cur) {
-      if (ch == '*') like += '%';
-      else if (ch == '?') like += '_';
-      else if (ch == '%' || ch == '_' || ch == '\\') { like += '\\'; like += ch; }
-      else if (ch != '"') like += ch;
-    }
-    out += (out.empty() ? "" : " OR ") + std::string("(n.nspname || '.' || c.relname) LIKE ") + c.quote(like);
-    cur.clear();
-  };
-  for (char ch : patterns) {
-    if (ch == ',') flush();
-    else if (ch != ' ') cur += ch;
-  }
-  flush();
-  return out;
 }
 
 std::string list_of(const pqxx::result& r, size_t max = 10) {
@@ -133,6 +107,18 @@ void check_source(const CheckOptions& o, std::vector<Item>& items, std::unique_p
   else
     items.push_back(passed("max_slot_wal_keep_size", std::to_string(keep_mb) + " MB"));
 
+  // The applier sets it for its own walsender (--decoding-work-mem); the server's value is what
+  // other slots, and a plain pg_recvlogical, get.
+  std::string work_mem = setting("logical_decoding_work_mem");
+  items.push_back(passed("logical_decoding_work_mem",
+                         "server default " + work_mem + "; the applier sets its own walsender's (--decoding-work-mem, 16MB)"));
+
+  bool ext = !t.exec("SELECT 1 FROM pg_extension WHERE extname = 'dts_decoding'").empty();
+  items.push_back(ext ? passed("decoding_extension", "CREATE EXTENSION dts_decoding is done: check_source() and heartbeat() are there")
+                      : passed("decoding_extension",
+                               "the dts_decoding extension (optional) is not created: heartbeats for idle sources need it; "
+                               "CREATE EXTENSION dts_decoding adds them"));
+
   pqxx::result old_tx = t.exec(
       "SELECT format('pid %s (%s)', pid, now() - xact_start) FROM pg_stat_activity "
       "WHERE xact_start < now() - interval '5 minutes' AND backend_type = 'client backend' ORDER BY xact_start");
@@ -148,11 +134,7 @@ void check_source(const CheckOptions& o, std::vector<Item>& items, std::unique_p
 
 void check_tables(const CheckOptions& o, std::vector<Item>& items, pqxx::connection& src) {
   pqxx::nontransaction t(src);
-  std::string where = "c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-                      "AND n.nspname NOT LIKE 'pg\\_%'";
-  std::string inc = pattern_sql(o.tables, src), exc = pattern_sql(o.exclude, src);
-  if (!inc.empty()) where += " AND (" + inc + ")";
-  if (!exc.empty()) where += " AND NOT (" + exc + ")";
+  std::string where = table_filter_sql(o.tables, o.exclude);
   std::string selected = "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " + where;
   std::string name = "format('%I.%I', n.nspname, c.relname)";
 
@@ -196,6 +178,32 @@ void check_tables(const CheckOptions& o, std::vector<Item>& items, pqxx::connect
                             : warning("large_objects", std::to_string(lobs) + " large objects: logical decoding does not carry them",
                                       "move them into bytea columns, or copy them separately during the cutover"));
 
+  pqxx::result unreadable = t.exec("SELECT " + name + " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                   "WHERE c.oid IN (" + selected + ") AND NOT has_table_privilege(c.oid, 'SELECT') ORDER BY 1");
+  std::string user = t.exec("SELECT current_user")[0][0].c_str();
+  items.push_back(unreadable.empty()
+                      ? passed("read_privilege", "role " + user + " can read every selected table")
+                      : failed("read_privilege", "role " + user + " cannot read: " + list_of(unreadable),
+                               "GRANT SELECT ON ALL TABLES IN SCHEMA ... TO " + apply::quote_ident(user) +
+                                   " (or GRANT pg_read_all_data TO " + apply::quote_ident(user) + ")"));
+
+  // Names that differ only in case are distinct here, but one of them is lost by every tool or
+  // script that does not quote identifiers (and by case-insensitive file systems in dumps).
+  pqxx::result clash = t.exec(
+      "SELECT string_agg(" + name + ", ' / ' ORDER BY c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+      "WHERE c.oid IN (" + selected + ") GROUP BY lower(n.nspname), lower(c.relname) HAVING count(*) > 1 ORDER BY 1");
+  items.push_back(clash.empty() ? passed("name_clash", "no two selected tables differ only in the case of their names")
+                                : warning("name_clash", "selected tables whose names differ only in case: " + list_of(clash),
+                                          "quote these names everywhere the application and scripts use them, or rename one "
+                                          "(ALTER TABLE ... RENAME TO ...)"));
+
+  pqxx::result generated = t.exec(
+      "SELECT DISTINCT format('%I.%I', n.nspname, c.relname) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+      "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.attgenerated <> '' AND NOT a.attisdropped "
+      "AND c.oid IN (" + selected + ") ORDER BY 1");
+  items.push_back(generated.empty() ? passed("generated_columns", "no generated columns")
+                                    : passed("generated_columns", "computed again on the target, not copied: " + list_of(generated)));
+
   pqxx::result identity = t.exec(
       "SELECT DISTINCT format('%I.%I', n.nspname, c.relname) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
       "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.attidentity <> '' AND c.oid IN (" + selected + ") ORDER BY 1");
@@ -224,7 +232,10 @@ void check_target(const CheckOptions& o, std::vector<Item>& items, pqxx::connect
 
   pqxx::result tables = t.exec(
       "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables WHERE schemaname NOT IN ('dts') ORDER BY 1");
-  items.push_back(tables.empty() ? passed("target_empty", "the target database has no tables")
+  if (o.resuming)
+    items.push_back(passed("target_empty", "a migration is resuming: the target holds what its first run created"));
+  else
+    items.push_back(tables.empty() ? passed("target_empty", "the target database has no tables")
                                  : failed("target_empty", "the target already has tables: " + list_of(tables),
                                           "migrate into an empty database (CREATE DATABASE ...), or drop these tables"));
 
@@ -286,6 +297,17 @@ std::vector<Item> run_checks(const CheckOptions& o) {
   if (src) check_tables(o, items, *src);
   check_target(o, items, src.get());
   return items;
+}
+
+const std::vector<std::string>& item_names() {
+  static const std::vector<std::string> names = {
+      "source_reachable", "wal_level", "replication_slots", "wal_senders", "replication_privilege",
+      "replication_connection", "output_plugin", "wal_sender_timeout", "max_slot_wal_keep_size",
+      "logical_decoding_work_mem", "decoding_extension", "long_transactions", "replica_identity", "unlogged_tables",
+      "foreign_keys", "large_objects", "read_privilege", "name_clash", "generated_columns", "identity_columns",
+      "target_reachable", "version_order", "target_empty", "encoding", "collation", "roles", "extensions",
+      "target_privileges"};
+  return names;
 }
 
 const char* status_name(Status s) {

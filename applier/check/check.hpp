@@ -22,7 +22,11 @@ struct CheckOptions {
   std::string target;
   std::string tables;   // plugin-style patterns; empty: every table
   std::string exclude;
+  bool resuming = false;  // migrate running again: the target is not empty, by its own doing
 };
+
+// Every item run_checks reports, in order (for --skip-check).
+const std::vector<std::string>& item_names();
 
 std::vector<Item> run_checks(const CheckOptions& options);
 const char* status_name(Status s);

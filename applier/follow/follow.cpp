@@ -94,6 +94,7 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
   status.phase = "STREAMING";
 
   decode::Decoder decoder;
+  std::optional<Lsn> until = opts.until_lsn;
   Throttle throttle(opts.bandwidth_mb_per_s);
   Lsn received = resume;
   Lsn flushed = resume;
@@ -125,7 +126,7 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
       engine.commit_group();
       last_group_commit = Clock::now();
       // Waiting for an end position: ask the server where it is (it answers with a keepalive).
-      if (opts.until_lsn && Clock::now() - last_probe >= kProbeInterval) {
+      if (until && Clock::now() - last_probe >= kProbeInterval) {
         src.send_status(received, flushed, flushed, /*reply_requested=*/true);
         last_probe = Clock::now();
       }
@@ -188,10 +189,15 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
       spdlog::info("stopped at {} (flushed {})", format_lsn(engine.stats().applied_lsn), format_lsn(flushed));
       return;
     }
+    // complete's stop marker arrived: end once its transaction is applied.
+    if (engine.stop_lsn() != 0 && !until) {
+      until = engine.stop_lsn();
+      spdlog::info("stop marker at {}: the source is cut over; stopping once it is applied", format_lsn(*until));
+    }
     // Reached: applied up to it, or idle with the server having sent everything up to it.
     bool idle = engine.idle() && received <= keepalive_end;
-    if (opts.until_lsn && !engine.in_transaction() &&
-        (engine.stats().applied_lsn >= *opts.until_lsn || (idle && keepalive_end >= *opts.until_lsn))) {
+    if (until && !engine.in_transaction() &&
+        (engine.stats().applied_lsn >= *until || (idle && keepalive_end >= *until))) {
       engine.commit_group();
       engine.sync();
       // Wait for durability, so that what we report and confirm is what a restart resumes from.
@@ -203,9 +209,9 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
       status.applied_lsn = engine.stats().applied_lsn;
       status.transactions_applied = engine.stats().transactions;
       status.changes_applied = engine.stats().changes;
-      status.phase = "STOPPED";
+      status.phase = engine.stop_lsn() != 0 ? "COMPLETED" : "STOPPED";
       if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
-      spdlog::info("reached {} (applied {})", format_lsn(*opts.until_lsn), format_lsn(engine.stats().applied_lsn));
+      spdlog::info("reached {} (applied {})", format_lsn(*until), format_lsn(engine.stats().applied_lsn));
       return;
     }
   }
@@ -223,7 +229,7 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
   for (;;) {
     try {
       follow_once(opts, status, stop);
-      if (status.phase != "STOPPED") status.phase = "STOPPED";
+      if (status.phase != "COMPLETED") status.phase = "STOPPED";
       if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
       return kExitOk;
     } catch (const Error& e) {

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cerrno>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "apply/sql_builder.hpp"
+#include "check/check.hpp"
 #include "common/error.hpp"
 #include "follow/status.hpp"
 #include "migrate/copier.hpp"
@@ -308,6 +310,37 @@ void copy_sequences(const pg::Connection& source, const pg::Connection& target) 
   }
 }
 
+// check, before anything is created: FAILED items stop the start unless skipped by name.
+void run_prechecks(const MigrateOptions& o, bool restart) {
+  check::CheckOptions c;
+  c.source = o.source;
+  c.target = o.target;
+  c.tables = o.tables;
+  c.exclude = o.exclude;
+  c.resuming = restart;
+  std::vector<check::Item> items = check::run_checks(c);
+  std::vector<check::Item> blocking;
+  for (auto& item : items) {
+    bool skipped = std::find(o.skip_checks.begin(), o.skip_checks.end(), item.name) != o.skip_checks.end();
+    if (item.status == check::Status::kWarning) spdlog::warn("check {}: {} (fix: {})", item.name, item.reason, item.fix);
+    if (item.status != check::Status::kFailed) continue;
+    if (skipped) {
+      spdlog::warn("check {} FAILED, skipped as asked: {}", item.name, item.reason);
+      continue;
+    }
+    blocking.push_back(item);
+  }
+  if (blocking.empty()) {
+    spdlog::info("prechecks passed ({} items)", items.size());
+    return;
+  }
+  std::fputs(check::render_table(blocking).c_str(), stderr);
+  std::string names;
+  for (const auto& b : blocking) names += (names.empty() ? "" : ", ") + b.name;
+  throw Error(ErrorKind::kConfig, "prechecks FAILED: " + names + ". Fix them (see above), or, knowing the consequence, "
+                                  "pass --skip-check " + blocking.front().name);
+}
+
 }  // namespace
 
 int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
@@ -321,8 +354,13 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     std::string copy_summary;
     std::string selected_list;  // exact names of the selected tables, for follow
 
+    if (phase == "completed") {
+      spdlog::info("migration with slot \"{}\" was completed (cut over); nothing to do", opts.slot);
+      return follow::kExitOk;
+    }
     if (phase != "streaming" && phase != "done") {
       bool restart = !phase.empty();
+      run_prechecks(opts, restart);
       // A copy that did not finish is started again from the beginning: its slot and origin
       // go, and pre-data recreates the tables empty (no half-copied table survives).
       pg::Connection repl = pg::Connection::open(opts.source, "source", /*replication=*/true);

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "follow/follow.hpp"
 
@@ -26,6 +27,7 @@ struct MigrateOptions {
   std::string status_file;
   std::optional<Lsn> until_lsn;  // incremental: stop following there
   std::string decoding_work_mem = "16MB";
+  std::vector<std::string> skip_checks;  // check items whose FAILED does not stop the start
 };
 
 int run_migrate(const MigrateOptions& options, const std::atomic<bool>& stop);
