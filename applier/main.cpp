@@ -13,6 +13,7 @@
 #include "dts/version.h"
 #include "cancel/cancel.hpp"
 #include "check/check.hpp"
+#include "complete/complete.hpp"
 #include "follow/follow.hpp"
 #include "migrate/migrate.hpp"
 #include "verify/verify.hpp"
@@ -129,6 +130,30 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 86400));
   v->add_flag("--json", verify_json, "print JSON instead of a table");
 
+  dts::complete::CompleteOptions complete;
+  int64_t max_lag_ms = 1000;
+  int complete_timeout_s = 600, drain_timeout_s = 30;
+  std::string scope = "cluster";
+  auto* k = app.add_subcommand("complete", "cut over: source read-only, last changes applied, sequences copied, slot dropped");
+  k->add_option("--source", complete.source, "libpq conninfo of the source")->required();
+  k->add_option("--target", complete.target, "libpq conninfo of the target")->required();
+  k->add_option("--slot", complete.slot, "the migration's slot (default dts_migrate)");
+  k->add_option("--max-lag", max_lag_ms, "cut over once a marker written on the source is applied within this many ms "
+                                         "(default 1000)")
+      ->check(CLI::Range(int64_t{1}, int64_t{3600000}));
+  k->add_option("--sequence-shift", complete.sequence_shift,
+                "set the target's sequences this far past the source's values (default 0)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  k->add_flag("--verify", complete.verify, "compare every table once the target is ready, before dropping the slot");
+  k->add_option("--read-only-scope", scope,
+                "cluster: ALTER SYSTEM, reaches existing sessions; database: ALTER DATABASE, disconnects its sessions")
+      ->check(CLI::IsMember({"cluster", "database"}));
+  k->add_option("--timeout", complete_timeout_s, "seconds to wait for the lag to come down (default 600)")
+      ->check(CLI::Range(1, 86400));
+  k->add_option("--drain-timeout", drain_timeout_s,
+                "seconds transactions begun before the read-only point get to end before they are terminated (default 30)")
+      ->check(CLI::Range(0, 3600));
+
   dts::cancel::CancelOptions cancel;
   auto* x = app.add_subcommand("cancel", "stop a migration and remove its slot, origin and state (never any data)");
   x->add_option("--source", cancel.source, "libpq conninfo of the source")->required();
@@ -165,6 +190,13 @@ int main(int argc, char** argv) {
     return dts::follow::run_follow(follow, g_stop);
   }
   if (x->parsed()) return dts::cancel::run_cancel(cancel);
+  if (k->parsed()) {
+    complete.max_lag = std::chrono::milliseconds(max_lag_ms);
+    complete.timeout = std::chrono::seconds(complete_timeout_s);
+    complete.drain_timeout = std::chrono::seconds(drain_timeout_s);
+    complete.scope = scope == "database" ? dts::complete::ReadOnlyScope::kDatabase : dts::complete::ReadOnlyScope::kCluster;
+    return dts::complete::run_complete(complete);
+  }
   if (v->parsed()) {
     verify.wait_timeout = std::chrono::seconds(verify_wait_s);
     return dts::verify::run_verify(verify, verify_json);

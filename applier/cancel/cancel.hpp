@@ -4,7 +4,10 @@
 #ifndef DTS_APPLIER_CANCEL_CANCEL_HPP
 #define DTS_APPLIER_CANCEL_CANCEL_HPP
 
+#include <chrono>
 #include <string>
+
+#include "pg/connection.hpp"
 
 namespace dts::cancel {
 
@@ -15,6 +18,11 @@ struct CancelOptions {
 };
 
 int run_cancel(const CancelOptions& options);
+
+// Drops the slot, terminating whoever streams from it; false if there was none.
+bool drop_slot(const pg::Connection& source, const std::string& slot, std::chrono::seconds timeout);
+// Drops the origin once no session holds it any more.
+void drop_origin(const pg::Connection& target, const std::string& origin, std::chrono::seconds timeout);
 
 }  // namespace dts::cancel
 

@@ -298,17 +298,6 @@ void progress_bar(const std::vector<TableToCopy>& tables, const std::vector<Chun
                seconds > 0 ? bytes / 1e6 / seconds : 0.0);
 }
 
-void copy_sequences(const pg::Connection& source, const pg::Connection& target) {
-  pg::Result seqs = target.exec(
-      "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
-      "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' AND n.nspname <> 'dts'");
-  for (int i = 0; i < PQntuples(seqs.get()); ++i) {
-    std::string seq = PQgetvalue(seqs.get(), i, 0);
-    pg::Result v = source.exec("SELECT last_value, is_called FROM " + seq);
-    target.exec_params("SELECT setval($1::regclass, $2::bigint, $3::bool)",
-                       {seq, PQgetvalue(v.get(), 0, 0), PQgetvalue(v.get(), 0, 1)});
-  }
-}
 
 // check, before anything is created: FAILED items stop the start unless skipped by name.
 void run_prechecks(const MigrateOptions& o, bool restart) {
@@ -342,6 +331,26 @@ void run_prechecks(const MigrateOptions& o, bool restart) {
 }
 
 }  // namespace
+
+int copy_sequences(const pg::Connection& source, const pg::Connection& target, int64_t shift) {
+  // The target's sequences (pre-data created those of the selected tables) that the source has.
+  pg::Result seqs = target.exec(
+      "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
+      "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' AND n.nspname <> 'dts'");
+  int copied = 0;
+  for (int i = 0; i < PQntuples(seqs.get()); ++i) {
+    std::string seq = PQgetvalue(seqs.get(), i, 0);
+    if (source.query_value("SELECT to_regclass($1) IS NOT NULL", {seq}) != "t") continue;
+    pg::Result v = source.exec("SELECT last_value, is_called FROM " + seq);
+    // With a shift the next value is last + shift + 1: room for writes that reached the source
+    // in a way that the cutover could not see, as "copy-seq 1000" does. Capped at the maximum.
+    target.exec_params("SELECT setval(s.seqrelid::regclass, least($2::bigint + $4::bigint, s.seqmax), $3::bool OR $4::bigint > 0) "
+                       "FROM pg_sequence s WHERE s.seqrelid = $1::regclass",
+                       {seq, PQgetvalue(v.get(), 0, 0), PQgetvalue(v.get(), 0, 1), std::to_string(shift)});
+    copied++;
+  }
+  return copied;
+}
 
 int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
   try {
@@ -444,7 +453,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
            std::to_string(std::max(1, opts.jobs)), dir + "/post.dump"},
           "pg_restore of indexes and constraints (post-data) into the target");
       pg::Connection source = pg::Connection::open(opts.source, "source");
-      copy_sequences(source, target);
+      copy_sequences(source, target, 0);
       set_phase(target, opts.slot, opts.incremental ? "streaming" : "done", "");
       copy_summary = summary;
       if (!opts.incremental) report(opts, "STOPPED", summary);

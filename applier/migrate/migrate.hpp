@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "follow/follow.hpp"
+#include "pg/connection.hpp"
 
 namespace dts::migrate {
 
@@ -31,6 +32,9 @@ struct MigrateOptions {
 };
 
 int run_migrate(const MigrateOptions& options, const std::atomic<bool>& stop);
+
+// Sets every sequence of the target to the source's value plus `shift`; returns how many.
+int copy_sequences(const pg::Connection& source, const pg::Connection& target, int64_t shift);
 
 }  // namespace dts::migrate
 

@@ -325,8 +325,8 @@ std::vector<TableResult> verify_tables(const VerifyOptions& o, const pg::Connect
   pg::Connection lock = pg::Connection::open(o.source, "source");
   prepare_session(lock);
   follow::AppliedWatch watch(src, tgt, "dts_" + o.slot);
-  bool applier = watch.has_applier();
-  if (!applier) spdlog::info("no applier origin \"dts_{}\" on the target: comparing the tables as they are", o.slot);
+  bool applier = o.wait_for_applier && watch.has_applier();
+  if (!applier && o.wait_for_applier) spdlog::info("no applier origin \"dts_{}\" on the target: comparing the tables as they are", o.slot);
 
   std::string tables = o.tables;
   if (tables.empty() && o.exclude.empty() &&

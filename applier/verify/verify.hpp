@@ -27,6 +27,9 @@ struct VerifyOptions {
   std::chrono::seconds wait_timeout{120};
   std::chrono::milliseconds lock_timeout{5000};
   size_t samples = 5;  // keys shown per differing chunk
+  // Re-checks wait for the applier (if the target has its origin); off when nothing can move,
+  // as in complete, where the source is read-only and the applier has stopped.
+  bool wait_for_applier = true;
 };
 
 struct Difference {

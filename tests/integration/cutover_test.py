@@ -152,5 +152,147 @@ def verify_under_pgbench_finds_no_false_difference_and_every_real_one():
             p.wait(60)
 
 
+class OrderWriter(threading.Thread):
+    """The application: inserts orders one by one, remembering which commits succeeded and
+    whether the source started refusing writes (SQLSTATE 25006, read-only transaction)."""
+
+    def __init__(self, server):
+        super().__init__(daemon=True)
+        self.server, self.committed, self.refused, self.other_errors = server, [], 0, []
+        self.stopping = False
+
+    def run(self):
+        import psycopg2
+        conn = self.server.connect()
+        while not self.stopping:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO orders (item_id, qty) VALUES (1, 1) RETURNING id")
+                    self.committed.append(cur.fetchone()[0])
+            except psycopg2.Error as e:
+                if e.pgcode == "25006":
+                    self.refused += 1
+                else:
+                    self.other_errors.append(str(e))
+                try:
+                    conn.close()
+                except psycopg2.Error:
+                    pass
+                conn = self.server.connect()
+
+    def stop(self):
+        self.stopping = True
+        self.join(30)
+
+
+def complete(pair, *extra):
+    return subprocess.run([APPLIER, "complete", "--source", pair.src.conninfo, "--target", pair.target, *extra],
+                          capture_output=True, text=True, timeout=600)
+
+
+@test
+def complete_under_pgbench_cuts_over_with_a_measured_window():
+    with Pair(1) as pair:
+        setup(pair)
+        p = start_migration(pair, "complete")
+        bench = Pgbench(pair.src)
+        writer = OrderWriter(pair.src)
+        writer.start()
+        try:
+            wait_for("the application to write", lambda: len(writer.committed) > 50, 60)
+            out = complete(pair, "--max-lag", "2000", "--sequence-shift", "1000", "--verify")
+            check(out.returncode == 0, f"complete exited {out.returncode}: {out.stderr[-1500:]}")
+            m = re.search(r"read-only window: (\d+) ms", out.stdout)
+            check(m is not None, f"no window in: {out.stdout}")
+            window = int(m.group(1))
+            check(0 < window < 60000, f"window {window} ms")
+            check("verify: all" in out.stdout and "point the application at the target" in out.stdout, out.stdout)
+            undo = re.search(r"^ +(ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf\(\);)$",
+                             out.stdout, re.M)
+            check(undo is not None, f"no undo statement in: {out.stdout}")
+
+            # The application's writes are refused from the read-only point on.
+            wait_for("the application's writes to be refused", lambda: writer.refused > 0, 30)
+            writer.stop()
+            bench_out = bench.stop()
+            check("read-only transaction" in bench_out, f"pgbench was not refused: {bench_out[-400:]}")
+            check(not writer.other_errors, f"unexpected errors: {writer.other_errors[:3]}")
+            try:
+                pair.src.sql("INSERT INTO orders (item_id, qty) VALUES (1, 1)")
+                raise Failure("the source accepted a write after complete")
+            except Exception as e:  # psycopg2 raises ReadOnlySqlTransaction
+                check("read-only" in str(e), f"unexpected error {e}")
+
+            # The applier stopped by itself at the marker; the slot and origin are gone.
+            check(p.wait(60) == 0, f"migrate exited {p.returncode}: {tail(log_path('complete'))}")
+            check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "a slot is left on the source")
+            check(pair.dst_app("SELECT count(*) FROM pg_replication_origin")[0][0] == 0, "an origin is left")
+            check(pair.dst_app("SELECT phase FROM dts.migration")[0][0] == "completed", "phase")
+
+            rows = check_equal(pair.src, pair.target_view(), TABLES)
+            last = max(writer.committed)
+            check(pair.dst_app(f"SELECT count(*) FROM orders WHERE id = {last}")[0][0] == 1, "the last order is missing")
+            src_seq = pair.src.value("SELECT last_value FROM orders_id_seq")
+            dst_seq = pair.dst_app("SELECT last_value FROM orders_id_seq")[0][0]
+            check(dst_seq >= src_seq + 1000, f"target sequence {dst_seq}, source {src_seq} + 1000")
+            print(f"    window {window} ms, {len(writer.committed)} orders committed, {writer.refused} refused, "
+                  f"{rows} rows equal")
+
+            # The undo it printed makes the source writable again.
+            pair.src.sql("ALTER SYSTEM RESET default_transaction_read_only")
+            pair.src.sql("SELECT pg_reload_conf()")
+            wait_for("the source to be writable", lambda: _writable(pair.src), 10)
+        finally:
+            writer.stop()
+            bench.stop()
+            if p.poll() is None:
+                p.terminate()
+                p.wait(60)
+
+
+def _writable(server):
+    try:
+        server.sql("INSERT INTO orders (item_id, qty) VALUES (1, 1)")
+        return True
+    except Exception:  # noqa: BLE001 - still read-only
+        return False
+
+
+@test
+def complete_refuses_without_a_running_applier_and_leaves_the_source_writable():
+    with Pair(2) as pair:
+        setup(pair, scale=1)
+        out = complete(pair)
+        check(out.returncode == 2 and "no migration streams into the target" in out.stderr, out.stderr[-500:])
+        p = start_migration(pair, "norun")
+        p.terminate()
+        p.wait(60)
+        out = complete(pair)
+        check(out.returncode == 2 and "run `dts_applier migrate` again" in out.stderr, out.stderr[-500:])
+        check(pair.src.value("SHOW default_transaction_read_only") == "off", "the source was left read-only")
+        check(_writable(pair.src), "the source refuses writes")
+        check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 1, "the slot should be kept")
+
+
+@test
+def migrate_refuses_a_failed_precheck_unless_skipped():
+    with Pair(3) as pair:
+        pair.src.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        pair.dst_app("CREATE TABLE squatter (id int)")
+        out = subprocess.run([APPLIER, "migrate", "--source", pair.src.conninfo, "--target", pair.target,
+                              "--mode", "full"], capture_output=True, text=True, timeout=300)
+        check(out.returncode == 2 and "prechecks FAILED: target_empty" in out.stderr
+              and "--skip-check target_empty" in out.stderr and "squatter" in out.stderr, out.stderr[-800:])
+        check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "a slot was created anyway")
+        out = subprocess.run([APPLIER, "migrate", "--source", pair.src.conninfo, "--target", pair.target,
+                              "--mode", "full", "--skip-check", "nonsense"], capture_output=True, text=True)
+        check(out.returncode != 0 and "nonsense" in out.stderr, out.stderr[-500:])
+        out = subprocess.run([APPLIER, "migrate", "--source", pair.src.conninfo, "--target", pair.target,
+                              "--mode", "full", "--skip-check", "target_empty"], capture_output=True, text=True,
+                             timeout=300)
+        check(out.returncode == 0 and "skipped as asked" in out.stderr, out.stderr[-800:])
+        check(pair.dst_app("SELECT count(*) FROM t")[0][0] == 1, "t was not copied")
+
+
 if __name__ == "__main__":
     main("cutover_test")
