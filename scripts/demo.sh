@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The README's demo command: a live migration on one machine. It installs what it needs, starts
 # throwaway source and target servers on loopback, loads pgbench tables and a table of many
-# types with large values, runs `dts_applier migrate` while pgbench keeps writing, waits until
-# the lag is small, stops pgbench, waits for the catch-up, compares every table and prints a
-# short report. It stops and removes the servers it started, whatever happens.
+# types with large values, runs `dts_applier migrate` while pgbench keeps writing, verifies
+# under the writes, cuts over with `dts_applier complete` (pgbench still writing, and refused
+# from the read-only point on), compares every table independently and prints a short report. It stops and removes the servers it started, whatever happens.
 #
 #   sudo scripts/demo.sh [--seconds N]      (default: 20 seconds of pgbench)
 set -euo pipefail
@@ -52,11 +52,12 @@ q "$SRC" "INSERT INTO many_types (amount, happened, tags, doc, blob, note, ok, u
           CASE WHEN g % 10 = 0 THEN repeat('large value ', 2000) ELSE 'small' END, g % 2 = 0, gen_random_uuid()
      FROM generate_series(1, 20000) g"
 
-say "pgbench writes for $seconds s (2 clients) while dts_applier migrate runs"
-pgbench -n -c 2 -j 2 -T "$seconds" -h 127.0.0.1 -p "$SRC_PORT" -U postgres postgres > "$work/pgbench.out" 2>&1 &
+say "pgbench writes (2 clients) while dts_applier migrate copies and streams; cutover after $seconds s"
+# pgbench runs until the cutover refuses its writes; the bound is only a safety net.
+pgbench -n -c 2 -j 2 -T $((seconds + 300)) -h 127.0.0.1 -p "$SRC_PORT" -U postgres postgres > "$work/pgbench.out" 2>&1 &
 bench=$!
 ( while kill -0 $bench 2>/dev/null; do
-    q "$SRC" "UPDATE many_types SET ok = NOT ok, note = note || '+' WHERE id % 97 = (extract(epoch from now())::int % 97)"
+    q "$SRC" "UPDATE many_types SET ok = NOT ok, note = note || '+' WHERE id % 97 = (extract(epoch from now())::int % 97)" 2>/dev/null || break
   done ) &
 writer=$!
 t0=$(date +%s.%N)
@@ -69,30 +70,28 @@ until [ "$(status "['phase']")" = "STREAMING" ] || [ "$(status "['phase']")" = "
 done
 t_copy=$(date +%s.%N)
 echo "  copy done: $(status "['copy']['rows_copied']") rows in $(status "['copy']['chunks']") chunks; now streaming"
-wait $bench
-wait $writer 2>/dev/null || true
-end=$(q "$SRC" "SELECT pg_current_wal_lsn()")
-grep -E "number of transactions actually processed|tps" "$work/pgbench.out" | sed 's/^/  pgbench: /'
-say "pgbench stopped at $end; waiting for the applier to catch up"
-/usr/bin/python3 - "$work/status.json" "$end" <<'PY'
-import json, sys, time
-path, end = sys.argv[1], sys.argv[2]
-val = lambda t: (int(t.split('/')[0], 16) << 32) | int(t.split('/')[1], 16)
-deadline = time.time() + 300
-while time.time() < deadline:
-    try:
-        s = json.load(open(path))
-        if val(s["applied_lsn"]) >= val(end):
-            break
-    except (OSError, ValueError, KeyError):
-        pass
-    time.sleep(0.2)
-else:
-    sys.exit("demo: the applier did not catch up within 300 s")
-PY
+
+say "verify while pgbench keeps writing (chunk checksums, re-checked past the applier's position)"
+"$applier" verify --source "$SRC" --target "$DST" 2>/dev/null | sed 's/^/  /'
+
+while [ "$(echo "$(date +%s.%N) - $t0 < $seconds" | bc)" = 1 ]; do
+  kill -0 $migrate_pid 2>/dev/null || { cat "$work/migrate.log"; echo "demo: migrate failed"; exit 1; }
+  sleep 0.5
+done
+say "complete: the cutover while pgbench still writes"
+"$applier" complete --source "$SRC" --target "$DST" --max-lag 1000 --sequence-shift 1000 --verify \
+  > "$work/complete.out" 2> "$work/complete.log" || { cat "$work/complete.log" "$work/complete.out"; echo "demo: complete failed"; exit 1; }
+sed 's/^/  /' "$work/complete.out"
+window=$(sed -n 's/.*read-only window: \([0-9]*\) ms.*/\1/p' "$work/complete.out")
 t_end=$(date +%s.%N)
+wait "$migrate_pid" || { cat "$work/migrate.log"; echo "demo: migrate did not end at the cutover"; exit 1; }
+migrate_pid=""
 replayed=$(status "['changes_applied']")
-kill "$migrate_pid"; wait "$migrate_pid" || true; migrate_pid=""
+wait $bench 2>/dev/null || true
+wait $writer 2>/dev/null || true
+refused=$(grep -c "read-only transaction" "$work/pgbench.out" || true)
+grep -E "number of transactions actually processed" "$work/pgbench.out" | sed 's/^/  pgbench: /' || true
+echo "  pgbench's writes refused after the read-only point: $refused client errors"
 
 say "comparing every table (row count and a digest of every row)"
 equal=1
@@ -105,5 +104,5 @@ done
 say "report"
 printf '  copy (schema, data, indexes): %.1f s\n' "$(echo "$t_copy - $t0" | bc)"
 printf '  changes replayed while pgbench wrote: %s\n' "$replayed"
-printf '  total, start to caught up: %.1f s\n' "$(echo "$t_end - $t0" | bc)"
+printf '  start to cut over: %.1f s, read-only window %s ms\n' "$(echo "$t_end - $t0" | bc)" "$window"
 if [ $equal -eq 1 ]; then echo "  result: source and target are equal"; else echo "  result: DIFFERENCES FOUND"; exit 1; fi

@@ -50,6 +50,7 @@ def every_problem_is_reported_with_its_fix():
             CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent);
             CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);
             CREATE TABLE owned (id int PRIMARY KEY); ALTER TABLE owned OWNER TO alice;
+            CREATE TABLE "Users" (id int PRIMARY KEY); CREATE TABLE users (id int PRIMARY KEY);
             SELECT lo_create(0);
         """)
         pair.src.sql("ALTER SYSTEM SET wal_sender_timeout = 0")
@@ -73,6 +74,7 @@ def every_problem_is_reported_with_its_fix():
             "encoding": ("FAILED", "LATIN1", "ENCODING 'UTF8'"),
             "collation": ("WARNING", "C.UTF-8", "LC_COLLATE"),
             "roles": ("FAILED", "alice", "pg_dumpall --roles-only"),
+            "name_clash": ("WARNING", '"Users"', "quote these names"),
         }
         for name, (status, reason, fix) in expect.items():
             item = items[name]
@@ -93,6 +95,8 @@ def every_problem_is_reported_with_its_fix():
         check(items["replication_privilege"]["status"] == "FAILED" and "REPLICATION" in items["replication_privilege"]["fix"],
               f"{items['replication_privilege']}")
         check(items["replication_connection"]["status"] == "FAILED", f"{items['replication_connection']}")
+        check(items["read_privilege"]["status"] == "FAILED" and "nokey_updated" in items["read_privilege"]["reason"]
+              and "GRANT SELECT" in items["read_privilege"]["fix"], f"{items['read_privilege']}")
 
 
 @test

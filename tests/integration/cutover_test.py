@@ -259,6 +259,39 @@ def _writable(server):
 
 
 @test
+def complete_with_database_scope_leaves_other_databases_writable():
+    with Pair(4) as pair:
+        setup(pair, scale=1)
+        pair.src.sql("CREATE DATABASE other")
+        p = start_migration(pair, "dbscope")
+        writer = OrderWriter(pair.src)
+        writer.start()
+        try:
+            wait_for("the application to write", lambda: len(writer.committed) > 20, 60)
+            out = complete(pair, "--read-only-scope", "database")
+            check(out.returncode == 0, f"complete exited {out.returncode}: {out.stderr[-1500:]}")
+            check('ALTER DATABASE "postgres" RESET default_transaction_read_only;' in out.stdout, out.stdout)
+            wait_for("the application's writes to be refused", lambda: writer.refused > 0, 30)
+            writer.stop()
+            check(not writer.other_errors or all("terminat" in e for e in writer.other_errors),
+                  f"unexpected errors: {writer.other_errors[:3]}")
+            other = pair.src.conninfo.replace("dbname=postgres", "dbname=other")
+            import psycopg2
+            c = psycopg2.connect(other)
+            c.autocommit = True
+            with c.cursor() as cur:
+                cur.execute("CREATE TABLE still_writable (id int)")
+            c.close()
+            check(p.wait(60) == 0, f"migrate exited {p.returncode}")
+            check_equal(pair.src, pair.target_view(), ["orders", "items", "pgbench_accounts"])
+        finally:
+            writer.stop()
+            if p.poll() is None:
+                p.terminate()
+                p.wait(60)
+
+
+@test
 def complete_refuses_without_a_running_applier_and_leaves_the_source_writable():
     with Pair(2) as pair:
         setup(pair, scale=1)
