@@ -203,6 +203,10 @@ def a_failure_is_reported_in_the_status_file():
         pair.dst_app("CREATE TABLE t (id int PRIMARY KEY)")  # not an empty target: pre-data fails
         status = fresh_status("fail")
         p = migrate(pair, "--mode", "full", status=status)
+        check(p.wait(60) == 2, f"exit code {p.returncode}")  # the precheck refuses first
+        s = status_of(status)
+        check(s["phase"] == "FAILED" and "prechecks FAILED: target_empty" in s["error"], f"status {s}")
+        p = migrate(pair, "--mode", "full", "--skip-check", "target_empty", status=status)
         check(p.wait(60) == 1, f"exit code {p.returncode}")
         s = status_of(status)
         check(s["phase"] == "FAILED" and "already exists" in s["error"], f"status {s}")
