@@ -16,6 +16,8 @@
 #include "complete/complete.hpp"
 #include "follow/follow.hpp"
 #include "migrate/migrate.hpp"
+#include "serve/http_api.hpp"
+#include "serve/jobs_cli.hpp"
 #include "verify/verify.hpp"
 
 namespace {
@@ -63,8 +65,8 @@ int main(int argc, char** argv) {
   std::string until_lsn;
   auto* f = app.add_subcommand("follow", "stream changes from a slot and apply them to the target, exactly once");
   f->add_option("--source", follow.source, "libpq conninfo of the source (passwords from conninfo or PGPASSFILE)")
-      ->required();
-  f->add_option("--target", follow.target, "libpq conninfo of the target, which already has the schema")->required();
+      ->required()->envname("DTS_SOURCE");
+  f->add_option("--target", follow.target, "libpq conninfo of the target, which already has the schema")->required()->envname("DTS_TARGET");
   f->add_option("--slot", follow.slot, "logical replication slot on the source")->required();
   f->add_flag("--create-slot", follow.create_slot, "create the slot with dts_decoding if it does not exist");
   f->add_option("--tables", follow.tables, "only these tables: schema.table patterns, comma-separated (public.*)");
@@ -86,8 +88,8 @@ int main(int argc, char** argv) {
   std::string migrate_mode = "incremental";
   std::string migrate_until;
   auto* m = app.add_subcommand("migrate", "copy schema and a consistent snapshot, then follow (mode incremental)");
-  m->add_option("--source", migrate.source, "libpq conninfo of the source")->required();
-  m->add_option("--target", migrate.target, "libpq conninfo of the target (an empty database)")->required();
+  m->add_option("--source", migrate.source, "libpq conninfo of the source")->required()->envname("DTS_SOURCE");
+  m->add_option("--target", migrate.target, "libpq conninfo of the target (an empty database)")->required()->envname("DTS_TARGET");
   m->add_option("--tables", migrate.tables, "only these tables: pg_dump -t patterns, comma-separated");
   m->add_option("--exclude", migrate.exclude, "leave out these tables: pg_dump -T patterns, comma-separated");
   m->add_option("--jobs", migrate.jobs, "parallel copy workers (and pg_restore jobs for indexes)")
@@ -100,6 +102,12 @@ int main(int argc, char** argv) {
   m->add_option("--slot", migrate.slot, "replication slot to create on the source (default dts_migrate)");
   m->add_option("--status-file", migrate.status_file, "write progress as JSON to this file");
   m->add_option("--until-lsn", migrate_until, "mode incremental: stop once applied up to this source LSN");
+  m->add_option("--bandwidth-limit", migrate.bandwidth_mb_per_s,
+                "mode incremental: read at most this many MB/s from the slot (0: no limit)")
+      ->check(CLI::NonNegativeNumber);
+  std::string migrate_resume = "auto";
+  m->add_option("--resume-mode", migrate_resume, "auto: reconnect after a lost connection; manual: stop (exit code 3)")
+      ->check(CLI::IsMember({"auto", "manual"}));
   m->add_option("--skip-check", migrate.skip_checks,
                 "start even though this precheck item FAILED (repeatable; names as `check` prints them)")
       ->delimiter(',')
@@ -108,8 +116,8 @@ int main(int argc, char** argv) {
   dts::check::CheckOptions check;
   bool check_json = false;
   auto* c = app.add_subcommand("check", "what will break, before anything starts: PASSED / WARNING / FAILED per item");
-  c->add_option("--source", check.source, "libpq conninfo of the source")->required();
-  c->add_option("--target", check.target, "libpq conninfo of the target")->required();
+  c->add_option("--source", check.source, "libpq conninfo of the source")->required()->envname("DTS_SOURCE");
+  c->add_option("--target", check.target, "libpq conninfo of the target")->required()->envname("DTS_TARGET");
   c->add_option("--tables", check.tables, "only these tables: schema.table patterns, comma-separated");
   c->add_option("--exclude", check.exclude, "leave out these tables");
   c->add_flag("--json", check_json, "print JSON instead of a table");
@@ -118,8 +126,8 @@ int main(int argc, char** argv) {
   bool verify_json = false;
   int verify_wait_s = 120;
   auto* v = app.add_subcommand("verify", "compare every selected table on both sides, while changes keep flowing");
-  v->add_option("--source", verify.source, "libpq conninfo of the source")->required();
-  v->add_option("--target", verify.target, "libpq conninfo of the target")->required();
+  v->add_option("--source", verify.source, "libpq conninfo of the source")->required()->envname("DTS_SOURCE");
+  v->add_option("--target", verify.target, "libpq conninfo of the target")->required()->envname("DTS_TARGET");
   v->add_option("--tables", verify.tables,
                 "only these tables: schema.table patterns, comma-separated (default: the migration's tables)");
   v->add_option("--exclude", verify.exclude, "leave out these tables");
@@ -135,8 +143,8 @@ int main(int argc, char** argv) {
   int complete_timeout_s = 600, drain_timeout_s = 30;
   std::string scope = "cluster";
   auto* k = app.add_subcommand("complete", "cut over: source read-only, last changes applied, sequences copied, slot dropped");
-  k->add_option("--source", complete.source, "libpq conninfo of the source")->required();
-  k->add_option("--target", complete.target, "libpq conninfo of the target")->required();
+  k->add_option("--source", complete.source, "libpq conninfo of the source")->required()->envname("DTS_SOURCE");
+  k->add_option("--target", complete.target, "libpq conninfo of the target")->required()->envname("DTS_TARGET");
   k->add_option("--slot", complete.slot, "the migration's slot (default dts_migrate)");
   k->add_option("--max-lag", max_lag_ms, "cut over once a marker written on the source is applied within this many ms "
                                          "(default 1000)")
@@ -154,10 +162,42 @@ int main(int argc, char** argv) {
                 "seconds transactions begun before the read-only point get to end before they are terminated (default 30)")
       ->check(CLI::Range(0, 3600));
 
+  dts::serve::ServeOptions serve;
+  auto* sv = app.add_subcommand("serve", "run migrations as jobs, with an HTTP API, metrics and a status page");
+  sv->add_option("--listen", serve.listen, "HOST:PORT to listen on (default 127.0.0.1:8888; other than loopback "
+                                           "needs --token-file)");
+  sv->add_option("--token-file", serve.token_file, "file whose first line is the API token (Authorization: Bearer)");
+  sv->add_option("--state", serve.state, "libpq conninfo of the database that keeps the jobs (schema dts), "
+                                         "usually the target")
+      ->required()
+      ->envname("DTS_STATE");
+  serve.work_dir = "/tmp/dts-serve";
+  sv->add_option("--work-dir", serve.work_dir, "status files and logs of the jobs' processes (default /tmp/dts-serve)");
+  sv->add_option("--max-jobs", serve.max_jobs, "jobs running at once; more wait in the queue (default 4)")
+      ->check(CLI::Range(1, 256));
+
+  dts::serve::JobsCliOptions jobs_cli;
+  auto* jc = app.add_subcommand("jobs", "talk to a running serve: list, show, create, start, stop, resume, complete, "
+                                        "verify, cancel");
+  jc->add_option("action", jobs_cli.action, "what to do")
+      ->required()
+      ->check(CLI::IsMember({"list", "show", "create", "start", "stop", "resume", "complete", "verify", "cancel"}));
+  jc->add_option("id", jobs_cli.id, "the job's id (all but list and create)")->check(CLI::PositiveNumber);
+  jc->add_option("--server", jobs_cli.server, "serve's URL (default http://127.0.0.1:8888)");
+  jc->add_option("--token-file", jobs_cli.token_file, "file whose first line is the API token");
+  jc->add_option("--name", jobs_cli.name, "create: the job's name");
+  jc->add_option("--source", jobs_cli.source, "create: libpq conninfo of the source")->envname("DTS_SOURCE");
+  jc->add_option("--target", jobs_cli.target, "create: libpq conninfo of the target")->envname("DTS_TARGET");
+  jc->add_option("--tables", jobs_cli.tables, "create: only these tables");
+  jc->add_option("--exclude", jobs_cli.exclude, "create: leave out these tables");
+  jc->add_option("--mode", jobs_cli.mode, "create: full or incremental")->check(CLI::IsMember({"full", "incremental"}));
+  jc->add_option("--jobs", jobs_cli.jobs, "create: parallel copy workers")->check(CLI::Range(1, 64));
+  jc->add_option("--start-time", jobs_cli.start_time, "create: ISO 8601 time to start at, e.g. 2026-11-22T02:00:00Z");
+
   dts::cancel::CancelOptions cancel;
   auto* x = app.add_subcommand("cancel", "stop a migration and remove its slot, origin and state (never any data)");
-  x->add_option("--source", cancel.source, "libpq conninfo of the source")->required();
-  x->add_option("--target", cancel.target, "libpq conninfo of the target")->required();
+  x->add_option("--source", cancel.source, "libpq conninfo of the source")->required()->envname("DTS_SOURCE");
+  x->add_option("--target", cancel.target, "libpq conninfo of the target")->required()->envname("DTS_TARGET");
   x->add_option("--slot", cancel.slot, "the migration's slot (default dts_migrate)");
 
   try {
@@ -190,6 +230,19 @@ int main(int argc, char** argv) {
     return dts::follow::run_follow(follow, g_stop);
   }
   if (x->parsed()) return dts::cancel::run_cancel(cancel);
+  if (sv->parsed()) {
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    return dts::serve::run_serve(serve, g_stop);
+  }
+  if (jc->parsed()) {
+    if (jobs_cli.id == 0 && jobs_cli.action != "list" && jobs_cli.action != "create") {
+      std::fprintf(stderr, "jobs %s needs the job's id: dts_applier jobs %s ID\n", jobs_cli.action.c_str(),
+                   jobs_cli.action.c_str());
+      return dts::follow::kExitUsage;
+    }
+    return dts::serve::run_jobs_cli(jobs_cli);
+  }
   if (k->parsed()) {
     complete.max_lag = std::chrono::milliseconds(max_lag_ms);
     complete.timeout = std::chrono::seconds(complete_timeout_s);
@@ -209,6 +262,7 @@ int main(int argc, char** argv) {
   }
   if (m->parsed()) {
     migrate.incremental = migrate_mode == "incremental";
+    migrate.resume_auto = migrate_resume == "auto";
     if (!migrate_until.empty()) {
       migrate.until_lsn = dts::parse_lsn(migrate_until);
       if (!migrate.until_lsn) {

@@ -16,6 +16,8 @@ packages=(
   postgresql-15-wal2json pgcopydb
   # scripts
   python3 python3-psycopg2 util-linux procps bc
+  # the status page test (headless)
+  chromium
 )
 
 if [ "$(id -u)" -ne 0 ]; then

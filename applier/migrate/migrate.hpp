@@ -28,7 +28,9 @@ struct MigrateOptions {
   std::string status_file;
   std::optional<Lsn> until_lsn;  // incremental: stop following there
   std::string decoding_work_mem = "16MB";
-  std::vector<std::string> skip_checks;  // check items whose FAILED does not stop the start
+  std::vector<std::string> skip_checks;
+  double bandwidth_mb_per_s = 0;  // follow's read limit
+  bool resume_auto = true;  // check items whose FAILED does not stop the start
 };
 
 int run_migrate(const MigrateOptions& options, const std::atomic<bool>& stop);

@@ -1,0 +1,371 @@
+#include "serve/http_api.hpp"
+
+#include <httplib.h>
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "check/check.hpp"
+#include "common/error.hpp"
+#include "serve/job_manager.hpp"
+#include "serve/sharding_sphere.hpp"
+#include "status_page.hpp"
+
+namespace dts::serve {
+namespace {
+
+using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+// Every response: {success, errorCode, errorMsg, model}.
+void reply(httplib::Response& res, int status, int code, const std::string& message, const std::string& model = "null") {
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  w.StartObject();
+  w.Key("success");
+  w.Bool(code == 0);
+  w.Key("errorCode");
+  w.Int(code);
+  w.Key("errorMsg");
+  if (code == 0) w.Null();
+  else w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
+  w.Key("model");
+  w.RawValue(model.c_str(), model.size(), rapidjson::kObjectType);
+  w.EndObject();
+  res.status = status;
+  res.set_content(std::string(buf.GetString(), buf.GetSize()) + "\n", "application/json");
+}
+
+void reply_result(httplib::Response& res, const ActionResult& r, const std::string& model = "null") {
+  if (r.failed()) reply(res, r.http_status, r.error_code, r.message);
+  else reply(res, 200, 0, "", model);
+}
+
+std::string job_json(const Job& job) {
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  write_job_model(w, job);
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+// Parses a JSON body; false after replying 400 with the parser's reason and offset.
+bool parse_body(const httplib::Request& req, httplib::Response& res, rapidjson::Document& doc, bool allow_empty) {
+  if (req.body.empty() && allow_empty) {
+    doc.SetObject();
+    return true;
+  }
+  doc.Parse(req.body.c_str(), req.body.size());
+  if (doc.HasParseError()) {
+    reply(res, 400, kErrBadJson,
+          std::string("the body is not valid JSON: ") + rapidjson::GetParseError_En(doc.GetParseError()) + " at offset " +
+              std::to_string(doc.GetErrorOffset()));
+    return false;
+  }
+  if (!doc.IsObject()) {
+    reply(res, 400, kErrBadJson, "the body must be a JSON object");
+    return false;
+  }
+  return true;
+}
+
+int64_t id_of(const httplib::Request& req) {
+  const std::string& s = req.matches[1];
+  if (s.size() > 15) return -1;  // no such job, and no overflow
+  return std::stoll(s);
+}
+
+bool constant_time_equal(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+std::string label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+std::string metrics_text(JobManager& jobs) {
+  std::string out;
+  auto family = [&](const char* name, const char* type, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  std::vector<Job> all = jobs.list();
+  struct Row {
+    std::string labels;
+    rapidjson::Document progress;
+    const Job* job;
+  };
+  std::vector<Row> rows;
+  for (const auto& j : all) {
+    Row r;
+    r.labels = "job=\"" + std::to_string(j.id) + "\",name=\"" + label(j.settings.name) + "\"";
+    r.progress.Parse(j.progress.c_str());
+    if (r.progress.HasParseError() || !r.progress.IsObject()) r.progress.SetObject();
+    r.job = &j;
+    rows.push_back(std::move(r));
+  }
+  auto num = [](const rapidjson::Value& v, const char* k) {
+    auto it = v.FindMember(k);
+    return it != v.MemberEnd() && it->value.IsNumber() ? it->value.GetDouble() : 0.0;
+  };
+  auto emit = [&](const char* name, const char* type, const char* help, auto value) {
+    family(name, type, help);
+    for (const auto& r : rows) {
+      char buf[64];
+      std::snprintf(buf, sizeof(buf), "%.17g", static_cast<double>(value(r)));
+      out += std::string(name) + "{" + r.labels + "} " + buf + "\n";
+    }
+  };
+  emit("dts_job_lag_milliseconds", "gauge", "Age of the last applied source commit while behind (0 when caught up).",
+       [&](const Row& r) { return num(r.progress, "lag_ms"); });
+  emit("dts_job_lag_bytes", "gauge", "Source WAL not yet applied.", [&](const Row& r) { return num(r.progress, "lag_bytes"); });
+  emit("dts_job_changes_per_second", "gauge", "Rows applied per second, last interval.",
+       [&](const Row& r) { return num(r.progress, "changes_per_second"); });
+  emit("dts_job_changes_applied_total", "counter", "Rows applied since the applier started.",
+       [&](const Row& r) { return num(r.progress, "changes_applied"); });
+  emit("dts_job_rows_copied_total", "counter", "Rows copied by the snapshot copy.", [&](const Row& r) {
+    auto it = r.progress.FindMember("copy");
+    return it != r.progress.MemberEnd() && it->value.IsObject() ? num(it->value, "rows_copied") : 0.0;
+  });
+  emit("dts_job_errors_total", "counter", "Errors the job reported since serve started.",
+       [&](const Row& r) { return static_cast<double>(jobs.errors_seen(r.job->id)); });
+  family("dts_job_status", "gauge", "1 for the job's current status.");
+  for (const auto& r : rows)
+    out += "dts_job_status{" + r.labels + ",status=\"" + status_name(r.job->status) + "\"} 1\n";
+  return out;
+}
+
+void add_job_routes(httplib::Server& svr, JobManager& jobs) {
+  svr.Post("/api/jobs", [&](const httplib::Request& req, httplib::Response& res) {
+    rapidjson::Document doc;
+    if (!parse_body(req, res, doc, false)) return;
+    JobSettings s;
+    std::string error;
+    if (!parse_settings(doc, s, error)) {
+      reply(res, 400, error.rfind("unknown field", 0) == 0 ? kErrUnknownField : kErrInvalidField, error);
+      return;
+    }
+    Job created;
+    ActionResult r = jobs.create(std::move(s), created);
+    if (r.failed()) return reply_result(res, r);
+    reply(res, 201, 0, "", job_json(created));
+  });
+  svr.Get("/api/jobs", [&](const httplib::Request&, httplib::Response& res) {
+    std::string model = "[";
+    for (const auto& j : jobs.list()) model += (model.size() > 1 ? "," : "") + job_json(j);
+    reply(res, 200, 0, "", model + "]");
+  });
+  svr.Get(R"(/api/jobs/(\d+))", [&](const httplib::Request& req, httplib::Response& res) {
+    int64_t id = id_of(req);
+    auto job = jobs.get(id);
+    if (!job) return reply(res, 404, kErrJobNotFound, "no job " + std::string(req.matches[1]));
+    reply(res, 200, 0, "", job_json(*job));
+  });
+  svr.Post(R"(/api/jobs/(\d+)/(start|stop|resume|complete|verify|cancel))",
+           [&](const httplib::Request& req, httplib::Response& res) {
+             int64_t id = id_of(req);
+             std::string action = req.matches[2];
+             rapidjson::Document doc;
+             if (!parse_body(req, res, doc, true)) return;
+             CompleteRequest cr;
+             if (action == "complete") {
+               for (auto it = doc.MemberBegin(); it != doc.MemberEnd(); ++it) {
+                 std::string k = it->name.GetString();
+                 const auto& v = it->value;
+                 if (k == "maxLagMs" && v.IsInt64() && v.GetInt64() >= 1 && v.GetInt64() <= 3600000) cr.max_lag_ms = v.GetInt64();
+                 else if (k == "sequenceShift" && v.IsInt64() && v.GetInt64() >= 0 && v.GetInt64() <= (int64_t{1} << 40))
+                   cr.sequence_shift = v.GetInt64();
+                 else if (k == "verify" && v.IsBool()) cr.verify = v.GetBool();
+                 else if (k == "maxLagMs" || k == "sequenceShift" || k == "verify")
+                   return reply(res, 400, kErrInvalidField,
+                                "field \"" + k + "\" must be " +
+                                    (k == "verify" ? "true or false"
+                                                   : k == "maxLagMs" ? "an integer from 1 to 3600000"
+                                                                     : "an integer from 0 to 1099511627776"));
+                 else
+                   return reply(res, 400, kErrUnknownField,
+                                "unknown field \"" + k.substr(0, 64) + "\"; the fields are maxLagMs, sequenceShift, verify");
+               }
+             } else if (doc.MemberCount() > 0) {
+               return reply(res, 400, kErrUnknownField, action + " takes no fields; send an empty body or {}");
+             }
+             ActionResult r = action == "start"      ? jobs.start_job(id)
+                              : action == "stop"     ? jobs.stop(id)
+                              : action == "resume"   ? jobs.resume(id)
+                              : action == "complete" ? jobs.complete(id, cr)
+                              : action == "verify"   ? jobs.verify(id)
+                                                     : jobs.cancel(id);
+             if (r.failed()) return reply_result(res, r);
+             auto job = jobs.get(id);
+             reply(res, 200, 0, "", job ? job_json(*job) : "null");
+           });
+  svr.Post("/api/check", [&](const httplib::Request& req, httplib::Response& res) {
+    rapidjson::Document doc;
+    if (!parse_body(req, res, doc, false)) return;
+    check::CheckOptions o;
+    for (auto it = doc.MemberBegin(); it != doc.MemberEnd(); ++it) {
+      std::string k = it->name.GetString();
+      std::string* dst = k == "source" ? &o.source : k == "target" ? &o.target : k == "tables" ? &o.tables
+                                                   : k == "exclude" ? &o.exclude : nullptr;
+      if (dst == nullptr)
+        return reply(res, 400, kErrUnknownField, "unknown field \"" + k.substr(0, 64) + "\"; the fields are source, target, tables, exclude");
+      if (!it->value.IsString() || it->value.GetStringLength() > 8192)
+        return reply(res, 400, kErrInvalidField, "field \"" + k + "\" must be a string of at most 8192 characters");
+      *dst = it->value.GetString();
+    }
+    if (o.source.empty() || o.target.empty())
+      return reply(res, 400, kErrInvalidField, std::string("field \"") + (o.source.empty() ? "source" : "target") + "\" is required");
+    std::string json = check::render_json(check::run_checks(o));
+    while (!json.empty() && json.back() == '\n') json.pop_back();
+    reply(res, 200, 0, "", json);
+  });
+}
+
+}  // namespace
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
+int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
+  auto colon = o.listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    spdlog::error("--listen \"{}\" must be HOST:PORT, e.g. 127.0.0.1:8888", o.listen);
+    return 2;
+  }
+  std::string host = o.listen.substr(0, colon);
+  int port = 0;
+  try {
+    port = std::stoi(o.listen.substr(colon + 1));
+  } catch (const std::exception&) {
+    port = -1;
+  }
+  if (port < 1 || port > 65535) {
+    spdlog::error("--listen \"{}\": the port must be a number from 1 to 65535", o.listen);
+    return 2;
+  }
+  std::string token;
+  if (!o.token_file.empty()) {
+    std::ifstream f(o.token_file);
+    if (!f) {
+      spdlog::error("--token-file {}: cannot read it", o.token_file);
+      return 2;
+    }
+    std::getline(f, token);
+    while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+    if (token.size() < 16) {
+      spdlog::error("--token-file {}: the token must be at least 16 characters (e.g. openssl rand -hex 32)", o.token_file);
+      return 2;
+    }
+  }
+  if (!is_loopback(host) && token.empty()) {
+    spdlog::error("refusing to listen on {} without a token: anyone who can reach it could run migrations. "
+                  "Pass --token-file, or listen on 127.0.0.1", host);
+    return 2;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(o.work_dir, ec);
+  if (ec) {
+    spdlog::error("--work-dir {}: {}", o.work_dir, ec.message());
+    return 2;
+  }
+  // The jobs' processes are this same binary.
+  char exe[PATH_MAX] = {0};
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  std::unique_ptr<JobManager> jobs;
+  try {
+    jobs = std::make_unique<JobManager>(std::make_unique<JobStore>(o.state), o.work_dir,
+                                        n > 0 ? std::string(exe, static_cast<size_t>(n)) : "/proc/self/exe", o.max_jobs);
+    jobs->start();
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return e.kind() == ErrorKind::kConfig ? 2 : 1;
+  }
+
+  httplib::Server svr;
+  svr.set_payload_max_length(1 << 20);
+  svr.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
+    if (req.path == "/health" || (req.method == "GET" && (req.path == "/" || req.path == "/index.html")))
+      return httplib::Server::HandlerResponse::Unhandled;
+    if (!token.empty()) {
+      std::string auth = req.get_header_value("Authorization");
+      if (auth.rfind("Bearer ", 0) != 0 || !constant_time_equal(auth.substr(7), token)) {
+        res.set_header("WWW-Authenticate", "Bearer");
+        reply(res, 401, kErrUnauthorized,
+              auth.empty() ? "this server needs Authorization: Bearer <token>" : "the token is not valid");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    // A browser on another site must not drive the API through the user's own loopback server.
+    std::string origin = req.get_header_value("Origin");
+    if (req.method != "GET" && !origin.empty()) {
+      auto scheme = origin.find("://");
+      std::string origin_host = scheme == std::string::npos ? origin : origin.substr(scheme + 3);
+      if (origin_host != req.get_header_value("Host")) {
+        reply(res, 403, kErrForbiddenOrigin, "requests from origin " + origin.substr(0, 200) + " are not allowed");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // ours already
+    if (res.status == 404) reply(res, 404, kErrNotFound, "no route " + req.method + " " + req.path.substr(0, 200));
+    else if (res.status == 413) reply(res, 413, kErrInvalidField, "the body is larger than 1 MB");
+    else reply(res, res.status, res.status * 100, "the request failed");
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    spdlog::error("request failed: {}", what);
+    reply(res, 500, kErrInternal, what);
+  });
+  svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {
+    reply(res, 200, 0, "", "{\"status\":\"ok\"}");
+  });
+  svr.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_content(kStatusPage, "text/html; charset=utf-8"); });
+  svr.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics_text(*jobs), "text/plain; version=0.0.4");
+  });
+  add_job_routes(svr, *jobs);
+  add_sharding_sphere_routes(svr, *jobs);
+
+  if (!svr.bind_to_port(host, port)) {
+    spdlog::error("cannot listen on {}:{} (in use, or not an address of this machine)", host, port);
+    jobs->shutdown();
+    return 1;
+  }
+  spdlog::info("serving on http://{}:{} ({}), jobs kept in {}", host, port, token.empty() ? "no token" : "token required",
+               pg::redact_conninfo(o.state));
+  std::thread server([&] { svr.listen_after_bind(); });
+  while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  spdlog::info("stopping: the jobs' processes stop and resume when serve starts again");
+  svr.stop();
+  server.join();
+  jobs->shutdown();
+  return 0;
+}
+
+}  // namespace dts::serve

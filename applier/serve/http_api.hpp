@@ -1,0 +1,27 @@
+// `dts_applier serve`: the jobs and their HTTP API (cpp-httplib, JSON with RapidJSON), the
+// Prometheus metrics, the status page, and the ShardingSphere-Scaling routes.
+#ifndef DTS_APPLIER_SERVE_HTTP_API_HPP
+#define DTS_APPLIER_SERVE_HTTP_API_HPP
+
+#include <atomic>
+#include <string>
+
+namespace dts::serve {
+
+struct ServeOptions {
+  std::string listen = "127.0.0.1:8888";
+  std::string token_file;  // required to listen on anything but loopback
+  std::string state;       // conninfo of the database that keeps the jobs (schema dts)
+  std::string work_dir;    // status files and logs of the jobs' processes
+  int max_jobs = 4;        // jobs running at once; more wait, queued
+};
+
+// Runs until `stop`; returns the exit code (2: bad options, 1: could not serve).
+int run_serve(const ServeOptions& options, const std::atomic<bool>& stop);
+
+// Whether a listen host is a loopback address (127.0.0.0/8, ::1, localhost).
+bool is_loopback(const std::string& host);
+
+}  // namespace dts::serve
+
+#endif

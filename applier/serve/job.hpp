@@ -1,0 +1,85 @@
+// A job: a migration with its settings and its state, as `serve` runs it and the API shows it.
+#ifndef DTS_APPLIER_SERVE_JOB_HPP
+#define DTS_APPLIER_SERVE_JOB_HPP
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace dts::serve {
+
+enum class JobStatus {
+  kPending,    // created, waits for a free run slot (or for `start` when created with start=false)
+  kScheduled,  // waits for its start time
+  kPreparing,
+  kMigrateHistoryData,       // schema and snapshot copy
+  kSynchronizeRealtimeData,  // streaming changes
+  kStopping,
+  kStopped,
+  kCompleted,
+  kFailed,
+};
+
+const char* status_name(JobStatus s);
+std::optional<JobStatus> parse_status(const std::string& name);
+// A child process runs for the job in these states.
+bool is_running(JobStatus s);
+
+struct JobSettings {
+  std::string name;
+  std::string source;  // conninfo, may hold a password: never shown
+  std::string target;
+  std::string tables;
+  std::string exclude;
+  bool incremental = true;
+  int jobs = 2;
+  int64_t split_size_mb = 256;
+  double bandwidth_limit_mb_per_s = 0;
+  bool resume_auto = true;
+  int64_t start_time = 0;  // Unix seconds; 0: at once
+  bool start = true;       // queue at once (false: wait for POST .../start)
+};
+
+// Reads settings from a JSON object. On a bad request returns false with `error` naming the
+// field and what it must be; unknown fields are refused (a typo must not be ignored).
+bool parse_settings(const rapidjson::Value& body, JobSettings& out, std::string& error);
+// Settings as stored (conninfos included: the store is the target database, readable by the
+// migration's owner only) and as shown (conninfos with their passwords removed).
+std::string settings_json(const JobSettings& s, bool for_display);
+// ISO 8601 ("2026-11-21T10:00:00Z" or with +hh:mm); nullopt if not one.
+std::optional<int64_t> parse_iso8601(const std::string& text);
+std::string format_iso8601(int64_t unix_seconds);
+
+struct VerifyState {
+  std::string status;  // "", RUNNING, EQUAL, DIFFERENT, ERROR
+  std::string report;  // verify's JSON output
+  int64_t at = 0;
+};
+
+struct Job {
+  int64_t id = 0;
+  JobSettings settings;
+  JobStatus status = JobStatus::kPending;
+  bool queued = false;     // will run when a slot is free
+  bool cancelled = false;  // cancel removed its slot: it cannot be resumed
+  std::string error;
+  int64_t error_at = 0;
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+  std::string progress;  // the migrate status file's JSON, last read
+  VerifyState verify;
+  std::string slot() const { return "dts_job_" + std::to_string(id); }
+};
+
+// The job model of the API: status, per-table and per-chunk history progress, realtime
+// progress (delay, received and applied LSN), rates, and the error with its time.
+void write_job_model(rapidjson::Writer<rapidjson::StringBuffer>& w, const Job& job);
+
+}  // namespace dts::serve
+
+#endif

@@ -1,0 +1,101 @@
+#include "serve/jobs_cli.hpp"
+
+#include <httplib.h>
+#include <rapidjson/document.h>
+#include <rapidjson/prettywriter.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cstdio>
+#include <fstream>
+
+namespace dts::serve {
+namespace {
+
+std::string create_body(const JobsCliOptions& o) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  auto field = [&](const char* k, const std::string& v) {
+    if (v.empty()) return;
+    w.Key(k);
+    w.String(v.c_str());
+  };
+  field("name", o.name);
+  field("source", o.source);
+  field("target", o.target);
+  field("tables", o.tables);
+  field("exclude", o.exclude);
+  field("mode", o.mode);
+  field("startTime", o.start_time);
+  w.Key("jobs");
+  w.Int(o.jobs);
+  w.EndObject();
+  return buf.GetString();
+}
+
+void print_list(const rapidjson::Value& jobs) {
+  std::printf("%-6s %-28s %-26s %14s %10s\n", "id", "name", "status", "rows copied", "lag ms");
+  for (const auto& j : jobs.GetArray()) {
+    std::printf("%-6lld %-28.28s %-26s %14lld %10lld\n", static_cast<long long>(j["id"].GetInt64()),
+                j["jobName"].GetString(), j["status"].GetString(),
+                static_cast<long long>(j["historyProgress"]["syncedRows"].GetInt64()),
+                static_cast<long long>(j["realtimeProgress"]["delayMillisecond"].GetInt64()));
+  }
+}
+
+}  // namespace
+
+int run_jobs_cli(const JobsCliOptions& o) {
+  std::string token;
+  if (!o.token_file.empty()) {
+    std::ifstream f(o.token_file);
+    if (!f) {
+      std::fprintf(stderr, "--token-file %s: cannot read it\n", o.token_file.c_str());
+      return 2;
+    }
+    std::getline(f, token);
+  }
+  httplib::Client cli(o.server);
+  if (!cli.is_valid()) {
+    std::fprintf(stderr, "--server %s is not a URL like http://127.0.0.1:8888\n", o.server.c_str());
+    return 2;
+  }
+  cli.set_connection_timeout(5);
+  cli.set_read_timeout(120);
+  httplib::Headers headers;
+  if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+  std::string id = std::to_string(o.id);
+  httplib::Result res = o.action == "list"     ? cli.Get("/api/jobs", headers)
+                        : o.action == "show"   ? cli.Get(("/api/jobs/" + id).c_str(), headers)
+                        : o.action == "create" ? cli.Post("/api/jobs", headers, create_body(o), "application/json")
+                                               : cli.Post(("/api/jobs/" + id + "/" + o.action).c_str(), headers, "",
+                                                          "application/json");
+  if (!res) {
+    std::fprintf(stderr, "cannot reach %s (%s): is `dts_applier serve` running there?\n", o.server.c_str(),
+                 httplib::to_string(res.error()).c_str());
+    return 1;
+  }
+  rapidjson::Document d;
+  d.Parse(res->body.c_str());
+  if (d.HasParseError() || !d.IsObject() || !d.HasMember("success")) {
+    std::fprintf(stderr, "%s answered HTTP %d without the API's envelope\n", o.server.c_str(), res->status);
+    return 1;
+  }
+  if (!d["success"].GetBool()) {
+    std::fprintf(stderr, "HTTP %d, error %d: %s\n", res->status, d["errorCode"].GetInt(),
+                 d["errorMsg"].IsString() ? d["errorMsg"].GetString() : "");
+    return 1;
+  }
+  if (o.action == "list") {
+    print_list(d["model"]);
+    return 0;
+  }
+  rapidjson::StringBuffer buf;
+  rapidjson::PrettyWriter<rapidjson::StringBuffer> w(buf);
+  d["model"].Accept(w);
+  std::printf("%s\n", buf.GetString());
+  return 0;
+}
+
+}  // namespace dts::serve

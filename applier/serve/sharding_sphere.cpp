@@ -1,0 +1,247 @@
+#include "serve/sharding_sphere.hpp"
+
+#include <httplib.h>
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "serve/job_manager.hpp"
+
+namespace dts::serve {
+namespace {
+
+using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+std::string conninfo_value(const std::string& v) {
+  std::string out = "'";
+  for (char c : v) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "'";
+}
+
+// A value of `key:` in the YAML text ShardingSphere sends as sourceDatasource (one level is
+// enough: jdbcUrl, username and password are plain scalars, maybe quoted).
+std::string yaml_scalar(const std::string& yaml, const std::string& key) {
+  size_t pos = 0;
+  while ((pos = yaml.find(key + ":", pos)) != std::string::npos) {
+    bool at_line_start = pos == 0 || yaml[pos - 1] == ' ' || yaml[pos - 1] == '\n';
+    pos += key.size() + 1;
+    if (!at_line_start) continue;
+    size_t end = yaml.find('\n', pos);
+    std::string v = yaml.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+    while (!v.empty() && v.front() == ' ') v.erase(0, 1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\r')) v.pop_back();
+    if (v.size() >= 2 && (v.front() == '\'' || v.front() == '"') && v.back() == v.front()) {
+      char q = v.front();
+      v = v.substr(1, v.size() - 2);
+      if (q == '\'') {  // YAML doubles a single quote inside single quotes
+        for (size_t i = v.find("''"); i != std::string::npos; i = v.find("''", i + 1)) v.erase(i, 1);
+      }
+    }
+    return v;
+  }
+  return "";
+}
+
+// ShardingSphere's job states: a job is RUNNING or STOPPED; its task shows the phase.
+const char* task_status(JobStatus s) {
+  switch (s) {
+    case JobStatus::kPending:
+    case JobStatus::kScheduled:
+    case JobStatus::kPreparing: return "PREPARING";
+    case JobStatus::kMigrateHistoryData: return "MIGRATE_HISTORY_DATA";
+    case JobStatus::kSynchronizeRealtimeData: return "SYNCHRONIZE_REALTIME_DATA";
+    case JobStatus::kStopping: return "STOPPING";
+    default: return "STOPPED";
+  }
+}
+const char* job_status(JobStatus s) {
+  return s == JobStatus::kStopped || s == JobStatus::kCompleted || s == JobStatus::kFailed ? "STOPPED" : "RUNNING";
+}
+
+void envelope(httplib::Response& res, int status, int code, const std::string& msg, const std::string& model) {
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  w.StartObject();
+  w.Key("success");
+  w.Bool(code == 0);
+  w.Key("errorCode");
+  w.Int(code);
+  w.Key("errorMsg");
+  if (code == 0) w.Null();
+  else w.String(msg.c_str());
+  w.Key("model");
+  w.RawValue(model.c_str(), model.size(), rapidjson::kObjectType);
+  w.EndObject();
+  res.status = status;
+  res.set_content(std::string(buf.GetString(), buf.GetSize()) + "\n", "application/json");
+}
+
+std::string progress_model(const Job& job) {
+  // The job model has it all; reshape it as ShardingSphere's progress.
+  rapidjson::StringBuffer full;
+  Writer fw(full);
+  write_job_model(fw, job);
+  rapidjson::Document m;
+  m.Parse(full.GetString());
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  w.StartObject();
+  w.Key("id");
+  w.Int64(job.id);
+  w.Key("jobName");
+  w.String(job.settings.name.c_str());
+  w.Key("status");
+  w.String(job_status(job.status));
+  w.Key("syncTaskProgress");
+  w.StartArray();
+  w.StartObject();
+  w.Key("id");
+  w.String(("task-" + std::to_string(job.id)).c_str());
+  w.Key("status");
+  w.String(task_status(job.status));
+  w.Key("historySyncTaskProgress");
+  w.StartArray();
+  for (const auto& t : m["historyProgress"]["tables"].GetArray()) {
+    for (const auto& c : t["chunkProgress"].GetArray()) {
+      w.StartObject();
+      w.Key("id");
+      w.String(c["id"].GetString());
+      w.Key("estimatedRows");
+      w.Int64(c["estimatedRows"].GetInt64());
+      w.Key("syncedRows");
+      w.Int64(c["syncedRows"].GetInt64());
+      w.EndObject();
+    }
+  }
+  w.EndArray();
+  w.Key("realTimeSyncTaskProgress");
+  w.StartObject();
+  w.Key("id");
+  w.String(("realtime-" + std::to_string(job.id)).c_str());
+  w.Key("delayMillisecond");
+  w.Int64(m["realtimeProgress"]["delayMillisecond"].GetInt64());
+  w.Key("position");
+  w.StartObject();
+  w.Key("lsn");
+  w.String(m["realtimeProgress"]["appliedLsn"].GetString());
+  w.EndObject();
+  w.EndObject();
+  w.EndObject();
+  w.EndArray();
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+}  // namespace
+
+std::optional<std::string> conninfo_from_jdbc(const std::string& url, const std::string& user,
+                                              const std::string& password, std::string& error) {
+  const std::string prefix = "jdbc:postgresql://";
+  if (url.rfind(prefix, 0) != 0) {
+    error = "the URL must start with jdbc:postgresql:// (got \"" + url.substr(0, 40) + "\")";
+    return std::nullopt;
+  }
+  std::string rest = url.substr(prefix.size());
+  size_t slash = rest.find('/');
+  std::string hostport = rest.substr(0, slash);
+  std::string db = slash == std::string::npos ? "" : rest.substr(slash + 1);
+  db = db.substr(0, db.find('?'));
+  std::string host = hostport, port;
+  size_t colon = hostport.rfind(':');
+  if (colon != std::string::npos && hostport.find(']') == std::string::npos) {
+    host = hostport.substr(0, colon);
+    port = hostport.substr(colon + 1);
+  }
+  if (host.empty() || db.empty()) {
+    error = "the URL needs a host and a database: jdbc:postgresql://host:5432/dbname";
+    return std::nullopt;
+  }
+  std::string c = "host=" + conninfo_value(host) + " dbname=" + conninfo_value(db);
+  if (!port.empty()) c += " port=" + conninfo_value(port);
+  if (!user.empty()) c += " user=" + conninfo_value(user);
+  if (!password.empty()) c += " password=" + conninfo_value(password);
+  return c;
+}
+
+void add_sharding_sphere_routes(httplib::Server& svr, JobManager& jobs) {
+  svr.Post("/scaling/job/start", [&](const httplib::Request& req, httplib::Response& res) {
+    rapidjson::Document d;
+    d.Parse(req.body.c_str(), req.body.size());
+    if (d.HasParseError() || !d.IsObject()) return envelope(res, 400, kErrBadJson, "the body is not a JSON object", "null");
+    auto str = [](const rapidjson::Value& o, const char* k) {
+      auto it = o.FindMember(k);
+      return it != o.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString()) : std::string();
+    };
+    if (!d.HasMember("ruleConfiguration") || !d["ruleConfiguration"].IsObject())
+      return envelope(res, 400, kErrInvalidField, "field \"ruleConfiguration\" (an object) is required", "null");
+    const auto& rule = d["ruleConfiguration"];
+    std::string yaml = str(rule, "sourceDatasource");
+    if (yaml.empty())
+      return envelope(res, 400, kErrInvalidField, "field \"ruleConfiguration.sourceDatasource\" (a string) is required", "null");
+    if (!rule.HasMember("destinationDataSources") || !rule["destinationDataSources"].IsObject())
+      return envelope(res, 400, kErrInvalidField, "field \"ruleConfiguration.destinationDataSources\" (an object) is required",
+                      "null");
+    const auto& dst = rule["destinationDataSources"];
+    std::string error;
+    auto source = conninfo_from_jdbc(yaml_scalar(yaml, "jdbcUrl"), yaml_scalar(yaml, "username"),
+                                     yaml_scalar(yaml, "password"), error);
+    if (!source) return envelope(res, 400, kErrInvalidField, "ruleConfiguration.sourceDatasource jdbcUrl: " + error, "null");
+    auto target = conninfo_from_jdbc(str(dst, "url"), str(dst, "username"), str(dst, "password"), error);
+    if (!target) return envelope(res, 400, kErrInvalidField, "ruleConfiguration.destinationDataSources.url: " + error, "null");
+    JobSettings s;
+    s.source = *source;
+    s.target = *target;
+    s.name = str(dst, "name").empty() ? "" : "scaling to " + str(dst, "name");
+    if (d.HasMember("jobConfiguration") && d["jobConfiguration"].IsObject()) {
+      const auto& jc = d["jobConfiguration"];
+      if (jc.HasMember("concurrency")) {
+        if (!jc["concurrency"].IsInt() || jc["concurrency"].GetInt() < 1 || jc["concurrency"].GetInt() > 64)
+          return envelope(res, 400, kErrInvalidField, "field \"jobConfiguration.concurrency\" must be an integer from 1 to 64",
+                          "null");
+        s.jobs = jc["concurrency"].GetInt();
+      }
+    }
+    Job created;
+    ActionResult r = jobs.create(std::move(s), created);
+    if (r.failed()) return envelope(res, r.http_status, r.error_code, r.message, "null");
+    envelope(res, 200, 0, "", "null");
+  });
+  svr.Get(R"(/scaling/job/progress/(\d+))", [&](const httplib::Request& req, httplib::Response& res) {
+    const std::string& id = req.matches[1];
+    auto job = id.size() > 15 ? std::nullopt : jobs.get(std::stoll(id));
+    if (!job) return envelope(res, 404, kErrJobNotFound, "no job " + id, "null");
+    envelope(res, 200, 0, "", progress_model(*job));
+  });
+  svr.Get("/scaling/job/list", [&](const httplib::Request&, httplib::Response& res) {
+    rapidjson::StringBuffer buf;
+    Writer w(buf);
+    w.StartArray();
+    for (const auto& j : jobs.list()) {
+      w.StartObject();
+      w.Key("jobId");
+      w.Int64(j.id);
+      w.Key("jobName");
+      w.String(j.settings.name.c_str());
+      w.Key("status");
+      w.String(job_status(j.status));
+      w.EndObject();
+    }
+    w.EndArray();
+    envelope(res, 200, 0, "", std::string(buf.GetString(), buf.GetSize()));
+  });
+  svr.Post("/scaling/job/stop", [&](const httplib::Request& req, httplib::Response& res) {
+    rapidjson::Document d;
+    d.Parse(req.body.c_str(), req.body.size());
+    if (d.HasParseError() || !d.IsObject()) return envelope(res, 400, kErrBadJson, "the body is not a JSON object", "null");
+    if (!d.HasMember("jobId") || !d["jobId"].IsInt64())
+      return envelope(res, 400, kErrInvalidField, "field \"jobId\" (an integer) is required", "null");
+    ActionResult r = jobs.stop(d["jobId"].GetInt64());
+    if (r.failed()) return envelope(res, r.http_status, r.error_code, r.message, "null");
+    envelope(res, 200, 0, "", "null");
+  });
+}
+
+}  // namespace dts::serve
