@@ -358,6 +358,8 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     target.exec("CREATE SCHEMA IF NOT EXISTS dts");
     target.exec("CREATE TABLE IF NOT EXISTS dts.migration (slot text PRIMARY KEY, phase text NOT NULL, "
                 "consistent_point pg_lsn, tables text, updated_at timestamptz NOT NULL)");
+    // The copy's summary, so that a migrate resumed after the copy still shows it.
+    target.exec("ALTER TABLE dts.migration ADD COLUMN IF NOT EXISTS copy_summary text");
     std::string phase = target.query_value("SELECT phase FROM dts.migration WHERE slot = $1", {opts.slot});
     std::string origin = "dts_" + opts.slot;
     std::string copy_summary;
@@ -484,6 +486,10 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     f.decoding_work_mem = opts.decoding_work_mem;
     f.bandwidth_mb_per_s = opts.bandwidth_mb_per_s;
     f.resume_auto = opts.resume_auto;
+    if (!copy_summary.empty())
+      target.exec_params("UPDATE dts.migration SET copy_summary = $2 WHERE slot = $1", {opts.slot, copy_summary});
+    else
+      copy_summary = target.query_value("SELECT coalesce(copy_summary, '') FROM dts.migration WHERE slot = $1", {opts.slot});
     f.copy_json = copy_summary;
     return follow::run_follow(f, stop);
   } catch (const Error& e) {

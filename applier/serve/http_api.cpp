@@ -327,7 +327,7 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
   svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // ours already
     if (res.status == 404) reply(res, 404, kErrNotFound, "no route " + req.method + " " + req.path.substr(0, 200));
-    else if (res.status == 413) reply(res, 413, kErrInvalidField, "the body is larger than 1 MB");
+    else if (res.status == 413) reply(res, 413, kErrTooLarge, "the body is larger than 1 MB");
     else reply(res, res.status, res.status * 100, "the request failed");
     return httplib::Server::HandlerResponse::Handled;
   }));

@@ -40,6 +40,7 @@ constexpr int kErrForbiddenOrigin = 40300;
 constexpr int kErrNotFound = 40400;
 constexpr int kErrJobNotFound = 40401;
 constexpr int kErrInvalidState = 40900;
+constexpr int kErrTooLarge = 41300;
 constexpr int kErrInternal = 50000;
 
 struct CompleteRequest {

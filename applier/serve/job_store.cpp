@@ -9,10 +9,10 @@ namespace {
 
 // Times go through the database as Unix seconds.
 constexpr const char* kColumns =
-    "id, settings::text, status, queued, cancelled, coalesce(error, ''), coalesce(extract(epoch FROM error_at)::bigint, 0), "
+    "id, settings::text, status, queued, cancelled, coalesce(error, ''), coalesce(floor(extract(epoch FROM error_at))::bigint, 0), "
     "coalesce(progress::text, ''), coalesce(verify_status, ''), coalesce(verify_report, ''), "
-    "coalesce(extract(epoch FROM verify_at)::bigint, 0), extract(epoch FROM created_at)::bigint, "
-    "extract(epoch FROM updated_at)::bigint";
+    "coalesce(floor(extract(epoch FROM verify_at))::bigint, 0), floor(extract(epoch FROM created_at))::bigint, "
+    "floor(extract(epoch FROM updated_at))::bigint";
 
 JobSettings settings_from_json(const std::string& text) {
   rapidjson::Document d;
@@ -56,7 +56,7 @@ pg::Result JobStore::exec(const std::string& sql, const std::vector<std::string>
 void JobStore::insert(Job& job) {
   pg::Result r = exec(
       "INSERT INTO dts.jobs (settings, status, queued) VALUES ($1::jsonb, $2, $3::bool) RETURNING id, "
-      "extract(epoch FROM created_at)::bigint",
+      "floor(extract(epoch FROM created_at))::bigint",
       {settings_json(job.settings, false), status_name(job.status), job.queued ? "true" : "false"});
   job.id = std::stoll(PQgetvalue(r.get(), 0, 0));
   job.created_at = job.updated_at = std::stoll(PQgetvalue(r.get(), 0, 1));

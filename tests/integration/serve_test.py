@@ -224,6 +224,201 @@ def a_job_lives_from_create_through_copy_and_streaming_to_complete():
             serve.cleanup()
 
 
+@test
+def every_error_has_its_status_and_body_and_tokens_are_enforced():
+    with Pair(1) as pair:
+        token = "t0ken-" + "x" * 26
+        serve = Serve(pair.target, HTTP_PORT + 1, token=token)
+        try:
+            def expect(status, code, what, call):
+                got, body = call
+                check(got == status and isinstance(body, dict) and body["success"] is False
+                      and body["errorCode"] == code and body["model"] is None and what in (body["errorMsg"] or ""),
+                      f"expected {status}/{code} with {what!r}, got {got} {body}")
+
+            check(serve.call("GET", "/health", token=None)[0] == 200, "health needs no token")
+            expect(401, 40100, "Authorization: Bearer", serve.call("GET", "/api/jobs", token=None))
+            expect(401, 40100, "not valid", serve.call("GET", "/api/jobs", token="wrong" * 8))
+            expect(401, 40100, "not valid", serve.call("GET", "/metrics", token="wrong" * 8))
+            check(serve.call("GET", "/api/jobs")[0] == 200, "the right token is accepted")
+
+            expect(400, 40001, "offset", serve.call("POST", "/api/jobs", raw=b'{"source": '))
+            expect(400, 40001, "JSON object", serve.call("POST", "/api/jobs", raw=b'[1, 2]'))
+            expect(400, 40002, '"sourse"', serve.call("POST", "/api/jobs", {"sourse": "x", "target": "y"}))
+            base = job_body(pair)
+            for field, value, what in [("jobs", 0, '"jobs" must be an integer from 1 to 64'),
+                                       ("jobs", "2", '"jobs" must be an integer'),
+                                       ("jobs", 2.5, '"jobs" must be an integer'),
+                                       ("mode", "fast", '"mode" must be "full" or "incremental"'),
+                                       ("source", 123, '"source" must be a string'),
+                                       ("source", "host=x port", '"source" is not a libpq conninfo'),
+                                       ("name", "n" * 300, '"name" must be 1 to 200 characters'),
+                                       ("startTime", "tomorrow", '"startTime" must be an ISO 8601 time'),
+                                       ("bandwidthLimitMBps", -1, '"bandwidthLimitMBps" must be a number'),
+                                       ("resumeMode", "sometimes", '"resumeMode" must be "auto" or "manual"'),
+                                       ("start", "yes", '"start" must be true or false')]:
+                expect(400, 40003, what, serve.call("POST", "/api/jobs", dict(base, **{field: value})))
+            missing = dict(base)
+            del missing["target"]
+            expect(400, 40003, '"target" is required', serve.call("POST", "/api/jobs", missing))
+            expect(413, 41300, "larger than 1 MB", serve.call("POST", "/api/jobs", raw=b'{"name": "' + b"a" * (2 << 20) + b'"}'))
+
+            expect(404, 40401, "no job 999", serve.call("GET", "/api/jobs/999"))
+            expect(404, 40401, "no job 999", serve.call("POST", "/api/jobs/999/stop"))
+            expect(404, 40400, "no route GET /api/nothing", serve.call("GET", "/api/nothing"))
+            expect(403, 40300, "origin http://evil.example", serve.call("POST", "/api/jobs", base,
+                                                                         headers={"Origin": "http://evil.example"}))
+
+            # A job that waits for start: the transitions it does not allow are 409s.
+            secret = pair.src.conninfo + " password=s3cr3t-pw"
+            status, body = serve.call("POST", "/api/jobs", dict(base, source=secret, start=False))
+            check(status == 201 and body["model"]["status"] == "PENDING" and body["model"]["queued"] is False, f"{body}")
+            jid = body["model"]["id"]
+            for action, what in [("complete", "complete cuts over a job in SYNCHRONIZE_REALTIME_DATA"),
+                                 ("resume", "only a STOPPED or FAILED job can be resumed"),
+                                 ("verify", "verify compares a job that streams")]:
+                expect(409, 40900, what, serve.call("POST", f"/api/jobs/{jid}/{action}"))
+            expect(400, 40002, '"maxlag"', serve.call("POST", f"/api/jobs/{jid}/complete", {"maxlag": 1}))
+            expect(400, 40003, '"maxLagMs" must be an integer', serve.call("POST", f"/api/jobs/{jid}/complete",
+                                                                            {"maxLagMs": "soon"}))
+            expect(400, 40002, "stop takes no fields", serve.call("POST", f"/api/jobs/{jid}/stop", {"now": True}))
+            check(serve.call("POST", f"/api/jobs/{jid}/stop")[1]["model"]["status"] == "STOPPED", "stop a pending job")
+            expect(409, 40900, "only a pending, scheduled or running job can be stopped",
+                   serve.call("POST", f"/api/jobs/{jid}/stop"))
+            expect(409, 40900, "start applies to a PENDING job", serve.call("POST", f"/api/jobs/{jid}/start"))
+
+            # The password is in none of the answers, and not in the log.
+            for path in ("/api/jobs", f"/api/jobs/{jid}", f"/scaling/job/progress/{jid}", "/scaling/job/list",
+                         "/metrics"):
+                check("s3cr3t-pw" not in json.dumps(serve.call("GET", path)[1]), f"password in {path}")
+            check("s3cr3t-pw" not in serve.tail(1000), "password in serve's log")
+
+            # Listening beyond loopback without a token is refused.
+            out = subprocess.run([APPLIER, "serve", "--listen", "0.0.0.0:25699", "--state", pair.target],
+                                 capture_output=True, text=True, timeout=30)
+            check(out.returncode == 2 and "refusing to listen on 0.0.0.0 without a token" in out.stderr, out.stderr)
+        finally:
+            serve.cleanup()
+
+
+@test
+def a_restart_of_serve_mid_job_resumes_it_and_it_ends_equal():
+    with Pair(2) as pair:
+        setup(pair)
+        serve = Serve(pair.target, HTTP_PORT + 2)
+        bench = Pgbench(pair.src)
+        try:
+            status, body = serve.call("POST", "/api/jobs", job_body(pair))
+            jid = body["model"]["id"]
+            serve.wait_status(jid, "SYNCHRONIZE_REALTIME_DATA")
+            applied = lsn(serve.job(jid)["realtimeProgress"]["appliedLsn"] or "0/0")
+            serve.kill9()  # its migrate process goes with it (parent-death signal)
+            wait_for("the migration process to go", lambda: pair.src.value(
+                "SELECT count(*) FROM pg_replication_slots WHERE active") == 0, 30)
+            serve.start()
+            m = serve.wait_status(jid, "SYNCHRONIZE_REALTIME_DATA")
+            target_lsn = lsn(pair.src.lsn())
+            wait_for("the resumed job to apply past the restart",
+                     lambda: lsn(serve.job(jid)["realtimeProgress"]["appliedLsn"] or "0/0") >= target_lsn, 60)
+            check(lsn(serve.job(jid)["realtimeProgress"]["appliedLsn"]) > applied, "no progress after the restart")
+            check(m["historyProgress"]["syncedRows"] >= 301000, "the copy's progress was lost in the restart")
+            serve.call("POST", f"/api/jobs/{jid}/complete", {"maxLagMs": 2000})
+            serve.wait_status(jid, "COMPLETED")
+            bench.stop()
+            check_equal(pair.src, pair.target_view(), TABLES)
+        finally:
+            bench.stop()
+            serve.cleanup()
+
+
+@test
+def sharding_sphere_scaling_routes_answer_in_their_shapes():
+    with Pair(3) as pair:
+        pair.src.sql(SCHEMA)
+        serve = Serve(pair.target, HTTP_PORT + 3)
+        try:
+            source_yaml = ("ds_0: !!org.apache.shardingsphere.governance.core.common.yaml.config.YamlDataSourceConfiguration\n"
+                           "  dataSourceClassName: com.zaxxer.hikari.HikariDataSource\n  props:\n"
+                           f"    jdbcUrl: jdbc:postgresql://127.0.0.1:{pair.src.port}/postgres?sslmode=disable\n"
+                           "    username: postgres\n    password: ''\n")
+            status, body = serve.call("POST", "/scaling/job/start", {
+                "ruleConfiguration": {"sourceDatasource": source_yaml, "sourceRule": "tables: {}",
+                                      "destinationDataSources": {"name": "dt_0", "username": "postgres", "password": "",
+                                                                 "url": f"jdbc:postgresql://127.0.0.1:{pair.dst.port}/app"}},
+                "jobConfiguration": {"concurrency": 3}})
+            check(status == 200 and body == {"success": True, "errorCode": 0, "errorMsg": None, "model": None},
+                  f"start: {status} {body}")
+            status, body = serve.call("GET", "/scaling/job/list")
+            check(status == 200 and body["success"] and len(body["model"]) == 1, f"list: {body}")
+            job = body["model"][0]
+            check(set(job) == {"jobId", "jobName", "status"} and job["status"] == "RUNNING", f"list item {job}")
+
+            def streaming():
+                b = serve.call("GET", f"/scaling/job/progress/{job['jobId']}")[1]
+                return b["model"]["syncTaskProgress"][0]["status"] == "SYNCHRONIZE_REALTIME_DATA"
+            wait_for("the task to synchronize realtime data", streaming, 120)
+            model = serve.call("GET", f"/scaling/job/progress/{job['jobId']}")[1]["model"]
+            check(model["id"] == job["jobId"] and model["status"] == "RUNNING", f"{model}")
+            task = model["syncTaskProgress"][0]
+            history = task["historySyncTaskProgress"]
+            check(history and all(set(h) == {"id", "estimatedRows", "syncedRows"} for h in history), f"{history}")
+            check(sum(h["syncedRows"] for h in history) == 201000, f"rows {sum(h['syncedRows'] for h in history)}")
+            check(set(task["realTimeSyncTaskProgress"]) == {"id", "delayMillisecond", "position"}, f"{task}")
+            check(serve.job(job["jobId"])["settings"]["jobs"] == 3, "concurrency is the copy's workers")
+
+            status, body = serve.call("POST", "/scaling/job/stop", {"jobId": job["jobId"]})
+            check(status == 200 and body["success"], f"stop: {body}")
+            serve.wait_status(job["jobId"], "STOPPED")
+            check(serve.call("GET", "/scaling/job/list")[1]["model"][0]["status"] == "STOPPED", "listed as stopped")
+            status, body = serve.call("POST", "/scaling/job/stop", {"jobId": "one"})
+            check(status == 400 and body["errorCode"] == 40003 and "jobId" in body["errorMsg"], f"{body}")
+            status, body = serve.call("GET", "/scaling/job/progress/77")
+            check(status == 404 and body["errorCode"] == 40401, f"{body}")
+        finally:
+            serve.cleanup()
+
+
+@test
+def jobs_queue_beyond_max_jobs_and_scheduled_ones_wait_for_their_time():
+    with Pair(4) as pair:
+        pair.src.sql(SCHEMA)
+        for db in ("app2", "app3"):
+            pair.dst.sql(f"CREATE DATABASE {db}")
+        serve = Serve(pair.target, HTTP_PORT + 4, "--max-jobs", "1")
+        try:
+            ids = []
+            for db in ("app", "app2"):
+                status, body = serve.call("POST", "/api/jobs", job_body(pair, mode="full",
+                                                                         target=pair.target.replace("dbname=app", f"dbname={db}")))
+                check(status == 201, f"create: {body}")
+                ids.append(body["model"]["id"])
+            start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 4))
+            status, body = serve.call("POST", "/api/jobs", job_body(
+                pair, mode="full", startTime=start, target=pair.target.replace("dbname=app", "dbname=app3")))
+            check(status == 201 and body["model"]["status"] == "SCHEDULED" and body["model"]["scheduledAt"] == start,
+                  f"scheduled: {body['model']['status']} {body['model']['scheduledAt']}")
+            scheduled = body["model"]["id"]
+            wait_for("the first job to run", lambda: serve.job(ids[0])["status"] not in ("PENDING",), 30)
+            if serve.job(ids[0])["status"] != "COMPLETED":
+                second = serve.job(ids[1])
+                check(second["status"] == "PENDING" and second["queued"], f"second job ran beside the first: {second['status']}")
+            for jid in ids:
+                serve.wait_status(jid, "COMPLETED", 120)
+            done = serve.wait_status(scheduled, "COMPLETED", 120)
+            check(done["updatedAt"] >= start, f"the scheduled job ran before its time: {done['updatedAt']} < {start}")
+            check_equal(pair.src, pair.target_view(), ["items", "orders"])
+            for db in ("app2", "app3"):
+                view = pair.target.replace("dbname=app", f"dbname={db}")
+                import psycopg2
+                c = psycopg2.connect(view)
+                with c.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM items")
+                    check(cur.fetchone()[0] == 200000, f"{db} was not migrated")
+                c.close()
+        finally:
+            serve.cleanup()
+
+
 def status_page(serve, job_id):
     """The page in headless Chromium: a screenshot, and the job's row and bars from the DOM."""
     chromium = shutil.which("chromium")
