@@ -235,6 +235,7 @@ void write_job_model(Writer& w, const Job& job) {
   key_time(w, "createdAt", job.created_at);
   key_time(w, "updatedAt", job.updated_at);
   key_time(w, "scheduledAt", job.settings.start_time);
+  key_time(w, "startedAt", job.started_at);
 
   // History: per table, per chunk (ids as ShardingSphere writes them: history-<table>#<n>).
   w.Key("historyProgress");

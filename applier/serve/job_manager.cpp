@@ -206,6 +206,7 @@ void JobManager::launch_migrate(Job& job) {
     args.insert(args.end(), {"--bandwidth-limit", std::to_string(s.bandwidth_limit_mb_per_s)});
   spawn(job, ChildKind::kMigrate, args);
   job.status = JobStatus::kPreparing;
+  job.started_at = now_unix();
   job.queued = false;
   job.error.clear();
   job.error_at = 0;

@@ -12,7 +12,7 @@ constexpr const char* kColumns =
     "id, settings::text, status, queued, cancelled, coalesce(error, ''), coalesce(floor(extract(epoch FROM error_at))::bigint, 0), "
     "coalesce(progress::text, ''), coalesce(verify_status, ''), coalesce(verify_report, ''), "
     "coalesce(floor(extract(epoch FROM verify_at))::bigint, 0), floor(extract(epoch FROM created_at))::bigint, "
-    "floor(extract(epoch FROM updated_at))::bigint";
+    "floor(extract(epoch FROM updated_at))::bigint, coalesce(floor(extract(epoch FROM started_at))::bigint, 0)";
 
 JobSettings settings_from_json(const std::string& text) {
   rapidjson::Document d;
@@ -37,7 +37,8 @@ JobStore::JobStore(std::string conninfo) : conninfo_(std::move(conninfo)) {
       "CREATE TABLE IF NOT EXISTS dts.jobs (id bigserial PRIMARY KEY, settings jsonb NOT NULL, status text NOT NULL, "
       "queued bool NOT NULL DEFAULT false, cancelled bool NOT NULL DEFAULT false, error text, error_at timestamptz, "
       "progress jsonb, verify_status text, verify_report text, verify_at timestamptz, "
-      "created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now())");
+      "created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(), "
+      "started_at timestamptz)");
   // The settings hold conninfos (passwords included, when given so): only the owner reads them.
   conn_.exec("REVOKE ALL ON dts.jobs FROM PUBLIC");
 }
@@ -66,10 +67,11 @@ void JobStore::save(const Job& job) {
   exec("UPDATE dts.jobs SET status = $2, queued = $3::bool, cancelled = $4::bool, error = NULLIF($5, ''), "
        "error_at = to_timestamp(NULLIF($6, '')::bigint), progress = NULLIF($7, '')::jsonb, "
        "verify_status = NULLIF($8, ''), verify_report = NULLIF($9, ''), verify_at = to_timestamp(NULLIF($10, '')::bigint), "
-       "settings = $11::jsonb, updated_at = now() WHERE id = $1::bigint",
+       "settings = $11::jsonb, started_at = to_timestamp(NULLIF($12, '')::bigint), updated_at = now() "
+       "WHERE id = $1::bigint",
        {std::to_string(job.id), status_name(job.status), job.queued ? "true" : "false", job.cancelled ? "true" : "false",
         job.error, time_param(job.error_at), job.progress, job.verify.status, job.verify.report,
-        time_param(job.verify.at), settings_json(job.settings, false)});
+        time_param(job.verify.at), settings_json(job.settings, false), time_param(job.started_at)});
 }
 
 std::vector<Job> JobStore::load_all() {
@@ -91,6 +93,7 @@ std::vector<Job> JobStore::load_all() {
     j.verify.at = std::stoll(v(10));
     j.created_at = std::stoll(v(11));
     j.updated_at = std::stoll(v(12));
+    j.started_at = std::stoll(v(13));
     jobs.push_back(std::move(j));
   }
   return jobs;

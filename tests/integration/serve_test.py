@@ -405,7 +405,9 @@ def jobs_queue_beyond_max_jobs_and_scheduled_ones_wait_for_their_time():
             for jid in ids:
                 serve.wait_status(jid, "COMPLETED", 120)
             done = serve.wait_status(scheduled, "COMPLETED", 120)
-            check(done["updatedAt"] >= start, f"the scheduled job ran before its time: {done['updatedAt']} < {start}")
+            check(done["startedAt"] >= start, f"the scheduled job started before its time: {done['startedAt']} < {start}")
+            first = serve.job(ids[0])
+            check(serve.job(ids[1])["startedAt"] >= first["updatedAt"], "the queued job started before the first ended")
             check_equal(pair.src, pair.target_view(), ["items", "orders"])
             for db in ("app2", "app3"):
                 view = pair.target.replace("dbname=app", f"dbname={db}")
