@@ -23,6 +23,8 @@
 #include "migrate/copier.hpp"
 #include "pg/connection.hpp"
 
+extern char** environ;
+
 namespace dts::migrate {
 namespace {
 
@@ -42,17 +44,29 @@ struct TempDir {
 
 // Runs a program (no shell), its stderr kept for the error message; its stdout goes to
 // `out_path` if given.
-void run(const std::vector<std::string>& argv, const std::string& what, const std::string& out_path = "") {
+// A conninfo given with -d loses its password to the child's environment: command lines are
+// public (ps, /proc/<pid>/cmdline), environments are not.
+void run(std::vector<std::string> argv, const std::string& what, const std::string& out_path = "") {
   std::string err_path = "/tmp/dts-migrate-" + std::to_string(getpid()) + ".err";
+  std::string password;
+  for (size_t i = 1; i < argv.size(); ++i)
+    if (argv[i - 1] == "-d") argv[i] = pg::conninfo_without_password(argv[i], password);
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e)
+    if (std::strncmp(*e, "PGPASSWORD=", 11) != 0) env.emplace_back(*e);
+  if (!password.empty()) env.push_back("PGPASSWORD=" + password);
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
   pid_t pid = fork();
   if (pid < 0) throw Error(ErrorKind::kInternal, "could not start " + argv[0]);
   if (pid == 0) {
     if (FILE* f = std::freopen(err_path.c_str(), "w", stderr); f == nullptr) _exit(127);
     if (!out_path.empty() && std::freopen(out_path.c_str(), "w", stdout) == nullptr) _exit(127);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
+    execvpe(args[0], args.data(), envp.data());
     std::fprintf(stderr, "could not run %s: %s\n", args[0], std::strerror(errno));
     _exit(127);
   }

@@ -35,6 +35,33 @@ std::string redact_conninfo(const std::string& conninfo) {
   return out;
 }
 
+std::string conninfo_without_password(const std::string& conninfo, std::string& password) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (opts == nullptr) {
+    if (err != nullptr) PQfreemem(err);
+    return conninfo;  // the tool reports it as unparsable, as we would
+  }
+  std::string out;
+  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+    if (o->val == nullptr || o->val[0] == '\0') continue;
+    if (std::strcmp(o->keyword, "password") == 0) {
+      password = o->val;
+      continue;
+    }
+    if (!out.empty()) out += ' ';
+    out += o->keyword;
+    out += "='";
+    for (const char* c = o->val; *c != '\0'; ++c) {
+      if (*c == '\'' || *c == '\\') out += '\\';
+      out += *c;
+    }
+    out += '\'';
+  }
+  PQconninfoFree(opts);
+  return out;
+}
+
 std::string sqlstate(const PGresult* r) {
   const char* s = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
   return s != nullptr ? s : "";

@@ -54,6 +54,11 @@ class Connection {
   std::string what_;  // "source", "target": for messages
 };
 
+// The conninfo as key='value' pairs without its password, which goes to `password` (left
+// as it was if there is none): for the command lines of pg_dump and pg_restore, which anyone
+// can read in /proc, while the password travels in their environment (PGPASSWORD).
+std::string conninfo_without_password(const std::string& conninfo, std::string& password);
+
 // SQLSTATE of an error result ("" if none).
 std::string sqlstate(const PGresult* r);
 
