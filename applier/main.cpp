@@ -49,6 +49,15 @@ void scrub_passwords(int argc, char** argv) {
   }
 }
 
+// Replication slot names as PostgreSQL accepts them, checked before anything connects.
+const CLI::Validator kSlotName(
+    [](std::string& v) -> std::string {
+      bool ok = !v.empty() && v.size() <= 63;
+      for (char c : v) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_');
+      return ok ? "" : "a slot name is 1 to 63 characters of a-z, 0-9 and _";
+    },
+    "SLOT");
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -67,7 +76,7 @@ int main(int argc, char** argv) {
   f->add_option("--source", follow.source, "libpq conninfo of the source (passwords from conninfo or PGPASSFILE)")
       ->required()->envname("DTS_SOURCE");
   f->add_option("--target", follow.target, "libpq conninfo of the target, which already has the schema")->required()->envname("DTS_TARGET");
-  f->add_option("--slot", follow.slot, "logical replication slot on the source")->required();
+  f->add_option("--slot", follow.slot, "logical replication slot on the source")->required()->check(kSlotName);
   f->add_flag("--create-slot", follow.create_slot, "create the slot with dts_decoding if it does not exist");
   f->add_option("--tables", follow.tables, "only these tables: schema.table patterns, comma-separated (public.*)");
   f->add_option("--exclude", follow.exclude, "leave out these tables: schema.table patterns");
@@ -99,7 +108,7 @@ int main(int argc, char** argv) {
       ->transform(CLI::AsSizeValue(false));
   m->add_option("--mode", migrate_mode, "incremental: follow after the copy; full: stop after it, drop the slot")
       ->check(CLI::IsMember({"full", "incremental"}));
-  m->add_option("--slot", migrate.slot, "replication slot to create on the source (default dts_migrate)");
+  m->add_option("--slot", migrate.slot, "replication slot to create on the source (default dts_migrate)")->check(kSlotName);
   m->add_option("--status-file", migrate.status_file, "write progress as JSON to this file");
   m->add_option("--until-lsn", migrate_until, "mode incremental: stop once applied up to this source LSN");
   m->add_option("--bandwidth-limit", migrate.bandwidth_mb_per_s,
@@ -131,7 +140,7 @@ int main(int argc, char** argv) {
   v->add_option("--tables", verify.tables,
                 "only these tables: schema.table patterns, comma-separated (default: the migration's tables)");
   v->add_option("--exclude", verify.exclude, "leave out these tables");
-  v->add_option("--slot", verify.slot, "the migration's slot, whose applier re-checks wait for (default dts_migrate)");
+  v->add_option("--slot", verify.slot, "the migration's slot, whose applier re-checks wait for (default dts_migrate)")->check(kSlotName);
   v->add_option("--chunk-rows", verify.chunk_rows, "rows per checksummed key range (default 10000)")
       ->check(CLI::Range(int64_t{100}, int64_t{100000000}));
   v->add_option("--wait-timeout", verify_wait_s, "seconds to wait for the applier to pass a source position (default 120)")
@@ -145,7 +154,7 @@ int main(int argc, char** argv) {
   auto* k = app.add_subcommand("complete", "cut over: source read-only, last changes applied, sequences copied, slot dropped");
   k->add_option("--source", complete.source, "libpq conninfo of the source")->required()->envname("DTS_SOURCE");
   k->add_option("--target", complete.target, "libpq conninfo of the target")->required()->envname("DTS_TARGET");
-  k->add_option("--slot", complete.slot, "the migration's slot (default dts_migrate)");
+  k->add_option("--slot", complete.slot, "the migration's slot (default dts_migrate)")->check(kSlotName);
   k->add_option("--max-lag", max_lag_ms, "cut over once a marker written on the source is applied within this many ms "
                                          "(default 1000)")
       ->check(CLI::Range(int64_t{1}, int64_t{3600000}));
@@ -198,12 +207,13 @@ int main(int argc, char** argv) {
   auto* x = app.add_subcommand("cancel", "stop a migration and remove its slot, origin and state (never any data)");
   x->add_option("--source", cancel.source, "libpq conninfo of the source")->required()->envname("DTS_SOURCE");
   x->add_option("--target", cancel.target, "libpq conninfo of the target")->required()->envname("DTS_TARGET");
-  x->add_option("--slot", cancel.slot, "the migration's slot (default dts_migrate)");
+  x->add_option("--slot", cancel.slot, "the migration's slot (default dts_migrate)")->check(kSlotName);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints what is wrong; every bad command line exits 2, as documented.
+    return app.exit(e) == 0 ? 0 : dts::follow::kExitUsage;
   }
   scrub_passwords(argc, argv);
   auto logger = spdlog::stderr_color_mt("dts");

@@ -146,8 +146,14 @@ ReplicationStream::Event ReplicationStream::next(std::chrono::milliseconds timeo
       pg::Result r(PQgetResult(conn_.get()));
       std::string msg_text = r ? PQresultErrorMessage(r.get()) : conn_.error_message();
       while (!msg_text.empty() && msg_text.back() == '\n') msg_text.pop_back();
-      throw Error(ErrorKind::kConnection, "the source ended the replication stream: " +
-                                              (msg_text.empty() ? std::string("no reason given") : msg_text));
+      // A shutdown, a terminated walsender or a broken connection is worth a reconnect; an
+      // error about the slot itself (invalidated, dropped) would only come back.
+      std::string state = pg::sqlstate(r.get());
+      bool transient = state.empty() || state.rfind("57", 0) == 0 || state.rfind("08", 0) == 0;
+      throw Error(transient ? ErrorKind::kConnection : ErrorKind::kSource,
+                  "the source ended the replication stream: " +
+                      (msg_text.empty() ? std::string("no reason given") : msg_text) +
+                      (state.empty() ? "" : " (SQLSTATE " + state + ")"));
     }
     if (len == -2) lost(conn_, "reading");
     // Nothing buffered: wait for the socket, up to the deadline.
