@@ -51,3 +51,12 @@ install-applier:
 	cmake -S $(srcdir) -B $(srcdir)/build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build $(srcdir)/build -j2 --target dts_applier
 	cmake --install $(srcdir)/build --prefix $(APPLIER_PREFIX)
+
+# The long form of the fault suite: 50 kills in the crash soak, then the decoder fuzzed for
+# at least 10 million executions. Its figures go into tests/fault/README.md by hand.
+.PHONY: soak
+soak:
+	cmake -S $(srcdir) -B $(srcdir)/build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(srcdir)/build -j2 --target dts_applier
+	DTS_SOAK_KILLS=$${DTS_SOAK_KILLS:-50} /usr/bin/python3 $(srcdir)/tests/fault/fault_test.py
+	$(srcdir)/tests/fuzz/run.sh 3600 -runs=$${DTS_FUZZ_RUNS:-10000000}

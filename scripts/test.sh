@@ -54,7 +54,8 @@ n_bad=$(echo "$out" | grep -cE '\.\.\. FAILED')
 [ $rc -ne 0 ] && [ "$n_bad" -eq 0 ] && n_bad=1 && echo "$out" | tail -20
 count regress "$n_ok" "$n_bad"
 
-for t in tests/integration/*_test.sh tests/integration/*_test.py; do
+# The fault suite runs in its short form here (10 kills); `make soak` runs the long one.
+for t in tests/integration/*_test.sh tests/integration/*_test.py tests/fault/*_test.py; do
   step "integration: $(basename "$t")"
   # Python suites need Debian's python3, which has python3-psycopg2 (a pyenv python may not).
   case "$t" in
@@ -71,8 +72,8 @@ for t in tests/integration/*_test.sh tests/integration/*_test.py; do
   count "$(basename "${t%.*}")" "$p" "$f"
 done
 
-step "fuzzing the decoder (libFuzzer, ${DTS_FUZZ_SECONDS:-20} s)"
-out=$(tests/fuzz/run.sh "${DTS_FUZZ_SECONDS:-20}" 2>&1)
+step "fuzzing the decoder (libFuzzer, ${DTS_FUZZ_SECONDS:-60} s)"
+out=$(tests/fuzz/run.sh "${DTS_FUZZ_SECONDS:-60}" 2>&1)
 echo "$out"
 if echo "$out" | grep -q "fuzz: 1 passed"; then count fuzz 1 0; else count fuzz 0 1; fi
 

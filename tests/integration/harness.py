@@ -251,7 +251,9 @@ def test(fn):
     return fn
 
 
-def main(name):
+def main(name, epilogue=None):
+    """Runs the tests (or those named on the command line); `epilogue` prints a suite's
+    figures before the summary line, which stays last for scripts/test.sh."""
     only = sys.argv[1:]
     passed = failed = 0
     for fn in TESTS:
@@ -274,6 +276,8 @@ def main(name):
             print(f"  FAIL {fn.__name__}: {e}", flush=True)
             if not isinstance(e, Failure):
                 traceback.print_exc()
+    if epilogue:
+        epilogue()
     print(f"{name}: {passed} passed, {failed} failed")
     sys.exit(0 if failed == 0 else 1)
 
