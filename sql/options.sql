@@ -95,6 +95,10 @@ SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'forma
 SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'message_bytes', '99999999999');
 SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'messages', 'a,,b');
 SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'streaming', 'yes please');
+SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'include_xids', '2');
+SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'include_timestamps', '');
+SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'include_lsn', 'on please');
+SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'publish_via_partition_root', 'root');
 -- The binary format needs the *_binary_changes functions.
 SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL);
 

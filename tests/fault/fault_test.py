@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from faultlib import MANY_TYPES, ManyTypesWriter, TcpProxy, compare_rows, require  # noqa: E402
-from harness import APPLIER, AppPair, Failure, check, main, test, wait_for  # noqa: E402
+from harness import APPLIER, AppPair, Applier, Failure, check, main, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_FAULT_TEST_PORT", "25700"))
 KILLS = int(os.environ.get("DTS_SOAK_KILLS", "10"))
@@ -82,8 +82,9 @@ class Migration:
         tag = f"{os.getpid()}-{Migration.counter}"
         self.status_path = f"/tmp/dts-fault-{tag}.json"
         self.log_path = f"/tmp/dts-fault-{tag}.log"
-        self.args = [APPLIER, "migrate", "--source", source, "--target", target, "--jobs", "2",
-                     "--split-larger-than", "2MB", "--status-file", self.status_path, *extra]
+        defaults = [] if "--jobs" in extra else ["--jobs", "2", "--split-larger-than", "2MB"]
+        self.args = [APPLIER, "migrate", "--source", source, "--target", target, *defaults,
+                     "--status-file", self.status_path, *extra]
         self.proc = None
 
     def start(self):
@@ -91,6 +92,7 @@ class Migration:
             os.unlink(self.status_path)
         self.log = open(self.log_path, "a")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log)
+        Applier.started.append(self)  # the harness kills what a test left running
         return self
 
     def phase(self):
@@ -182,14 +184,15 @@ def finish_and_compare(pair, m, writers, what):
 def crash_soak_kills_the_applier_at_random_moments():
     rng = random.Random(SEED)
     with Pair(0) as pair:
-        setup(pair)
+        setup(pair, items=600000)
         bench = Pgbench(pair.src)
         writer = ManyTypesWriter(pair.src)
         writer.start()
         kills = collections.Counter()
         m = None
         try:
-            m = Migration(pair.src.conninfo, pair.target)
+            # One copy worker and small chunks: a copy long enough to be killed in.
+            m = Migration(pair.src.conninfo, pair.target, "--jobs", "1", "--split-larger-than", "1MB")
             for i in range(max(KILLS - 1, 0)):
                 m.start()
                 if i == 0:

@@ -256,7 +256,15 @@ def every_error_has_its_status_and_body_and_tokens_are_enforced():
                                        ("startTime", "tomorrow", '"startTime" must be an ISO 8601 time'),
                                        ("bandwidthLimitMBps", -1, '"bandwidthLimitMBps" must be a number'),
                                        ("resumeMode", "sometimes", '"resumeMode" must be "auto" or "manual"'),
-                                       ("start", "yes", '"start" must be true or false')]:
+                                       ("start", "yes", '"start" must be true or false'),
+                                       ("target", ["x"], '"target" must be a string'),
+                                       ("target", "", '"target" must be 1 to 4096 characters'),
+                                       ("tables", 5, '"tables" must be a string'),
+                                       ("exclude", "x" * 9000, '"exclude" must be 1 to 8192 characters'),
+                                       ("splitSizeMB", 0, '"splitSizeMB" must be an integer'),
+                                       ("splitSizeMB", None, '"splitSizeMB" must be an integer'),
+                                       ("name", {"a": 1}, '"name" must be a string'),
+                                       ("source", "x" * 5000, '"source" must be 1 to 4096 characters')]:
                 expect(400, 40003, what, serve.call("POST", "/api/jobs", dict(base, **{field: value})))
             missing = dict(base)
             del missing["target"]
