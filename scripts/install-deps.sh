@@ -17,7 +17,7 @@ packages=(
   # scripts
   python3 python3-psycopg2 util-linux procps bc
   # the status page test (headless)
-  chromium
+  chromium openssl
 )
 
 if [ "$(id -u)" -ne 0 ]; then
