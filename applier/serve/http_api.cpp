@@ -23,25 +23,6 @@ namespace {
 
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 
-// Every response: {success, errorCode, errorMsg, model}.
-void reply(httplib::Response& res, int status, int code, const std::string& message, const std::string& model = "null") {
-  rapidjson::StringBuffer buf;
-  Writer w(buf);
-  w.StartObject();
-  w.Key("success");
-  w.Bool(code == 0);
-  w.Key("errorCode");
-  w.Int(code);
-  w.Key("errorMsg");
-  if (code == 0) w.Null();
-  else w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
-  w.Key("model");
-  w.RawValue(model.c_str(), model.size(), rapidjson::kObjectType);
-  w.EndObject();
-  res.status = status;
-  res.set_content(std::string(buf.GetString(), buf.GetSize()) + "\n", "application/json");
-}
-
 void reply_result(httplib::Response& res, const ActionResult& r, const std::string& model = "null") {
   if (r.failed()) reply(res, r.http_status, r.error_code, r.message);
   else reply(res, 200, 0, "", model);
@@ -238,6 +219,24 @@ void add_job_routes(httplib::Server& svr, JobManager& jobs) {
 }
 
 }  // namespace
+
+void reply(httplib::Response& res, int status, int code, const std::string& message, const std::string& model) {
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  w.StartObject();
+  w.Key("success");
+  w.Bool(code == 0);
+  w.Key("errorCode");
+  w.Int(code);
+  w.Key("errorMsg");
+  if (code == 0) w.Null();
+  else w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
+  w.Key("model");
+  w.RawValue(model.c_str(), model.size(), rapidjson::kObjectType);
+  w.EndObject();
+  res.status = status;
+  res.set_content(std::string(buf.GetString(), buf.GetSize()) + "\n", "application/json");
+}
 
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;

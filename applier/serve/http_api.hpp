@@ -6,7 +6,14 @@
 #include <atomic>
 #include <string>
 
+namespace httplib {
+struct Response;
+}
+
 namespace dts::serve {
+
+// Every answer of the API: {success, errorCode, errorMsg, model}; `model` is raw JSON.
+void reply(httplib::Response& res, int status, int code, const std::string& message, const std::string& model = "null");
 
 struct ServeOptions {
   std::string listen = "127.0.0.1:8888";

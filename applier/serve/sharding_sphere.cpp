@@ -5,6 +5,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "serve/http_api.hpp"
 #include "serve/job_manager.hpp"
 
 namespace dts::serve {
@@ -59,24 +60,6 @@ const char* task_status(JobStatus s) {
 }
 const char* job_status(JobStatus s) {
   return s == JobStatus::kStopped || s == JobStatus::kCompleted || s == JobStatus::kFailed ? "STOPPED" : "RUNNING";
-}
-
-void envelope(httplib::Response& res, int status, int code, const std::string& msg, const std::string& model) {
-  rapidjson::StringBuffer buf;
-  Writer w(buf);
-  w.StartObject();
-  w.Key("success");
-  w.Bool(code == 0);
-  w.Key("errorCode");
-  w.Int(code);
-  w.Key("errorMsg");
-  if (code == 0) w.Null();
-  else w.String(msg.c_str());
-  w.Key("model");
-  w.RawValue(model.c_str(), model.size(), rapidjson::kObjectType);
-  w.EndObject();
-  res.status = status;
-  res.set_content(std::string(buf.GetString(), buf.GetSize()) + "\n", "application/json");
 }
 
 std::string progress_model(const Job& job) {
@@ -170,27 +153,27 @@ void add_sharding_sphere_routes(httplib::Server& svr, JobManager& jobs) {
   svr.Post("/scaling/job/start", [&](const httplib::Request& req, httplib::Response& res) {
     rapidjson::Document d;
     d.Parse(req.body.c_str(), req.body.size());
-    if (d.HasParseError() || !d.IsObject()) return envelope(res, 400, kErrBadJson, "the body is not a JSON object", "null");
+    if (d.HasParseError() || !d.IsObject()) return reply(res, 400, kErrBadJson, "the body is not a JSON object", "null");
     auto str = [](const rapidjson::Value& o, const char* k) {
       auto it = o.FindMember(k);
       return it != o.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString()) : std::string();
     };
     if (!d.HasMember("ruleConfiguration") || !d["ruleConfiguration"].IsObject())
-      return envelope(res, 400, kErrInvalidField, "field \"ruleConfiguration\" (an object) is required", "null");
+      return reply(res, 400, kErrInvalidField, "field \"ruleConfiguration\" (an object) is required", "null");
     const auto& rule = d["ruleConfiguration"];
     std::string yaml = str(rule, "sourceDatasource");
     if (yaml.empty())
-      return envelope(res, 400, kErrInvalidField, "field \"ruleConfiguration.sourceDatasource\" (a string) is required", "null");
+      return reply(res, 400, kErrInvalidField, "field \"ruleConfiguration.sourceDatasource\" (a string) is required", "null");
     if (!rule.HasMember("destinationDataSources") || !rule["destinationDataSources"].IsObject())
-      return envelope(res, 400, kErrInvalidField, "field \"ruleConfiguration.destinationDataSources\" (an object) is required",
+      return reply(res, 400, kErrInvalidField, "field \"ruleConfiguration.destinationDataSources\" (an object) is required",
                       "null");
     const auto& dst = rule["destinationDataSources"];
     std::string error;
     auto source = conninfo_from_jdbc(yaml_scalar(yaml, "jdbcUrl"), yaml_scalar(yaml, "username"),
                                      yaml_scalar(yaml, "password"), error);
-    if (!source) return envelope(res, 400, kErrInvalidField, "ruleConfiguration.sourceDatasource jdbcUrl: " + error, "null");
+    if (!source) return reply(res, 400, kErrInvalidField, "ruleConfiguration.sourceDatasource jdbcUrl: " + error, "null");
     auto target = conninfo_from_jdbc(str(dst, "url"), str(dst, "username"), str(dst, "password"), error);
-    if (!target) return envelope(res, 400, kErrInvalidField, "ruleConfiguration.destinationDataSources.url: " + error, "null");
+    if (!target) return reply(res, 400, kErrInvalidField, "ruleConfiguration.destinationDataSources.url: " + error, "null");
     JobSettings s;
     s.source = *source;
     s.target = *target;
@@ -199,21 +182,21 @@ void add_sharding_sphere_routes(httplib::Server& svr, JobManager& jobs) {
       const auto& jc = d["jobConfiguration"];
       if (jc.HasMember("concurrency")) {
         if (!jc["concurrency"].IsInt() || jc["concurrency"].GetInt() < 1 || jc["concurrency"].GetInt() > 64)
-          return envelope(res, 400, kErrInvalidField, "field \"jobConfiguration.concurrency\" must be an integer from 1 to 64",
+          return reply(res, 400, kErrInvalidField, "field \"jobConfiguration.concurrency\" must be an integer from 1 to 64",
                           "null");
         s.jobs = jc["concurrency"].GetInt();
       }
     }
     Job created;
     ActionResult r = jobs.create(std::move(s), created);
-    if (r.failed()) return envelope(res, r.http_status, r.error_code, r.message, "null");
-    envelope(res, 200, 0, "", "null");
+    if (r.failed()) return reply(res, r.http_status, r.error_code, r.message, "null");
+    reply(res, 200, 0, "", "null");
   });
   svr.Get(R"(/scaling/job/progress/(\d+))", [&](const httplib::Request& req, httplib::Response& res) {
     const std::string& id = req.matches[1];
     auto job = id.size() > 15 ? std::nullopt : jobs.get(std::stoll(id));
-    if (!job) return envelope(res, 404, kErrJobNotFound, "no job " + id, "null");
-    envelope(res, 200, 0, "", progress_model(*job));
+    if (!job) return reply(res, 404, kErrJobNotFound, "no job " + id, "null");
+    reply(res, 200, 0, "", progress_model(*job));
   });
   svr.Get("/scaling/job/list", [&](const httplib::Request&, httplib::Response& res) {
     rapidjson::StringBuffer buf;
@@ -230,17 +213,17 @@ void add_sharding_sphere_routes(httplib::Server& svr, JobManager& jobs) {
       w.EndObject();
     }
     w.EndArray();
-    envelope(res, 200, 0, "", std::string(buf.GetString(), buf.GetSize()));
+    reply(res, 200, 0, "", std::string(buf.GetString(), buf.GetSize()));
   });
   svr.Post("/scaling/job/stop", [&](const httplib::Request& req, httplib::Response& res) {
     rapidjson::Document d;
     d.Parse(req.body.c_str(), req.body.size());
-    if (d.HasParseError() || !d.IsObject()) return envelope(res, 400, kErrBadJson, "the body is not a JSON object", "null");
+    if (d.HasParseError() || !d.IsObject()) return reply(res, 400, kErrBadJson, "the body is not a JSON object", "null");
     if (!d.HasMember("jobId") || !d["jobId"].IsInt64())
-      return envelope(res, 400, kErrInvalidField, "field \"jobId\" (an integer) is required", "null");
+      return reply(res, 400, kErrInvalidField, "field \"jobId\" (an integer) is required", "null");
     ActionResult r = jobs.stop(d["jobId"].GetInt64());
-    if (r.failed()) return envelope(res, r.http_status, r.error_code, r.message, "null");
-    envelope(res, 200, 0, "", "null");
+    if (r.failed()) return reply(res, r.http_status, r.error_code, r.message, "null");
+    reply(res, 200, 0, "", "null");
   });
 }
 
