@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -180,8 +181,10 @@ int main(int argc, char** argv) {
                                          "usually the target")
       ->required()
       ->envname("DTS_STATE");
-  serve.work_dir = "/tmp/dts-serve";
-  sv->add_option("--work-dir", serve.work_dir, "status files and logs of the jobs' processes (default /tmp/dts-serve)");
+  const char* home = std::getenv("HOME");
+  serve.work_dir = std::string(home != nullptr && home[0] != '\0' ? home : "/var/tmp") + "/.dts-serve";
+  sv->add_option("--work-dir", serve.work_dir,
+                 "status files and logs of the jobs' processes, private to this user (default ~/.dts-serve)");
   sv->add_option("--max-jobs", serve.max_jobs, "jobs running at once; more wait in the queue (default 4)")
       ->check(CLI::Range(1, 256));
 
@@ -258,7 +261,9 @@ int main(int argc, char** argv) {
     complete.timeout = std::chrono::seconds(complete_timeout_s);
     complete.drain_timeout = std::chrono::seconds(drain_timeout_s);
     complete.scope = scope == "database" ? dts::complete::ReadOnlyScope::kDatabase : dts::complete::ReadOnlyScope::kCluster;
-    return dts::complete::run_complete(complete);
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    return dts::complete::run_complete(complete, g_stop);
   }
   if (v->parsed()) {
     verify.wait_timeout = std::chrono::seconds(verify_wait_s);

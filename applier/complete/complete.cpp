@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <memory>
 #include <thread>
 
 #include "apply/apply_engine.hpp"
@@ -32,9 +33,10 @@ class ReadOnlySwitch {
   // Returns the server time from which every new transaction is read-only.
   std::string enable() {
     if (scope_ == ReadOnlyScope::kCluster) {
+      // From the file, not pg_settings: this session has its own value set.
       std::string before = src_.query_value(
-          "SELECT coalesce((SELECT setting FROM pg_settings WHERE name = 'default_transaction_read_only' "
-          "AND sourcefile LIKE '%postgresql.auto.conf'), '')");
+          "SELECT coalesce((SELECT setting FROM pg_file_settings WHERE name = 'default_transaction_read_only' "
+          "AND sourcefile LIKE '%postgresql.auto.conf' AND applied ORDER BY seqno DESC LIMIT 1), '')");
       undo_ = (before.empty() ? std::string("ALTER SYSTEM RESET default_transaction_read_only")
                               : "ALTER SYSTEM SET default_transaction_read_only = " + before) +
               "; SELECT pg_reload_conf();";
@@ -53,20 +55,24 @@ class ReadOnlySwitch {
     for (;;) {
       pg::Connection probe = pg::Connection::open(conninfo_, "source");
       if (probe.query_value("SHOW default_transaction_read_only") == "on")
-        return probe.query_value("SELECT clock_timestamp()::text");
+        return probe.query_value("SELECT extract(epoch FROM clock_timestamp())::text");
       if (Clock::now() > deadline)
         throw Error(ErrorKind::kSource, "the source did not turn read-only within 10 s of the reload");
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
 
+  // On a connection of its own: the failure being handled may be the loss of the other one.
   void undo() {
     if (!enabled_) return;
+    pg::Connection c = pg::Connection::open(conninfo_, "source");
+    c.exec("SET default_transaction_read_only = off");
     if (scope_ == ReadOnlyScope::kCluster) {
-      src_.exec(undo_.substr(0, undo_.find(';')));
-      src_.exec("SELECT pg_reload_conf()");
+      c.exec(undo_.substr(0, undo_.find(';')));
+      c.exec("SELECT pg_reload_conf()");
     } else {
-      src_.exec(undo_);
+      c.exec(undo_);
+      spdlog::warn("sessions that connected while the database was read-only stay read-only until they reconnect");
     }
     enabled_ = false;
   }
@@ -85,26 +91,52 @@ class ReadOnlySwitch {
 // Transactions that began before the read-only point may still write: they get until the
 // deadline to end, then are terminated. With database scope every other session of the
 // database goes, since their sessions keep the old default.
-void drain_writers(const pg::Connection& src, const std::string& point, const CompleteOptions& o) {
+void drain_writers(const pg::Connection& src, const std::string& point, const CompleteOptions& o,
+                   const std::atomic<bool>& interrupted) {
   std::string self = src.query_value("SELECT pg_backend_pid()");
   std::string scope = o.scope == ReadOnlyScope::kDatabase ? " AND datname = current_database()" : "";
-  std::string writers = "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> $1::int" + scope +
-                        " AND xact_start < $2::timestamptz";
+  std::string writers = "FROM pg_stat_activity WHERE backend_type IN ('client backend', 'background worker') "
+                        "AND pid <> $1::int" + scope + " AND xact_start < to_timestamp($2::float8)";
   auto deadline = Clock::now() + o.drain_timeout;
-  while (src.query_value("SELECT count(*) " + writers, {self, point}) != "0" && Clock::now() < deadline)
+  while (src.query_value("SELECT count(*) " + writers, {self, point}) != "0" && Clock::now() < deadline) {
+    if (interrupted.load()) throw Error(ErrorKind::kInternal, "interrupted while transactions drained");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   pg::Result killed = src.exec_params(
       "SELECT string_agg(format('pid %s (%s, %s)', pid, usename, coalesce(nullif(application_name, ''), 'no name')), ', '), "
       "count(pg_terminate_backend(pid)) " + writers, {self, point});
-  if (std::string(PQgetvalue(killed.get(), 0, 1)) != "0")
+  if (std::string(PQgetvalue(killed.get(), 0, 1)) != "0") {
     spdlog::warn("terminated sessions whose transactions were still open {} s after the read-only point: {}",
                  o.drain_timeout.count(), PQgetvalue(killed.get(), 0, 0));
+    // Termination is a signal: a backend already committing may still finish. Wait until they
+    // are gone, so that no commit can land after the stop marker.
+    auto gone = Clock::now() + std::chrono::seconds(30);
+    while (src.query_value("SELECT count(*) " + writers, {self, point}) != "0") {
+      if (Clock::now() > gone) throw Error(ErrorKind::kSource, "terminated sessions did not exit within 30 s");
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
   if (o.scope == ReadOnlyScope::kDatabase) {
     std::string n = src.query_value(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'client backend' "
         "AND datname = current_database() AND pid <> $1::int", {self});
     if (n != "0") spdlog::info("disconnected {} sessions of the database: they reconnect read-only", n);
   }
+}
+
+// Nothing may write after the stop marker: a prepared transaction can still be committed on a
+// read-only server, and a session can ask for READ WRITE explicitly.
+void check_quiet(const pg::Connection& src) {
+  std::string prepared = src.query_value("SELECT string_agg(gid, ', ') FROM pg_prepared_xacts");
+  if (!prepared.empty())
+    throw Error(ErrorKind::kSource, "prepared transactions could still commit on the read-only source: " + prepared +
+                                        "; COMMIT PREPARED or ROLLBACK PREPARED them, then run complete again");
+  std::string writing = src.query_value(
+      "SELECT string_agg(format('pid %s (%s)', pid, usename), ', ') FROM pg_stat_activity "
+      "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND backend_type IN ('client backend', 'background worker')");
+  if (!writing.empty())
+    throw Error(ErrorKind::kSource, "sessions still write on the read-only source (they asked for READ WRITE): " +
+                                        writing + "; stop them, then run complete again");
 }
 
 // What must hold before anything changes on the source.
@@ -126,6 +158,15 @@ void check_ready(const CompleteOptions& o, const pg::Connection& src, const pg::
   if (active != "true")
     throw Error(ErrorKind::kConfig, "no applier streams from slot \"" + o.slot +
                                         "\": run `dts_applier migrate` again (it resumes where it was), then complete");
+  std::string overrides = src.query_value(
+      "SELECT string_agg(coalesce(r.rolname, 'all roles') || ' in ' || coalesce(d.datname, 'all databases'), ', ') "
+      "FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole LEFT JOIN pg_database d ON d.oid = s.setdatabase, "
+      "unnest(s.setconfig) c WHERE c ILIKE 'default_transaction_read_only=%' AND (s.setrole <> 0 OR "
+      "s.setdatabase <> (SELECT oid FROM pg_database WHERE datname = current_database()))");
+  if (!overrides.empty())
+    throw Error(ErrorKind::kConfig, "default_transaction_read_only is set per role or database (" + overrides +
+                                        "): those sessions would stay writable; ALTER ROLE/DATABASE ... RESET "
+                                        "default_transaction_read_only first");
   std::string prepared = src.query_value("SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()");
   if (prepared != "0")
     spdlog::warn("{} prepared transactions on the source cannot be committed once it is read-only: "
@@ -153,9 +194,27 @@ void wait_lag(const CompleteOptions& o, const follow::AppliedWatch& watch) {
 
 }  // namespace
 
-int run_complete(const CompleteOptions& o) {
+int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted) {
   std::unique_ptr<ReadOnlySwitch> read_only;
   bool target_ready = false;
+  Lsn stop = 0;
+  auto undo_after = [&](const std::string& what) {
+    spdlog::error("{}", what);
+    if (read_only && read_only->enabled() && !target_ready) {
+      try {
+        read_only->undo();
+        spdlog::warn("the cutover did not finish: the source is writable again");
+      } catch (const std::exception& undo_error) {
+        spdlog::error("could not make the source writable again ({}); run on it: {}", undo_error.what(),
+                      read_only->undo_sql());
+      }
+      if (stop != 0)
+        spdlog::warn("the applier stops at the stop marker it may have applied: run `dts_applier migrate` again to "
+                     "go on following");
+    } else if (read_only && read_only->enabled()) {
+      spdlog::warn("the target is ready, the source stays read-only; to undo: {}", read_only->undo_sql());
+    }
+  };
   try {
     pg::Connection src = pg::Connection::open(o.source, "source");
     pg::Connection tgt = pg::Connection::open(o.target, "target");
@@ -170,13 +229,15 @@ int run_complete(const CompleteOptions& o) {
     auto t_start = Clock::now();
     std::string point = read_only->enable();
     spdlog::warn("the source is read-only from {}; to undo: {}", point, read_only->undo_sql());
-    drain_writers(src, point, o);
+    drain_writers(src, point, o, interrupted);
+    check_quiet(src);
     double drained_ms = ms_since(t_start);
 
     // Everything committed on the source is before the stop marker: once it is applied, the
     // target holds it all, and the applier stops by itself.
-    Lsn stop = watch.write_marker(apply::kStopMarkerPrefix, "complete");
-    watch.wait_applied(stop, std::chrono::duration_cast<std::chrono::milliseconds>(o.timeout));
+    stop = watch.write_marker(apply::kStopMarkerPrefix, "complete");
+    watch.wait_applied(stop, std::chrono::duration_cast<std::chrono::milliseconds>(o.timeout), &interrupted);
+    check_quiet(src);
     double applied_ms = ms_since(t_start);
     int sequences = migrate::copy_sequences(src, tgt, o.sequence_shift);
     double window_ms = ms_since(t_start);
@@ -233,19 +294,11 @@ int run_complete(const CompleteOptions& o) {
     std::fflush(stdout);
     return follow::kExitOk;
   } catch (const Error& e) {
-    spdlog::error("{}", e.what());
-    if (read_only && read_only->enabled() && !target_ready) {
-      try {
-        read_only->undo();
-        spdlog::warn("the cutover did not finish: the source is writable again");
-      } catch (const Error& undo_error) {
-        spdlog::error("could not make the source writable again ({}); run on it: {}", undo_error.what(),
-                      read_only->undo_sql());
-      }
-    } else if (read_only && read_only->enabled()) {
-      spdlog::warn("the target is ready, the source stays read-only; to undo: {}", read_only->undo_sql());
-    }
+    undo_after(e.what());
     return e.kind() == ErrorKind::kConfig ? follow::kExitUsage : follow::kExitFailed;
+  } catch (const std::exception& e) {
+    undo_after(e.what());
+    return follow::kExitFailed;
   }
 }
 

@@ -7,6 +7,7 @@
 #ifndef DTS_APPLIER_COMPLETE_COMPLETE_HPP
 #define DTS_APPLIER_COMPLETE_COMPLETE_HPP
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -32,7 +33,9 @@ struct CompleteOptions {
 
 // 0 done; 1 failed (the source is writable again if the failure came before the target was
 // ready); 2 bad options or state.
-int run_complete(const CompleteOptions& options);
+// `interrupted` (SIGINT/SIGTERM) ends the waits; before the target is ready, that undoes the
+// read-only switch like any other failure.
+int run_complete(const CompleteOptions& options, const std::atomic<bool>& interrupted);
 
 }  // namespace dts::complete
 

@@ -37,10 +37,12 @@ Lsn AppliedWatch::write_marker(std::string_view prefix, std::string_view content
                                     {std::string(prefix), std::string(content)}));
 }
 
-void AppliedWatch::wait_applied(Lsn lsn, std::chrono::milliseconds timeout) const {
+void AppliedWatch::wait_applied(Lsn lsn, std::chrono::milliseconds timeout, const std::atomic<bool>* interrupted) const {
   auto start = Clock::now();
   Lsn marker = 0;
   for (;;) {
+    if (interrupted != nullptr && interrupted->load())
+      throw Error(ErrorKind::kInternal, "interrupted while waiting for the applier to reach " + format_lsn(lsn));
     Lsn at = applied();
     if (at >= lsn) return;
     auto waited = Clock::now() - start;

@@ -6,6 +6,7 @@
 #ifndef DTS_APPLIER_FOLLOW_APPLIED_WATCH_HPP
 #define DTS_APPLIER_FOLLOW_APPLIED_WATCH_HPP
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <string_view>
@@ -31,7 +32,8 @@ class AppliedWatch {
   Lsn write_marker(std::string_view prefix, std::string_view content) const;
   // Waits until the applier has applied everything up to `lsn`, writing a marker if the
   // source goes quiet before. Throws Error(kSource) naming the positions at the deadline.
-  void wait_applied(Lsn lsn, std::chrono::milliseconds timeout) const;
+  // `interrupted`, when given and set (a signal), ends the wait with Error(kInternal).
+  void wait_applied(Lsn lsn, std::chrono::milliseconds timeout, const std::atomic<bool>* interrupted = nullptr) const;
 
  private:
   const pg::Connection& source_;

@@ -47,13 +47,18 @@ struct TempDir {
 // A conninfo given with -d loses its password to the child's environment: command lines are
 // public (ps, /proc/<pid>/cmdline), environments are not.
 void run(std::vector<std::string> argv, const std::string& what, const std::string& out_path = "") {
-  std::string err_path = "/tmp/dts-migrate-" + std::to_string(getpid()) + ".err";
+  // A file of our own for the tool's stderr: a predictable name in /tmp could be a planted link.
+  char err_template[] = "/tmp/dts-migrate-XXXXXX";
+  int err_fd = mkstemp(err_template);
+  if (err_fd < 0) throw Error(ErrorKind::kInternal, std::string("cannot create a temporary file: ") + std::strerror(errno));
+  close(err_fd);
+  std::string err_path = err_template;
   std::string password;
   for (size_t i = 1; i < argv.size(); ++i)
     if (argv[i - 1] == "-d") argv[i] = pg::conninfo_without_password(argv[i], password);
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e)
-    if (std::strncmp(*e, "PGPASSWORD=", 11) != 0) env.emplace_back(*e);
+    if (password.empty() || std::strncmp(*e, "PGPASSWORD=", 11) != 0) env.emplace_back(*e);
   if (!password.empty()) env.push_back("PGPASSWORD=" + password);
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
@@ -71,7 +76,12 @@ void run(std::vector<std::string> argv, const std::string& what, const std::stri
     _exit(127);
   }
   int status = 0;
-  waitpid(pid, &status, 0);
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) {
+      status = 255 << 8;  // lost the child: not a success
+      break;
+    }
+  }
   std::ifstream in(err_path);
   std::stringstream ss;
   ss << in.rdbuf();
@@ -358,8 +368,10 @@ int copy_sequences(const pg::Connection& source, const pg::Connection& target, i
     pg::Result v = source.exec("SELECT last_value, is_called FROM " + seq);
     // With a shift the next value is last + shift + 1: room for writes that reached the source
     // in a way that the cutover could not see, as "copy-seq 1000" does. Capped at the maximum.
-    target.exec_params("SELECT setval(s.seqrelid::regclass, least($2::bigint + $4::bigint, s.seqmax), $3::bool OR $4::bigint > 0) "
-                       "FROM pg_sequence s WHERE s.seqrelid = $1::regclass",
+    // In the sequence's own direction (a descending one goes down), within its bounds.
+    target.exec_params("SELECT setval(s.seqrelid::regclass, CASE WHEN s.seqincrement > 0 "
+                       "THEN least($2::numeric + $4::numeric, s.seqmax) ELSE greatest($2::numeric - $4::numeric, s.seqmin) "
+                       "END::bigint, $3::bool OR $4::bigint > 0) FROM pg_sequence s WHERE s.seqrelid = $1::regclass",
                        {seq, PQgetvalue(v.get(), 0, 0), PQgetvalue(v.get(), 0, 1), std::to_string(shift)});
     copied++;
   }

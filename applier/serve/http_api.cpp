@@ -4,6 +4,7 @@
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <climits>
@@ -278,12 +279,20 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
                   "Pass --token-file, or listen on 127.0.0.1", host);
     return 2;
   }
+  // The jobs' logs and status files: a directory only this user can enter, so nobody else can
+  // plant links or forge progress in it.
   std::error_code ec;
   std::filesystem::create_directories(o.work_dir, ec);
-  if (ec) {
-    spdlog::error("--work-dir {}: {}", o.work_dir, ec.message());
+  struct stat st {};
+  if (ec || lstat(o.work_dir.c_str(), &st) != 0) {
+    spdlog::error("--work-dir {}: {}", o.work_dir, ec ? ec.message() : std::strerror(errno));
     return 2;
   }
+  if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
+    spdlog::error("--work-dir {} is not a directory owned by this user; choose another", o.work_dir);
+    return 2;
+  }
+  chmod(o.work_dir.c_str(), 0700);
   // The jobs' processes are this same binary.
   char exe[PATH_MAX] = {0};
   ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -300,9 +309,23 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
   httplib::Server svr;
   svr.set_payload_max_length(1 << 20);
   svr.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
-    if (req.path == "/health" || (req.method == "GET" && (req.path == "/" || req.path == "/index.html")))
-      return httplib::Server::HandlerResponse::Unhandled;
-    if (!token.empty()) {
+    if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    bool page = req.method == "GET" && (req.path == "/" || req.path == "/index.html");
+    if (token.empty()) {
+      // Without a token, only a client that names this loopback server may use it: a web page
+      // whose own name was rebound to 127.0.0.1 sends its own name as Host.
+      std::string h = req.get_header_value("Host");
+      bool ours = false;
+      for (const char* name : {"127.0.0.1", "localhost", "[::1]"})
+        ours = ours || h == std::string(name) + ":" + std::to_string(port);
+      if (!ours && req.path != "/health") {
+        reply(res, 403, kErrForbiddenOrigin,
+              "Host \"" + h.substr(0, 100) + "\" is not this server's loopback address; use http://127.0.0.1:" +
+                  std::to_string(port) + "/ (or give serve a token)");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    if (!token.empty() && !page) {
       std::string auth = req.get_header_value("Authorization");
       if (auth.rfind("Bearer ", 0) != 0 || !constant_time_equal(auth.substr(7), token)) {
         res.set_header("WWW-Authenticate", "Bearer");
@@ -344,7 +367,12 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
   svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {
     reply(res, 200, 0, "", "{\"status\":\"ok\"}");
   });
-  svr.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_content(kStatusPage, "text/html; charset=utf-8"); });
+  svr.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    // Its buttons act: no other site may frame it.
+    res.set_header("X-Frame-Options", "DENY");
+    res.set_header("Content-Security-Policy", "frame-ancestors 'none'");
+    res.set_content(kStatusPage, "text/html; charset=utf-8");
+  });
   svr.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_text(*jobs), "text/plain; version=0.0.4");
   });

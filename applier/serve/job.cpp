@@ -26,17 +26,26 @@ void key_time(Writer& w, const char* key, int64_t t) {
   else w.String(format_iso8601(t).c_str());
 }
 
-int64_t int_of(const rapidjson::Value& v, const char* key) {
-  auto it = v.FindMember(key);
-  return it != v.MemberEnd() && it->value.IsNumber() ? static_cast<int64_t>(it->value.GetDouble()) : 0;
-}
+// Readers of a status file written by another process: anything unexpected reads as 0 or "".
 double double_of(const rapidjson::Value& v, const char* key) {
+  if (!v.IsObject()) return 0;
   auto it = v.FindMember(key);
-  return it != v.MemberEnd() && it->value.IsNumber() ? it->value.GetDouble() : 0;
+  double d = it != v.MemberEnd() && it->value.IsNumber() ? it->value.GetDouble() : 0;
+  return std::isfinite(d) ? d : 0;
+}
+int64_t int_of(const rapidjson::Value& v, const char* key) {
+  double d = double_of(v, key);
+  return d > -9e18 && d < 9e18 ? static_cast<int64_t>(d) : 0;
 }
 std::string string_of(const rapidjson::Value& v, const char* key) {
+  if (!v.IsObject()) return "";
   auto it = v.FindMember(key);
   return it != v.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+}
+const rapidjson::Value* array_of(const rapidjson::Value& v, const char* key) {
+  if (!v.IsObject()) return nullptr;
+  auto it = v.FindMember(key);
+  return it != v.MemberEnd() && it->value.IsArray() ? &it->value : nullptr;
 }
 
 }  // namespace
@@ -66,8 +75,12 @@ std::optional<int64_t> parse_iso8601(const std::string& text) {
   if (*rest == 'Z') {
     ++rest;
   } else if (*rest == '+' || *rest == '-') {
-    int hh = 0, mm = 0;
-    if (std::sscanf(rest + 1, "%2d:%2d", &hh, &mm) != 2 || hh > 23 || mm > 59) return std::nullopt;
+    // Exactly ±HH:MM.
+    if (std::strlen(rest) != 6 || rest[3] != ':') return std::nullopt;
+    for (int i : {1, 2, 4, 5})
+      if (rest[i] < '0' || rest[i] > '9') return std::nullopt;
+    int hh = (rest[1] - '0') * 10 + (rest[2] - '0'), mm = (rest[4] - '0') * 10 + (rest[5] - '0');
+    if (hh > 23 || mm > 59) return std::nullopt;
     offset = (hh * 3600 + mm * 60) * (*rest == '+' ? 1 : -1);
     rest += 6;
   } else {
@@ -245,8 +258,9 @@ void write_job_model(Writer& w, const Job& job) {
   int64_t est_total = 0, synced_total = 0;
   w.Key("tables");
   w.StartArray();
-  if (copy != nullptr && copy->HasMember("tables") && (*copy)["tables"].IsArray()) {
-    for (const auto& t : (*copy)["tables"].GetArray()) {
+  if (const rapidjson::Value* list = copy != nullptr ? array_of(*copy, "tables") : nullptr) {
+    for (const auto& t : list->GetArray()) {
+      if (!t.IsObject()) continue;
       std::string table = string_of(t, "table");
       int64_t synced = int_of(t, "copied_rows");
       // The estimate is the planner's, 0 before ANALYZE: never show less than what was copied.
@@ -265,9 +279,10 @@ void write_job_model(Writer& w, const Job& job) {
       w.Int64(int_of(t, "chunks_done"));
       w.Key("chunkProgress");
       w.StartArray();
-      if (t.HasMember("chunk_progress") && t["chunk_progress"].IsArray()) {
+      if (const rapidjson::Value* chunks = array_of(t, "chunk_progress")) {
         int n = 0;
-        for (const auto& c : t["chunk_progress"].GetArray()) {
+        for (const auto& c : chunks->GetArray()) {
+          if (!c.IsObject()) continue;
           int64_t cs = int_of(c, "copied_rows");
           w.StartObject();
           key_string(w, "id", "history-" + table + "#" + std::to_string(n++));
@@ -319,7 +334,8 @@ void write_job_model(Writer& w, const Job& job) {
   w.Double(has ? double_of(p, "changes_per_second") : 0);
   double secs = copy != nullptr ? double_of(*copy, "seconds") : 0;
   w.Key("copyRowsPerSecond");
-  w.Double(secs > 0 ? static_cast<double>(synced_total) / secs : 0);
+  double rate = secs > 0 ? static_cast<double>(synced_total) / secs : 0;
+  w.Double(std::isfinite(rate) ? rate : 0);
   w.EndObject();
 
   w.Key("error");

@@ -72,6 +72,7 @@ struct Job {
   int64_t created_at = 0;
   int64_t updated_at = 0;
   int64_t started_at = 0;  // when its migration last started
+  int64_t stop_requested_at = 0;  // in memory: when stop or cancel sent SIGTERM
   std::string progress;  // the migrate status file's JSON, last read
   VerifyState verify;
   std::string slot() const { return "dts_job_" + std::to_string(id); }

@@ -22,6 +22,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kTick{250};
+constexpr int64_t kStopGrace = 60;  // seconds
 
 int64_t now_unix() { return static_cast<int64_t>(std::time(nullptr)); }
 
@@ -61,7 +62,7 @@ void JobManager::start() {
   for (Job& j : store_->load_all()) {
     if (j.status == JobStatus::kStopping) {
       j.status = JobStatus::kStopped;
-    } else if (is_running(j.status)) {
+    } else if (is_running(j.status) && !j.cancelled) {
       // It was running when serve went away: migrate resumes it from the target's state.
       spdlog::info("job {} was {}: resuming it", j.id, status_name(j.status));
       j.status = JobStatus::kPending;
@@ -137,9 +138,15 @@ int JobManager::running_count() const {
   return n;
 }
 
+// A store that is away for a moment must not turn into a job's failure: the state in memory
+// is the truth, and the next save writes it.
 void JobManager::persist(Job& job) {
   job.updated_at = now_unix();
-  store_->save(job);
+  try {
+    store_->save(job);
+  } catch (const std::exception& e) {
+    spdlog::warn("job {}: could not save its state ({}); saving again later", job.id, e.what());
+  }
 }
 
 void JobManager::fail(Job& job, const std::string& message) {
@@ -183,6 +190,8 @@ void JobManager::spawn(Job& job, ChildKind kind, std::vector<std::string> args) 
     dup2(err, STDERR_FILENO);
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+    // httplib's sockets are not close-on-exec: a child must not keep serve's port.
+    close_range(3, ~0U, 0);
     execve(executable_.c_str(), argv.data(), envp.data());
     _exit(127);
   }
@@ -285,6 +294,7 @@ void JobManager::tick() {
       ++it;
       continue;
     }
+    if (r < 0) st = 255 << 8;  // lost track of it: not a success
     Child child = it->second;
     int64_t id = it->first;
     it = children_.erase(it);
@@ -293,6 +303,13 @@ void JobManager::tick() {
   }
   int64_t now = now_unix();
   for (auto& [id, job] : jobs_) {
+    // A migrate that does not stop within a minute of SIGTERM (waiting on pg_restore, say) is
+    // killed: the next run resumes from the target's state either way.
+    if (job.status == JobStatus::kStopping && job.stop_requested_at != 0 && now - job.stop_requested_at > kStopGrace) {
+      auto range = children_.equal_range(id);
+      for (auto c = range.first; c != range.second; ++c)
+        if (c->second.kind == ChildKind::kMigrate) kill(c->second.pid, SIGKILL);
+    }
     if (has_child(id, ChildKind::kMigrate)) {
       std::string before = job.progress;
       read_progress(job);
@@ -306,10 +323,10 @@ void JobManager::tick() {
   }
   for (auto& [id, job] : jobs_) {
     if (running_count() >= max_running_) break;
-    if (job.status == JobStatus::kPending && job.queued) {
+    if (job.status == JobStatus::kPending && job.queued && !job.cancelled && !has_child(id, ChildKind::kCancel)) {
       try {
         launch_migrate(job);
-      } catch (const Error& e) {
+      } catch (const Error& e) {  // the process could not be started
         job.status = JobStatus::kFailed;
         fail(job, e.what());
         persist(job);
@@ -366,6 +383,7 @@ ActionResult JobManager::start_job(int64_t id) {
   std::lock_guard<std::mutex> lock(mu_);
   Job* j = find(id);
   if (j == nullptr) return not_found(id);
+  if (j->cancelled || has_child(id, ChildKind::kCancel)) return conflict(*j, "it is cancelled; create a new job");
   if (j->status != JobStatus::kPending || j->queued)
     return conflict(*j, "start applies to a PENDING job created with \"start\": false (use resume for a STOPPED one)");
   j->queued = true;
@@ -386,6 +404,7 @@ ActionResult JobManager::stop(int64_t id) {
     for (auto it = range.first; it != range.second; ++it)
       if (it->second.kind == ChildKind::kMigrate) kill(it->second.pid, SIGTERM);
     j->status = JobStatus::kStopping;
+    j->stop_requested_at = now_unix();
   } else {
     return conflict(*j, "only a pending, scheduled or running job can be stopped");
   }
@@ -397,7 +416,8 @@ ActionResult JobManager::resume(int64_t id) {
   std::lock_guard<std::mutex> lock(mu_);
   Job* j = find(id);
   if (j == nullptr) return not_found(id);
-  if (j->cancelled) return conflict(*j, "it was cancelled (its slot is gone); create a new job");
+  if (j->cancelled || has_child(id, ChildKind::kCancel))
+    return conflict(*j, "it was cancelled (its slot is gone); create a new job");
   if (j->status != JobStatus::kStopped && j->status != JobStatus::kFailed)
     return conflict(*j, "only a STOPPED or FAILED job can be resumed");
   j->status = JobStatus::kPending;
@@ -442,10 +462,15 @@ ActionResult JobManager::cancel(int64_t id) {
   if (j == nullptr) return not_found(id);
   if (j->cancelled || j->status == JobStatus::kCompleted) return conflict(*j, "there is nothing left to cancel");
   if (has_child(id, ChildKind::kCancel)) return conflict(*j, "a cancel is already running for it");
+  if (has_child(id, ChildKind::kComplete))
+    return conflict(*j, "its cutover (complete) is running; cancelling now would leave the source read-only");
   auto range = children_.equal_range(id);
   for (auto it = range.first; it != range.second; ++it)
     if (it->second.kind == ChildKind::kMigrate) kill(it->second.pid, SIGTERM);
-  if (is_running(j->status)) j->status = JobStatus::kStopping;
+  if (is_running(j->status)) {
+    j->status = JobStatus::kStopping;
+    j->stop_requested_at = now_unix();
+  }
   j->queued = false;
   spawn(*j, ChildKind::kCancel, {"cancel", "--slot", j->slot()});
   persist(*j);

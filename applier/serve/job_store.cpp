@@ -4,6 +4,7 @@
 
 #include "common/error.hpp"
 
+
 namespace dts::serve {
 namespace {
 
@@ -14,15 +15,16 @@ constexpr const char* kColumns =
     "coalesce(floor(extract(epoch FROM verify_at))::bigint, 0), floor(extract(epoch FROM created_at))::bigint, "
     "floor(extract(epoch FROM updated_at))::bigint, coalesce(floor(extract(epoch FROM started_at))::bigint, 0)";
 
-JobSettings settings_from_json(const std::string& text) {
+// Stored by us, so valid; a row edited by hand into something invalid comes back as a FAILED
+// job saying so, rather than keeping serve from starting.
+bool settings_from_json(const std::string& text, JobSettings& s, std::string& error) {
   rapidjson::Document d;
   d.Parse(text.c_str());
-  JobSettings s;
-  std::string error;
-  // Stored by us, so valid; a settings row edited by hand to something invalid shows as such.
-  if (d.HasParseError() || !parse_settings(d, s, error))
-    throw Error(ErrorKind::kConfig, "dts.jobs holds settings that do not parse: " + error);
-  return s;
+  if (d.HasParseError()) {
+    error = "its stored settings are not JSON";
+    return false;
+  }
+  return parse_settings(d, s, error);
 }
 
 std::string time_param(int64_t t) { return t == 0 ? "" : std::to_string(t); }
@@ -81,7 +83,8 @@ std::vector<Job> JobStore::load_all() {
     Job j;
     auto v = [&](int c) { return std::string(PQgetvalue(r.get(), i, c)); };
     j.id = std::stoll(v(0));
-    j.settings = settings_from_json(v(1));
+    std::string bad;
+    bool valid = settings_from_json(v(1), j.settings, bad);
     j.status = parse_status(v(2)).value_or(JobStatus::kFailed);
     j.queued = v(3) == "t";
     j.cancelled = v(4) == "t";
@@ -94,6 +97,11 @@ std::vector<Job> JobStore::load_all() {
     j.created_at = std::stoll(v(11));
     j.updated_at = std::stoll(v(12));
     j.started_at = std::stoll(v(13));
+    if (!valid) {
+      j.status = JobStatus::kFailed;
+      j.queued = false;
+      j.error = "dts.jobs holds settings for this job that do not parse: " + bad;
+    }
     jobs.push_back(std::move(j));
   }
   return jobs;

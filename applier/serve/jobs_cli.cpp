@@ -36,6 +36,7 @@ std::string create_body(const JobsCliOptions& o) {
 
 void print_list(const rapidjson::Value& jobs) {
   std::printf("%-6s %-28s %-26s %14s %10s\n", "id", "name", "status", "rows copied", "lag ms");
+  if (!jobs.IsArray()) return;
   for (const auto& j : jobs.GetArray()) {
     std::printf("%-6lld %-28.28s %-26s %14lld %10lld\n", static_cast<long long>(j["id"].GetInt64()),
                 j["jobName"].GetString(), j["status"].GetString(),
@@ -55,6 +56,7 @@ int run_jobs_cli(const JobsCliOptions& o) {
       return 2;
     }
     std::getline(f, token);
+    while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
   }
   httplib::Client cli(o.server);
   if (!cli.is_valid()) {
@@ -78,7 +80,8 @@ int run_jobs_cli(const JobsCliOptions& o) {
   }
   rapidjson::Document d;
   d.Parse(res->body.c_str());
-  if (d.HasParseError() || !d.IsObject() || !d.HasMember("success")) {
+  if (d.HasParseError() || !d.IsObject() || !d.HasMember("success") || !d["success"].IsBool() ||
+      !d.HasMember("errorCode") || !d["errorCode"].IsInt() || !d.HasMember("model")) {
     std::fprintf(stderr, "%s answered HTTP %d without the API's envelope\n", o.server.c_str(), res->status);
     return 1;
   }

@@ -1,6 +1,7 @@
 #include "serve/sharding_sphere.hpp"
 
 #include <httplib.h>
+#include <cstring>
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -69,6 +70,7 @@ std::string progress_model(const Job& job) {
   write_job_model(fw, job);
   rapidjson::Document m;
   m.Parse(full.GetString());
+  if (m.HasParseError()) return "null";
   rapidjson::StringBuffer buf;
   Writer w(buf);
   w.StartObject();
@@ -131,7 +133,19 @@ std::optional<std::string> conninfo_from_jdbc(const std::string& url, const std:
   size_t slash = rest.find('/');
   std::string hostport = rest.substr(0, slash);
   std::string db = slash == std::string::npos ? "" : rest.substr(slash + 1);
+  std::string query = db.find('?') == std::string::npos ? "" : db.substr(db.find('?') + 1);
   db = db.substr(0, db.find('?'));
+  // The JDBC driver's TLS settings keep their meaning: sslmode=verify-full must not be dropped.
+  std::string tls;
+  for (size_t start = 0; start <= query.size();) {
+    size_t end = query.find('&', start);
+    std::string kv = query.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    for (const char* key : {"sslmode", "sslrootcert", "sslcert", "sslkey"})
+      if (kv.rfind(std::string(key) + "=", 0) == 0)
+        tls += std::string(" ") + key + "=" + conninfo_value(kv.substr(std::strlen(key) + 1));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
   std::string host = hostport, port;
   size_t colon = hostport.rfind(':');
   if (colon != std::string::npos && hostport.find(']') == std::string::npos) {
@@ -146,7 +160,7 @@ std::optional<std::string> conninfo_from_jdbc(const std::string& url, const std:
   if (!port.empty()) c += " port=" + conninfo_value(port);
   if (!user.empty()) c += " user=" + conninfo_value(user);
   if (!password.empty()) c += " password=" + conninfo_value(password);
-  return c;
+  return c + tls;
 }
 
 void add_sharding_sphere_routes(httplib::Server& svr, JobManager& jobs) {
@@ -174,18 +188,23 @@ void add_sharding_sphere_routes(httplib::Server& svr, JobManager& jobs) {
     if (!source) return reply(res, 400, kErrInvalidField, "ruleConfiguration.sourceDatasource jdbcUrl: " + error, "null");
     auto target = conninfo_from_jdbc(str(dst, "url"), str(dst, "username"), str(dst, "password"), error);
     if (!target) return reply(res, 400, kErrInvalidField, "ruleConfiguration.destinationDataSources.url: " + error, "null");
+    // Through the same validation as POST /api/jobs: what is stored must load again.
+    rapidjson::Document body(rapidjson::kObjectType);
+    auto& a = body.GetAllocator();
+    body.AddMember("source", rapidjson::Value(source->c_str(), a), a);
+    body.AddMember("target", rapidjson::Value(target->c_str(), a), a);
+    if (!str(dst, "name").empty()) body.AddMember("name", rapidjson::Value(("scaling to " + str(dst, "name")).c_str(), a), a);
+    if (d.HasMember("jobConfiguration") && d["jobConfiguration"].IsObject() &&
+        d["jobConfiguration"].HasMember("concurrency"))
+      body.AddMember("jobs", rapidjson::Value(d["jobConfiguration"]["concurrency"], a), a);
     JobSettings s;
-    s.source = *source;
-    s.target = *target;
-    s.name = str(dst, "name").empty() ? "" : "scaling to " + str(dst, "name");
-    if (d.HasMember("jobConfiguration") && d["jobConfiguration"].IsObject()) {
-      const auto& jc = d["jobConfiguration"];
-      if (jc.HasMember("concurrency")) {
-        if (!jc["concurrency"].IsInt() || jc["concurrency"].GetInt() < 1 || jc["concurrency"].GetInt() > 64)
-          return reply(res, 400, kErrInvalidField, "field \"jobConfiguration.concurrency\" must be an integer from 1 to 64",
-                          "null");
-        s.jobs = jc["concurrency"].GetInt();
+    if (!parse_settings(body, s, error)) {
+      for (auto [ours, theirs] : {std::pair<std::string, std::string>{"\"jobs\"", "\"jobConfiguration.concurrency\""},
+                                  {"\"name\"", "\"ruleConfiguration.destinationDataSources.name\""}}) {
+        auto at = error.find(ours);
+        if (at != std::string::npos) error.replace(at, ours.size(), theirs);
       }
+      return reply(res, 400, kErrInvalidField, error, "null");
     }
     Job created;
     ActionResult r = jobs.create(std::move(s), created);

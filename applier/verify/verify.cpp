@@ -72,7 +72,7 @@ std::string describe_key(const Shape& s, const Key& k) {
 }
 
 Summary summarize(const pg::Connection& c, const Shape& s, const std::string& where) {
-  pg::Result r = c.exec("SELECT count(*), coalesce(sum(h), 0)::text FROM (SELECT " + s.hash + " AS h FROM ONLY " +
+  pg::Result r = c.exec("SELECT count(*), coalesce(sum(dts_h), 0)::text FROM (SELECT " + s.hash + " AS dts_h FROM ONLY " +
                         s.table + " WHERE " + where + ") rows");
   return Summary{std::stoll(PQgetvalue(r.get(), 0, 0)), PQgetvalue(r.get(), 0, 1)};
 }
@@ -143,8 +143,8 @@ void TableVerifier::run_keyed(TableResult& out) {
   std::optional<Key> lo;
   for (;;) {
     // One chunk of the source in key order: its size, checksum and last key, in one read.
-    pg::Result r = src_.exec("SELECT count(*) OVER (), (sum(h) OVER ())::text" + key_text + " FROM (SELECT " + s_.keys +
-                             ", " + s_.hash + " AS h FROM ONLY " + s_.table + " WHERE " + range_sql(s_, lo, {}) +
+    pg::Result r = src_.exec("SELECT count(*) OVER (), (sum(c.dts_h) OVER ())::text" + key_text + " FROM (SELECT " + s_.keys +
+                             ", " + s_.hash + " AS dts_h FROM ONLY " + s_.table + " WHERE " + range_sql(s_, lo, {}) +
                              " ORDER BY " + s_.keys + " LIMIT " + std::to_string(o_.chunk_rows) + ") c ORDER BY " + desc +
                              " LIMIT 1");
     Summary source;
@@ -230,8 +230,9 @@ std::map<Key, const char*> TableVerifier::locked_rows(std::map<Key, const char*>
     lock_.exec("COMMIT");
   } catch (const Error& e) {
     lock_.exec("ROLLBACK");
-    if (std::string(e.what()).find("55P03") == std::string::npos) throw;
-    unsettled = true;
+    std::string what = e.what();
+    if (what.find("55P03") == std::string::npos && what.find("40P01") == std::string::npos) throw;
+    unsettled = true;  // not locked within lock_timeout, or chosen as a deadlock victim
   }
   return differing;
 }
@@ -263,7 +264,8 @@ void TableVerifier::run_whole(TableResult& out) {
     lock_.exec("COMMIT");
   } catch (const Error& e) {
     lock_.exec("ROLLBACK");
-    if (std::string(e.what()).find("55P03") == std::string::npos) throw;
+    std::string what = e.what();
+    if (what.find("55P03") == std::string::npos && what.find("40P01") == std::string::npos) throw;
     unsettled = true;
   }
   if (source == target && !unsettled) return;
@@ -303,9 +305,9 @@ std::optional<Shape> shape_of(const pg::Connection& src, const pg::Connection& t
   s.hash = "('x' || substr(md5(ROW(" + list + ")::text), 1, 16))::bit(64)::bigint";
   pg::Result key = src.exec_params(
       "SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod) FROM "
-      "(SELECT indkey FROM pg_index WHERE indrelid = $1 AND (indisprimary OR indisreplident) "
+      "(SELECT indkey, indnkeyatts FROM pg_index WHERE indrelid = $1 AND (indisprimary OR indisreplident) "
       " ORDER BY indisprimary DESC LIMIT 1) i, unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) "
-      "JOIN pg_attribute a ON a.attrelid = $1 AND a.attnum = k.attnum ORDER BY k.ord", {oid});
+      "JOIN pg_attribute a ON a.attrelid = $1 AND a.attnum = k.attnum WHERE k.ord <= i.indnkeyatts ORDER BY k.ord", {oid});
   for (int i = 0; i < PQntuples(key.get()); ++i) {
     s.key.push_back(Column{PQgetvalue(key.get(), i, 0), PQgetvalue(key.get(), i, 1)});
     s.keys += (s.keys.empty() ? "" : ", ") + s.key.back().name;
@@ -318,7 +320,7 @@ std::optional<Shape> shape_of(const pg::Connection& src, const pg::Connection& t
 void prepare_session(const pg::Connection& c) {
   c.exec("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; "
          "SET extra_float_digits = 3; SET bytea_output = 'hex'; SET lc_monetary = 'C'; SET statement_timeout = 0; "
-         "SET default_transaction_read_only = off");
+         "SET client_encoding = 'UTF8'; SET search_path = pg_catalog; SET default_transaction_read_only = off");
 }
 
 std::vector<TableResult> verify_tables(const VerifyOptions& o, const pg::Connection& src, const pg::Connection& tgt) {
@@ -342,12 +344,18 @@ std::vector<TableResult> verify_tables(const VerifyOptions& o, const pg::Connect
     TableResult r;
     r.table = PQgetvalue(list.get(), i, 1);
     auto start = Clock::now();
-    std::optional<Shape> shape = shape_of(src, tgt, PQgetvalue(list.get(), i, 0), r.table, r.error);
-    if (shape) {
-      r.keyed = !shape->key.empty();
-      TableVerifier v(o, src, tgt, lock, applier ? &watch : nullptr, std::move(*shape));
-      if (r.keyed) v.run_keyed(r);
-      else v.run_whole(r);
+    try {
+      std::optional<Shape> shape = shape_of(src, tgt, PQgetvalue(list.get(), i, 0), r.table, r.error);
+      if (shape) {
+        r.keyed = !shape->key.empty();
+        TableVerifier v(o, src, tgt, lock, applier ? &watch : nullptr, std::move(*shape));
+        if (r.keyed) v.run_keyed(r);
+        else v.run_whole(r);
+      }
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::kConnection) throw;
+      r.error = std::string("could not be compared: ") + e.what();  // the other tables still are
+      lock.exec("ROLLBACK");
     }
     spdlog::info("{}: {} ({} rows, {} chunks, {:.2f} s)", r.table,
                  r.equal() ? "equal" : (r.error.empty() ? "DIFFERENT" : r.error), r.source_rows, r.chunks,

@@ -10,6 +10,7 @@ Usage: cutover_test.py [test_name ...]
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -31,8 +32,12 @@ CREATE TABLE notes (msg text);
 INSERT INTO notes SELECT 'note ' || g FROM generate_series(1, 2000) g;
 CREATE TABLE orders (id serial PRIMARY KEY, item_id bigint REFERENCES items, qty int);
 INSERT INTO orders (item_id, qty) SELECT g, g % 5 FROM generate_series(1, 1000) g;
+CREATE TABLE incl (id int, doc json, PRIMARY KEY (id) INCLUDE (doc));
+INSERT INTO incl SELECT g, json_build_object('g', g) FROM generate_series(1, 300) g;
+CREATE SEQUENCE countdown INCREMENT BY -1 MINVALUE -1000000 MAXVALUE 0 START 0;
+SELECT setval('countdown', -50);
 """
-TABLES = ["items", "pairs", "notes", "orders", "pgbench_accounts", "pgbench_branches", "pgbench_tellers",
+TABLES = ["items", "pairs", "notes", "orders", "incl", "pgbench_accounts", "pgbench_branches", "pgbench_tellers",
           "pgbench_history"]
 
 
@@ -235,6 +240,8 @@ def complete_under_pgbench_cuts_over_with_a_measured_window():
             src_seq = pair.src.value("SELECT last_value FROM orders_id_seq")
             dst_seq = pair.dst_app("SELECT last_value FROM orders_id_seq")[0][0]
             check(dst_seq >= src_seq + 1000, f"target sequence {dst_seq}, source {src_seq} + 1000")
+            down = pair.dst_app("SELECT last_value FROM countdown")[0][0]
+            check(down <= -1050, f"a descending sequence must move down by the shift: {down}")
             print(f"    window {window} ms, {len(writer.committed)} orders committed, {writer.refused} refused, "
                   f"{rows} rows equal")
 
@@ -289,6 +296,35 @@ def complete_with_database_scope_leaves_other_databases_writable():
             if p.poll() is None:
                 p.terminate()
                 p.wait(60)
+
+
+@test
+def complete_interrupted_after_the_read_only_point_makes_the_source_writable_again():
+    with Pair(5) as pair:
+        setup(pair, scale=1)
+        p = start_migration(pair, "interrupt")
+        pair.src.sql("ALTER ROLE postgres SET default_transaction_read_only = off")
+        out = complete(pair)
+        check(out.returncode == 2 and "set per role or database" in out.stderr, f"role override: {out.stderr[-400:]}")
+        pair.src.sql("ALTER ROLE postgres RESET default_transaction_read_only")
+        # A transaction begun before the read-only point keeps complete draining...
+        holder = pair.src.connect()
+        holder.autocommit = False
+        holder.cursor().execute("SELECT count(*) FROM orders")
+        cutover = subprocess.Popen([APPLIER, "complete", "--source", pair.src.conninfo, "--target", pair.target,
+                                    "--drain-timeout", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for("the source to turn read-only", lambda: pair.src.value("SHOW default_transaction_read_only") == "on"
+                 or cutover.poll() is not None, 60)
+        cutover.send_signal(signal.SIGTERM)  # ...when the operator interrupts it
+        _, err = cutover.communicate(timeout=60)
+        holder.rollback()
+        holder.close()
+        check(cutover.returncode == 1 and "interrupted while transactions drained" in err
+              and "the source is writable again" in err, f"exit {cutover.returncode}: {err[-600:]}")
+        p.terminate()
+        p.wait(30)
+        check(pair.src.value("SHOW default_transaction_read_only") == "off" and _writable(pair.src),
+              "the source was left read-only")
 
 
 @test

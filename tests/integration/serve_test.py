@@ -190,6 +190,11 @@ def a_job_lives_from_create_through_copy_and_streaming_to_complete():
             rt = serve.job(job["id"])["realtimeProgress"]
             check(rt["receivedLsn"] and rt["flushedLsn"] and rt["delayMillisecond"] >= 0, f"realtime: {rt}")
 
+            # DNS rebinding: a page whose name now points at 127.0.0.1 sends its own name as Host.
+            status, body = serve.call("GET", "/api/jobs", headers={"Host": f"rebound.example:{HTTP_PORT}"})
+            check(status == 403 and body["errorCode"] == 40300 and "not this server's loopback" in body["errorMsg"],
+                  f"rebinding: {status} {body}")
+
             status, metrics = serve.call("GET", "/metrics")
             check(status == 200 and f'dts_job_rows_copied_total{{job="{job["id"]}",name="test migration"}}' in metrics
                   and "dts_job_lag_milliseconds{" in metrics and 'status="SYNCHRONIZE_REALTIME_DATA"} 1' in metrics,
@@ -294,6 +299,10 @@ def every_error_has_its_status_and_body_and_tokens_are_enforced():
             expect(409, 40900, "only a pending, scheduled or running job can be stopped",
                    serve.call("POST", f"/api/jobs/{jid}/stop"))
             expect(409, 40900, "start applies to a PENDING job", serve.call("POST", f"/api/jobs/{jid}/start"))
+            check(serve.call("POST", f"/api/jobs/{jid}/cancel")[0] == 200, "cancel a stopped job")
+            wait_for("the cancel to end", lambda: serve.job(jid)["cancelled"], 60)
+            expect(409, 40900, "cancelled", serve.call("POST", f"/api/jobs/{jid}/resume"))
+            expect(409, 40900, "nothing left to cancel", serve.call("POST", f"/api/jobs/{jid}/cancel"))
 
             # The password is in none of the answers, and not in the log.
             for path in ("/api/jobs", f"/api/jobs/{jid}", f"/scaling/job/progress/{jid}", "/scaling/job/list",
