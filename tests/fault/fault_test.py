@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from faultlib import MANY_TYPES, ManyTypesWriter, TcpProxy, compare_rows, require  # noqa: E402
-from harness import APPLIER, AppPair, Applier, Failure, check, main, test, wait_for  # noqa: E402
+from harness import APPLIER, AppPair, Applier, Failure, check, main, tail_file, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_FAULT_TEST_PORT", "25700"))
 KILLS = int(os.environ.get("DTS_SOAK_KILLS", "10"))
@@ -127,11 +127,7 @@ class Migration:
             self.proc.wait(60)
 
     def tail(self, n=15):
-        try:
-            with open(self.log_path) as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
+        return tail_file(self.log_path, n)
 
 
 def complete(pair, *extra, source=None, target=None):

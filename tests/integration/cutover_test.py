@@ -16,7 +16,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, AppPair, Failure, check, check_equal, main, test, wait_for  # noqa: E402
+from harness import APPLIER, AppPair, Failure, check, check_equal, main, tail_file, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_CUTOVER_TEST_PORT", "25600"))
 
@@ -59,7 +59,7 @@ def start_migration(pair, tag, *extra):
 
     def streaming():
         if p.poll() is not None:
-            raise Failure(f"migrate exited with {p.returncode}: {tail(log_path(tag))}")
+            raise Failure(f"migrate exited with {p.returncode}: {tail_file(log_path(tag))}")
         try:
             with open(status) as f:
                 return json.load(f).get("phase") in ("STREAMING", "CATCHING_UP")
@@ -69,12 +69,6 @@ def start_migration(pair, tag, *extra):
     return p
 
 
-def tail(path, n=20):
-    try:
-        with open(path) as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return ""
 
 
 class Pgbench:
@@ -229,7 +223,7 @@ def complete_under_pgbench_cuts_over_with_a_measured_window():
                 check("read-only" in str(e), f"unexpected error {e}")
 
             # The applier stopped by itself at the marker; the slot and origin are gone.
-            check(p.wait(60) == 0, f"migrate exited {p.returncode}: {tail(log_path('complete'))}")
+            check(p.wait(60) == 0, f"migrate exited {p.returncode}: {tail_file(log_path('complete'))}")
             check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "a slot is left on the source")
             check(pair.dst_app("SELECT count(*) FROM pg_replication_origin")[0][0] == 0, "an origin is left")
             check(pair.dst_app("SELECT phase FROM dts.migration")[0][0] == "completed", "phase")

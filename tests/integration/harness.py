@@ -209,11 +209,16 @@ class Applier:
             raise Failure(f"applier still running after {timeout}s: {self.tail()}")
 
     def tail(self, n=15):
-        try:
-            with open(self.log_path) as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
+        return tail_file(self.log_path, n)
+
+
+def tail_file(path, n=20):
+    """The last lines of a log, for failure messages ("" if there is none)."""
+    try:
+        with open(path) as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
 
 
 def run_to(source, target, slot, lsn_text, *extra, timeout=120):

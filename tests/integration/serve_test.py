@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, AppPair, Failure, check, check_equal, main, test, wait_for  # noqa: E402
+from harness import APPLIER, AppPair, Failure, check, check_equal, main, tail_file, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_SERVE_TEST_PORT", "25620"))
 HTTP_PORT = BASE_PORT + 50
@@ -119,11 +119,7 @@ class Serve:
             self.proc.wait(60)
 
     def tail(self, n=20):
-        try:
-            with open(self.log_path) as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
+        return tail_file(self.log_path, n)
 
     def cleanup(self):
         self.stop()
