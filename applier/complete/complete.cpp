@@ -139,6 +139,14 @@ void check_quiet(const pg::Connection& src) {
                                         writing + "; stop them, then run complete again");
 }
 
+// The stop marker's LSN in dts.migration ("" clears it): a migrate restarted after applying
+// the marker reads it there, and one restarted after an undone cutover goes on following.
+void record_stop(const pg::Connection& tgt, const std::string& slot, const std::string& lsn) {
+  if (tgt.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") != "t") return;
+  tgt.exec("ALTER TABLE dts.migration ADD COLUMN IF NOT EXISTS stop_lsn pg_lsn");
+  tgt.exec_params("UPDATE dts.migration SET stop_lsn = NULLIF($2, '')::pg_lsn WHERE slot = $1", {slot, lsn});
+}
+
 // What must hold before anything changes on the source.
 void check_ready(const CompleteOptions& o, const pg::Connection& src, const pg::Connection& tgt,
                  const follow::AppliedWatch& watch) {
@@ -208,9 +216,17 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
         spdlog::error("could not make the source writable again ({}); run on it: {}", undo_error.what(),
                       read_only->undo_sql());
       }
-      if (stop != 0)
+      if (stop != 0) {
+        try {
+          pg::Connection t = pg::Connection::open(o.target, "target");
+          record_stop(t, o.slot, "");
+        } catch (const std::exception& e) {
+          spdlog::error("could not clear the stop marker in dts.migration ({}); run on the target: UPDATE dts.migration "
+                        "SET stop_lsn = NULL WHERE slot = '{}'", e.what(), o.slot);
+        }
         spdlog::warn("the applier stops at the stop marker it may have applied: run `dts_applier migrate` again to "
                      "go on following");
+      }
     } else if (read_only && read_only->enabled()) {
       spdlog::warn("the target is ready, the source stays read-only; to undo: {}", read_only->undo_sql());
     }
@@ -236,6 +252,7 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
     // Everything committed on the source is before the stop marker: once it is applied, the
     // target holds it all, and the applier stops by itself.
     stop = watch.write_marker(apply::kStopMarkerPrefix, "complete");
+    record_stop(tgt, o.slot, format_lsn(stop));
     watch.wait_applied(stop, std::chrono::duration_cast<std::chrono::milliseconds>(o.timeout), &interrupted);
     check_quiet(src);
     double applied_ms = ms_since(t_start);
@@ -269,6 +286,10 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
       verify_line = line;
     }
 
+    // Recorded before the slot goes: an applier that starts now finds the migration completed
+    // rather than a missing slot.
+    if (tgt.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") == "t")
+      tgt.exec_params("UPDATE dts.migration SET phase = 'completed', updated_at = now() WHERE slot = $1", {o.slot});
     // The applier has stopped at the marker (or is stopping): the slot and origin go.
     auto deadline = Clock::now() + std::chrono::seconds(30);
     while (src.query_value("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
@@ -276,8 +297,6 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     cancel::drop_slot(src, o.slot, std::chrono::seconds(30));
     cancel::drop_origin(tgt, origin, std::chrono::seconds(30));
-    if (tgt.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") == "t")
-      tgt.exec_params("UPDATE dts.migration SET phase = 'completed', updated_at = now() WHERE slot = $1", {o.slot});
 
     std::printf("cutover complete: the target holds everything the source committed\n"
                 "  read-only window: %.0f ms (transactions drained %.0f ms, last changes applied %.0f ms, "

@@ -95,6 +95,8 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
 
   decode::Decoder decoder;
   std::optional<Lsn> until = opts.until_lsn;
+  bool cut_over = false;  // the stop comes from complete (marker or dts.migration)
+  auto last_stop_check = Clock::time_point{};
   Throttle throttle(opts.bandwidth_mb_per_s);
   Lsn received = resume;
   Lsn flushed = resume;
@@ -190,14 +192,27 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
       return;
     }
     // complete's stop marker arrived: end once its transaction is applied.
-    if (engine.stop_lsn() != 0 && !until) {
+    if (engine.stop_lsn() != 0 && !cut_over) {
       until = engine.stop_lsn();
+      cut_over = true;
       spdlog::info("stop marker at {}: the source is cut over; stopping once it is applied", format_lsn(*until));
+    }
+    // Or complete recorded it while this applier was not running: a restart resumes past the
+    // marker and would never see it.
+    if (opts.watch_stop_lsn && !cut_over && now - last_stop_check >= kStatusInterval) {
+      last_stop_check = now;
+      std::string v = s.control.query_value("SELECT coalesce(stop_lsn::text, '') FROM dts.migration WHERE slot = $1",
+                                            {opts.slot});
+      if (auto lsn = parse_lsn(v)) {
+        until = *lsn;
+        cut_over = true;
+        spdlog::info("complete recorded its stop marker at {}: stopping once it is applied", format_lsn(*lsn));
+      }
     }
     // Reached: applied up to it, or idle with the server having sent everything up to it.
     bool idle = engine.idle() && received <= keepalive_end;
     if (until && !engine.in_transaction() &&
-        (engine.stats().applied_lsn >= *until || (idle && keepalive_end >= *until))) {
+        (std::max(engine.stats().applied_lsn, resume) >= *until || (idle && keepalive_end >= *until))) {
       engine.commit_group();
       engine.sync();
       // Wait for durability, so that what we report and confirm is what a restart resumes from.
@@ -209,11 +224,21 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
       status.applied_lsn = engine.stats().applied_lsn;
       status.transactions_applied = engine.stats().transactions;
       status.changes_applied = engine.stats().changes;
-      status.phase = engine.stop_lsn() != 0 ? "COMPLETED" : "STOPPED";
+      status.phase = cut_over ? "COMPLETED" : "STOPPED";
       if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
       spdlog::info("reached {} (applied {})", format_lsn(*until), format_lsn(engine.stats().applied_lsn));
       return;
     }
+  }
+}
+
+bool completed_meanwhile(const FollowOptions& o) {
+  try {
+    pg::Connection t = pg::Connection::open(o.target, "target");
+    return t.query_value("SELECT coalesce((SELECT phase = 'completed' FROM dts.migration WHERE slot = $1), false)",
+                         {o.slot}) == "t";
+  } catch (const Error&) {
+    return false;
   }
 }
 
@@ -233,6 +258,15 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
       if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
       return kExitOk;
     } catch (const Error& e) {
+      // A restarted applier may meet a slot that complete has just dropped: the migration is
+      // over, which is not an error.
+      if (opts.watch_stop_lsn && completed_meanwhile(opts)) {
+        spdlog::info("the migration was completed (cut over) meanwhile: nothing left to apply");
+        status.phase = "COMPLETED";
+        status.error.clear();
+        if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
+        return kExitOk;
+      }
       status.error = e.what();
       bool retry = e.is_retryable() && opts.resume_auto && !stop.load();
       spdlog::error("{}", e.what());

@@ -26,6 +26,9 @@ struct FollowOptions {
   bool streaming = true;
   std::string decoding_work_mem = "16MB";  // the walsender's logical_decoding_work_mem
   std::string copy_json;  // migrate: shown in the status file (see Status::copy_json)
+  // migrate: watch dts.migration's stop_lsn for this slot, which complete records with its stop
+  // marker, so that an applier restarted after applying the marker still ends there.
+  bool watch_stop_lsn = false;
 };
 
 // Exit codes of the command.

@@ -386,6 +386,8 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
                 "consistent_point pg_lsn, tables text, updated_at timestamptz NOT NULL)");
     // The copy's summary, so that a migrate resumed after the copy still shows it.
     target.exec("ALTER TABLE dts.migration ADD COLUMN IF NOT EXISTS copy_summary text");
+    // complete's stop marker, recorded so that an applier restarted after applying it stops.
+    target.exec("ALTER TABLE dts.migration ADD COLUMN IF NOT EXISTS stop_lsn pg_lsn");
     std::string phase = target.query_value("SELECT phase FROM dts.migration WHERE slot = $1", {opts.slot});
     std::string origin = "dts_" + opts.slot;
     std::string copy_summary;
@@ -517,6 +519,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     else
       copy_summary = target.query_value("SELECT coalesce(copy_summary, '') FROM dts.migration WHERE slot = $1", {opts.slot});
     f.copy_json = copy_summary;
+    f.watch_stop_lsn = true;
     return follow::run_follow(f, stop);
   } catch (const Error& e) {
     spdlog::error("{}", e.what());

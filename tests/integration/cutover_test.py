@@ -227,6 +227,10 @@ def complete_under_pgbench_cuts_over_with_a_measured_window():
             check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "a slot is left on the source")
             check(pair.dst_app("SELECT count(*) FROM pg_replication_origin")[0][0] == 0, "an origin is left")
             check(pair.dst_app("SELECT phase FROM dts.migration")[0][0] == "completed", "phase")
+            # An applier started again after the cutover (a supervisor restarting it) ends at once.
+            again = subprocess.run([APPLIER, "migrate", "--source", pair.src.conninfo, "--target", pair.target],
+                                   capture_output=True, text=True, timeout=60)
+            check(again.returncode == 0 and "completed (cut over)" in again.stderr, f"again: {again.stderr[-300:]}")
 
             rows = check_equal(pair.src, pair.target_view(), TABLES)
             last = max(writer.committed)
