@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <optional>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -59,6 +60,16 @@ const CLI::Validator kSlotName(
     },
     "SLOT");
 
+const CLI::Validator kLsn(
+    [](std::string& v) -> std::string {
+      return dts::parse_lsn(v) ? "" : "\"" + v + "\" is not an LSN; write it as PostgreSQL does, e.g. 16/B374D848";
+    },
+    "LSN");
+
+std::optional<dts::Lsn> lsn_or_none(const std::string& text) {
+  return text.empty() ? std::nullopt : dts::parse_lsn(text);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -85,7 +96,8 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   f->add_option("--resume-mode", resume_mode, "auto: reconnect with backoff after a lost connection; manual: stop")
       ->check(CLI::IsMember({"auto", "manual"}));
-  f->add_option("--until-lsn", until_lsn, "stop once everything committed up to this source LSN is applied (X/X)");
+  f->add_option("--until-lsn", until_lsn, "stop once everything committed up to this source LSN is applied (X/X)")
+      ->check(kLsn);
   f->add_option("--status-file", follow.status_file, "write progress as JSON to this file, every second");
   f->add_option("--origin", follow.origin, "replication origin on the target (default: dts_<slot>)");
   f->add_option("--decoding-work-mem", follow.decoding_work_mem,
@@ -111,7 +123,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"full", "incremental"}));
   m->add_option("--slot", migrate.slot, "replication slot to create on the source (default dts_migrate)")->check(kSlotName);
   m->add_option("--status-file", migrate.status_file, "write progress as JSON to this file");
-  m->add_option("--until-lsn", migrate_until, "mode incremental: stop once applied up to this source LSN");
+  m->add_option("--until-lsn", migrate_until, "mode incremental: stop once applied up to this source LSN")->check(kLsn);
   m->add_option("--bandwidth-limit", migrate.bandwidth_mb_per_s,
                 "mode incremental: read at most this many MB/s from the slot (0: no limit)")
       ->check(CLI::NonNegativeNumber);
@@ -230,14 +242,7 @@ int main(int argc, char** argv) {
   }
   if (f->parsed()) {
     follow.resume_auto = resume_mode == "auto";
-    if (!until_lsn.empty()) {
-      follow.until_lsn = dts::parse_lsn(until_lsn);
-      if (!follow.until_lsn) {
-        std::fprintf(stderr, "--until-lsn: \"%s\" is not an LSN; write it as PostgreSQL does, e.g. 16/B374D848\n",
-                     until_lsn.c_str());
-        return dts::follow::kExitUsage;
-      }
-    }
+    follow.until_lsn = lsn_or_none(until_lsn);
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     return dts::follow::run_follow(follow, g_stop);
@@ -278,14 +283,7 @@ int main(int argc, char** argv) {
   if (m->parsed()) {
     migrate.incremental = migrate_mode == "incremental";
     migrate.resume_auto = migrate_resume == "auto";
-    if (!migrate_until.empty()) {
-      migrate.until_lsn = dts::parse_lsn(migrate_until);
-      if (!migrate.until_lsn) {
-        std::fprintf(stderr, "--until-lsn: \"%s\" is not an LSN; write it as PostgreSQL does, e.g. 16/B374D848\n",
-                     migrate_until.c_str());
-        return dts::follow::kExitUsage;
-      }
-    }
+    migrate.until_lsn = lsn_or_none(migrate_until);
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     return dts::migrate::run_migrate(migrate, g_stop);

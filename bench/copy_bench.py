@@ -60,10 +60,10 @@ def native(jobs):
     sql(SRC_PORT, "DROP PUBLICATION IF EXISTS bench_pub; CREATE PUBLICATION bench_pub FOR ALL TABLES")
     sql(DST_PORT, f"CREATE SUBSCRIPTION bench_sub CONNECTION '{conninfo(SRC_PORT)}' PUBLICATION bench_pub "
                   "WITH (binary = true)", "native_copy")
-    while True:
-        left = sql(DST_PORT, "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'", "native_copy")[0][0]
-        if left == 0:
-            break
+    deadline = time.monotonic() + 3600
+    while sql(DST_PORT, "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'", "native_copy")[0][0] > 0:
+        if time.monotonic() > deadline:
+            sys.exit("copy_bench: the native subscription did not finish its initial copy within an hour")
         time.sleep(0.05)
     sql(DST_PORT, "ALTER SUBSCRIPTION bench_sub DISABLE", "native_copy")
     sql(DST_PORT, "ALTER SUBSCRIPTION bench_sub SET (slot_name = NONE)", "native_copy")

@@ -64,8 +64,10 @@ t0=$(date +%s.%N)
 "$applier" migrate --source "$SRC" --target "$DST" --jobs 2 --split-larger-than 16MB \
   --status-file "$work/status.json" > "$work/migrate.log" 2>&1 &
 migrate_pid=$!
+deadline=$((SECONDS + 600))
 until [ "$(status "['phase']")" = "STREAMING" ] || [ "$(status "['phase']")" = "CATCHING_UP" ]; do
   kill -0 $migrate_pid 2>/dev/null || { cat "$work/migrate.log"; echo "demo: migrate failed"; exit 1; }
+  [ $SECONDS -lt $deadline ] || { cat "$work/migrate.log"; echo "demo: no streaming after 10 minutes"; exit 1; }
   sleep 0.5
 done
 t_copy=$(date +%s.%N)

@@ -45,7 +45,6 @@ void Coalescer::add(const decode::Relation& rel, bool is_insert, const decode::V
     for (size_t c = 0; c < values.size(); ++c) store(row, c, values[c]);
     per.index.emplace(std::move(key), per.rows.size());
     per.rows.push_back(std::move(row));
-    ++rows_;
     return;
   }
   // A later image of the same row: its values win, except where it left a TOAST value
@@ -77,7 +76,6 @@ std::vector<Coalescer::Batch> Coalescer::take(uint32_t relid) {
   std::vector<Batch> out;
   auto it = relations_.find(relid);
   if (it == relations_.end()) return out;
-  rows_ -= it->second.rows.size();
   out.push_back(Batch{it->second.relation, std::move(it->second.rows)});
   repoint(out.back().rows);
   relations_.erase(it);
@@ -94,7 +92,6 @@ std::vector<Coalescer::Batch> Coalescer::take_all() {
   }
   relations_.clear();
   order_.clear();
-  rows_ = 0;
   return out;
 }
 

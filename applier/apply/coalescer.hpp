@@ -26,7 +26,6 @@ class Coalescer {
   // Records an INSERT (key must be new) or an UPDATE that kept its key.
   void add(const decode::Relation& rel, bool is_insert, const decode::Values& values);
   bool has(uint32_t relid) const;
-  size_t rows() const { return rows_; }
   // The pending rows of one relation (or all), in the order their keys first appeared;
   // the rows are removed.
   struct Batch {
@@ -47,7 +46,6 @@ class Coalescer {
 
   std::unordered_map<uint32_t, PerRelation> relations_;
   std::vector<uint32_t> order_;  // relids in the order they first appeared
-  size_t rows_ = 0;
 };
 
 }  // namespace dts::apply

@@ -179,15 +179,6 @@ void TargetSession::rollback() {
   expected_.push_back(Pending{Expect::kSync, ChangeContext{}, nullptr});
 }
 
-void TargetSession::forget_statements_of(const std::string& key_prefix) {
-  // The statements stay prepared on the server (unused) until the session ends; only our map
-  // forgets them, so a changed relation gets statements of its new shape.
-  for (auto it = prepared_.begin(); it != prepared_.end();) {
-    if (it->first.compare(0, key_prefix.size(), key_prefix) == 0) it = prepared_.erase(it);
-    else ++it;
-  }
-}
-
 void TargetSession::fail(const Pending& p, const std::string& msg, const std::string& state) {
   std::string where;
   if (!p.context.table.empty()) {

@@ -61,9 +61,6 @@ class TargetSession {
   // Reads the results that have already arrived, without waiting.
   void poll();
   size_t pending() const { return expected_.size(); }
-  void forget_statements_of(const std::string& key_prefix);
-
-  PGconn* raw() const { return conn_.get(); }
 
  private:
   enum class Expect { kPrepare, kCommand, kOneRow, kOriginSetup, kCommit, kSync };

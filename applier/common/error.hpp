@@ -27,8 +27,6 @@ class Error : public std::runtime_error {
   ErrorKind kind_;
 };
 
-const char* error_kind_name(ErrorKind kind);
-
 }  // namespace dts
 
 #endif

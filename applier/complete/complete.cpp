@@ -142,18 +142,17 @@ void check_quiet(const pg::Connection& src) {
 // The stop marker's LSN in dts.migration ("" clears it): a migrate restarted after applying
 // the marker reads it there, and one restarted after an undone cutover goes on following.
 void record_stop(const pg::Connection& tgt, const std::string& slot, const std::string& lsn) {
-  if (tgt.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") != "t") return;
-  tgt.exec("ALTER TABLE dts.migration ADD COLUMN IF NOT EXISTS stop_lsn pg_lsn");
   tgt.exec_params("UPDATE dts.migration SET stop_lsn = NULLIF($2, '')::pg_lsn WHERE slot = $1", {slot, lsn});
 }
 
-// What must hold before anything changes on the source.
+// What must hold before anything changes on the source. `has_state`: the target has migrate's
+// dts.migration (a plain follow has only its origin).
 void check_ready(const CompleteOptions& o, const pg::Connection& src, const pg::Connection& tgt,
-                 const follow::AppliedWatch& watch) {
+                 const follow::AppliedWatch& watch, bool has_state) {
   if (!watch.has_applier())
     throw Error(ErrorKind::kConfig, "no migration streams into the target with slot \"" + o.slot + "\" (no origin dts_" +
                                         o.slot + "); start one with `dts_applier migrate`, or pass its --slot");
-  if (tgt.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") == "t") {
+  if (has_state) {
     std::string phase = tgt.query_value("SELECT phase FROM dts.migration WHERE slot = $1", {o.slot});
     if (phase == "completed") throw Error(ErrorKind::kConfig, "the migration with slot \"" + o.slot + "\" is already completed");
     if (phase == "copying")
@@ -205,6 +204,7 @@ void wait_lag(const CompleteOptions& o, const follow::AppliedWatch& watch) {
 int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted) {
   std::unique_ptr<ReadOnlySwitch> read_only;
   bool target_ready = false;
+  bool has_state = false;
   Lsn stop = 0;
   auto undo_after = [&](const std::string& what) {
     spdlog::error("{}", what);
@@ -216,7 +216,7 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
         spdlog::error("could not make the source writable again ({}); run on it: {}", undo_error.what(),
                       read_only->undo_sql());
       }
-      if (stop != 0) {
+      if (stop != 0 && has_state) {
         try {
           pg::Connection t = pg::Connection::open(o.target, "target");
           record_stop(t, o.slot, "");
@@ -238,7 +238,8 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
     verify::prepare_session(tgt);
     std::string origin = "dts_" + o.slot;
     follow::AppliedWatch watch(src, tgt, origin);
-    check_ready(o, src, tgt, watch);
+    has_state = tgt.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") == "t";
+    check_ready(o, src, tgt, watch, has_state);
     wait_lag(o, watch);
 
     read_only = std::make_unique<ReadOnlySwitch>(src, o.source, o.scope);
@@ -252,7 +253,7 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
     // Everything committed on the source is before the stop marker: once it is applied, the
     // target holds it all, and the applier stops by itself.
     stop = watch.write_marker(apply::kStopMarkerPrefix, "complete");
-    record_stop(tgt, o.slot, format_lsn(stop));
+    if (has_state) record_stop(tgt, o.slot, format_lsn(stop));
     watch.wait_applied(stop, std::chrono::duration_cast<std::chrono::milliseconds>(o.timeout), &interrupted);
     check_quiet(src);
     double applied_ms = ms_since(t_start);
@@ -288,7 +289,7 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
 
     // Recorded before the slot goes: an applier that starts now finds the migration completed
     // rather than a missing slot.
-    if (tgt.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") == "t")
+    if (has_state)
       tgt.exec_params("UPDATE dts.migration SET phase = 'completed', updated_at = now() WHERE slot = $1", {o.slot});
     // The applier has stopped at the marker (or is stopping): the slot and origin go.
     auto deadline = Clock::now() + std::chrono::seconds(30);

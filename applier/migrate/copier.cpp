@@ -66,7 +66,6 @@ struct Shared {
   std::mutex mu;
   std::condition_variable cv;
   size_t next = 0;
-  int imported = 0;
   bool stop = false;
   int finished = 0;
   std::exception_ptr error;
@@ -113,16 +112,11 @@ void copy_one(const pg::Connection& src, const pg::Connection& dst, const TableT
 }
 
 void worker(const std::string& source, const std::string& target, const std::string& snapshot,
-            const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs, Shared& sh,
-            const std::function<void()>& on_imported) {
+            const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, Shared& sh) {
   try {
     pg::Connection src = pg::Connection::open(source, "source");
     src.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
     src.exec("SET TRANSACTION SNAPSHOT " + apply::quote_literal(snapshot));
-    {
-      std::unique_lock<std::mutex> lock(sh.mu);
-      if (++sh.imported == jobs && on_imported) on_imported();
-    }
     pg::Connection dst = pg::Connection::open(target, "target");
     dst.exec("SET session_replication_role = replica");
     dst.exec("SET synchronous_commit = off");
@@ -149,11 +143,6 @@ void worker(const std::string& source, const std::string& target, const std::str
     sh.cv.notify_all();
     if (!sh.error) sh.error = std::current_exception();
     sh.stop = true;
-    if (sh.imported < jobs) {
-      // A worker that failed before importing must not hold the others' release back.
-      sh.imported = jobs;
-      if (on_imported) on_imported();
-    }
   }
 }
 
@@ -161,13 +150,13 @@ void worker(const std::string& source, const std::string& target, const std::str
 
 CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& snapshot,
                        const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs,
-                       const std::function<void()>& on_imported, const std::function<void()>& report) {
+                       const std::function<void()>& report) {
   Shared sh;
   jobs = std::max(1, jobs);
   std::vector<std::thread> threads;
   for (int j = 0; j < jobs; ++j)
     threads.emplace_back(worker, std::cref(source), std::cref(target), std::cref(snapshot), std::cref(tables),
-                         std::ref(chunks), jobs, std::ref(sh), std::cref(on_imported));
+                         std::ref(chunks), std::ref(sh));
   {
     std::unique_lock<std::mutex> lock(sh.mu);
     while (sh.finished < jobs) {

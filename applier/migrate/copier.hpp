@@ -46,13 +46,12 @@ struct CopyResult {
   uint64_t bytes = 0;
 };
 
-// Copies every chunk with `jobs` workers. `on_imported` runs once every worker has imported
-// the snapshot (the exporting connection may then go). Throws dts::Error on the first failure
-// (the other workers stop).
+// Copies every chunk with `jobs` workers, each in the exported snapshot. Throws dts::Error on
+// the first failure (the other workers stop).
 // `report` runs about every 500 ms on the calling thread while the workers copy.
 CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& snapshot,
                        const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs,
-                       const std::function<void()>& on_imported, const std::function<void()>& report);
+                       const std::function<void()>& report);
 
 }  // namespace dts::migrate
 

@@ -382,12 +382,11 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
   try {
     pg::Connection target = pg::Connection::open(opts.target, "target");
     target.exec("CREATE SCHEMA IF NOT EXISTS dts");
+    // copy_summary: shown again by a migrate resumed after the copy. stop_lsn: complete's stop
+    // marker, so that an applier restarted after applying it still stops there.
     target.exec("CREATE TABLE IF NOT EXISTS dts.migration (slot text PRIMARY KEY, phase text NOT NULL, "
-                "consistent_point pg_lsn, tables text, updated_at timestamptz NOT NULL)");
-    // The copy's summary, so that a migrate resumed after the copy still shows it.
-    target.exec("ALTER TABLE dts.migration ADD COLUMN IF NOT EXISTS copy_summary text");
-    // complete's stop marker, recorded so that an applier restarted after applying it stops.
-    target.exec("ALTER TABLE dts.migration ADD COLUMN IF NOT EXISTS stop_lsn pg_lsn");
+                "consistent_point pg_lsn, tables text, copy_summary text, stop_lsn pg_lsn, "
+                "updated_at timestamptz NOT NULL)");
     std::string phase = target.query_value("SELECT phase FROM dts.migration WHERE slot = $1", {opts.slot});
     std::string origin = "dts_" + opts.slot;
     std::string copy_summary;
@@ -464,7 +463,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       auto t0 = std::chrono::steady_clock::now();
       auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
       std::vector<bool> reported(tables.size(), false);
-      CopyResult copied = copy_chunks(opts.source, opts.target, snapshot, tables, chunks, opts.jobs, nullptr, [&] {
+      CopyResult copied = copy_chunks(opts.source, opts.target, snapshot, tables, chunks, opts.jobs, [&] {
         report(opts, "COPYING", copy_json(tables, chunks, elapsed()));
         progress_bar(tables, chunks, reported, elapsed());
       });

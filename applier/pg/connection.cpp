@@ -16,50 +16,48 @@ bool connection_lost(PGconn* conn) { return conn == nullptr || PQstatus(conn) !=
 
 }  // namespace
 
-std::string redact_conninfo(const std::string& conninfo) {
+namespace {
+
+// Calls visit(keyword, value) for every option the conninfo sets; false if it does not parse.
+template <typename Visit>
+bool each_option(const std::string& conninfo, Visit visit) {
   char* err = nullptr;
   PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
   if (opts == nullptr) {
     if (err != nullptr) PQfreemem(err);
-    return "(unparsable conninfo)";
+    return false;
   }
-  std::string out;
-  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
-    if (o->val == nullptr || o->val[0] == '\0') continue;
-    if (!out.empty()) out += ' ';
-    out += o->keyword;
-    out += '=';
-    out += is_secret_keyword(o->keyword) ? "********" : o->val;
-  }
+  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+    if (o->val != nullptr && o->val[0] != '\0') visit(o->keyword, o->val);
   PQconninfoFree(opts);
-  return out;
+  return true;
+}
+
+}  // namespace
+
+std::string redact_conninfo(const std::string& conninfo) {
+  std::string out;
+  bool parsed = each_option(conninfo, [&](const char* keyword, const char* value) {
+    out += std::string(out.empty() ? "" : " ") + keyword + "=" + (is_secret_keyword(keyword) ? "********" : value);
+  });
+  return parsed ? out : "(unparsable conninfo)";
 }
 
 std::string conninfo_without_password(const std::string& conninfo, std::string& password) {
-  char* err = nullptr;
-  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
-  if (opts == nullptr) {
-    if (err != nullptr) PQfreemem(err);
-    return conninfo;  // the tool reports it as unparsable, as we would
-  }
   std::string out;
-  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
-    if (o->val == nullptr || o->val[0] == '\0') continue;
-    if (std::strcmp(o->keyword, "password") == 0) {
-      password = o->val;
-      continue;
+  bool parsed = each_option(conninfo, [&](const char* keyword, const char* value) {
+    if (std::strcmp(keyword, "password") == 0) {
+      password = value;
+      return;
     }
-    if (!out.empty()) out += ' ';
-    out += o->keyword;
-    out += "='";
-    for (const char* c = o->val; *c != '\0'; ++c) {
+    out += std::string(out.empty() ? "" : " ") + keyword + "='";
+    for (const char* c = value; *c != '\0'; ++c) {
       if (*c == '\'' || *c == '\\') out += '\\';
       out += *c;
     }
     out += '\'';
-  }
-  PQconninfoFree(opts);
-  return out;
+  });
+  return parsed ? out : conninfo;  // the tool reports it as unparsable, as we would
 }
 
 std::string sqlstate(const PGresult* r) {

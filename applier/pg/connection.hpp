@@ -34,7 +34,6 @@ class Connection {
   explicit operator bool() const { return conn_ != nullptr; }
   bool is_ok() const { return conn_ != nullptr && PQstatus(conn_.get()) == CONNECTION_OK; }
   void close() { conn_.reset(); }
-  const std::string& what() const { return what_; }
 
   // Runs SQL (simple protocol) and returns the result; throws on an error status, with the
   // server's SQLSTATE and message. A lost connection is Error(kConnection).

@@ -132,6 +132,12 @@ bool JobManager::has_child(int64_t id, ChildKind kind) const {
   return false;
 }
 
+void JobManager::signal_migrate(int64_t id, int sig) const {
+  auto range = children_.equal_range(id);
+  for (auto it = range.first; it != range.second; ++it)
+    if (it->second.kind == ChildKind::kMigrate) kill(it->second.pid, sig);
+}
+
 int JobManager::running_count() const {
   int n = 0;
   for (const auto& [id, j] : jobs_) n += is_running(j.status) ? 1 : 0;
@@ -305,11 +311,8 @@ void JobManager::tick() {
   for (auto& [id, job] : jobs_) {
     // A migrate that does not stop within a minute of SIGTERM (waiting on pg_restore, say) is
     // killed: the next run resumes from the target's state either way.
-    if (job.status == JobStatus::kStopping && job.stop_requested_at != 0 && now - job.stop_requested_at > kStopGrace) {
-      auto range = children_.equal_range(id);
-      for (auto c = range.first; c != range.second; ++c)
-        if (c->second.kind == ChildKind::kMigrate) kill(c->second.pid, SIGKILL);
-    }
+    if (job.status == JobStatus::kStopping && job.stop_requested_at != 0 && now - job.stop_requested_at > kStopGrace)
+      signal_migrate(id, SIGKILL);
     if (has_child(id, ChildKind::kMigrate)) {
       std::string before = job.progress;
       read_progress(job);
@@ -400,9 +403,7 @@ ActionResult JobManager::stop(int64_t id) {
     j->status = JobStatus::kStopped;
     j->queued = false;
   } else if (is_running(j->status) && j->status != JobStatus::kStopping) {
-    auto range = children_.equal_range(id);
-    for (auto it = range.first; it != range.second; ++it)
-      if (it->second.kind == ChildKind::kMigrate) kill(it->second.pid, SIGTERM);
+    signal_migrate(id, SIGTERM);
     j->status = JobStatus::kStopping;
     j->stop_requested_at = now_unix();
   } else {
@@ -464,9 +465,7 @@ ActionResult JobManager::cancel(int64_t id) {
   if (has_child(id, ChildKind::kCancel)) return conflict(*j, "a cancel is already running for it");
   if (has_child(id, ChildKind::kComplete))
     return conflict(*j, "its cutover (complete) is running; cancelling now would leave the source read-only");
-  auto range = children_.equal_range(id);
-  for (auto it = range.first; it != range.second; ++it)
-    if (it->second.kind == ChildKind::kMigrate) kill(it->second.pid, SIGTERM);
+  signal_migrate(id, SIGTERM);
   if (is_running(j->status)) {
     j->status = JobStatus::kStopping;
     j->stop_requested_at = now_unix();

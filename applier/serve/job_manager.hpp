@@ -92,6 +92,7 @@ class JobManager {
   std::string status_path(const Job& job) const;
   Job* find(int64_t id);
   bool has_child(int64_t id, ChildKind kind) const;
+  void signal_migrate(int64_t id, int sig) const;
   int running_count() const;
 
   std::unique_ptr<JobStore> store_;

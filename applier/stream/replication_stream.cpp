@@ -33,8 +33,6 @@ void write_be64(char* p, uint64_t v) {
 
 ReplicationStream::ReplicationStream(const std::string& conninfo)
     : conn_(pg::Connection::open(conninfo, "source", /*replication=*/true)) {
-  pg::Result r = conn_.exec("IDENTIFY_SYSTEM");
-  system_id_ = PQgetvalue(r.get(), 0, 0);
   const char* enc = PQparameterStatus(conn_.get(), "server_encoding");
   server_encoding_ = enc != nullptr ? enc : "UTF8";
 }

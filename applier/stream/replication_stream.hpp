@@ -52,7 +52,6 @@ class ReplicationStream {
   void set_decoding_work_mem(std::string value) { decoding_work_mem_ = std::move(value); }
   Lsn server_wal_end() const { return server_wal_end_; }
   const std::string& server_encoding() const { return server_encoding_; }
-  std::string system_id() const { return system_id_; }
 
  private:
   void release_buffer();
@@ -60,7 +59,6 @@ class ReplicationStream {
   char* buffer_ = nullptr;
   Lsn server_wal_end_ = 0;
   std::string server_encoding_;
-  std::string system_id_;
   std::string decoding_work_mem_;
 };
 

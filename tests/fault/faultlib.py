@@ -9,7 +9,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import Failure  # noqa: E402
+from harness import run_sql  # noqa: E402
 
 
 class TcpProxy:
@@ -138,14 +138,7 @@ class ManyTypesWriter(threading.Thread):
 
 
 def rows_of(conninfo, table):
-    import psycopg2
-    c = psycopg2.connect(conninfo)
-    try:
-        with c.cursor() as cur:
-            cur.execute(f"SELECT t::text FROM {table} t")
-            return collections.Counter(r[0] for r in cur.fetchall())
-    finally:
-        c.close()
+    return collections.Counter(r[0] for r in run_sql(conninfo, f"SELECT t::text FROM {table} t"))
 
 
 def compare_rows(source_conninfo, target_conninfo, tables):
@@ -166,7 +159,3 @@ def compare_rows(source_conninfo, target_conninfo, tables):
                            f"e.g. {list(missing)[:1]} {list(extra)[:1]}")
     return compared, lost, duplicated, details
 
-
-def require(cond, what):
-    if not cond:
-        raise Failure(what)

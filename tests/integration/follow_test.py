@@ -11,7 +11,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Applier, Failure, Server, check, check_equal, create_on_both, lsn_value, main, rng,  # noqa: E402
+from harness import (Applier, Failure, Server, check, check_equal, create_on_both, main, rng,  # noqa: E402
                      run_to, test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_FOLLOW_TEST_PORT", "25510"))
@@ -66,10 +66,10 @@ class Pair:
         self.close()
 
 
-def pgbench(server, *args, check_rc=True):
+def pgbench(server, *args):
     out = subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", *args, "postgres"],
                          capture_output=True, text=True)
-    if check_rc and out.returncode != 0:
+    if out.returncode != 0:
         raise Failure(f"pgbench {' '.join(args)} failed: {out.stderr[-500:]}")
     return out
 
@@ -169,8 +169,10 @@ def replica_identity_nothing_stops_with_a_clear_error():
         check('"public"."nokey"' in log and "REPLICA IDENTITY FULL" in log, f"message does not name the table and fix: {log}")
         s = a.status()
         check(s["phase"] == "FAILED" and "nokey" in (s["error"] or ""), f"status {s}")
-        # The insert before it is not committed half-way: the failed group rolled back whole.
-        check(pair.dst.value("SELECT count(*) FROM nokey") in (0, 1), "target state")
+        # The insert before it may have been committed in an earlier group or rolled back with the
+        # failed one; it is never there twice.
+        n = pair.dst.value("SELECT count(*) FROM nokey")
+        check(n <= 1, f"{n} copies of the one inserted row on the target")
 
 
 @test
@@ -301,7 +303,6 @@ def kill9_at_random_moments_loses_and_duplicates_nothing():
             bench.join()
         run_to(pair.src, pair.dst, slot, pair.src.lsn())
         rows = check_equal(pair.src, pair.dst, PGBENCH_TABLES + ["seqlog"])
-        check(rounds == 10, f"{rounds} kill rounds")
         print(f"       {rounds} kills survived, {rows} rows compared, 0 lost, 0 duplicated")
 
 

@@ -24,6 +24,10 @@ class Failure(Exception):
     pass
 
 
+class Skip(Exception):
+    """Raised by a test that cannot run on this machine: reported as skipped, not passed."""
+
+
 def check(cond, what):
     if not cond:
         raise Failure(what)
@@ -39,6 +43,19 @@ def wait_for(what, fn, timeout=60, interval=0.05):
         if time.monotonic() > deadline:
             raise Failure(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def run_sql(conninfo, query, args=None):
+    """One statement (or a script) in autocommit on a connection of its own; its rows, if any."""
+    # Not `with connect()`: psycopg2 wraps that in a transaction block, even in autocommit.
+    c = psycopg2.connect(conninfo)
+    c.autocommit = True
+    try:
+        with c.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall() if cur.description else None
+    finally:
+        c.close()
 
 
 class Server:
@@ -58,14 +75,7 @@ class Server:
         return c
 
     def sql(self, query, args=None):
-        # Not `with connect()`: psycopg2 wraps that in a transaction block, even in autocommit.
-        c = self.connect()
-        try:
-            with c.cursor() as cur:
-                cur.execute(query, args)
-                return cur.fetchall() if cur.description else None
-        finally:
-            c.close()
+        return run_sql(self.conninfo, query, args)
 
     def value(self, query, args=None):
         rows = self.sql(query, args)
@@ -95,14 +105,7 @@ class AppPair:
         self.target = f"host=127.0.0.1 port={port + 1} user=postgres dbname=app"
 
     def dst_app(self, query):
-        c = psycopg2.connect(self.target)
-        c.autocommit = True
-        try:
-            with c.cursor() as cur:
-                cur.execute(query)
-                return cur.fetchall() if cur.description else None
-        finally:
-            c.close()
+        return run_sql(self.target, query)
 
     def target_view(self):
         """The target database seen like a Server (value()), for check_equal."""
@@ -171,10 +174,6 @@ class Applier:
                 return json.load(f)
         except (OSError, ValueError):
             return None
-
-    def applied(self):
-        s = self.status()
-        return lsn_value(s["applied_lsn"]) if s else 0
 
     def wait_applied(self, lsn_text, timeout=120):
         target = lsn_value(lsn_text)
@@ -260,7 +259,7 @@ def main(name, epilogue=None):
     """Runs the tests (or those named on the command line); `epilogue` prints a suite's
     figures before the summary line, which stays last for scripts/test.sh."""
     only = sys.argv[1:]
-    passed = failed = 0
+    passed = failed = skipped = 0
     for fn in TESTS:
         if only and fn.__name__ not in only:
             continue
@@ -276,6 +275,9 @@ def main(name, epilogue=None):
                 Applier.started.clear()
             passed += 1
             print(f"  ok   {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
+        except Skip as e:
+            skipped += 1
+            print(f"  skip {fn.__name__}: {e}", flush=True)
         except Exception as e:  # noqa: BLE001 - report every failure and go on
             failed += 1
             print(f"  FAIL {fn.__name__}: {e}", flush=True)
@@ -283,6 +285,8 @@ def main(name, epilogue=None):
                 traceback.print_exc()
     if epilogue:
         epilogue()
+    if skipped:
+        print(f"{name}: {skipped} skipped")
     print(f"{name}: {passed} passed, {failed} failed")
     sys.exit(0 if failed == 0 else 1)
 

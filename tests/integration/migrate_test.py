@@ -42,10 +42,6 @@ def Pair(index):  # noqa: N802 - reads like the class it returns
     return AppPair(f"it_migrate{index}", BASE_PORT + 2 * index)
 
 
-def TargetView(pair):  # noqa: N802
-    return pair.target_view()
-
-
 def pgbench(server, *args):
     out = subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", *args, "postgres"],
                          capture_output=True, text=True)
@@ -77,13 +73,20 @@ def with_big_table(pair, rows):
                  f"INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, {rows}) g")
 
 
+def running(p):
+    """True while migrate runs; a migrate that ended before the awaited moment fails the test."""
+    if p.poll() is not None:
+        raise Failure(f"migrate exited with {p.returncode} before the awaited moment")
+    return True
+
+
 def wait_copy_started(pair, p):
-    wait_for("the copy to start", lambda: p.poll() is not None or pair.dst_app(
+    wait_for("the copy to start", lambda: running(p) and pair.dst_app(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'dts' AND tablename = 'migration'")[0][0] > 0, 60)
 
 
 def wait_phase(p, status, phase, timeout=120):
-    wait_for(phase, lambda: p.poll() is not None or (status_of(status) or {}).get("phase") == phase, timeout)
+    wait_for(phase, lambda: running(p) and (status_of(status) or {}).get("phase") == phase, timeout)
 
 
 def fresh_status(tag):
@@ -136,7 +139,7 @@ def migrate_under_live_writes_then_follow():
             p.terminate()
             p.wait(30)
         check(p.returncode == 0, f"migrate exit {p.returncode}")
-        rows = check_equal(pair.src, TargetView(pair), TABLES)
+        rows = check_equal(pair.src, pair.target_view(), TABLES)
         check(rows > 300000, f"{rows} rows compared")
         # Sequences are copied after the data (follow does not carry them; the cutover syncs
         # them again): at least the values of the snapshot.
@@ -158,7 +161,7 @@ def copy_killed_with_sigkill_then_run_again():
             p.wait()
         p = migrate(pair, "--mode", "full")
         check(p.wait(300) == 0, "the run after the kills failed")
-        check_equal(pair.src, TargetView(pair), ["parent", "child", "events", "log_nokey", "gen", "big"])
+        check_equal(pair.src, pair.target_view(), ["parent", "child", "events", "log_nokey", "gen", "big"])
         check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "slot left behind")
         check(pair.dst_app("SELECT phase FROM dts.migration")[0][0] == "done", "phase")
 
@@ -193,7 +196,7 @@ def table_selection_with_wildcards_and_exclusions():
         tables = {r[0] for r in pair.dst_app("SELECT schemaname || '.' || tablename FROM pg_tables "
                                              "WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'dts')")}
         check(tables == {"sales.orders", "sales.order_lines"}, f"tables on the target: {sorted(tables)}")
-        check_equal(pair.src, TargetView(pair), ["sales.orders", "sales.order_lines"])
+        check_equal(pair.src, pair.target_view(), ["sales.orders", "sales.order_lines"])
 
 
 @test

@@ -74,6 +74,7 @@ check_contains "and is named" "public.nokey" <(q "SELECT detail FROM dts_decodin
 q "CREATE ROLE plain LOGIN"
 check_eq "a role without REPLICATION fails the privilege item" "FAILED" \
   "$(psql -X -At -d "host=127.0.0.1 port=$PORT user=plain dbname=postgres" -c "SELECT status FROM dts_decoding.check_source() WHERE item = 'replication_privilege'")"
-check "and may not emit heartbeats" bash -c "! psql -X -At -d 'host=127.0.0.1 port=$PORT user=plain dbname=postgres' -c 'SELECT dts_decoding.heartbeat()' 2>/dev/null"
+check_contains "and may not emit heartbeats" "permission denied" \
+  <(psql -X -At -d "host=127.0.0.1 port=$PORT user=plain dbname=postgres" -c 'SELECT dts_decoding.heartbeat()' 2>&1)
 
 finish

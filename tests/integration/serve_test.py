@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, AppPair, Failure, check, check_equal, main, tail_file, test, wait_for  # noqa: E402
+from harness import APPLIER, AppPair, Failure, check, check_equal, lsn_value as lsn, main, run_sql, tail_file, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_SERVE_TEST_PORT", "25620"))
 HTTP_PORT = BASE_PORT + 50
@@ -136,11 +136,6 @@ class Pgbench:
         if self.proc.poll() is None:
             self.proc.terminate()
         self.proc.wait(60)
-
-
-def lsn(text):
-    hi, lo = text.split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
 
 
 def job_body(pair, **extra):
@@ -423,13 +418,8 @@ def jobs_queue_beyond_max_jobs_and_scheduled_ones_wait_for_their_time():
             check(serve.job(ids[1])["startedAt"] >= first["updatedAt"], "the queued job started before the first ended")
             check_equal(pair.src, pair.target_view(), ["items", "orders"])
             for db in ("app2", "app3"):
-                view = pair.target.replace("dbname=app", f"dbname={db}")
-                import psycopg2
-                c = psycopg2.connect(view)
-                with c.cursor() as cur:
-                    cur.execute("SELECT count(*) FROM items")
-                    check(cur.fetchone()[0] == 200000, f"{db} was not migrated")
-                c.close()
+                rows = run_sql(pair.target.replace("dbname=app", f"dbname={db}"), "SELECT count(*) FROM items")
+                check(rows[0][0] == 200000, f"{db} was not migrated")
         finally:
             serve.cleanup()
 

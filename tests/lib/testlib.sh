@@ -25,15 +25,6 @@ check_contains() {
   if grep -qF -- "$2" "$3"; then pass "$1"; else fail "$1: [$2] not in $3"; fi
 }
 
-# wait_for SECONDS command...: polls until the command succeeds or the deadline passes.
-wait_for() {
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do
-    [ $SECONDS -ge $deadline ] && return 1
-    sleep 0.1
-  done
-}
-
 finish() {
   echo "$T_NAME: $T_PASSED passed, $T_FAILED failed"
   [ "$T_FAILED" -eq 0 ]
