@@ -50,10 +50,9 @@ void TargetSession::send_check(int ok, const char* doing) {
 void TargetSession::setup_origin(const std::string& origin) {
   drain(0);
   PQexitPipelineMode(conn_.get());
-  conn_.exec_params(
-      "SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL", {origin});
-  // A session of an applier that was just killed may still hold the origin until its backend
-  // notices the closed connection and exits: wait for that, not long.
+  // The origin exists (follow creates it before the engine starts). A session of an applier
+  // that was just killed may still hold it until its backend notices the closed connection
+  // and exits: wait for that, not long.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (;;) {
     try {

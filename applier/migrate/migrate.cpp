@@ -357,25 +357,23 @@ void run_prechecks(const MigrateOptions& o, bool restart) {
 }  // namespace
 
 int copy_sequences(const pg::Connection& source, const pg::Connection& target, int64_t shift) {
-  // The target's sequences (pre-data created those of the selected tables) that the source has.
-  pg::Result seqs = target.exec(
-      "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
-      "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' AND n.nspname <> 'dts'");
-  int copied = 0;
-  for (int i = 0; i < PQntuples(seqs.get()); ++i) {
-    std::string seq = PQgetvalue(seqs.get(), i, 0);
-    if (source.query_value("SELECT to_regclass($1) IS NOT NULL", {seq}) != "t") continue;
-    pg::Result v = source.exec("SELECT last_value, is_called FROM " + seq);
-    // With a shift the next value is last + shift + 1: room for writes that reached the source
-    // in a way that the cutover could not see, as "copy-seq 1000" does. Capped at the maximum.
-    // In the sequence's own direction (a descending one goes down), within its bounds.
-    target.exec_params("SELECT setval(s.seqrelid::regclass, CASE WHEN s.seqincrement > 0 "
-                       "THEN least($2::numeric + $4::numeric, s.seqmax) ELSE greatest($2::numeric - $4::numeric, s.seqmin) "
-                       "END::bigint, $3::bool OR $4::bigint > 0) FROM pg_sequence s WHERE s.seqrelid = $1::regclass",
-                       {seq, PQgetvalue(v.get(), 0, 0), PQgetvalue(v.get(), 0, 1), std::to_string(shift)});
-    copied++;
-  }
-  return copied;
+  // Two round trips however many sequences there are: complete runs this inside its read-only
+  // window. The target's sequences (pre-data created those of the selected tables) take the
+  // source's values; a sequence never called takes its start value, still uncalled.
+  std::string values = source.query_value(
+      "SELECT coalesce(json_agg(json_build_object('name', format('%I.%I', schemaname, sequencename), "
+      "'last', coalesce(last_value, start_value), 'called', last_value IS NOT NULL)), '[]') FROM pg_sequences");
+  // With a shift the next value is last + shift + 1: room for writes that reached the source
+  // in a way that the cutover could not see, as "copy-seq 1000" does. In the sequence's own
+  // direction (a descending one goes down), within its bounds.
+  return std::stoi(target.query_value(
+      "SELECT count(setval(s.seqrelid::regclass, CASE WHEN s.seqincrement > 0 "
+      "THEN least(v.last + $2::numeric, s.seqmax) ELSE greatest(v.last - $2::numeric, s.seqmin) END::bigint, "
+      "v.called OR $2::bigint > 0)) "
+      "FROM json_to_recordset($1::json) AS v(name text, last numeric, called bool) "
+      "JOIN pg_sequence s ON s.seqrelid = to_regclass(v.name) "
+      "JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname <> 'dts'",
+      {values, std::to_string(shift)}));
 }
 
 int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
