@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from faultlib import MANY_TYPES, ManyTypesWriter, TcpProxy, compare_rows  # noqa: E402
-from harness import APPLIER, AppPair, Applier, Failure, Skip, check, lsn_value, main, tail_file, test, wait_for  # noqa: E402
+from harness import APPLIER, AppPair, Applier, Failure, Pgbench, Skip, pgbench, check, lsn_value, main, tail_file, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_FAULT_TEST_PORT", "25700"))
 KILLS = int(os.environ.get("DTS_SOAK_KILLS", "10"))
@@ -47,29 +47,7 @@ def setup(pair, items=300000, scale=2):
     pair.src.sql(MANY_TYPES)
     pair.src.sql(f"CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2)); "
                  f"INSERT INTO items SELECT g, 'item ' || g, g / 7.0 FROM generate_series(1, {items}) g")
-    subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(pair.src.port), "-U", "postgres", "-i", "-q", "-s",
-                    str(scale), "postgres"], check=True, capture_output=True)
-
-
-class Pgbench:
-    def __init__(self, server, rate=300):
-        self.server, self.rate, self.proc = server, rate, None
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen(["pgbench", "-h", "127.0.0.1", "-p", str(self.server.port), "-U", "postgres",
-                                      "-n", "-c", "2", "-T", "3600", "-R", str(self.rate), "postgres"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def ensure(self):
-        """pgbench clients end on errors (a restarted source): start it again."""
-        if self.proc.poll() is not None:
-            self.start()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.proc.wait(60)
+    pgbench(pair.src, "-i", "-q", "-s", str(scale))
 
 
 class Migration:

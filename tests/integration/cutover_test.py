@@ -18,7 +18,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, AppPair, Failure, check, check_equal, main, run_sql, tail_file, test, wait_for  # noqa: E402
+from harness import APPLIER, AppPair, Failure, Pgbench, pgbench, check, check_equal, main, run_sql, tail_file, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_CUTOVER_TEST_PORT", "25600"))
 
@@ -73,25 +73,9 @@ def start_migration(pair, tag, *extra):
 
 
 
-class Pgbench:
-    """pgbench writing to the source in the background until stopped."""
-
-    def __init__(self, server, seconds=300, clients=4):
-        self.proc = subprocess.Popen(["pgbench", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "-n",
-                                      "-c", str(clients), "-T", str(seconds), "-R", "300", "postgres"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        out, err = self.proc.communicate(timeout=60)
-        return out + err
-
-
 def setup(pair, scale=2):
     pair.src.sql(SCHEMA)
-    subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(pair.src.port), "-U", "postgres", "-i", "-q", "-s",
-                    str(scale), "postgres"], check=True, capture_output=True)
+    pgbench(pair.src, "-i", "-q", "-s", str(scale))
 
 
 def verify(pair, *extra):
@@ -109,7 +93,7 @@ def verify_under_pgbench_finds_no_false_difference_and_every_real_one():
     with Pair(0) as pair:
         setup(pair)
         p = start_migration(pair, "verify")
-        bench = Pgbench(pair.src)
+        bench = Pgbench(pair.src, clients=4)
         try:
             runs = 0
             rechecked = 0
@@ -196,7 +180,7 @@ def complete_under_pgbench_cuts_over_with_a_measured_window():
     with Pair(1) as pair:
         setup(pair)
         p = start_migration(pair, "complete")
-        bench = Pgbench(pair.src)
+        bench = Pgbench(pair.src, clients=4)
         writer = OrderWriter(pair.src)
         writer.start()
         try:

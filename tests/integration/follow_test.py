@@ -11,7 +11,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Applier, Failure, Server, check, check_equal, create_on_both, main, rng,  # noqa: E402
+from harness import (Applier, Failure, Server, check, check_equal, create_on_both, main, pgbench, rng,  # noqa: E402
                      run_to, test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_FOLLOW_TEST_PORT", "25510"))
@@ -64,14 +64,6 @@ class Pair:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def pgbench(server, *args):
-    out = subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", *args, "postgres"],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise Failure(f"pgbench {' '.join(args)} failed: {out.stderr[-500:]}")
-    return out
 
 
 def pgbench_schema(pair):

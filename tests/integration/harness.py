@@ -211,6 +211,45 @@ class Applier:
         return tail_file(self.log_path, n)
 
 
+def pgbench_args(server, *args):
+    return ["pgbench", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", *args, "postgres"]
+
+
+def pgbench(server, *args):
+    """Runs pgbench to its end (initialising, or a timed run); a failure fails the test."""
+    out = subprocess.run(pgbench_args(server, *args), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise Failure(f"pgbench {' '.join(args)} failed: {out.stderr[-500:]}")
+    return out
+
+
+class Pgbench:
+    """pgbench writing in the background, at a fixed rate, until stopped (or refused)."""
+
+    def __init__(self, server, clients=2, rate=300):
+        self.server, self.clients, self.rate, self.proc = server, clients, rate, None
+        self.start()
+
+    def start(self):
+        self.output = None
+        self.proc = subprocess.Popen(pgbench_args(self.server, "-n", "-c", str(self.clients), "-T", "3600", "-R",
+                                                  str(self.rate)),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def ensure(self):
+        """Clients end on errors (a restarted source): start it again."""
+        if self.proc.poll() is not None:
+            self.start()
+
+    def stop(self):
+        """Its output (refusals show there); stopping twice is harmless."""
+        if self.output is None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+            self.output = self.proc.communicate(timeout=60)[0] or ""
+        return self.output
+
+
 def tail_file(path, n=20):
     """The last lines of a log, for failure messages ("" if there is none)."""
     try:

@@ -11,7 +11,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, AppPair, Failure, lsn_value, check, check_equal, main, rng, test, wait_for  # noqa: E402
+from harness import APPLIER, AppPair, pgbench, Failure, lsn_value, check, check_equal, main, rng, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_MIGRATE_TEST_PORT", "25560"))
 
@@ -40,13 +40,6 @@ TABLES = ["parent", "child", "events", "log_nokey", "gen", "pgbench_accounts", "
 
 def Pair(index):  # noqa: N802 - reads like the class it returns
     return AppPair(f"it_migrate{index}", BASE_PORT + 2 * index)
-
-
-def pgbench(server, *args):
-    out = subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", *args, "postgres"],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise Failure(f"pgbench failed: {out.stderr[-400:]}")
 
 
 def migrate(pair, *extra, status=None):

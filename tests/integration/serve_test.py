@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, AppPair, Failure, check, check_equal, lsn_value as lsn, main, run_sql, tail_file, test, wait_for  # noqa: E402
+from harness import APPLIER, AppPair, Failure, Pgbench, pgbench, check, check_equal, lsn_value as lsn, main, run_sql, tail_file, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_SERVE_TEST_PORT", "25620"))
 HTTP_PORT = BASE_PORT + 50
@@ -39,8 +39,7 @@ def Pair(index):  # noqa: N802 - reads like the class it returns
 
 def setup(pair):
     pair.src.sql(SCHEMA)
-    subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(pair.src.port), "-U", "postgres", "-i", "-q", "-s", "1",
-                    "postgres"], check=True, capture_output=True)
+    pgbench(pair.src, "-i", "-q", "-s", "1")
 
 
 class Serve:
@@ -126,18 +125,6 @@ class Serve:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-class Pgbench:
-    def __init__(self, server, seconds=300):
-        self.proc = subprocess.Popen(["pgbench", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "-n",
-                                      "-c", "2", "-T", str(seconds), "-R", "200", "postgres"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.proc.wait(60)
-
-
 def job_body(pair, **extra):
     body = {"name": "test migration", "source": pair.src.conninfo, "target": pair.target, "jobs": 2,
             "splitSizeMB": 1}
@@ -174,7 +161,7 @@ def a_job_lives_from_create_through_copy_and_streaming_to_complete():
             check(model["historyProgress"]["syncedRows"] >= 301000, f"{model['historyProgress']['syncedRows']}")
 
             # Realtime progress moves with the source.
-            bench = Pgbench(pair.src)
+            bench = Pgbench(pair.src, rate=200)
             target_lsn = lsn(pair.src.lsn())
             wait_for("the applied LSN to pass the source's",
                      lambda: lsn(serve.job(job["id"])["realtimeProgress"]["appliedLsn"] or "0/0") >= target_lsn, 60)
@@ -314,7 +301,7 @@ def a_restart_of_serve_mid_job_resumes_it_and_it_ends_equal():
     with Pair(2) as pair:
         setup(pair)
         serve = Serve(pair.target, HTTP_PORT + 2)
-        bench = Pgbench(pair.src)
+        bench = Pgbench(pair.src, rate=200)
         try:
             status, body = serve.call("POST", "/api/jobs", job_body(pair))
             jid = body["model"]["id"]
