@@ -40,8 +40,12 @@ bool copyable_type(uint32_t oid) {
 void put_be(std::string& out, uint32_t v, int bytes) {
   for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
-// Large transactions streamed at once, each on a target connection of its own.
-constexpr size_t kMaxStreams = 8;
+// Large transactions applied as they stream in, each on a target connection of its own; more
+// at once are spooled to disk until they commit (connections stay bounded whatever the load).
+constexpr size_t kLiveStreams = 8;
+// Merged row images held before they are written out: bounds memory inside one huge source
+// transaction (a row merged again after that is simply written again).
+constexpr size_t kCoalescedRows = 20000;
 
 std::string savepoint_name(uint32_t subxid) { return "dts_sub_" + std::to_string(subxid); }
 
@@ -60,7 +64,8 @@ struct ApplyEngine::RelationPlan {
 
 // A large transaction being applied as it streams in.
 struct ApplyEngine::Streamed {
-  std::unique_ptr<TargetSession> session;
+  std::unique_ptr<TargetSession> session;  // applied as it arrives, or
+  std::unique_ptr<SpoolFile> spool;        // kept on disk until its commit
   std::vector<uint32_t> savepoints;  // subtransactions, in the order their savepoints were made
 };
 
@@ -141,12 +146,14 @@ void ApplyEngine::commit_group() {
 
 void ApplyEngine::sync() {
   main_->drain(0);
-  for (auto& [xid, s] : streams_) s->session->drain(0);
+  for (auto& [xid, s] : streams_)
+    if (s->session) s->session->drain(0);
 }
 
 void ApplyEngine::poll() {
   main_->poll();
-  for (auto& [xid, s] : streams_) s->session->poll();
+  for (auto& [xid, s] : streams_)
+    if (s->session) s->session->poll();
 }
 
 bool ApplyEngine::idle() const {
@@ -187,8 +194,23 @@ void ApplyEngine::add_to_group(Lsn end_lsn, int64_t commit_time) {
 
 void ApplyEngine::on_origin(std::string_view, Lsn) {}
 
+void ApplyEngine::on_record(uint8_t version, std::string_view raw) {
+  record_version_ = version;
+  record_ = raw;
+}
+
+ApplyEngine::Streamed* ApplyEngine::spooling() {
+  if (stream_xid_ == 0) return nullptr;
+  Streamed& s = stream(stream_xid_);
+  return s.spool ? &s : nullptr;
+}
+
 void ApplyEngine::on_relation(const decode::Relation& relation) {
-  // Rows of the new shape need statements of their own; pending rows used the old shape.
+  // Rows of the new shape need statements of their own; pending rows used the old shape. The
+  // same shape sent again (the source's cache was invalidated) keeps its statements, but what
+  // the target has besides the key is asked again.
+  auto plan = plans_.find(relation.relid);
+  if (plan != plans_.end()) plan->second->coalesce = -1;
   flush_coalesced_of(relation.relid);
   if (batch_.relation != nullptr && batch_.relation->relid == relation.relid) flush_inserts();
 }
@@ -232,12 +254,38 @@ void ApplyEngine::flush_coalesced(const std::vector<Coalescer::Batch>& batches) 
         whole.push_back(&row);
       } else {
         flush_inserts();
-        apply_update_values(rel, row.values, proto::OldTuple::kNone, nullptr);
+        apply_update_values(rel, row.values, proto::OldTuple::kNone, nullptr, row.lsn);
       }
     }
     flush_inserts();
     update_rows(rel, whole);
   }
+}
+
+// The keys of the rows in params_ (n rows of every column), copied: if the target matches fewer
+// rows than sent, they are looked up one by one to name the missing ones.
+std::shared_ptr<const KeyProbe> ApplyEngine::key_probe(const decode::Relation& rel, const RelationPlan& plan,
+                                                       const PendingRow* const* rows, size_t n) const {
+  auto probe = std::make_shared<KeyProbe>();
+  probe->select_sql = "SELECT 1 FROM " + plan.qualified + " WHERE ";
+  for (size_t k = 0; k < rel.key_columns.size(); ++k) {
+    size_t c = rel.key_columns[k];
+    probe->select_sql += (k > 0 ? " AND " : "") + quote_ident(rel.columns[c].name) + " = $" + std::to_string(k + 1);
+    probe->columns.push_back(rel.columns[c]);
+    probe->types.push_back(plan.types[c]);
+  }
+  size_t ncols = rel.columns.size();
+  probe->rows = n;
+  for (size_t r = 0; r < n; ++r) {
+    probe->lsns.push_back(rows[r]->lsn);
+    for (size_t c : rel.key_columns) {
+      size_t i = r * ncols + c;
+      const char* v = params_.values()[i];
+      probe->values.emplace_back(v != nullptr ? std::string(v, static_cast<size_t>(params_.lengths()[i])) : "");
+      probe->formats.push_back(params_.formats()[i]);
+    }
+  }
+  return probe;
 }
 
 void ApplyEngine::update_rows(const decode::Relation& rel, const std::vector<const PendingRow*>& rows) {
@@ -255,9 +303,11 @@ void ApplyEngine::update_rows(const decode::Relation& rel, const std::vector<con
     }
     std::string where = describe_key(rel, rows[done]->values, false);
     if (n > 1) where += " to " + describe_key(rel, rows[done + n - 1]->values, false) + ", " + std::to_string(n) + " rows";
+    ChangeContext context{plan.qualified, where, txn_commit_lsn_, "UPDATE"};
+    context.probe = key_probe(rel, plan, rows.data() + done, n);
     current_session().execute(plan.key_prefix + "M" + std::to_string(n), [&] { return build_update_rows(rel, n); },
                               types_, params_.size(), params_.values(), params_.lengths(), params_.formats(),
-                              ChangeContext{plan.qualified, where, txn_commit_lsn_, "UPDATE"}, true, n);
+                              std::move(context), true, n);
     done += n;
   }
 }
@@ -280,6 +330,11 @@ std::string ApplyEngine::describe_key(const decode::Relation& rel, const decode:
 
 void ApplyEngine::on_row(const decode::RowChange& row) {
   if (skipping_) return;
+  if (Streamed* s = spooling()) {
+    s->spool->append_relation(row.relation->relid, row.relation->version, row.relation->raw);
+    s->spool->append(record_);
+    return;
+  }
   stats_.changes++;
   if (stream_xid_ == 0) {
     group_changes_++;
@@ -288,7 +343,8 @@ void ApplyEngine::on_row(const decode::RowChange& row) {
                      (row.kind == decode::RowKind::kUpdate && row.old_kind == proto::OldTuple::kNone);
     if (keeps_key && coalescable(rel)) {
       ensure_main_transaction();
-      coalesced_.add(rel, row.kind == decode::RowKind::kInsert, *row.new_values);
+      coalesced_.add(rel, row.kind == decode::RowKind::kInsert, *row.new_values, txn_commit_lsn_);
+      if (coalesced_.rows() >= kCoalescedRows) flush_coalesced(coalesced_.take_all());
       return;
     }
     // Anything else on a table with merged rows pending writes them first, in order.
@@ -437,11 +493,11 @@ std::string match_key(const RowMatch& match) {
 }  // namespace
 
 void ApplyEngine::apply_update(const decode::RowChange& row) {
-  apply_update_values(*row.relation, *row.new_values, row.old_kind, row.old_values);
+  apply_update_values(*row.relation, *row.new_values, row.old_kind, row.old_values, txn_commit_lsn_);
 }
 
 void ApplyEngine::apply_update_values(const decode::Relation& rel, const decode::Values& newv,
-                                      proto::OldTuple old_kind, const decode::Values* oldv) {
+                                      proto::OldTuple old_kind, const decode::Values* oldv, Lsn lsn) {
   bool full = old_kind == proto::OldTuple::kFull;
   if (!full && rel.key_columns.empty()) no_identity(rel, "an UPDATE");
   RelationPlan& plan = plan_for(rel);
@@ -477,7 +533,7 @@ void ApplyEngine::apply_update_values(const decode::Relation& rel, const decode:
   std::string where = old_kind == proto::OldTuple::kKey ? describe_key(rel, *oldv, true) : describe_key(rel, newv, false);
   current_session().execute(
       key, [&] { return build_update(rel, set_columns, match); }, types_, params_,
-      ChangeContext{plan.qualified, where, txn_commit_lsn_, "UPDATE"}, true);
+      ChangeContext{plan.qualified, where, lsn, "UPDATE"}, true);
 }
 
 void ApplyEngine::apply_delete(const decode::RowChange& row) {
@@ -505,6 +561,11 @@ void ApplyEngine::apply_delete(const decode::RowChange& row) {
 void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relations, bool cascade,
                               bool restart_identity) {
   if (skipping_) return;
+  if (Streamed* s = spooling()) {
+    for (const auto* r : relations) s->spool->append_relation(r->relid, r->version, r->raw);
+    s->spool->append(record_);
+    return;
+  }
   for (const auto* r : relations) flush_coalesced_of(r->relid);
   flush_inserts();
   std::string names;
@@ -518,51 +579,66 @@ void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relati
 // is applied like any other (its commit moves the origin, which is what verify and complete
 // wait for); the stop marker of complete also asks follow to end once it is applied.
 void ApplyEngine::on_message(bool transactional, Lsn lsn, std::string_view prefix, std::string_view) {
+  if (transactional && !skipping_) {
+    if (Streamed* s = spooling()) {
+      s->spool->append(record_);
+      return;
+    }
+  }
   if (transactional && !skipping_ && prefix == kStopMarkerPrefix) stop_lsn_ = lsn;
 }
 
 ApplyEngine::Streamed& ApplyEngine::stream(uint32_t xid) {
   auto it = streams_.find(xid);
   if (it != streams_.end()) return *it->second;
-  if (streams_.size() >= kMaxStreams)
-    throw Error(ErrorKind::kInternal, "more than " + std::to_string(kMaxStreams) +
-                                          " large transactions are streaming at once; raise logical_decoding_work_mem "
-                                          "on the source so fewer of them are streamed");
   auto s = std::make_unique<Streamed>();
-  if (!idle_sessions_.empty()) {
-    s->session = std::move(idle_sessions_.back());
-    idle_sessions_.pop_back();
+  if (live_streams_ >= kLiveStreams) {
+    s->spool = std::make_unique<SpoolFile>(spool_dir_, xid);
   } else {
-    s->session = new_session();
+    live_streams_++;
+    if (!idle_sessions_.empty()) {
+      s->session = std::move(idle_sessions_.back());
+      idle_sessions_.pop_back();
+    } else {
+      s->session = new_session();
+    }
+    s->session->defer_failures(true);
+    s->session->execute_simple("BEGIN", ChangeContext{"", "", 0, "BEGIN"});
   }
-  s->session->execute_simple("BEGIN", ChangeContext{"", "", 0, "BEGIN"});
   auto& ref = *s;
   streams_.emplace(xid, std::move(s));
   return ref;
 }
 
+void ApplyEngine::end_stream(uint32_t xid, bool roll_back) {
+  auto it = streams_.find(xid);
+  if (it == streams_.end()) return;
+  Streamed& s = *it->second;
+  if (s.session) {
+    if (roll_back) s.session->discard();
+    idle_sessions_.push_back(std::move(s.session));
+    live_streams_--;
+  }
+  streams_.erase(it);  // a spool file goes with it
+}
+
 void ApplyEngine::on_stream_start(uint32_t xid, bool first_segment) {
   flush_inserts();
-  if (first_segment && streams_.count(xid) != 0) {
-    // The source is streaming this transaction again from its start (after a reconnect):
-    // throw away what we had applied of it.
-    auto& s = streams_[xid];
-    s->session->rollback();
-    s->session->drain(0);
-    idle_sessions_.push_back(std::move(s->session));
-    streams_.erase(xid);
-  }
+  // The source is streaming this transaction again from its start (after a reconnect):
+  // throw away what we had of it.
+  if (first_segment) end_stream(xid, true);
+  stream_xid_ = xid;
+  if (stream(xid).spool) return;
   // What the source committed before this block must be committed here before the block's
   // changes run: otherwise a row a streamed change locks could hold up an earlier change still
   // queued on the main session, whose commit the streamed commit waits for.
   commit_group();
   main_->drain(0);
-  stream_xid_ = xid;
-  stream(xid);
 }
 
 void ApplyEngine::on_stream_stop() {
   flush_inserts();
+  if (Streamed* s = spooling()) s->spool->close();
   stream_xid_ = 0;
 }
 
@@ -570,6 +646,10 @@ void ApplyEngine::on_stream_xid(uint32_t xid) {
   flush_inserts();
   if (xid == stream_xid_) return;
   Streamed& s = stream(stream_xid_);
+  if (s.spool) {
+    s.spool->mark_subtransaction(xid);
+    return;
+  }
   if (std::find(s.savepoints.begin(), s.savepoints.end(), xid) != s.savepoints.end()) return;
   s.session->execute_simple("SAVEPOINT " + savepoint_name(xid), ChangeContext{"", "", 0, "SAVEPOINT"});
   s.savepoints.push_back(xid);
@@ -581,10 +661,11 @@ void ApplyEngine::on_stream_abort(uint32_t xid, uint32_t subxid) {
   if (it == streams_.end()) return;  // nothing of it was applied
   Streamed& s = *it->second;
   if (subxid == xid) {
-    s.session->rollback();
-    s.session->drain(0);
-    idle_sessions_.push_back(std::move(s.session));
-    streams_.erase(it);
+    end_stream(xid, true);
+    return;
+  }
+  if (s.spool) {
+    s.spool->abort_subtransaction(subxid);
     return;
   }
   // Rolling back to a savepoint also drops every savepoint made after it; a subtransaction
@@ -598,25 +679,28 @@ void ApplyEngine::on_stream_abort(uint32_t xid, uint32_t subxid) {
 
 void ApplyEngine::on_stream_commit(uint32_t xid, Lsn commit_lsn, Lsn end_lsn, int64_t commit_time) {
   flush_inserts();
-  auto it = streams_.find(xid);
   if (commit_lsn < resume_lsn_) {  // applied before a restart: as in on_begin
-    if (it != streams_.end()) {
-      it->second->session->rollback();
-      it->second->session->drain(0);
-      idle_sessions_.push_back(std::move(it->second->session));
-      streams_.erase(it);
-    }
+    end_stream(xid, true);
     return;
   }
   // Everything committed before it on the source must be durable on the target before its
   // origin progress can say so: commit the main group and wait for it.
   commit_group();
   main_->drain(0);
+  auto it = streams_.find(xid);
   if (it == streams_.end()) {  // no change of it reached us (all filtered): only the progress moves
     add_to_group(end_lsn, commit_time);
     return;
   }
+  if (it->second->spool) {
+    replay_spooled(*it->second, commit_lsn, end_lsn, commit_time);
+    end_stream(xid, false);
+    return;
+  }
   Streamed& s = *it->second;
+  // A change it refused is reported now, with the commit's LSN; the origin has not moved.
+  s.session->set_commit_lsn(commit_lsn);
+  s.session->confirm();
   // Only one session may hold the origin at a time.
   main_->reset_origin();
   s.session->setup_origin(origin_);
@@ -628,8 +712,22 @@ void ApplyEngine::on_stream_commit(uint32_t xid, Lsn commit_lsn, Lsn end_lsn, in
   s.session->drain(0);
   s.session->reset_origin();
   main_->setup_origin(origin_);
-  idle_sessions_.push_back(std::move(s.session));
-  streams_.erase(it);
+  end_stream(xid, false);
+}
+
+// A spooled transaction is applied at its commit like an ordinary one, on the main session,
+// through a decoder of its own: the relation records it needs are in its file.
+void ApplyEngine::replay_spooled(Streamed& s, Lsn commit_lsn, Lsn end_lsn, int64_t commit_time) {
+  decode::Decoder replay;
+  in_source_txn_ = true;
+  txn_commit_lsn_ = commit_lsn;
+  s.spool->replay(record_version_, [&](const uint8_t* frame, size_t len) {
+    replay.decode(frame, len, commit_lsn, *this);
+  });
+  in_source_txn_ = false;
+  add_to_group(end_lsn, commit_time);
+  // Pending rows point into the replay decoder's relations: out before it goes.
+  commit_group();
 }
 
 }  // namespace dts::apply

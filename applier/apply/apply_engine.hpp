@@ -18,6 +18,7 @@
 
 #include "apply/coalescer.hpp"
 #include "apply/params.hpp"
+#include "apply/spool.hpp"
 #include "apply/sql_builder.hpp"
 #include "apply/target_session.hpp"
 #include "decode/decoder.hpp"
@@ -57,10 +58,12 @@ class ApplyEngine : public decode::EventHandler {
   // group, no streamed transaction, no statement whose result is unread.
   bool idle() const;
   const ApplyStats& stats() const { return stats_; }
+  const SpoolDirectory& spool() const { return spool_dir_; }
   // The LSN of a stop marker received (0: none): follow ends once it has applied past it.
   Lsn stop_lsn() const { return stop_lsn_; }
 
   // decode::EventHandler
+  void on_record(uint8_t version, std::string_view raw) override;
   void on_begin(uint32_t xid, Lsn final_lsn, int64_t commit_time) override;
   void on_commit(Lsn commit_lsn, Lsn end_lsn, int64_t commit_time) override;
   void on_origin(std::string_view name, Lsn origin_lsn) override;
@@ -94,21 +97,30 @@ class ApplyEngine : public decode::EventHandler {
   void apply_delete(const decode::RowChange& row);
   std::string describe_key(const decode::Relation& rel, const decode::Values& values, bool key_only) const;
   Streamed& stream(uint32_t xid);
+  Streamed* spooling();  // the stream block being received, if it goes to a spool file
+  void end_stream(uint32_t xid, bool roll_back);
+  void replay_spooled(Streamed& s, Lsn commit_lsn, Lsn end_lsn, int64_t commit_time);
   std::unique_ptr<TargetSession> new_session();
   bool coalescable(const decode::Relation& rel);
   void flush_coalesced(const std::vector<Coalescer::Batch>& batches);
   void flush_coalesced_of(uint32_t relid);
   void update_rows(const decode::Relation& rel, const std::vector<const PendingRow*>& rows);
+  std::shared_ptr<const KeyProbe> key_probe(const decode::Relation& rel, const RelationPlan& plan,
+                                            const PendingRow* const* rows, size_t n) const;
   void apply_update_values(const decode::Relation& rel, const decode::Values& newv, proto::OldTuple old_kind,
-                           const decode::Values* oldv);
+                           const decode::Values* oldv, Lsn lsn);
 
   std::string target_conninfo_;
   std::string client_encoding_;
   std::string origin_;
   std::unique_ptr<TargetSession> main_;
   std::unordered_map<uint32_t, std::unique_ptr<RelationPlan>> plans_;
+  SpoolDirectory spool_dir_;  // before streams_: their spool files are removed first
   std::unordered_map<uint32_t, std::unique_ptr<Streamed>> streams_;
   std::vector<std::unique_ptr<TargetSession>> idle_sessions_;
+  size_t live_streams_ = 0;  // streams with a session (the others are spooled)
+  uint8_t record_version_ = protocol::kVersion;
+  std::string_view record_;  // the record being decoded
 
   // The source transaction being received (ordinary or a stream block).
   bool in_source_txn_ = false;

@@ -30,7 +30,7 @@ void Coalescer::store(PendingRow& row, size_t col, const proto::Value& v) {
   row.values[col] = copy;
 }
 
-void Coalescer::add(const decode::Relation& rel, bool is_insert, const decode::Values& values) {
+void Coalescer::add(const decode::Relation& rel, bool is_insert, const decode::Values& values, Lsn lsn) {
   auto [it, fresh] = relations_.try_emplace(rel.relid);
   PerRelation& per = it->second;
   if (fresh) order_.push_back(rel.relid);
@@ -40,11 +40,13 @@ void Coalescer::add(const decode::Relation& rel, bool is_insert, const decode::V
   if (found == per.index.end()) {
     PendingRow row;
     row.is_insert = is_insert;
+    row.lsn = lsn;
     row.values.resize(values.size());
     row.owned.resize(values.size());
     for (size_t c = 0; c < values.size(); ++c) store(row, c, values[c]);
     per.index.emplace(std::move(key), per.rows.size());
     per.rows.push_back(std::move(row));
+    rows_++;
     return;
   }
   // A later image of the same row: its values win, except where it left a TOAST value
@@ -78,6 +80,7 @@ std::vector<Coalescer::Batch> Coalescer::take(uint32_t relid) {
   if (it == relations_.end()) return out;
   out.push_back(Batch{it->second.relation, std::move(it->second.rows)});
   repoint(out.back().rows);
+  rows_ -= out.back().rows.size();
   relations_.erase(it);
   order_.erase(std::find(order_.begin(), order_.end(), relid));
   return out;
@@ -92,6 +95,7 @@ std::vector<Coalescer::Batch> Coalescer::take_all() {
   }
   relations_.clear();
   order_.clear();
+  rows_ = 0;
   return out;
 }
 

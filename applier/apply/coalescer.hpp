@@ -17,6 +17,7 @@ namespace dts::apply {
 
 struct PendingRow {
   bool is_insert = false;
+  Lsn lsn = 0;  // commit LSN of the source transaction that first wrote this row in the group
   std::vector<protocol::Value> values;  // every column; kUnchangedToast where an UPDATE left it
   std::vector<std::string> owned;       // the bytes the values point to
 };
@@ -24,8 +25,9 @@ struct PendingRow {
 class Coalescer {
  public:
   // Records an INSERT (key must be new) or an UPDATE that kept its key.
-  void add(const decode::Relation& rel, bool is_insert, const decode::Values& values);
+  void add(const decode::Relation& rel, bool is_insert, const decode::Values& values, Lsn lsn);
   bool has(uint32_t relid) const;
+  size_t rows() const { return rows_; }  // merged rows held, over every relation
   // The pending rows of one relation (or all), in the order their keys first appeared;
   // the rows are removed.
   struct Batch {
@@ -46,6 +48,7 @@ class Coalescer {
 
   std::unordered_map<uint32_t, PerRelation> relations_;
   std::vector<uint32_t> order_;  // relids in the order they first appeared
+  size_t rows_ = 0;
 };
 
 }  // namespace dts::apply

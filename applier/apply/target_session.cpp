@@ -59,12 +59,13 @@ void TargetSession::setup_origin(const std::string& origin) {
       conn_.exec_params("SELECT pg_replication_origin_session_setup($1)", {origin});
       break;
     } catch (const Error& e) {
-      bool busy = std::string(e.what()).find("55006") != std::string::npos;
+      bool busy = e.sqlstate() == "55006";  // object_in_use
       if (!busy || std::chrono::steady_clock::now() > deadline)
         throw Error(busy ? ErrorKind::kConfig : e.kind(),
                     std::string(e.what()) + (busy ? "; another dts_applier is applying into origin \"" + origin +
                                                         "\": stop it first"
-                                                  : ""));
+                                                  : ""),
+                    e.sqlstate());
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
@@ -92,7 +93,8 @@ void TargetSession::execute(const std::string& key, const std::function<std::str
 
 void TargetSession::copy_in(const std::string& copy_sql, const std::string& data, const ChangeContext& context) {
   drain(0);
-  PQexitPipelineMode(conn_.get());
+  if (PQexitPipelineMode(conn_.get()) != 1)
+    throw Error(ErrorKind::kInternal, "could not leave pipeline mode for COPY on the target: " + conn_.error_message());
   Pending at{Expect::kCommand, context, nullptr};
   pg::Result r(PQexec(conn_.get(), copy_sql.c_str()));
   if (PQresultStatus(r.get()) != PGRES_COPY_IN) {
@@ -143,6 +145,10 @@ void TargetSession::execute_simple(const std::string& sql, ChangeContext context
 }
 
 void TargetSession::commit(Lsn origin_lsn, int64_t origin_time, std::function<void()> on_done) {
+  // The origin may only advance in a commit whose every statement was confirmed: read every
+  // result (row counts included) before the origin and COMMIT are even sent. One round trip
+  // per group; a refusal rolls the whole group back and throws.
+  confirm();
   static const std::string kOriginKey = "\x01origin_xact_setup";
   ParamSet none;
   auto it = prepared_.find(kOriginKey);
@@ -171,6 +177,90 @@ void TargetSession::commit(Lsn origin_lsn, int64_t origin_time, std::function<vo
   expected_.push_back(Pending{Expect::kSync, ChangeContext{}, nullptr});
 }
 
+void TargetSession::confirm() {
+  confirming_ = true;
+  try {
+    drain(0);
+  } catch (...) {
+    confirming_ = false;
+    throw;
+  }
+  confirming_ = false;
+}
+
+void TargetSession::abandon_failed_transaction() {
+  // An error aborts the pipeline until its sync, and leaves an explicit transaction block
+  // failed after it: end the pipeline, then roll the block back. A row-count refusal left the
+  // pipeline running, and the same sequence rolls it back as well.
+  send_check(PQpipelineSync(conn_.get()), "a sync");
+  expected_.push_back(Pending{Expect::kSync, ChangeContext{}, nullptr});
+  send_check(PQsendQueryParams(conn_.get(), "ROLLBACK", 0, nullptr, nullptr, nullptr, nullptr, 0), "ROLLBACK");
+  expected_.push_back(Pending{Expect::kCommand, ChangeContext{"", "", 0, "ROLLBACK"}, nullptr});
+  send_check(PQpipelineSync(conn_.get()), "a sync");
+  expected_.push_back(Pending{Expect::kSync, ChangeContext{}, nullptr});
+  while (!expected_.empty()) read_one();
+}
+
+void TargetSession::throw_if_failed() {
+  if (!failed_ || throwing_ || (defer_failures_ && !confirming_)) return;
+  throwing_ = true;
+  try {
+    abandon_failed_transaction();
+  } catch (...) {
+    throwing_ = false;
+    failed_ = false;
+    throw;
+  }
+  throwing_ = false;
+  failed_ = false;
+  Pending at{Expect::kCommand, failure_context_, nullptr};
+  if (failure_context_.probe) {
+    std::string keys = missing_keys(*failure_context_.probe, at.context.lsn);
+    if (!keys.empty()) {
+      at.context.key = keys;
+      failure_ = "no row matches it on the target (the target differs from the source)";
+    }
+  }
+  fail(at, failure_, failure_state_);
+}
+
+std::string TargetSession::missing_keys(const KeyProbe& probe, Lsn& lsn) {
+  // Only once the transaction is rolled back, outside the pipeline: one lookup per key sent.
+  if (PQexitPipelineMode(conn_.get()) != 1) return "";
+  std::string out;
+  size_t found = 0;
+  size_t ncols = probe.columns.size();
+  std::vector<const char*> values(ncols);
+  std::vector<int> lengths(ncols);
+  for (size_t r = 0; r < probe.rows && found < 5; ++r) {
+    for (size_t c = 0; c < ncols; ++c) {
+      values[c] = probe.values[r * ncols + c].data();
+      lengths[c] = static_cast<int>(probe.values[r * ncols + c].size());
+    }
+    pg::Result res(PQexecParams(conn_.get(), probe.select_sql.c_str(), static_cast<int>(ncols),
+                                reinterpret_cast<const Oid*>(probe.types.data()), values.data(), lengths.data(),
+                                probe.formats.data() + r * ncols, 0));
+    if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) break;
+    if (PQntuples(res.get()) > 0) continue;
+    if (found == 0) lsn = probe.lsns[r];
+    std::string names = "(", vals = "(";
+    for (size_t c = 0; c < ncols; ++c) {
+      names += (c > 0 ? ", " : "") + quote_ident(probe.columns[c].name);
+      vals += (c > 0 ? ", " : "") + describe_param(probe.columns[c], values[c], lengths[c], probe.formats[r * ncols + c]);
+    }
+    out += (found++ > 0 ? ", " : "") + names + ")=" + vals + ")";
+  }
+  PQenterPipelineMode(conn_.get());
+  return out;
+}
+
+void TargetSession::discard() {
+  if (!expected_.empty() && expected_.back().expect != Expect::kSync) flush_request();
+  while (!expected_.empty()) read_one();
+  abandon_failed_transaction();
+  failed_ = false;
+}
+
 void TargetSession::rollback() {
   send_check(PQsendQueryParams(conn_.get(), "ROLLBACK", 0, nullptr, nullptr, nullptr, nullptr, 0), "ROLLBACK");
   expected_.push_back(Pending{Expect::kCommand, ChangeContext{"", "", 0, "ROLLBACK"}, nullptr});
@@ -186,9 +276,13 @@ void TargetSession::fail(const Pending& p, const std::string& msg, const std::st
   } else {
     where = p.context.action[0] != '\0' ? p.context.action : "a statement";
   }
-  throw Error(ErrorKind::kApply, "the target rejected " + where + " (source transaction committed at " +
-                                     format_lsn(p.context.lsn) + "): " + msg +
-                                     (state.empty() ? "" : " (SQLSTATE " + state + ")"));
+  throw Error(ErrorKind::kApply,
+              "the target rejected " + where + " (source transaction committed at " +
+                  format_lsn(p.context.lsn != 0 ? p.context.lsn : commit_lsn_) +
+                  "): " + msg + (state.empty() ? "" : " (SQLSTATE " + state + ")") +
+                  "; nothing of its group was committed and the origin did not move: fix the target and run "
+                  "again to apply it",
+              state);
 }
 
 void TargetSession::handle_result(PGresult* r, Pending& p) {
@@ -207,9 +301,9 @@ void TargetSession::handle_result(PGresult* r, Pending& p) {
     return;
   }
   if (p.expect == Expect::kOneRow) {
-    // An UPDATE or DELETE that found no row: the target lacks a row the source had. Checked
-    // as results arrive (a guard inside the statement cost 18% of apply speed), so the group
-    // it was in may already be committed; the job stops here all the same.
+    // An UPDATE or DELETE that found no row: the target lacks a row the source had. Checked as
+    // results arrive (a guard inside the statement cost 18% of apply speed); commit() reads
+    // them all before it sends the origin and COMMIT, so the group is rolled back instead.
     const char* n = PQcmdTuples(r);
     size_t changed = n != nullptr ? std::strtoull(n, nullptr, 10) : 0;
     if (changed != p.rows && !failed_) {
@@ -217,7 +311,7 @@ void TargetSession::handle_result(PGresult* r, Pending& p) {
       failure_ = p.rows == 1 ? "no row matches it on the target (the target differs from the source)"
                              : std::to_string(p.rows - changed) + " of its " + std::to_string(p.rows) +
                                    " rows have no match on the target (the target differs from the source)";
-      failure_state_ = "";
+      failure_state_ = "02000";  // SQL's "no data": what an UPDATE or DELETE that matched nothing reports
       failure_context_ = p.context;
     }
     return;
@@ -228,6 +322,7 @@ void TargetSession::handle_result(PGresult* r, Pending& p) {
 void TargetSession::drain(size_t max_pending) {
   if (expected_.size() > max_pending && expected_.back().expect != Expect::kSync) flush_request();
   while (expected_.size() > max_pending) read_one();
+  throw_if_failed();
 }
 
 void TargetSession::poll() {
@@ -235,6 +330,7 @@ void TargetSession::poll() {
   if (PQflush(conn_.get()) < 0 || PQconsumeInput(conn_.get()) == 0)
     throw Error(ErrorKind::kConnection, "lost the connection to the target: " + conn_.error_message());
   while (!expected_.empty() && PQisBusy(conn_.get()) == 0) read_one();
+  throw_if_failed();
 }
 
 void TargetSession::read_one() {
@@ -253,12 +349,7 @@ void TargetSession::read_one() {
       if (!conn_.is_ok()) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + msg);
       throw Error(ErrorKind::kInternal, "expected the end of a pipeline from the target, got: " + msg);
     }
-    if (failed_) {
-      failed_ = false;
-      Pending at{Expect::kCommand, failure_context_, nullptr};
-      fail(at, failure_, failure_state_);
-    }
-    return;
+    return;  // a failure before it is reported by throw_if_failed, once the transaction is rolled back
   }
   handle_result(r, p);
   PQclear(r);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -17,12 +18,29 @@
 
 namespace dts::apply {
 
+// The keys of a multi-row statement, kept until its result is read: when fewer rows matched
+// than were sent, they tell which keys the target lacks.
+struct KeyProbe {
+  std::string select_sql;               // one key's row: SELECT 1 FROM t WHERE k1 = $1 AND ...
+  std::vector<decode::Column> columns;  // the key columns, for messages
+  std::vector<uint32_t> types;
+  size_t rows = 0;
+  std::vector<std::string> values;  // rows x columns, row-major
+  std::vector<int> formats;
+  std::vector<Lsn> lsns;  // per row: the source transaction that wrote it
+};
+
 // Where a statement came from, for the error message if the target rejects it.
 struct ChangeContext {
   std::string table;  // qualified name
   std::string key;    // "(id)=(42)" or ""
   Lsn lsn = 0;        // the source transaction's commit LSN
   const char* action = "";
+  std::shared_ptr<const KeyProbe> probe;  // multi-row UPDATEs only
+
+  ChangeContext() = default;
+  ChangeContext(std::string table_name, std::string key_text, Lsn commit_lsn, const char* what)
+      : table(std::move(table_name)), key(std::move(key_text)), lsn(commit_lsn), action(what) {}
 };
 
 class TargetSession {
@@ -51,12 +69,23 @@ class TargetSession {
   // Runs COPY ... FROM STDIN (FORMAT binary) with `data` (a whole binary COPY stream), waiting
   // for the statements before it: leaves pipeline mode for the COPY and comes back.
   void copy_in(const std::string& copy_sql, const std::string& data, const ChangeContext& context);
-  // Ends a transaction: record the origin's progress, COMMIT and sync. on_done runs when the
-  // server confirms the commit.
+  // Ends a transaction: confirms every statement sent (results read, row counts checked), then
+  // records the origin's progress, COMMIT and sync. on_done runs when the server confirms the
+  // commit. A refused statement rolls the transaction back and throws Error(kApply) instead.
   void commit(Lsn origin_lsn, int64_t origin_time, std::function<void()> on_done);
+  // Reads every result sent so far; a refused statement rolls the transaction back and throws.
+  void confirm();
   void rollback();
+  // Rolls back whatever is open and waits for it, forgetting any refusal on the way: for a
+  // transaction the source aborted, whose changes need not apply.
+  void discard();
+  // A streamed transaction's session: a refusal is held until the transaction commits (then
+  // reported with that commit's LSN) or aborts (then it does not matter).
+  void defer_failures(bool on) { defer_failures_ = on; }
+  void set_commit_lsn(Lsn lsn) { commit_lsn_ = lsn; }
 
-  // Reads results until at most `max_pending` statements are unread (0: wait for all).
+  // Reads results until at most `max_pending` statements are unread (0: wait for all). A
+  // refused statement among them rolls the transaction back and throws.
   void drain(size_t max_pending = 0);
   // Reads the results that have already arrived, without waiting.
   void poll();
@@ -75,12 +104,19 @@ class TargetSession {
   [[noreturn]] void fail(const Pending& p, const std::string& msg, const std::string& state);
   void flush_request();
   void read_one();
+  void abandon_failed_transaction();
+  std::string missing_keys(const KeyProbe& probe, Lsn& lsn);
+  void throw_if_failed();
 
   pg::Connection conn_;
   std::unordered_map<std::string, std::string> prepared_;  // key -> statement name
   uint64_t next_statement_ = 1;
   std::deque<Pending> expected_;
   bool failed_ = false;
+  bool throwing_ = false;
+  bool defer_failures_ = false;
+  bool confirming_ = false;
+  Lsn commit_lsn_ = 0;  // for statements sent before their transaction's commit LSN was known  // inside throw_if_failed: the rollback's own reads must not recurse
   std::string failure_;
   std::string failure_state_;
   ChangeContext failure_context_;

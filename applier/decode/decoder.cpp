@@ -1,5 +1,7 @@
 #include "decode/decoder.hpp"
 
+#include <mutex>
+
 #include "common/error.hpp"
 
 namespace dts::decode {
@@ -7,6 +9,20 @@ namespace {
 
 std::string_view view(const proto::Bytes& b) {
   return std::string_view(reinterpret_cast<const char*>(b.data), b.len);
+}
+
+// One version per distinct relation record in the process: a spooled transaction replayed
+// through a decoder of its own gets the versions the stream's decoder has for the same shapes,
+// so statements prepared for them are reused rather than prepared again at every replay.
+uint64_t relation_version(std::string_view raw) {
+  static std::mutex mutex;
+  static std::unordered_map<std::string, uint64_t> versions;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = versions.find(std::string(raw));
+  if (it != versions.end()) return it->second;
+  uint64_t v = versions.size() + 1;
+  versions.emplace(std::string(raw), v);
+  return v;
 }
 
 }  // namespace
@@ -45,13 +61,15 @@ const Relation& Decoder::relation_for_row(const proto::Record& rec, Lsn wal_star
   return *rel;
 }
 
-void Decoder::remember_relation(const proto::Record& rec, Lsn wal_start, EventHandler& handler) {
+void Decoder::remember_relation(const proto::Record& rec, std::string_view raw, Lsn wal_start,
+                                EventHandler& handler) {
   auto rel = std::make_unique<Relation>();
   rel->relid = rec.relid;
   rel->schema = std::string(view(rec.schema));
   rel->name = std::string(view(rec.name));
   rel->identity = rec.replica_identity;
-  rel->version = next_version_++;
+  rel->version = relation_version(raw);
+  rel->raw = std::string(raw);
   proto::ColumnCursor cursor(rec.columns);
   proto::ColumnInfo info;
   while (cursor.next(info)) {
@@ -82,12 +100,17 @@ void Decoder::decode(const uint8_t* data, size_t len, Lsn wal_start, EventHandle
                     std::to_string(proto::kMaxSupportedVersion) +
                     "; install matching releases of dts_decoding and dts_applier");
   proto::Record rec;
+  const uint8_t* record_start = reader.position();
   while (proto::read_record(reader, rec)) {
+    std::string_view raw(reinterpret_cast<const char*>(record_start),
+                         static_cast<size_t>(reader.position() - record_start));
+    record_start = reader.position();
+    handler.on_record(version, raw);
     switch (rec.type) {
       case proto::RecordType::kBegin: handler.on_begin(rec.xid, rec.lsn, rec.commit_time); break;
       case proto::RecordType::kCommit: handler.on_commit(rec.lsn, rec.end_lsn, rec.commit_time); break;
       case proto::RecordType::kOrigin: handler.on_origin(view(rec.name), rec.lsn); break;
-      case proto::RecordType::kRelation: remember_relation(rec, wal_start, handler); break;
+      case proto::RecordType::kRelation: remember_relation(rec, raw, wal_start, handler); break;
       case proto::RecordType::kInsert:
       case proto::RecordType::kUpdate:
       case proto::RecordType::kDelete: {

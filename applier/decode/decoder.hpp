@@ -27,7 +27,7 @@ struct Column {
 };
 
 // What a relation record said. Rows refer to it by relid; a newer record replaces it (and
-// bumps `version`, so cached statements built for the old shape are not reused).
+// changes `version` when the shape changed, so cached statements built for the old shape are not reused).
 struct Relation {
   uint32_t relid = 0;
   std::string schema;
@@ -35,7 +35,10 @@ struct Relation {
   proto::ReplicaIdentity identity = proto::ReplicaIdentity::kDefault;
   std::vector<Column> columns;
   std::vector<size_t> key_columns;  // indexes into columns, in column order
+  // The same for the same relation record in every Decoder of the process, different for any
+  // other: statements cached for one shape serve exactly that shape.
   uint64_t version = 0;
+  std::string raw;  // the relation record's bytes, to write ahead of its rows in a spool file
 };
 
 using Values = std::vector<proto::Value>;  // views into the frame being decoded
@@ -55,6 +58,12 @@ struct RowChange {
 class EventHandler {
  public:
   virtual ~EventHandler() = default;
+  // Every record's bytes, just before its event: a handler that spools a transaction writes
+  // them as they are.
+  virtual void on_record(uint8_t version, std::string_view raw) {
+    (void)version;
+    (void)raw;
+  }
   virtual void on_begin(uint32_t xid, Lsn final_lsn, int64_t commit_time) = 0;
   virtual void on_commit(Lsn commit_lsn, Lsn end_lsn, int64_t commit_time) = 0;
   virtual void on_origin(std::string_view name, Lsn origin_lsn) = 0;
@@ -82,10 +91,9 @@ class Decoder {
   [[noreturn]] void fail(size_t offset, const std::string& what, Lsn wal_start) const;
   void read_values(const proto::TupleView& t, size_t expected, Values& out, Lsn wal_start);
   const Relation& relation_for_row(const proto::Record& rec, Lsn wal_start) const;
-  void remember_relation(const proto::Record& rec, Lsn wal_start, EventHandler& handler);
+  void remember_relation(const proto::Record& rec, std::string_view raw, Lsn wal_start, EventHandler& handler);
 
   std::unordered_map<uint32_t, std::unique_ptr<Relation>> relations_;
-  uint64_t next_version_ = 1;
   Values old_values_;
   Values new_values_;
   std::vector<const Relation*> truncated_;

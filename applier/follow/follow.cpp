@@ -169,6 +169,8 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
       status.server_wal_end = src.server_wal_end();
       status.transactions_applied = st.transactions;
       status.changes_applied = st.changes;
+      status.spooled_transactions = engine.spool().files_created;
+      status.spool_peak_bytes = engine.spool().peak_bytes;
       status.lag_bytes = status.server_wal_end > status.applied_lsn ? status.server_wal_end - status.applied_lsn : 0;
       // A backlog of more than a block's worth of WAL: still catching up.
       status.phase = status.lag_bytes > kCatchingUpBytes ? "CATCHING_UP" : "STREAMING";
@@ -224,6 +226,8 @@ void follow_once(const FollowOptions& opts, Status& status, const std::atomic<bo
       status.applied_lsn = engine.stats().applied_lsn;
       status.transactions_applied = engine.stats().transactions;
       status.changes_applied = engine.stats().changes;
+      status.spooled_transactions = engine.spool().files_created;
+      status.spool_peak_bytes = engine.spool().peak_bytes;
       status.phase = cut_over ? "COMPLETED" : "STOPPED";
       if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
       spdlog::info("reached {} (applied {})", format_lsn(*until), format_lsn(engine.stats().applied_lsn));

@@ -38,6 +38,10 @@ std::string status_json(const Status& s) {
   w.Uint64(s.bytes_received);
   w.Key("reconnects");
   w.Uint64(s.reconnects);
+  w.Key("spooled_transactions");
+  w.Uint64(s.spooled_transactions);
+  w.Key("spool_peak_bytes");
+  w.Uint64(s.spool_peak_bytes);
   w.Key("error");
   if (s.error.empty()) w.Null();
   else w.String(s.error.c_str());

@@ -24,6 +24,9 @@ struct Status {
   uint64_t changes_applied = 0;
   uint64_t bytes_received = 0;
   uint64_t reconnects = 0;
+  // Large transactions kept on disk until their commit because every apply session was busy.
+  uint64_t spooled_transactions = 0;
+  uint64_t spool_peak_bytes = 0;
   std::string error;
   std::string copy_json;  // migrate: the copy's per-table summary (a JSON object), kept in view
 };

@@ -97,10 +97,15 @@ Result Connection::check(Result r, const std::string& sql) const {
   std::string msg = r ? PQresultErrorMessage(r.get()) : error_message();
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
   std::string state = sqlstate(r.get());
-  ErrorKind kind = connection_lost(conn_.get()) ? ErrorKind::kConnection : ErrorKind::kApply;
+  // A server error is the target refusing something, or the source (or another server) failing
+  // a query: an apply error only on the target.
+  ErrorKind kind = connection_lost(conn_.get()) ? ErrorKind::kConnection
+                   : what_ == "target"          ? ErrorKind::kApply
+                                                : ErrorKind::kSource;
   std::string head = sql.size() > 120 ? sql.substr(0, 120) + "..." : sql;
   throw Error(kind, "the " + what_ + " failed to run \"" + head + "\": " + msg +
-                        (state.empty() ? "" : " (SQLSTATE " + state + ")"));
+                        (state.empty() ? "" : " (SQLSTATE " + state + ")"),
+              state);
 }
 
 Result Connection::exec(const std::string& sql) const {

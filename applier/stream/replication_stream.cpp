@@ -100,14 +100,16 @@ void ReplicationStream::start(const std::string& slot, Lsn start_lsn, const Plug
   if (!conn_.is_ok()) lost(conn_, "starting replication");
   if (state == "42704")  // undefined_object: no such slot
     throw Error(ErrorKind::kSource, "replication slot \"" + slot +
-                                        "\" does not exist on the source; create it with --create-slot: " + msg);
+                                        "\" does not exist on the source; create it with --create-slot: " + msg,
+                state);
   if (msg.find("output_plugin_libraries") != std::string::npos || msg.find("may not be used as an output plugin") != std::string::npos)
     throw Error(ErrorKind::kSource, "the source refuses to load dts_decoding: " + msg +
                                         "; run ALTER SYSTEM SET output_plugin_libraries = '..., dts_decoding' and "
                                         "SELECT pg_reload_conf() on the source");
   throw Error(state == "55000" || state == "42P01" ? ErrorKind::kSource : ErrorKind::kConfig,
               "the source refused to start streaming from slot \"" + slot + "\": " + msg +
-                  (state.empty() ? "" : " (SQLSTATE " + state + ")"));
+                  (state.empty() ? "" : " (SQLSTATE " + state + ")"),
+              state);
 }
 
 ReplicationStream::Event ReplicationStream::next(std::chrono::milliseconds timeout, StreamMessage& msg) {
@@ -151,7 +153,8 @@ ReplicationStream::Event ReplicationStream::next(std::chrono::milliseconds timeo
       throw Error(transient ? ErrorKind::kConnection : ErrorKind::kSource,
                   "the source ended the replication stream: " +
                       (msg_text.empty() ? std::string("no reason given") : msg_text) +
-                      (state.empty() ? "" : " (SQLSTATE " + state + ")"));
+                      (state.empty() ? "" : " (SQLSTATE " + state + ")"),
+                  state);
     }
     if (len == -2) lost(conn_, "reading");
     // Nothing buffered: wait for the socket, up to the deadline.

@@ -230,8 +230,7 @@ std::map<Key, const char*> TableVerifier::locked_rows(std::map<Key, const char*>
     lock_.exec("COMMIT");
   } catch (const Error& e) {
     lock_.exec("ROLLBACK");
-    std::string what = e.what();
-    if (what.find("55P03") == std::string::npos && what.find("40P01") == std::string::npos) throw;
+    if (e.sqlstate() != "55P03" && e.sqlstate() != "40P01") throw;
     unsettled = true;  // not locked within lock_timeout, or chosen as a deadlock victim
   }
   return differing;
@@ -264,8 +263,7 @@ void TableVerifier::run_whole(TableResult& out) {
     lock_.exec("COMMIT");
   } catch (const Error& e) {
     lock_.exec("ROLLBACK");
-    std::string what = e.what();
-    if (what.find("55P03") == std::string::npos && what.find("40P01") == std::string::npos) throw;
+    if (e.sqlstate() != "55P03" && e.sqlstate() != "40P01") throw;
     unsettled = true;
   }
   if (source == target && !unsettled) return;

@@ -136,7 +136,7 @@ class Applier:
     started = []  # every applier a test started, stopped when the test ends
     counter = 0
 
-    def __init__(self, source, target, slot, *extra, status_file=None, log=None):
+    def __init__(self, source, target, slot, *extra, status_file=None, log=None, env=None):
         Applier.counter += 1
         tag = f"{slot}-{os.getpid()}-{Applier.counter}"
         self.status_file = status_file or f"/tmp/dts-it-{tag}.json"
@@ -145,12 +145,14 @@ class Applier:
                      "--status-file", self.status_file, *extra]
         self.proc = None
         self.peak_rss_kb = 0
+        self.env = env
 
     def start(self):
         if os.path.exists(self.status_file):
             os.unlink(self.status_file)
         self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log,
+                                     env=None if self.env is None else {**os.environ, **self.env})
         Applier.started.append(self)
         threading.Thread(target=self._watch_memory, daemon=True).start()
         return self
