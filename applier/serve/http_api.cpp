@@ -158,6 +158,46 @@ std::string metrics_text(JobManager& jobs) {
   return out;
 }
 
+// What every request passes before its route: the token, the origin; and the envelope of
+// errors that no route answered. `token` must outlive the server.
+void add_guards(httplib::Server& svr, const std::string& token) {
+  svr.set_pre_routing_handler([&token](const httplib::Request& req, httplib::Response& res) {
+    // Only the liveness probe is open: everything else, the status page too, needs the token.
+    if (req.path == "/health" && (req.method == "GET" || req.method == "HEAD"))
+      return httplib::Server::HandlerResponse::Unhandled;
+    if (!token_matches(bearer_token(req), token)) return refuse(req, res);
+    // A browser on another site must not drive the API through the user's own loopback server.
+    std::string origin = req.get_header_value("Origin");
+    if (req.method != "GET" && !origin.empty()) {
+      auto scheme = origin.find("://");
+      std::string origin_host = scheme == std::string::npos ? origin : origin.substr(scheme + 3);
+      if (origin_host != req.get_header_value("Host")) {
+        reply(res, 403, kErrForbiddenOrigin, "requests from origin " + origin.substr(0, 200) + " are not allowed");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // ours already
+    if (res.status == 404) reply(res, 404, kErrNotFound, "no route " + req.method + " " + req.path.substr(0, 200));
+    else if (res.status == 413) reply(res, 413, kErrTooLarge, "the body is larger than 1 MB");
+    else reply(res, res.status, res.status * 100, "the request failed");
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    spdlog::error("request failed: {}", what);
+    reply(res, 500, kErrInternal, what);
+  });
+}
+
 void add_job_routes(httplib::Server& svr, JobManager& jobs) {
   svr.Post("/api/jobs", [&](const httplib::Request& req, httplib::Response& res) {
     rapidjson::Document doc;
@@ -312,41 +352,7 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
 
   httplib::Server svr;
   svr.set_payload_max_length(1 << 20);
-  svr.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
-    // Only the liveness probe is open: everything else, the status page too, needs the token.
-    if (req.path == "/health" && (req.method == "GET" || req.method == "HEAD"))
-      return httplib::Server::HandlerResponse::Unhandled;
-    if (!token_matches(bearer_token(req), token)) return refuse(req, res);
-    // A browser on another site must not drive the API through the user's own loopback server.
-    std::string origin = req.get_header_value("Origin");
-    if (req.method != "GET" && !origin.empty()) {
-      auto scheme = origin.find("://");
-      std::string origin_host = scheme == std::string::npos ? origin : origin.substr(scheme + 3);
-      if (origin_host != req.get_header_value("Host")) {
-        reply(res, 403, kErrForbiddenOrigin, "requests from origin " + origin.substr(0, 200) + " are not allowed");
-        return httplib::Server::HandlerResponse::Handled;
-      }
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
-  svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // ours already
-    if (res.status == 404) reply(res, 404, kErrNotFound, "no route " + req.method + " " + req.path.substr(0, 200));
-    else if (res.status == 413) reply(res, 413, kErrTooLarge, "the body is larger than 1 MB");
-    else reply(res, res.status, res.status * 100, "the request failed");
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-  svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "internal error";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    spdlog::error("request failed: {}", what);
-    reply(res, 500, kErrInternal, what);
-  });
+  add_guards(svr, token);
   svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {
     reply(res, 200, 0, "", "{\"status\":\"ok\"}");
   });
