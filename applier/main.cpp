@@ -20,6 +20,7 @@
 #include "migrate/migrate.hpp"
 #include "serve/http_api.hpp"
 #include "serve/jobs_cli.hpp"
+#include "serve/token.hpp"
 #include "verify/verify.hpp"
 
 namespace {
@@ -186,17 +187,18 @@ int main(int argc, char** argv) {
 
   dts::serve::ServeOptions serve;
   auto* sv = app.add_subcommand("serve", "run migrations as jobs, with an HTTP API, metrics and a status page");
-  sv->add_option("--listen", serve.listen, "HOST:PORT to listen on (default 127.0.0.1:8888; other than loopback "
-                                           "needs --token-file)");
-  sv->add_option("--token-file", serve.token_file, "file whose first line is the API token (Authorization: Bearer)");
+  sv->add_option("--listen", serve.listen, "HOST:PORT to listen on (default 127.0.0.1:8888)");
+  sv->add_option("--token-file", serve.token_file,
+                 "file whose first line is the API token (Authorization: Bearer); default: one serve generates "
+                 "into WORK_DIR/api-token on its first start");
   sv->add_option("--state", serve.state, "libpq conninfo of the database that keeps the jobs (schema dts), "
                                          "usually the target")
       ->required()
       ->envname("DTS_STATE");
-  const char* home = std::getenv("HOME");
-  serve.work_dir = std::string(home != nullptr && home[0] != '\0' ? home : "/var/tmp") + "/.dts-serve";
+  serve.work_dir = dts::serve::default_work_dir();
   sv->add_option("--work-dir", serve.work_dir,
-                 "status files and logs of the jobs' processes, private to this user (default ~/.dts-serve)");
+                 "the API token, status files and logs of the jobs' processes; private to this user (0700, "
+                 "default ~/.dts-serve)");
   sv->add_option("--max-jobs", serve.max_jobs, "jobs running at once; more wait in the queue (default 4)")
       ->check(CLI::Range(1, 256));
 
@@ -208,7 +210,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"list", "show", "create", "start", "stop", "resume", "complete", "verify", "cancel"}));
   jc->add_option("id", jobs_cli.id, "the job's id (all but list and create)")->check(CLI::PositiveNumber);
   jc->add_option("--server", jobs_cli.server, "serve's URL (default http://127.0.0.1:8888)");
-  jc->add_option("--token-file", jobs_cli.token_file, "file whose first line is the API token");
+  jc->add_option("--token-file", jobs_cli.token_file,
+                 "file whose first line is the API token (default: WORK_DIR/api-token, for a loopback --server)");
+  jobs_cli.work_dir = dts::serve::default_work_dir();
+  jc->add_option("--work-dir", jobs_cli.work_dir, "serve's --work-dir, where it keeps its token (default ~/.dts-serve)");
   jc->add_option("--name", jobs_cli.name, "create: the job's name");
   jc->add_option("--source", jobs_cli.source, "create: libpq conninfo of the source")->envname("DTS_SOURCE");
   jc->add_option("--target", jobs_cli.target, "create: libpq conninfo of the target")->envname("DTS_TARGET");

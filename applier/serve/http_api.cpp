@@ -4,19 +4,19 @@
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
 #include <unistd.h>
+
+#include <strings.h>
 
 #include <climits>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <thread>
 
 #include "check/check.hpp"
 #include "common/error.hpp"
 #include "serve/job_manager.hpp"
 #include "serve/sharding_sphere.hpp"
+#include "serve/token.hpp"
 #include "status_page.hpp"
 
 namespace dts::serve {
@@ -62,11 +62,36 @@ int64_t id_of(const httplib::Request& req) {
   return std::stoll(s);
 }
 
-bool constant_time_equal(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
+// The token of an `Authorization: Bearer <token>` header (the scheme in any case, RFC 6750);
+// empty if the header is missing or another scheme.
+std::string bearer_token(const httplib::Request& req) {
+  std::string auth = req.get_header_value("Authorization");
+  if (auth.size() < 7 || strncasecmp(auth.c_str(), "Bearer ", 7) != 0) return "";
+  size_t start = auth.find_first_not_of(' ', 7);
+  return start == std::string::npos ? "" : auth.substr(start);
+}
+
+// 401 in the envelope of the route's family: JSON for the API, metrics and ShardingSphere routes
+// (and for any non-browser client of /); the sign-in page for a browser that opens /, which then
+// fetches the status page with the token.
+httplib::Server::HandlerResponse refuse(const httplib::Request& req, httplib::Response& res) {
+  res.set_header("WWW-Authenticate", "Bearer realm=\"dts\"");
+  bool page = req.method == "GET" && req.path == "/";
+  if (page && req.get_header_value("Accept").find("text/html") != std::string::npos) {
+    res.status = 401;
+    res.set_header("X-Frame-Options", "DENY");
+    res.set_header("Content-Security-Policy", "frame-ancestors 'none'");
+    res.set_header("Cache-Control", "no-store");
+    res.set_content(kSignInPage, "text/html; charset=utf-8");
+    return httplib::Server::HandlerResponse::Handled;
+  }
+  bool has_header = !req.get_header_value("Authorization").empty();
+  reply(res, 401, kErrUnauthorized,
+        has_header ? "the token is not valid (send Authorization: Bearer <token>, the token serve wrote to api-token "
+                     "in its work directory or the one in its --token-file)"
+                   : "this server needs its API token: send Authorization: Bearer <token>, the token serve wrote to "
+                     "api-token in its work directory (default ~/.dts-serve) or the one in its --token-file");
+  return httplib::Server::HandlerResponse::Handled;
 }
 
 std::string label(const std::string& v) {
@@ -131,6 +156,46 @@ std::string metrics_text(JobManager& jobs) {
   for (const auto& r : rows)
     out += "dts_job_status{" + r.labels + ",status=\"" + status_name(r.job->status) + "\"} 1\n";
   return out;
+}
+
+// What every request passes before its route: the token, the origin; and the envelope of
+// errors that no route answered. `token` must outlive the server.
+void add_guards(httplib::Server& svr, const std::string& token) {
+  svr.set_pre_routing_handler([&token](const httplib::Request& req, httplib::Response& res) {
+    // Only the liveness probe is open: everything else, the status page too, needs the token.
+    if (req.path == "/health" && (req.method == "GET" || req.method == "HEAD"))
+      return httplib::Server::HandlerResponse::Unhandled;
+    if (!token_matches(bearer_token(req), token)) return refuse(req, res);
+    // A browser on another site must not drive the API through the user's own loopback server.
+    std::string origin = req.get_header_value("Origin");
+    if (req.method != "GET" && !origin.empty()) {
+      auto scheme = origin.find("://");
+      std::string origin_host = scheme == std::string::npos ? origin : origin.substr(scheme + 3);
+      if (origin_host != req.get_header_value("Host")) {
+        reply(res, 403, kErrForbiddenOrigin, "requests from origin " + origin.substr(0, 200) + " are not allowed");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // ours already
+    if (res.status == 404) reply(res, 404, kErrNotFound, "no route " + req.method + " " + req.path.substr(0, 200));
+    else if (res.status == 413) reply(res, 413, kErrTooLarge, "the body is larger than 1 MB");
+    else reply(res, res.status, res.status * 100, "the request failed");
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    spdlog::error("request failed: {}", what);
+    reply(res, 500, kErrInternal, what);
+  });
 }
 
 void add_job_routes(httplib::Server& svr, JobManager& jobs) {
@@ -260,39 +325,18 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
     spdlog::error("--listen \"{}\": the port must be a number from 1 to 65535", o.listen);
     return 2;
   }
-  std::string token;
-  if (!o.token_file.empty()) {
-    std::ifstream f(o.token_file);
-    if (!f) {
-      spdlog::error("--token-file {}: cannot read it", o.token_file);
-      return 2;
-    }
-    std::getline(f, token);
-    while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
-    if (token.size() < 16) {
-      spdlog::error("--token-file {}: the token must be at least 16 characters (e.g. openssl rand -hex 32)", o.token_file);
-      return 2;
-    }
+  // The jobs' logs and status files and the API token: a directory only this user can enter, so
+  // nobody else can read the token, plant links or forge progress in it. serve always needs a
+  // token: without --token-file it makes one there on its first start and keeps it.
+  std::string token, token_source;
+  try {
+    prepare_work_dir(o.work_dir);
+    token = o.token_file.empty() ? load_or_create_token(o.work_dir) : read_token_file(o.token_file);
+    token_source = o.token_file.empty() ? o.work_dir + "/" + kTokenFileName : o.token_file;
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return e.kind() == ErrorKind::kConfig ? 2 : 1;
   }
-  if (!is_loopback(host) && token.empty()) {
-    spdlog::error("refusing to listen on {} without a token: anyone who can reach it could run migrations. "
-                  "Pass --token-file, or listen on 127.0.0.1", host);
-    return 2;
-  }
-  // The jobs' logs and status files: a directory only this user can enter, so nobody else can
-  // plant links or forge progress in it.
-  std::error_code ec;
-  std::filesystem::create_directories(o.work_dir, ec);
-  struct stat st {};
-  if (ec || lstat(o.work_dir.c_str(), &st) != 0) {
-    spdlog::error("--work-dir {}: {}", o.work_dir, ec ? ec.message() : std::strerror(errno));
-    return 2;
-  }
-  if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
-    spdlog::error("--work-dir {} is not a directory owned by this user; choose another", o.work_dir);
-    return 2;
-  }
-  chmod(o.work_dir.c_str(), 0700);
   // The jobs' processes are this same binary.
   char exe[PATH_MAX] = {0};
   ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -308,62 +352,7 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
 
   httplib::Server svr;
   svr.set_payload_max_length(1 << 20);
-  svr.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
-    if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
-    bool page = req.method == "GET" && (req.path == "/" || req.path == "/index.html");
-    if (token.empty()) {
-      // Without a token, only a client that names this loopback server may use it: a web page
-      // whose own name was rebound to 127.0.0.1 sends its own name as Host.
-      std::string h = req.get_header_value("Host");
-      bool ours = false;
-      for (const char* name : {"127.0.0.1", "localhost", "[::1]"})
-        ours = ours || h == std::string(name) + ":" + std::to_string(port);
-      if (!ours && req.path != "/health") {
-        reply(res, 403, kErrForbiddenOrigin,
-              "Host \"" + h.substr(0, 100) + "\" is not this server's loopback address; use http://127.0.0.1:" +
-                  std::to_string(port) + "/ (or give serve a token)");
-        return httplib::Server::HandlerResponse::Handled;
-      }
-    }
-    if (!token.empty() && !page) {
-      std::string auth = req.get_header_value("Authorization");
-      if (auth.rfind("Bearer ", 0) != 0 || !constant_time_equal(auth.substr(7), token)) {
-        res.set_header("WWW-Authenticate", "Bearer");
-        reply(res, 401, kErrUnauthorized,
-              auth.empty() ? "this server needs Authorization: Bearer <token>" : "the token is not valid");
-        return httplib::Server::HandlerResponse::Handled;
-      }
-    }
-    // A browser on another site must not drive the API through the user's own loopback server.
-    std::string origin = req.get_header_value("Origin");
-    if (req.method != "GET" && !origin.empty()) {
-      auto scheme = origin.find("://");
-      std::string origin_host = scheme == std::string::npos ? origin : origin.substr(scheme + 3);
-      if (origin_host != req.get_header_value("Host")) {
-        reply(res, 403, kErrForbiddenOrigin, "requests from origin " + origin.substr(0, 200) + " are not allowed");
-        return httplib::Server::HandlerResponse::Handled;
-      }
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
-  svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // ours already
-    if (res.status == 404) reply(res, 404, kErrNotFound, "no route " + req.method + " " + req.path.substr(0, 200));
-    else if (res.status == 413) reply(res, 413, kErrTooLarge, "the body is larger than 1 MB");
-    else reply(res, res.status, res.status * 100, "the request failed");
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-  svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "internal error";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    spdlog::error("request failed: {}", what);
-    reply(res, 500, kErrInternal, what);
-  });
+  add_guards(svr, token);
   svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {
     reply(res, 200, 0, "", "{\"status\":\"ok\"}");
   });
@@ -384,8 +373,11 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
     jobs->shutdown();
     return 1;
   }
-  spdlog::info("serving on http://{}:{} ({}), jobs kept in {}", host, port, token.empty() ? "no token" : "token required",
-               pg::redact_conninfo(o.state));
+  spdlog::info("serving on http://{}:{}, jobs kept in {}", host, port, pg::redact_conninfo(o.state));
+  // Where the token is, never the token itself: the log may be read by others.
+  spdlog::info("every request but GET /health needs Authorization: Bearer <the token in {}>; the jobs CLI reads it "
+               "{}; the status page: http://{}:{}/#token=<that token>",
+               token_source, o.token_file.empty() ? "from there" : "with --token-file", host, port);
   std::thread server([&] { svr.listen_after_bind(); });
   while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   spdlog::info("stopping: the jobs' processes stop and resume when serve starts again");

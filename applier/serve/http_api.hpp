@@ -17,9 +17,9 @@ void reply(httplib::Response& res, int status, int code, const std::string& mess
 
 struct ServeOptions {
   std::string listen = "127.0.0.1:8888";
-  std::string token_file;  // required to listen on anything but loopback
+  std::string token_file;  // the API token; without it, serve's own in <work_dir>/api-token
   std::string state;       // conninfo of the database that keeps the jobs (schema dts)
-  std::string work_dir;    // status files and logs of the jobs' processes
+  std::string work_dir;    // status files and logs of the jobs' processes, the API token (0700)
   int max_jobs = 4;        // jobs running at once; more wait, queued
 };
 

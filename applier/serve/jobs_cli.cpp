@@ -7,7 +7,10 @@
 #include <rapidjson/writer.h>
 
 #include <cstdio>
-#include <fstream>
+
+#include "common/error.hpp"
+#include "serve/http_api.hpp"
+#include "serve/token.hpp"
 
 namespace dts::serve {
 namespace {
@@ -45,18 +48,35 @@ void print_list(const rapidjson::Value& jobs) {
   }
 }
 
+// The host of a URL like http://127.0.0.1:8888/path ([::1] keeps its brackets).
+std::string url_host(const std::string& url) {
+  auto scheme = url.find("://");
+  std::string rest = scheme == std::string::npos ? url : url.substr(scheme + 3);
+  rest = rest.substr(0, rest.find_first_of("/?#"));
+  auto at = rest.rfind('@');
+  if (at != std::string::npos) rest = rest.substr(at + 1);
+  if (!rest.empty() && rest[0] == '[') return rest.substr(0, rest.find(']') + 1);
+  return rest.substr(0, rest.find(':'));
+}
+
 }  // namespace
 
 int run_jobs_cli(const JobsCliOptions& o) {
   std::string token;
-  if (!o.token_file.empty()) {
-    std::ifstream f(o.token_file);
-    if (!f) {
-      std::fprintf(stderr, "--token-file %s: cannot read it\n", o.token_file.c_str());
+  try {
+    if (!o.token_file.empty()) {
+      token = read_token_file(o.token_file);
+    } else if (is_loopback(url_host(o.server))) {
+      token = read_work_dir_token(o.work_dir);
+    } else {
+      // The work directory's token belongs to this host's serve: never send it to another server.
+      std::fprintf(stderr, "--server %s is not a loopback address: pass --token-file with that server's token\n",
+                   o.server.c_str());
       return 2;
     }
-    std::getline(f, token);
-    while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
   }
   httplib::Client cli(o.server);
   if (!cli.is_valid()) {
@@ -65,8 +85,7 @@ int run_jobs_cli(const JobsCliOptions& o) {
   }
   cli.set_connection_timeout(5);
   cli.set_read_timeout(120);
-  httplib::Headers headers;
-  if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+  httplib::Headers headers{{"Authorization", "Bearer " + token}};
   std::string id = std::to_string(o.id);
   httplib::Result res = o.action == "list"     ? cli.Get("/api/jobs", headers)
                         : o.action == "show"   ? cli.Get(("/api/jobs/" + id).c_str(), headers)

@@ -10,7 +10,8 @@ namespace dts::serve {
 
 struct JobsCliOptions {
   std::string server = "http://127.0.0.1:8888";
-  std::string token_file;
+  std::string token_file;  // without it: <work_dir>/api-token, sent only to a loopback server
+  std::string work_dir;    // serve's work directory (default ~/.dts-serve)
   std::string action;  // list, show, create, start, stop, resume, complete, verify, cancel
   int64_t id = 0;
   // create

@@ -10,19 +10,15 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, AppPair, Failure, Pgbench, pgbench, check, check_equal, lsn_value as lsn, main, run_sql, tail_file, test, wait_for  # noqa: E402
+from harness import AppPair, Pgbench, pgbench, check, check_equal, lsn_value as lsn, main, run_sql, test, wait_for  # noqa: E402
+from serve_client import Serve, chromium_page  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_SERVE_TEST_PORT", "25620"))
-HTTP_PORT = BASE_PORT + 50
+HTTP_PORT = int(os.environ.get("DTS_SERVE_TEST_HTTP_PORT", str(BASE_PORT + 50)))
 
 SCHEMA = """
 CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2));
@@ -40,89 +36,6 @@ def Pair(index):  # noqa: N802 - reads like the class it returns
 def setup(pair):
     pair.src.sql(SCHEMA)
     pgbench(pair.src, "-i", "-q", "-s", "1")
-
-
-class Serve:
-    """dts_applier serve as a child process, and a small HTTP client for it."""
-
-    def __init__(self, state, port, *extra, token=None):
-        self.port, self.token, self.state, self.extra = port, token, state, extra
-        self.work = tempfile.mkdtemp(prefix=f"dts-it-serve-{port}-")
-        self.log_path = os.path.join(self.work, "serve.log")
-        self.proc = None
-        self.start()
-
-    def start(self):
-        args = [APPLIER, "serve", "--listen", f"127.0.0.1:{self.port}", "--state", self.state,
-                "--work-dir", self.work, *self.extra]
-        if self.token:
-            path = os.path.join(self.work, "token")
-            with open(path, "w") as f:
-                f.write(self.token + "\n")
-            args += ["--token-file", path]
-        self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
-        wait_for("serve to answer", lambda: self._alive() and self.call("GET", "/health")[0] == 200, 30)
-
-    def _alive(self):
-        if self.proc.poll() is not None:
-            raise Failure(f"serve exited with {self.proc.returncode}: {self.tail()}")
-        return True
-
-    def call(self, method, path, body=None, token="default", raw=None, headers=None):
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        tok = self.token if token == "default" else token
-        if tok:
-            req.add_header("Authorization", f"Bearer {tok}")
-        for k, v in (headers or {}).items():
-            req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                text = r.read().decode()
-                status = r.status
-        except urllib.error.HTTPError as e:
-            text, status = e.read().decode(), e.code
-        except (urllib.error.URLError, ConnectionError):
-            return 0, None
-        try:
-            return status, json.loads(text)
-        except ValueError:
-            return status, text
-
-    def job(self, job_id):
-        status, body = self.call("GET", f"/api/jobs/{job_id}")
-        check(status == 200 and body["success"], f"GET job {job_id}: {status} {body}")
-        return body["model"]
-
-    def wait_status(self, job_id, wanted, timeout=180, seen=None):
-        def reached():
-            self._alive()
-            m = self.job(job_id)
-            if seen is not None and (not seen or seen[-1] != m["status"]):
-                seen.append(m["status"])
-            if m["status"] == "FAILED" and wanted != "FAILED":
-                raise Failure(f"job {job_id} failed: {m['error']}")
-            return m["status"] == wanted
-        wait_for(f"job {job_id} to be {wanted}", reached, timeout)
-        return self.job(job_id)
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
-
-    def tail(self, n=20):
-        return tail_file(self.log_path, n)
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def job_body(pair, **extra):
@@ -168,10 +81,9 @@ def a_job_lives_from_create_through_copy_and_streaming_to_complete():
             rt = serve.job(job["id"])["realtimeProgress"]
             check(rt["receivedLsn"] and rt["flushedLsn"] and rt["delayMillisecond"] >= 0, f"realtime: {rt}")
 
-            # DNS rebinding: a page whose name now points at 127.0.0.1 sends its own name as Host.
-            status, body = serve.call("GET", "/api/jobs", headers={"Host": f"rebound.example:{HTTP_PORT}"})
-            check(status == 403 and body["errorCode"] == 40300 and "not this server's loopback" in body["errorMsg"],
-                  f"rebinding: {status} {body}")
+            # DNS rebinding: a page whose name now points at 127.0.0.1 has no token to send.
+            status, body = serve.call("GET", "/api/jobs", token=None, headers={"Host": f"rebound.example:{HTTP_PORT}"})
+            check(status == 401 and body["errorCode"] == 40100, f"rebinding: {status} {body}")
 
             status, metrics = serve.call("GET", "/metrics")
             check(status == 200 and f'dts_job_rows_copied_total{{job="{job["id"]}",name="test migration"}}' in metrics
@@ -194,12 +106,11 @@ def a_job_lives_from_create_through_copy_and_streaming_to_complete():
             check_equal(pair.src, pair.target_view(), TABLES)
             check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "slot left")
 
-            out = subprocess.run([APPLIER, "jobs", "list", "--server", f"http://127.0.0.1:{HTTP_PORT}"],
-                                 capture_output=True, text=True, timeout=30)
+            # The jobs CLI with no token flag: it reads the token serve generated in its work directory.
+            out = serve.jobs_cli("list")
             check(out.returncode == 0 and re.search(rf"^{job['id']} +test migration +COMPLETED", out.stdout, re.M),
                   f"jobs list: {out.stdout} {out.stderr}")
-            out = subprocess.run([APPLIER, "jobs", "show", "999", "--server", f"http://127.0.0.1:{HTTP_PORT}"],
-                                 capture_output=True, text=True, timeout=30)
+            out = serve.jobs_cli("show", "999")
             check(out.returncode == 1 and "404" in out.stderr and "no job 999" in out.stderr, out.stderr)
         finally:
             if bench:
@@ -288,10 +199,9 @@ def every_error_has_its_status_and_body_and_tokens_are_enforced():
                 check("s3cr3t-pw" not in json.dumps(serve.call("GET", path)[1]), f"password in {path}")
             check("s3cr3t-pw" not in serve.tail(1000), "password in serve's log")
 
-            # Listening beyond loopback without a token is refused.
-            out = subprocess.run([APPLIER, "serve", "--listen", "0.0.0.0:25699", "--state", pair.target],
-                                 capture_output=True, text=True, timeout=30)
-            check(out.returncode == 2 and "refusing to listen on 0.0.0.0 without a token" in out.stderr, out.stderr)
+            # The jobs CLI with the token file serve was given.
+            out = serve.jobs_cli("show", str(jid), "--token-file", os.path.join(serve.base, "token"))
+            check(out.returncode == 0 and '"cancelled": true' in out.stdout, f"jobs show: {out.stdout} {out.stderr}")
         finally:
             serve.cleanup()
 
@@ -412,16 +322,11 @@ def jobs_queue_beyond_max_jobs_and_scheduled_ones_wait_for_their_time():
 
 
 def status_page(serve, job_id):
-    """The page in headless Chromium: a screenshot, and the job's row and bars from the DOM."""
-    chromium = shutil.which("chromium")
-    check(chromium is not None, "chromium is not installed (scripts/install-deps.sh installs it)")
-    url = f"http://127.0.0.1:{serve.port}/"
-    shot = os.path.join(serve.work, "status.png")
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             f"--user-data-dir={serve.work}/chromium", "--virtual-time-budget=5000", "--window-size=1280,800"]
-    subprocess.run(flags + [f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    """The page in headless Chromium, opened with the token in its fragment as a user would: a
+    screenshot, and the job's row and bars from the DOM."""
+    shot = os.path.join(serve.base, "status.png")
+    dom = chromium_page(serve, f"#token={serve.token}", shot)
     check(os.path.exists(shot) and os.path.getsize(shot) > 5000, "no screenshot")
-    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     row = re.search(rf'<tr class="job" data-job-id="{job_id}" data-status="([A-Z_]+)">(.*?)</tr>', dom, re.S)
     check(row is not None, f"no row for job {job_id} in the DOM: {dom[:800]}")
     check(row.group(1) == "SYNCHRONIZE_REALTIME_DATA", f"row status {row.group(1)}")
