@@ -131,6 +131,10 @@ int main(int argc, char** argv) {
   std::string migrate_resume = "auto";
   m->add_option("--resume-mode", migrate_resume, "auto: reconnect after a lost connection; manual: stop (exit code 3)")
       ->check(CLI::IsMember({"auto", "manual"}));
+  m->add_option("--decoding-work-mem", migrate.decoding_work_mem,
+                "mode incremental: logical_decoding_work_mem of the source's walsender (default 16MB)");
+  m->add_flag("!--no-streaming", migrate.streaming,
+              "mode incremental: have the source hold large transactions until commit instead of streaming them");
   m->add_option("--skip-check", migrate.skip_checks,
                 "start even though this precheck item FAILED (repeatable; names as `check` prints them)")
       ->delimiter(',')

@@ -11,13 +11,6 @@ namespace proto = dts::protocol;
 
 namespace {
 
-// A group of source transactions is committed on the target once it holds this much. A row
-// updated by every source transaction (a counter, a branch balance) and not merged per key
-// gains a version per update that nothing can prune until the group commits, and each later
-// update walks them all (2000 pgbench transactions per group ran 4x slower than 50).
-constexpr uint64_t kGroupChanges = 20000;
-constexpr uint64_t kGroupTransactions = 200;         // when its rows are merged per key
-constexpr uint64_t kGroupTransactionsDirect = 50;    // when it sent UPDATEs or DELETEs one by one
 // Rows of one INSERT statement (PostgreSQL takes at most 65535 parameters).
 constexpr size_t kInsertRows = 100;
 // A run of inserts this long goes by binary COPY when every value can (COPY's insert path is
@@ -69,11 +62,13 @@ struct ApplyEngine::Streamed {
   std::vector<uint32_t> savepoints;  // subtransactions, in the order their savepoints were made
 };
 
-ApplyEngine::ApplyEngine(std::string target_conninfo, std::string client_encoding, std::string origin, Lsn resume_lsn)
+ApplyEngine::ApplyEngine(std::string target_conninfo, std::string client_encoding, std::string origin, Lsn resume_lsn,
+                         core::CommitPolicy policy)
     : target_conninfo_(std::move(target_conninfo)),
       client_encoding_(std::move(client_encoding)),
       origin_(std::move(origin)),
-      resume_lsn_(resume_lsn) {
+      resume_lsn_(resume_lsn),
+      policy_(policy) {
   catalog_ = pg::Connection::open(target_conninfo_, "target");
   main_ = new_session();
   main_->setup_origin(origin_);
@@ -117,9 +112,11 @@ void ApplyEngine::ensure_main_transaction() {
   main_open_ = true;
 }
 
-bool ApplyEngine::group_is_large() const {
-  return group_changes_ >= kGroupChanges ||
-         group_txns_ >= (group_direct_updates_ > 0 ? kGroupTransactionsDirect : kGroupTransactions);
+ApplyStats ApplyEngine::stats() const {
+  ApplyStats s = stats_;
+  s.spooled_transactions = spool_dir_.files_created;
+  s.spool_peak_bytes = spool_dir_.peak_bytes;
+  return s;
 }
 
 void ApplyEngine::commit_group() {
@@ -180,7 +177,7 @@ void ApplyEngine::on_commit(Lsn, Lsn end_lsn, int64_t commit_time) {
   // statements for single-row transactions; not measured yet.)
   flush_inserts();
   add_to_group(end_lsn, commit_time);
-  if (group_is_large()) commit_group();
+  if (policy_.full(group_txns_, group_changes_, group_direct_updates_ > 0)) commit_group();
 }
 
 void ApplyEngine::add_to_group(Lsn end_lsn, int64_t commit_time) {

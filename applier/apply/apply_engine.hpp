@@ -21,6 +21,7 @@
 #include "apply/spool.hpp"
 #include "apply/sql_builder.hpp"
 #include "apply/target_session.hpp"
+#include "core/applier.hpp"
 #include "decode/decoder.hpp"
 
 namespace dts::apply {
@@ -32,35 +33,23 @@ namespace proto = dts::protocol;
 constexpr std::string_view kMarkerPrefix = "dts_marker";
 constexpr std::string_view kStopMarkerPrefix = "dts_stop";
 
-struct ApplyStats {
-  uint64_t transactions = 0;  // source transactions committed on the target
-  uint64_t changes = 0;       // rows inserted, updated or deleted (sent)
-  Lsn applied_lsn = 0;        // end LSN of the last source transaction committed on the target
-  int64_t applied_commit_time = 0;
-};
+using core::ApplyStats;
 
-class ApplyEngine : public decode::EventHandler {
+class ApplyEngine : public core::Applier {
  public:
-  ApplyEngine(std::string target_conninfo, std::string client_encoding, std::string origin, Lsn resume_lsn);
+  ApplyEngine(std::string target_conninfo, std::string client_encoding, std::string origin, Lsn resume_lsn,
+              core::CommitPolicy policy = {});
   ~ApplyEngine() override;
 
-  // Commits the open group, if any (the caller does so when the stream goes quiet, and before
-  // reporting progress).
-  void commit_group();
-  // Reads the target's results until all sent statements are confirmed.
-  void sync();
-  bool group_is_large() const;
-  bool in_transaction() const { return in_source_txn_; }
-  bool group_open() const { return main_open_; }
-  // Reads the results that arrived (commits confirmed move applied_lsn), without waiting.
-  void poll();
-  // Nothing received is waiting to be applied or confirmed: no source transaction open, no
-  // group, no streamed transaction, no statement whose result is unread.
-  bool idle() const;
-  const ApplyStats& stats() const { return stats_; }
-  const SpoolDirectory& spool() const { return spool_dir_; }
-  // The LSN of a stop marker received (0: none): follow ends once it has applied past it.
-  Lsn stop_lsn() const { return stop_lsn_; }
+  // core::Applier
+  void commit_group() override;
+  void sync() override;
+  void poll() override;
+  bool group_open() const override { return main_open_; }
+  bool in_transaction() const override { return in_source_txn_; }
+  bool idle() const override;
+  ApplyStats stats() const override;
+  Lsn stop_lsn() const override { return stop_lsn_; }
 
   // decode::EventHandler
   void on_record(uint8_t version, std::string_view raw) override;
@@ -147,6 +136,7 @@ class ApplyEngine : public decode::EventHandler {
   RowMatch match_;                   // scratch of the UPDATE and DELETE paths
   std::vector<const proto::Value*> match_values_;
   ApplyStats stats_;
+  core::CommitPolicy policy_;
   Lsn stop_lsn_ = 0;
 };
 

@@ -509,6 +509,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     f.until_lsn = opts.until_lsn;
     f.origin = origin;
     f.decoding_work_mem = opts.decoding_work_mem;
+    f.streaming = opts.streaming;
     f.bandwidth_mb_per_s = opts.bandwidth_mb_per_s;
     f.resume_auto = opts.resume_auto;
     if (!copy_summary.empty())

@@ -27,7 +27,8 @@ struct MigrateOptions {
   std::string slot = "dts_migrate";
   std::string status_file;
   std::optional<Lsn> until_lsn;  // incremental: stop following there
-  std::string decoding_work_mem = "16MB";
+  std::string decoding_work_mem = "16MB";  // follow's stream options, as follow has them
+  bool streaming = true;
   std::vector<std::string> skip_checks;
   double bandwidth_mb_per_s = 0;  // follow's read limit
   bool resume_auto = true;  // check items whose FAILED does not stop the start
