@@ -135,6 +135,21 @@ def refused_change_inside_a_streamed_transaction():
 
 
 @test
+def refused_change_in_a_streamed_transaction_the_source_aborts_is_forgotten():
+    """A streamed transaction that the target would refuse, but the source rolls back: it never
+    happened, so follow goes on."""
+    with Pair(6) as pair:
+        setup_t(pair, 20000)
+        slot = pair.slot()
+        pair.dst.sql("DELETE FROM t WHERE id = 15000")
+        pair.src.sql("BEGIN; UPDATE t SET v = 'aborted' WHERE id % 2 = 0; ROLLBACK")
+        pair.src.sql("UPDATE t SET v = 'after' WHERE id = 10")
+        run_to(pair.src, pair.dst, slot, pair.src.lsn(), "--decoding-work-mem", "64kB")
+        check(pair.dst.value("SELECT v FROM t WHERE id = 10") == "after", "the change after the abort was not applied")
+        check(pair.dst.value("SELECT count(*) FROM t WHERE v = 'aborted'") == 0, "aborted changes were applied")
+
+
+@test
 def refused_change_inside_a_group_of_200():
     """Defect 1 inside a group: 200 one-row transactions, the 150th refused. The target must
     hold exactly the transactions up to where the origin stands, and none after."""
