@@ -69,6 +69,7 @@ ApplyEngine::ApplyEngine(std::string target_conninfo, std::string client_encodin
       origin_(std::move(origin)),
       resume_lsn_(resume_lsn),
       policy_(policy) {
+  SpoolDirectory::remove_orphans();
   catalog_ = pg::Connection::open(target_conninfo_, "target");
   main_ = new_session();
   main_->setup_origin(origin_);

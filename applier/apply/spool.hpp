@@ -26,6 +26,9 @@ class SpoolDirectory {
   SpoolDirectory(const SpoolDirectory&) = delete;
   SpoolDirectory& operator=(const SpoolDirectory&) = delete;
 
+  // An applier killed (kill -9, a crash) leaves its spool behind: removes every spool of this
+  // user whose owner process is gone (their transactions are streamed again from the slot).
+  static void remove_orphans();
   // Created on first use, under $TMPDIR (or /tmp).
   const std::string& path();
   // Files created and bytes written since the applier started, for reports.

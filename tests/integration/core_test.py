@@ -255,6 +255,46 @@ def many_concurrent_large_transactions_apply():
 
 
 @test
+def applier_killed_while_transactions_are_spooled_loses_nothing():
+    """kill -9 while twelve streamed transactions are open (four of them spooled): the restart
+    removes the dead applier's spool, gets them streamed again, and ends equal."""
+    with Pair(7) as pair:
+        create_on_both(pair.src, pair.dst,
+                       "CREATE TABLE big (id bigserial PRIMARY KEY, sess int, n int, pad text)")
+        slot = pair.slot()
+        tmp = tempfile.mkdtemp(prefix="dts-it-core-")
+        env = {"TMPDIR": tmp}
+        a = Applier(pair.src, pair.dst, slot, "--decoding-work-mem", "64kB", env=env).start()
+        conns = []
+        for i in range(12):
+            c = pair.src.connect()
+            c.autocommit = False
+            with c.cursor() as cur:
+                cur.execute("INSERT INTO big (sess, n, pad) SELECT %s, g, repeat('x', 200) FROM generate_series(1, 3000) g",
+                            (i,))
+            conns.append(c)
+
+        def spooled_files():
+            return [f for _, _, fs in os.walk(tmp) for f in fs if f.startswith("xid-")]
+        wait_for("streamed transactions to be spooled", lambda: len(spooled_files()) >= 4, 120)
+        a.kill9()
+        dead = os.listdir(tmp)
+        check(dead, "the killed applier left no spool to clean up (the test proves nothing)")
+        b = Applier(pair.src, pair.dst, slot, "--decoding-work-mem", "64kB", env=env).start()
+        wait_for("the dead applier's spool to be removed", lambda: not (set(dead) & set(os.listdir(tmp))), 60)
+        for c in conns:
+            with c.cursor() as cur:
+                cur.execute("UPDATE big SET n = -n WHERE n % 10 = 0")
+            c.commit()
+            c.close()
+        b.wait_applied(pair.src.lsn(), 300)
+        check(b.stop() == 0, f"follow did not stop cleanly: {b.tail()}")
+        check(check_equal(pair.src, pair.dst, ["big"]) == 36000, "rows lost or duplicated across the kill")
+        check(not os.listdir(tmp), f"spool left behind after a clean stop: {os.listdir(tmp)}")
+        os.rmdir(tmp)
+
+
+@test
 def unstreamed_huge_transaction_has_flat_memory():
     """Defect 6: a 5M-row transaction sent whole at its commit (--no-streaming) into a table
     whose rows are merged per key: the applier's memory must not grow with it."""
