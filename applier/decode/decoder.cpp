@@ -17,12 +17,15 @@ std::string_view view(const proto::Bytes& b) {
 uint64_t relation_version(std::string_view raw) {
   static std::mutex mutex;
   static std::unordered_map<std::string, uint64_t> versions;
+  static uint64_t next = 1;
   std::lock_guard<std::mutex> lock(mutex);
   auto it = versions.find(std::string(raw));
   if (it != versions.end()) return it->second;
-  uint64_t v = versions.size() + 1;
-  versions.emplace(std::string(raw), v);
-  return v;
+  // Bounded: past this many shapes start afresh (versions are never reused, so a shape seen
+  // again only gets its statements prepared again).
+  if (versions.size() >= 10000) versions.clear();
+  versions.emplace(std::string(raw), next);
+  return next++;
 }
 
 }  // namespace
