@@ -19,10 +19,11 @@ namespace {
 constexpr size_t kFrameBytes = 1 << 20;
 
 [[noreturn]] void io_error(const std::string& what, const std::string& path) {
-  throw Error(ErrorKind::kInternal, "could not " + what + " the spool file " + path + ": " + std::strerror(errno) +
-                                        "; large transactions that arrive while every apply session is busy are "
-                                        "kept there until they commit: free space under $TMPDIR or point TMPDIR "
-                                        "at a larger disk");
+  throw Error(ErrorKind::kInternal,
+              "could not " + what + " the spool file " + path + ": " + std::strerror(errno) +
+                  "; large transactions that arrive while every apply session is busy are "
+                  "kept there until they commit: free space under $TMPDIR or point TMPDIR "
+                  "at a larger disk");
 }
 
 std::string spool_parent() {

@@ -77,7 +77,7 @@ class SpoolFile {
     uint64_t version;
     uint64_t offset;
   };
-  std::unordered_map<uint32_t, Written> relations_;  // relid -> the version written, and where
+  std::unordered_map<uint32_t, Written> relations_;             // relid -> the version written, and where
   std::vector<std::pair<uint32_t, uint64_t>> subtransactions_;  // subxid -> offset, in order
 };
 

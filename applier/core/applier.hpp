@@ -37,7 +37,8 @@ struct CommitPolicy {
   int max_age_ms = 100;                   // a group is committed at least this often
 
   bool full(uint64_t transactions, uint64_t changes, bool direct_updates) const {
-    return changes >= max_changes || transactions >= (direct_updates ? max_transactions_direct : max_transactions);
+    return changes >= max_changes ||
+           transactions >= (direct_updates ? max_transactions_direct : max_transactions);
   }
 };
 

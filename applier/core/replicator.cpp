@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "common/error.hpp"
+#include "core/migration.hpp"
 #include "follow/throttle.hpp"
 
 namespace dts::core {
@@ -58,8 +59,9 @@ void Replicator::connect() {
   applier_ = make_applier_(resume_, source_->server_encoding(), policy_);
   if (!opts_.decoding_work_mem.empty()) source_->set_decoding_work_mem(opts_.decoding_work_mem);
   source_->start(opts_.slot, resume_, plugin_options(opts_));
-  spdlog::info("streaming from slot \"{}\" at {} into origin \"{}\"", opts_.slot, format_lsn(resume_), opts_.origin);
-  status_.phase = "STREAMING";
+  spdlog::info("streaming from slot \"{}\" at {} into origin \"{}\"", opts_.slot, format_lsn(resume_),
+               opts_.origin);
+  status_.phase = phase_name(Phase::kStreaming);
   received_ = flushed_ = caught_up_to_ = resume_;
   changes_at_last_status_ = status_.changes_applied;
 }
@@ -136,9 +138,11 @@ void Replicator::report(bool stopping) {
   status_.changes_applied = st.changes;
   status_.spooled_transactions = st.spooled_transactions;
   status_.spool_peak_bytes = st.spool_peak_bytes;
-  status_.lag_bytes = status_.server_wal_end > status_.applied_lsn ? status_.server_wal_end - status_.applied_lsn : 0;
+  status_.lag_bytes =
+      status_.server_wal_end > status_.applied_lsn ? status_.server_wal_end - status_.applied_lsn : 0;
   // A backlog of more than a block's worth of WAL: still catching up.
-  status_.phase = status_.lag_bytes > kCatchingUpBytes ? "CATCHING_UP" : "STREAMING";
+  status_.phase =
+      status_.lag_bytes > kCatchingUpBytes ? phase_name(Phase::kCatchingUp) : phase_name(Phase::kStreaming);
   bool caught_up = applier_->idle() && status_.applied_lsn >= received_;
   status_.lag_ms = caught_up || st.applied_commit_time == 0
                        ? 0
@@ -160,14 +164,15 @@ void Replicator::watch_cutover() {
   if (applier_->stop_lsn() != 0) {
     until_ = applier_->stop_lsn();
     cut_over_ = true;
-    spdlog::info("stop marker at {}: the source is cut over; stopping once it is applied", format_lsn(*until_));
+    spdlog::info("stop marker at {}: the source is cut over; stopping once it is applied",
+                 format_lsn(*until_));
     return;
   }
   auto now = Clock::now();
   if (!opts_.watch_stop_lsn || now - last_stop_check_ < kStatusInterval) return;
   last_stop_check_ = now;
-  std::string v = control_.query_value("SELECT coalesce(stop_lsn::text, '') FROM dts.migration WHERE slot = $1",
-                                       {opts_.slot});
+  std::string v = control_.query_value(
+      "SELECT coalesce(stop_lsn::text, '') FROM dts.migration WHERE slot = $1", {opts_.slot});
   if (auto lsn = parse_lsn(v)) {
     until_ = *lsn;
     cut_over_ = true;
@@ -179,7 +184,8 @@ void Replicator::watch_cutover() {
 bool Replicator::reached_end() {
   if (!until_ || applier_->in_transaction()) return false;
   bool idle = applier_->idle() && received_ <= keepalive_end_;
-  if (std::max(applier_->stats().applied_lsn, resume_) < *until_ && !(idle && keepalive_end_ >= *until_)) return false;
+  if (std::max(applier_->stats().applied_lsn, resume_) < *until_ && !(idle && keepalive_end_ >= *until_))
+    return false;
   applier_->commit_group();
   applier_->sync();
   // Wait for durability, so that what we report and confirm is what a restart resumes from.
@@ -195,7 +201,7 @@ bool Replicator::reached_end() {
   status_.changes_applied = st.changes;
   status_.spooled_transactions = st.spooled_transactions;
   status_.spool_peak_bytes = st.spool_peak_bytes;
-  status_.phase = cut_over_ ? "COMPLETED" : "STOPPED";
+  status_.phase = cut_over_ ? phase_name(Phase::kCompleted) : phase_name(Phase::kStopped);
   if (!opts_.status_file.empty()) follow::write_status_file(opts_.status_file, status_);
   spdlog::info("reached {} (applied {})", format_lsn(*until_), format_lsn(st.applied_lsn));
   return true;
@@ -210,7 +216,8 @@ void Replicator::run(const std::atomic<bool>& stop) {
     report(stopping);
     if (stopping) {
       if (tty_) std::fputc('\n', stderr);
-      spdlog::info("stopped at {} (flushed {})", format_lsn(applier_->stats().applied_lsn), format_lsn(flushed_));
+      spdlog::info("stopped at {} (flushed {})", format_lsn(applier_->stats().applied_lsn),
+                   format_lsn(flushed_));
       return;
     }
     watch_cutover();

@@ -25,8 +25,8 @@ namespace dts::core {
 
 // Builds the applier once the replicator knows where the target's origin stands and the
 // source's encoding.
-using ApplierFactory = std::function<std::unique_ptr<Applier>(Lsn resume_lsn, const std::string& source_encoding,
-                                                               const CommitPolicy& policy)>;
+using ApplierFactory = std::function<std::unique_ptr<Applier>(
+    Lsn resume_lsn, const std::string& source_encoding, const CommitPolicy& policy)>;
 
 class Replicator {
  public:

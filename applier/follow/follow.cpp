@@ -9,6 +9,7 @@
 
 #include "apply/apply_engine.hpp"
 #include "common/error.hpp"
+#include "core/migration.hpp"
 #include "core/replicator.hpp"
 #include "follow/status.hpp"
 #include "pg/connection.hpp"
@@ -21,7 +22,8 @@ using std::chrono::milliseconds;
 bool completed_meanwhile(const FollowOptions& o) {
   try {
     pg::Connection t = pg::Connection::open(o.target, "target");
-    return t.query_value("SELECT coalesce((SELECT phase = 'completed' FROM dts.migration WHERE slot = $1), false)",
+    return t.query_value("SELECT coalesce((SELECT " + core::phase_is_sql(core::Phase::kCompleted) +
+                             " FROM dts.migration WHERE slot = $1), false)",
                          {o.slot}) == "t";
   } catch (const Error&) {
     return false;
@@ -32,7 +34,7 @@ bool completed_meanwhile(const FollowOptions& o) {
 
 int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
   FollowOptions opts = options;
-  if (opts.origin.empty()) opts.origin = "dts_" + opts.slot;
+  opts.origin = core::MigrationId::for_slot(opts.slot, opts.origin).origin;
   Status status;
   status.slot = opts.slot;
   status.copy_json = opts.copy_json;
@@ -44,7 +46,8 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
             return std::make_unique<apply::ApplyEngine>(opts.target, encoding, opts.origin, resume, policy);
           });
       replicator.run(stop);
-      if (status.phase != "COMPLETED") status.phase = "STOPPED";
+      if (status.phase != core::phase_name(core::Phase::kCompleted))
+        status.phase = core::phase_name(core::Phase::kStopped);
       if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
       return kExitOk;
     } catch (const Error& e) {
@@ -52,7 +55,7 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
       // over, which is not an error.
       if (opts.watch_stop_lsn && completed_meanwhile(opts)) {
         spdlog::info("the migration was completed (cut over) meanwhile: nothing left to apply");
-        status.phase = "COMPLETED";
+        status.phase = core::phase_name(core::Phase::kCompleted);
         status.error.clear();
         if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
         return kExitOk;
@@ -61,7 +64,7 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
       bool retry = e.is_retryable() && opts.resume_auto && !stop.load();
       spdlog::error("{}", e.what());
       if (!retry) {
-        status.phase = "FAILED";
+        status.phase = core::phase_name(core::Phase::kFailed);
         if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
         if (e.is_retryable()) {
           spdlog::error("resume mode is manual: stopping; run the same command again to resume");
@@ -69,7 +72,7 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
         }
         return e.kind() == ErrorKind::kConfig ? kExitUsage : kExitFailed;
       }
-      status.phase = "RECONNECTING";
+      status.phase = core::phase_name(core::Phase::kReconnecting);
       status.reconnects++;
       if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
       spdlog::warn("reconnecting in {} s", backoff_s);

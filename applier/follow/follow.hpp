@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/lsn.hpp"
+#include "core/migration.hpp"
 
 namespace dts::follow {
 
@@ -31,11 +32,11 @@ struct FollowOptions {
   bool watch_stop_lsn = false;
 };
 
-// Exit codes of the command.
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitConnectionLost = 3;  // resume mode manual
+// Exit codes: the core's, shared by every command.
+using core::kExitConnectionLost;
+using core::kExitFailed;
+using core::kExitOk;
+using core::kExitUsage;
 
 int run_follow(const FollowOptions& options, const std::atomic<bool>& stop);
 

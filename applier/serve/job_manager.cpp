@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "common/error.hpp"
+#include "core/migration.hpp"
 
 extern char** environ;
 
@@ -235,11 +236,13 @@ void JobManager::read_progress(Job& job) {
   if (d.HasParseError() || !d.IsObject()) return;
   job.progress = trim(text);
   if (job.status == JobStatus::kStopping || !is_running(job.status)) return;
-  std::string phase = d.HasMember("phase") && d["phase"].IsString() ? d["phase"].GetString() : "";
+  auto phase = core::parse_phase(d.HasMember("phase") && d["phase"].IsString() ? d["phase"].GetString() : "");
   JobStatus next = job.status;
-  if (phase == "PREPARING") next = JobStatus::kPreparing;
-  else if (phase == "COPYING" || phase == "BUILDING_INDEXES") next = JobStatus::kMigrateHistoryData;
-  else if (phase == "STREAMING" || phase == "CATCHING_UP" || phase == "RECONNECTING" || phase == "STARTING")
+  using core::Phase;
+  if (phase == Phase::kPreparing) next = JobStatus::kPreparing;
+  else if (phase == Phase::kCopying || phase == Phase::kBuildingIndexes) next = JobStatus::kMigrateHistoryData;
+  else if (phase == Phase::kStreaming || phase == Phase::kCatchingUp || phase == Phase::kReconnecting ||
+           phase == Phase::kStarting)
     next = JobStatus::kSynchronizeRealtimeData;
   if (next != job.status) {
     job.status = next;
@@ -258,7 +261,9 @@ void JobManager::on_exit(Job& job, const Child& child, int code) {
       if (job.status == JobStatus::kStopping || job.cancelled) {
         job.status = JobStatus::kStopped;
       } else if (code == 0) {
-        job.status = (phase == "COMPLETED" || !job.settings.incremental) ? JobStatus::kCompleted : JobStatus::kStopped;
+        job.status = (core::parse_phase(phase) == core::Phase::kCompleted || !job.settings.incremental)
+                         ? JobStatus::kCompleted
+                         : JobStatus::kStopped;
       } else {
         job.status = JobStatus::kFailed;
         fail(job, last_error(child.log_path));
