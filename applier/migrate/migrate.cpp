@@ -19,6 +19,7 @@
 #include "apply/sql_builder.hpp"
 #include "check/check.hpp"
 #include "common/error.hpp"
+#include "common/parse.hpp"
 #include "follow/status.hpp"
 #include "migrate/copier.hpp"
 #include "pg/connection.hpp"
@@ -366,14 +367,14 @@ int copy_sequences(const pg::Connection& source, const pg::Connection& target, i
   // With a shift the next value is last + shift + 1: room for writes that reached the source
   // in a way that the cutover could not see, as "copy-seq 1000" does. In the sequence's own
   // direction (a descending one goes down), within its bounds.
-  return std::stoi(target.query_value(
+  return static_cast<int>(parse_int64(target.query_value(
       "SELECT count(setval(s.seqrelid::regclass, CASE WHEN s.seqincrement > 0 "
       "THEN least(v.last + $2::numeric, s.seqmax) ELSE greatest(v.last - $2::numeric, s.seqmin) END::bigint, "
       "v.called OR $2::bigint > 0)) "
       "FROM json_to_recordset($1::json) AS v(name text, last numeric, called bool) "
       "JOIN pg_sequence s ON s.seqrelid = to_regclass(v.name) "
       "JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname <> 'dts'",
-      {values, std::to_string(shift)}));
+      {values, std::to_string(shift)}), "the number of sequences set on the target"));
 }
 
 int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
