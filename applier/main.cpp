@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/error.hpp"
 #include "common/lsn.hpp"
 #include "dts/protocol.h"
 #include "dts/version.h"
@@ -17,6 +18,7 @@
 #include "check/check.hpp"
 #include "complete/complete.hpp"
 #include "follow/follow.hpp"
+#include "follow/status.hpp"
 #include "migrate/migrate.hpp"
 #include "serve/http_api.hpp"
 #include "serve/jobs_cli.hpp"
@@ -69,6 +71,30 @@ const CLI::Validator kLsn(
 
 std::optional<dts::Lsn> lsn_or_none(const std::string& text) {
   return text.empty() ? std::nullopt : dts::parse_lsn(text);
+}
+
+// A wrong --status-file is an error before anything starts, not a run that reports nothing.
+void require_status_file(const std::string& path) {
+  if (path.empty()) return;
+  std::string why = dts::follow::status_file_problem(path);
+  if (!why.empty()) throw dts::Error(dts::ErrorKind::kConfig, why);
+}
+
+// What a command that failed with an exception it did not handle itself says and returns:
+// its message, FAILED in its status file, and the documented exit code (check: 2, FAILED;
+// bad options: 2; anything else: 1) - never std::terminate and an abort.
+int failed_with(const std::string& command, std::string message, bool config, const std::string& status_file,
+                const std::string& slot) {
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+  spdlog::error("{} failed: {}", command, message);
+  if (!status_file.empty() && dts::follow::status_file_problem(status_file).empty()) {
+    dts::follow::Status st;
+    st.phase = "FAILED";
+    st.slot = slot;
+    st.error = message;
+    dts::follow::write_status_file(status_file, st);
+  }
+  return config || command == "check" ? dts::follow::kExitUsage : dts::follow::kExitFailed;
 }
 
 }  // namespace
@@ -245,58 +271,77 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(log_level));
 
-  if (version) {
-    std::printf("dts_applier %s (record protocol %d)\n", DTS_VERSION, dts::protocol::kVersion);
-    return 0;
-  }
-  if (f->parsed()) {
-    follow.resume_auto = resume_mode == "auto";
-    follow.until_lsn = lsn_or_none(until_lsn);
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
-    return dts::follow::run_follow(follow, g_stop);
-  }
-  if (x->parsed()) return dts::cancel::run_cancel(cancel);
-  if (sv->parsed()) {
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
-    return dts::serve::run_serve(serve, g_stop);
-  }
-  if (jc->parsed()) {
-    if (jobs_cli.id == 0 && jobs_cli.action != "list" && jobs_cli.action != "create") {
-      std::fprintf(stderr, "jobs %s needs the job's id: dts_applier jobs %s ID\n", jobs_cli.action.c_str(),
-                   jobs_cli.action.c_str());
-      return dts::follow::kExitUsage;
+  const std::string command = app.get_subcommands().empty() ? "dts_applier" : app.get_subcommands().front()->get_name();
+  const std::string status_file = f->parsed() ? follow.status_file : m->parsed() ? migrate.status_file : "";
+  const std::string slot = f->parsed() ? follow.slot : m->parsed() ? migrate.slot : "";
+  // Every failure ends in a message and a documented exit code: the commands report their own
+  // errors, and whatever escapes them (another library's exception, a bug) ends here.
+  auto run_command = [&]() -> int {
+    if (version) {
+      std::printf("dts_applier %s (record protocol %d)\n", DTS_VERSION, dts::protocol::kVersion);
+      return 0;
     }
-    return dts::serve::run_jobs_cli(jobs_cli);
+    if (f->parsed()) {
+      follow.resume_auto = resume_mode == "auto";
+      follow.until_lsn = lsn_or_none(until_lsn);
+      require_status_file(follow.status_file);
+      std::signal(SIGINT, on_signal);
+      std::signal(SIGTERM, on_signal);
+      return dts::follow::run_follow(follow, g_stop);
+    }
+    if (x->parsed()) return dts::cancel::run_cancel(cancel);
+    if (sv->parsed()) {
+      std::signal(SIGINT, on_signal);
+      std::signal(SIGTERM, on_signal);
+      return dts::serve::run_serve(serve, g_stop);
+    }
+    if (jc->parsed()) {
+      if (jobs_cli.id == 0 && jobs_cli.action != "list" && jobs_cli.action != "create") {
+        std::fprintf(stderr, "jobs %s needs the job's id: dts_applier jobs %s ID\n", jobs_cli.action.c_str(),
+                     jobs_cli.action.c_str());
+        return dts::follow::kExitUsage;
+      }
+      return dts::serve::run_jobs_cli(jobs_cli);
+    }
+    if (k->parsed()) {
+      complete.max_lag = std::chrono::milliseconds(max_lag_ms);
+      complete.timeout = std::chrono::seconds(complete_timeout_s);
+      complete.drain_timeout = std::chrono::seconds(drain_timeout_s);
+      complete.scope = scope == "database" ? dts::complete::ReadOnlyScope::kDatabase : dts::complete::ReadOnlyScope::kCluster;
+      std::signal(SIGINT, on_signal);
+      std::signal(SIGTERM, on_signal);
+      return dts::complete::run_complete(complete, g_stop);
+    }
+    if (v->parsed()) {
+      verify.wait_timeout = std::chrono::seconds(verify_wait_s);
+      return dts::verify::run_verify(verify, verify_json);
+    }
+    if (c->parsed()) {
+      auto items = dts::check::run_checks(check);
+      std::fputs((check_json ? dts::check::render_json(items) : dts::check::render_table(items)).c_str(), stdout);
+      // 0 passed, 1 warnings, 2 failed.
+      return static_cast<int>(dts::check::overall(items));
+    }
+    if (m->parsed()) {
+      migrate.incremental = migrate_mode == "incremental";
+      migrate.resume_auto = migrate_resume == "auto";
+      migrate.until_lsn = lsn_or_none(migrate_until);
+      require_status_file(migrate.status_file);
+      std::signal(SIGINT, on_signal);
+      std::signal(SIGTERM, on_signal);
+      return dts::migrate::run_migrate(migrate, g_stop);
+    }
+    std::fputs(app.help().c_str(), stdout);
+    return 0;
+  };
+  try {
+    return run_command();
+  } catch (const dts::Error& e) {
+    return failed_with(command, e.what(), e.kind() == dts::ErrorKind::kConfig, status_file, slot);
+  } catch (const std::exception& e) {
+    return failed_with(command, e.what(), false, status_file, slot);
+  } catch (...) {
+    return failed_with(command, "an exception of unknown type (a bug: please report it with this log)", false,
+                       status_file, slot);
   }
-  if (k->parsed()) {
-    complete.max_lag = std::chrono::milliseconds(max_lag_ms);
-    complete.timeout = std::chrono::seconds(complete_timeout_s);
-    complete.drain_timeout = std::chrono::seconds(drain_timeout_s);
-    complete.scope = scope == "database" ? dts::complete::ReadOnlyScope::kDatabase : dts::complete::ReadOnlyScope::kCluster;
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
-    return dts::complete::run_complete(complete, g_stop);
-  }
-  if (v->parsed()) {
-    verify.wait_timeout = std::chrono::seconds(verify_wait_s);
-    return dts::verify::run_verify(verify, verify_json);
-  }
-  if (c->parsed()) {
-    auto items = dts::check::run_checks(check);
-    std::fputs((check_json ? dts::check::render_json(items) : dts::check::render_table(items)).c_str(), stdout);
-    // 0 passed, 1 warnings, 2 failed.
-    return static_cast<int>(dts::check::overall(items));
-  }
-  if (m->parsed()) {
-    migrate.incremental = migrate_mode == "incremental";
-    migrate.resume_auto = migrate_resume == "auto";
-    migrate.until_lsn = lsn_or_none(migrate_until);
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
-    return dts::migrate::run_migrate(migrate, g_stop);
-  }
-  std::fputs(app.help().c_str(), stdout);
-  return 0;
 }

@@ -8,6 +8,7 @@
 #include <pqxx/pqxx>
 
 #include "apply/sql_builder.hpp"
+#include "common/parse.hpp"
 #include "common/table_filter.hpp"
 #include "pg/connection.hpp"
 
@@ -52,8 +53,8 @@ void check_source(const CheckOptions& o, std::vector<Item>& items, std::unique_p
                                "ALTER SYSTEM SET wal_level = logical; then restart the source"));
 
   auto free_of = [&](const char* item, const char* setting_name, const char* used_sql, const char* what) {
-    long cap = std::stol(setting(setting_name));
-    long used = std::stol(t.exec(used_sql)[0][0].c_str());
+    int64_t cap = parse_int64(setting(setting_name), std::string("the source's ") + setting_name);
+    int64_t used = parse_int64(t.exec(used_sql)[0][0].c_str(), std::string("the source's count of ") + what);
     if (cap - used >= 1)
       items.push_back(passed(item, std::to_string(cap - used) + " of " + std::to_string(cap) + " " + what + " free"));
     else
@@ -93,11 +94,13 @@ void check_source(const CheckOptions& o, std::vector<Item>& items, std::unique_p
                            "add to pg_hba.conf: host replication " + user + " <applier address>/32 scram-sha-256; then reload"));
   }
 
-  long timeout_ms = std::stol(t.exec("SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout'")[0][0].c_str());
+  int64_t timeout_ms = parse_int64(t.exec("SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout'")[0][0].c_str(),
+                                   "the source's wal_sender_timeout");
   items.push_back(timeout_ms == 0 ? warning("wal_sender_timeout", "wal_sender_timeout is 0: a dead applier is never noticed",
                                             "ALTER SYSTEM SET wal_sender_timeout = '60s'; SELECT pg_reload_conf();")
                                   : passed("wal_sender_timeout", "wal_sender_timeout is " + std::to_string(timeout_ms) + " ms"));
-  long keep_mb = std::stol(t.exec("SELECT setting FROM pg_settings WHERE name = 'max_slot_wal_keep_size'")[0][0].c_str());
+  int64_t keep_mb = parse_int64(t.exec("SELECT setting FROM pg_settings WHERE name = 'max_slot_wal_keep_size'")[0][0].c_str(),
+                                "the source's max_slot_wal_keep_size");
   if (keep_mb < 0)
     items.push_back(warning("max_slot_wal_keep_size", "unlimited: a stalled migration keeps WAL until the disk fills",
                             "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB' (room for a day of WAL); SELECT pg_reload_conf();"));

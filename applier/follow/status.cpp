@@ -3,7 +3,12 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 
 namespace dts::follow {
@@ -66,6 +71,22 @@ bool write_status_file(const std::string& path, const Status& s) {
   bool ok = std::fwrite(json.data(), 1, json.size(), f) == json.size() && std::fputc('\n', f) != EOF;
   ok = (std::fclose(f) == 0) && ok;
   return ok && std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+std::string status_file_problem(const std::string& path) {
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  struct stat st {};
+  if (path.empty() || path.back() == '/') return "--status-file \"" + path + "\" names a directory, not a file";
+  if (stat(dir.c_str(), &st) != 0)
+    return "--status-file " + path + ": its directory " + dir + " cannot be used (" + std::strerror(errno) +
+           "); create it or choose another path";
+  if (!S_ISDIR(st.st_mode)) return "--status-file " + path + ": " + dir + " is not a directory; choose another path";
+  if (access(dir.c_str(), W_OK | X_OK) != 0)
+    return "--status-file " + path + ": cannot write in " + dir + " (" + std::strerror(errno) + ")";
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    return "--status-file " + path + " is a directory; give the path of a file";
+  return "";
 }
 
 std::string status_line(const Status& s) {

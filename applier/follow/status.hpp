@@ -34,6 +34,9 @@ struct Status {
 std::string status_json(const Status& s);
 // Writes the file atomically; returns false (and leaves the old file) if it cannot.
 bool write_status_file(const std::string& path, const Status& s);
+// Why a status file cannot be written at `path`, "" if it can: checked before a command starts,
+// so that a wrong path is a clear error rather than a run without progress reports.
+std::string status_file_problem(const std::string& path);
 std::string status_line(const Status& s);
 
 }  // namespace dts::follow

@@ -154,22 +154,36 @@ CopyResult copy_chunks(const std::string& source, const std::string& target, con
   Shared sh;
   jobs = std::max(1, jobs);
   std::vector<std::thread> threads;
-  for (int j = 0; j < jobs; ++j)
-    threads.emplace_back(worker, std::cref(source), std::cref(target), std::cref(snapshot), std::cref(tables),
-                         std::ref(chunks), std::ref(sh));
+  // No exception may leave here while a worker runs: a joinable std::thread destroyed by the
+  // unwinding calls std::terminate. Errors stop the workers, which are joined, then rethrown.
+  std::exception_ptr own_error;
+  try {
+    for (int j = 0; j < jobs; ++j)
+      threads.emplace_back(worker, std::cref(source), std::cref(target), std::cref(snapshot), std::cref(tables),
+                           std::ref(chunks), std::ref(sh));
+  } catch (...) {  // a thread could not be started
+    own_error = std::current_exception();
+  }
   {
     std::unique_lock<std::mutex> lock(sh.mu);
-    while (sh.finished < jobs) {
+    if (own_error) sh.stop = true;
+    while (sh.finished < static_cast<int>(threads.size())) {
       sh.cv.wait_for(lock, std::chrono::milliseconds(500));
-      if (report) {
+      if (report && !own_error) {
         lock.unlock();
-        report();
+        try {
+          report();
+        } catch (...) {
+          own_error = std::current_exception();
+        }
         lock.lock();
+        if (own_error) sh.stop = true;  // each worker ends after its chunk
       }
     }
   }
   for (auto& t : threads) t.join();
   if (sh.error) std::rethrow_exception(sh.error);
+  if (own_error) std::rethrow_exception(own_error);
   return CopyResult{sh.rows, sh.bytes};
 }
 

@@ -19,6 +19,7 @@
 #include "apply/sql_builder.hpp"
 #include "check/check.hpp"
 #include "common/error.hpp"
+#include "common/parse.hpp"
 #include "follow/status.hpp"
 #include "migrate/copier.hpp"
 #include "pg/connection.hpp"
@@ -30,10 +31,21 @@ namespace {
 
 constexpr uint64_t kPageSize = 8192;
 
-// The dumps' directory, removed however the copy ends.
+// The dumps' directory: the schema dump is run against the target, so nobody else may read or
+// swap it. mkdtemp makes it new (never an existing directory or a planted link), mode 0700,
+// with a name nobody can guess, under $TMPDIR or /tmp; it is removed however the copy ends.
 struct TempDir {
-  std::string path = (std::filesystem::temp_directory_path() / ("dts-migrate-" + std::to_string(getpid()))).string();
-  TempDir() { std::filesystem::create_directories(path); }
+  std::string path;
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string root = base != nullptr && base[0] != '\0' ? base : "/tmp";
+    std::string name = root + "/dts-migrate-XXXXXX";
+    if (mkdtemp(name.data()) == nullptr)
+      throw Error(ErrorKind::kConfig, "cannot create a private temporary directory in " + root + " (" +
+                                          std::strerror(errno) + "); set TMPDIR to a directory this user can write");
+    path = name;
+    spdlog::info("schema dumps go to the private directory {}", path);
+  }
   ~TempDir() {
     std::error_code ignored;
     std::filesystem::remove_all(path, ignored);
@@ -42,17 +54,15 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
 };
 
-// Runs a program (no shell), its stderr kept for the error message; its stdout goes to
-// `out_path` if given.
+// Runs a program (no shell), its stderr kept (in the private directory `dir`) for the error
+// message; its stdout goes to `out_path` if given.
 // A conninfo given with -d loses its password to the child's environment: command lines are
 // public (ps, /proc/<pid>/cmdline), environments are not.
-void run(std::vector<std::string> argv, const std::string& what, const std::string& out_path = "") {
-  // A file of our own for the tool's stderr: a predictable name in /tmp could be a planted link.
-  char err_template[] = "/tmp/dts-migrate-XXXXXX";
-  int err_fd = mkstemp(err_template);
-  if (err_fd < 0) throw Error(ErrorKind::kInternal, std::string("cannot create a temporary file: ") + std::strerror(errno));
+void run(std::vector<std::string> argv, const std::string& what, const TempDir& dir, const std::string& out_path = "") {
+  std::string err_path = dir.path + "/stderr-XXXXXX";
+  int err_fd = mkstemp(err_path.data());
+  if (err_fd < 0) throw Error(ErrorKind::kInternal, "cannot create a file in " + dir.path + ": " + std::strerror(errno));
   close(err_fd);
-  std::string err_path = err_template;
   std::string password;
   for (size_t i = 1; i < argv.size(); ++i)
     if (argv[i - 1] == "-d") argv[i] = pg::conninfo_without_password(argv[i], password);
@@ -137,14 +147,14 @@ struct Selection {
   std::vector<std::string> unselected;
 };
 
-Selection resolve_selection(const MigrateOptions& o, const std::string& snapshot, const std::string& dir,
+Selection resolve_selection(const MigrateOptions& o, const std::string& snapshot, const TempDir& dir,
                             const pg::Connection& snap) {
-  std::string dump = dir + "/selection.dump";
+  std::string dump = dir.path + "/selection.dump";
   auto args = dump_args(o, "pre-data", dump);
   args.push_back("--snapshot=" + snapshot);
-  run(args, "pg_dump resolving --tables/--exclude");
+  run(args, "pg_dump resolving --tables/--exclude", dir);
   std::string toc = dump + ".toc";
-  run({"pg_restore", "-l", dump}, "pg_restore -l", toc);
+  run({"pg_restore", "-l", dump}, "pg_restore -l", dir, toc);
   // TOC lines: "<id>; <classid> <oid> TABLE <schema> <name> <owner>": the oid is what we trust.
   std::ifstream in(toc);
   std::string line, oids;
@@ -366,14 +376,14 @@ int copy_sequences(const pg::Connection& source, const pg::Connection& target, i
   // With a shift the next value is last + shift + 1: room for writes that reached the source
   // in a way that the cutover could not see, as "copy-seq 1000" does. In the sequence's own
   // direction (a descending one goes down), within its bounds.
-  return std::stoi(target.query_value(
+  return static_cast<int>(parse_int64(target.query_value(
       "SELECT count(setval(s.seqrelid::regclass, CASE WHEN s.seqincrement > 0 "
       "THEN least(v.last + $2::numeric, s.seqmax) ELSE greatest(v.last - $2::numeric, s.seqmin) END::bigint, "
       "v.called OR $2::bigint > 0)) "
       "FROM json_to_recordset($1::json) AS v(name text, last numeric, called bool) "
       "JOIN pg_sequence s ON s.seqrelid = to_regclass(v.name) "
       "JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname <> 'dts'",
-      {values, std::to_string(shift)}));
+      {values, std::to_string(shift)}), "the number of sequences set on the target"));
 }
 
 int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
@@ -397,6 +407,8 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     if (phase != "streaming" && phase != "done") {
       bool restart = !phase.empty();
       run_prechecks(opts, restart);
+      TempDir work;  // before the slot: a TMPDIR that cannot be used leaves nothing behind
+      const std::string& dir = work.path;
       // A copy that did not finish is started again from the beginning: its slot and origin
       // go, and pre-data recreates the tables empty (no half-copied table survives).
       pg::Connection repl = pg::Connection::open(opts.source, "source", /*replication=*/true);
@@ -420,15 +432,13 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       report(opts, "PREPARING", "");
       spdlog::info("slot \"{}\" consistent at {}, snapshot {}", opts.slot, consistent, snapshot);
 
-      TempDir work;
-      const std::string& dir = work.path;
       Selection selection;
       bool selecting = !opts.tables.empty() || !opts.exclude.empty();
       if (selecting) {
         pg::Connection sel_snap = pg::Connection::open(opts.source, "source");
         sel_snap.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
         sel_snap.exec("SET TRANSACTION SNAPSHOT " + apply::quote_literal(snapshot));
-        selection = resolve_selection(opts, snapshot, dir, sel_snap);
+        selection = resolve_selection(opts, snapshot, work, sel_snap);
         if (selection.selected.empty())
           throw Error(ErrorKind::kConfig, "--tables/--exclude select no table of the source");
         std::string list;
@@ -437,7 +447,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       }
       auto pre = dump_excluding(opts, "pre-data", dir + "/pre.dump", selection.unselected);
       pre.push_back("--snapshot=" + snapshot);
-      run(pre, "pg_dump of the schema (pre-data)");
+      run(pre, "pg_dump of the schema (pre-data)", work);
       std::vector<std::string> restore = {"pg_restore", "-d", opts.target, "--section=pre-data", "--exit-on-error"};
       if (restart) {
         // The attempt before may have reached post-data: its foreign keys would stop pre-data's
@@ -450,7 +460,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
         restore.insert(restore.end(), {"--clean", "--if-exists"});
       }
       restore.push_back(dir + "/pre.dump");
-      run(restore, "pg_restore of the schema (pre-data) into the target");
+      run(restore, "pg_restore of the schema (pre-data) into the target", work);
 
       pg::Connection snap = pg::Connection::open(opts.source, "source");
       snap.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
@@ -475,10 +485,10 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
                    chunks.size(), copied.bytes / 1e6, secs);
 
       run(dump_excluding(opts, "post-data", dir + "/post.dump", selection.unselected),
-          "pg_dump of the schema (post-data)");
+          "pg_dump of the schema (post-data)", work);
       run({"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
            std::to_string(std::max(1, opts.jobs)), dir + "/post.dump"},
-          "pg_restore of indexes and constraints (post-data) into the target");
+          "pg_restore of indexes and constraints (post-data) into the target", work);
       pg::Connection source = pg::Connection::open(opts.source, "source");
       copy_sequences(source, target, 0);
       set_phase(target, opts.slot, opts.incremental ? "streaming" : "done", "");

@@ -18,11 +18,24 @@ bool connection_lost(PGconn* conn) { return conn == nullptr || PQstatus(conn) !=
 
 namespace {
 
+// A connection string read as libpq's expand_dbname reads it (what Connection::open passes): a text with an "=" or a
+// URI prefix is a conninfo, anything else the name of a database.
+std::string as_conninfo(const std::string& text) {
+  if (text.find('=') != std::string::npos || text.rfind("postgresql://", 0) == 0 || text.rfind("postgres://", 0) == 0)
+    return text;
+  std::string out = "dbname='";
+  for (char c : text) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "'";
+}
+
 // Calls visit(keyword, value) for every option the conninfo sets; false if it does not parse.
 template <typename Visit>
 bool each_option(const std::string& conninfo, Visit visit) {
   char* err = nullptr;
-  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  PQconninfoOption* opts = PQconninfoParse(as_conninfo(conninfo).c_str(), &err);
   if (opts == nullptr) {
     if (err != nullptr) PQfreemem(err);
     return false;
@@ -57,7 +70,11 @@ std::string conninfo_without_password(const std::string& conninfo, std::string& 
     }
     out += '\'';
   });
-  return parsed ? out : conninfo;  // the tool reports it as unparsable, as we would
+  // Never the text itself: it may hold the password, and it would go on a command line.
+  if (!parsed)
+    throw Error(ErrorKind::kConfig, "a connection string is neither a libpq conninfo (key=value ...) nor a "
+                                    "postgresql:// URI; correct --source / --target");
+  return out;
 }
 
 std::string sqlstate(const PGresult* r) {
@@ -68,10 +85,12 @@ std::string sqlstate(const PGresult* r) {
 Connection Connection::open(const std::string& conninfo, const char* what, bool replication) {
   Connection c;
   c.what_ = what;
-  std::string full = conninfo;
-  if (replication) full += " replication=database";
-  // The applier reports its own errors; keep libpq from printing notices to stderr.
-  c.conn_.reset(PQconnectdb(full.c_str()));
+  // Options as keyword arrays, never by editing the text: a postgresql:// URI (with its query
+  // parameters) takes no " key=value" appended. With expand_dbname the conninfo or URI given as
+  // dbname is expanded in place, and the keywords after it override what it sets.
+  const char* keywords[] = {"dbname", replication ? "replication" : nullptr, nullptr};
+  const char* values[] = {conninfo.c_str(), replication ? "database" : nullptr, nullptr};
+  c.conn_.reset(PQconnectdbParams(keywords, values, /*expand_dbname=*/1));
   if (c.conn_ == nullptr) throw Error(ErrorKind::kConnection, std::string("out of memory connecting to the ") + what);
   if (PQstatus(c.conn_.get()) != CONNECTION_OK) {
     std::string msg = PQerrorMessage(c.conn_.get());
@@ -79,6 +98,7 @@ Connection Connection::open(const std::string& conninfo, const char* what, bool 
     throw Error(ErrorKind::kConnection,
                 std::string("could not connect to the ") + what + " (" + redact_conninfo(conninfo) + "): " + msg);
   }
+  // The applier reports its own errors; keep libpq from printing notices to stderr.
   PQsetNoticeProcessor(c.conn_.get(), [](void*, const char*) {}, nullptr);
   return c;
 }

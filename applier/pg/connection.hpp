@@ -16,13 +16,16 @@ struct ResultDeleter {
 };
 using Result = std::unique_ptr<PGresult, ResultDeleter>;
 
-// A connection conninfo with its password (and other secrets) replaced, for messages.
+// A conninfo or postgresql:// URI as key=value pairs with its password (and other secrets)
+// replaced, for messages.
 std::string redact_conninfo(const std::string& conninfo);
 
 class Connection {
  public:
   Connection() = default;
-  // Connects or throws Error(kConnection), naming the redacted conninfo and libpq's reason.
+  // Connects or throws Error(kConnection), naming the redacted conninfo and libpq's reason. The
+  // conninfo may be a postgresql:// URI with query parameters: options such as replication are
+  // added as keywords, never by editing its text.
   static Connection open(const std::string& conninfo, const char* what, bool replication = false);
 
   Connection(Connection&&) noexcept = default;
@@ -55,7 +58,9 @@ class Connection {
 
 // The conninfo as key='value' pairs without its password, which goes to `password` (left
 // as it was if there is none): for the command lines of pg_dump and pg_restore, which anyone
-// can read in /proc, while the password travels in their environment (PGPASSWORD).
+// can read in /proc, while the password travels in their environment (PGPASSWORD). URIs
+// come out as key='value' pairs too, their password removed. Throws Error(kConfig) when the
+// text does not parse, rather than hand it on with its password.
 std::string conninfo_without_password(const std::string& conninfo, std::string& password);
 
 // SQLSTATE of an error result ("" if none).

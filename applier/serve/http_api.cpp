@@ -14,6 +14,7 @@
 
 #include "check/check.hpp"
 #include "common/error.hpp"
+#include "common/parse.hpp"
 #include "serve/job_manager.hpp"
 #include "serve/sharding_sphere.hpp"
 #include "serve/token.hpp"
@@ -59,7 +60,7 @@ bool parse_body(const httplib::Request& req, httplib::Response& res, rapidjson::
 int64_t id_of(const httplib::Request& req) {
   const std::string& s = req.matches[1];
   if (s.size() > 15) return -1;  // no such job, and no overflow
-  return std::stoll(s);
+  return parse_int64(s, "the job id in the path", ErrorKind::kConfig);
 }
 
 // The token of an `Authorization: Bearer <token>` header (the scheme in any case, RFC 6750);
@@ -315,11 +316,11 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
     return 2;
   }
   std::string host = o.listen.substr(0, colon);
-  int port = 0;
+  int port = -1;
   try {
-    port = std::stoi(o.listen.substr(colon + 1));
-  } catch (const std::exception&) {
-    port = -1;
+    int64_t p = parse_int64(o.listen.substr(colon + 1), "--listen's port", ErrorKind::kConfig);
+    if (p >= 1 && p <= 65535) port = static_cast<int>(p);
+  } catch (const Error&) {
   }
   if (port < 1 || port > 65535) {
     spdlog::error("--listen \"{}\": the port must be a number from 1 to 65535", o.listen);
@@ -378,13 +379,26 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
   spdlog::info("every request but GET /health needs Authorization: Bearer <the token in {}>; the jobs CLI reads it "
                "{}; the status page: http://{}:{}/#token=<that token>",
                token_source, o.token_file.empty() ? "from there" : "with --token-file", host, port);
-  std::thread server([&] { svr.listen_after_bind(); });
-  while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Nothing may escape a thread's body (std::terminate). A server that ends by itself ends
+  // serve as a stop would, with a failure's exit code.
+  std::atomic<bool> server_ended{false};
+  std::thread server([&] {
+    try {
+      svr.listen_after_bind();
+    } catch (const std::exception& e) {
+      spdlog::error("the HTTP server failed: {}", e.what());
+    } catch (...) {
+      spdlog::error("the HTTP server failed with an unknown exception");
+    }
+    server_ended = true;
+  });
+  while (!stop.load() && !server_ended.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  bool failed = !stop.load();
   spdlog::info("stopping: the jobs' processes stop and resume when serve starts again");
   svr.stop();
   server.join();
   jobs->shutdown();
-  return 0;
+  return failed ? 1 : 0;
 }
 
 }  // namespace dts::serve

@@ -99,7 +99,7 @@ void JobManager::shutdown() {
     auto it = jobs_.find(id);
     if (it != jobs_.end()) {
       read_progress(it->second);
-      store_->save(it->second);
+      persist(it->second);  // never throws: shutdown runs in the destructor, where a throw is std::terminate
     }
   }
   children_.clear();
@@ -112,6 +112,8 @@ void JobManager::run_scheduler() {
       tick();
     } catch (const std::exception& e) {
       spdlog::error("scheduler: {}", e.what());  // the store may be away: try again next tick
+    } catch (...) {  // an exception leaving a thread's body is std::terminate
+      spdlog::error("scheduler: an unknown exception; trying again next tick");
     }
     wake_.wait_for(lock, kTick);
   }

@@ -3,6 +3,7 @@
 #include <rapidjson/document.h>
 
 #include "common/error.hpp"
+#include "common/parse.hpp"
 
 
 namespace dts::serve {
@@ -61,8 +62,8 @@ void JobStore::insert(Job& job) {
       "INSERT INTO dts.jobs (settings, status, queued) VALUES ($1::jsonb, $2, $3::bool) RETURNING id, "
       "floor(extract(epoch FROM created_at))::bigint",
       {settings_json(job.settings, false), status_name(job.status), job.queued ? "true" : "false"});
-  job.id = std::stoll(PQgetvalue(r.get(), 0, 0));
-  job.created_at = job.updated_at = std::stoll(PQgetvalue(r.get(), 0, 1));
+  job.id = parse_int64(PQgetvalue(r.get(), 0, 0), "the id of a new job in dts.jobs");
+  job.created_at = job.updated_at = parse_int64(PQgetvalue(r.get(), 0, 1), "the creation time of a new job in dts.jobs");
 }
 
 void JobStore::save(const Job& job) {
@@ -82,21 +83,22 @@ std::vector<Job> JobStore::load_all() {
   for (int i = 0; i < PQntuples(r.get()); ++i) {
     Job j;
     auto v = [&](int c) { return std::string(PQgetvalue(r.get(), i, c)); };
-    j.id = std::stoll(v(0));
+    auto n = [&](int c) { return parse_int64(v(c), std::string("dts.jobs column ") + PQfname(r.get(), c)); };
+    j.id = n(0);
     std::string bad;
     bool valid = settings_from_json(v(1), j.settings, bad);
     j.status = parse_status(v(2)).value_or(JobStatus::kFailed);
     j.queued = v(3) == "t";
     j.cancelled = v(4) == "t";
     j.error = v(5);
-    j.error_at = std::stoll(v(6));
+    j.error_at = n(6);
     j.progress = v(7);
     j.verify.status = v(8);
     j.verify.report = v(9);
-    j.verify.at = std::stoll(v(10));
-    j.created_at = std::stoll(v(11));
-    j.updated_at = std::stoll(v(12));
-    j.started_at = std::stoll(v(13));
+    j.verify.at = n(10);
+    j.created_at = n(11);
+    j.updated_at = n(12);
+    j.started_at = n(13);
     if (!valid) {
       j.status = JobStatus::kFailed;
       j.queued = false;

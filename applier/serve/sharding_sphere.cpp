@@ -6,6 +6,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "common/parse.hpp"
 #include "serve/http_api.hpp"
 #include "serve/job_manager.hpp"
 
@@ -213,7 +214,7 @@ void add_sharding_sphere_routes(httplib::Server& svr, JobManager& jobs) {
   });
   svr.Get(R"(/scaling/job/progress/(\d+))", [&](const httplib::Request& req, httplib::Response& res) {
     const std::string& id = req.matches[1];
-    auto job = id.size() > 15 ? std::nullopt : jobs.get(std::stoll(id));
+    auto job = id.size() > 15 ? std::nullopt : jobs.get(parse_int64(id, "the job id in the path", ErrorKind::kConfig));
     if (!job) return reply(res, 404, kErrJobNotFound, "no job " + id, "null");
     reply(res, 200, 0, "", progress_model(*job));
   });

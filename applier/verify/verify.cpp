@@ -11,6 +11,7 @@
 
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
+#include "common/parse.hpp"
 #include "common/table_filter.hpp"
 #include "follow/applied_watch.hpp"
 
@@ -74,7 +75,7 @@ std::string describe_key(const Shape& s, const Key& k) {
 Summary summarize(const pg::Connection& c, const Shape& s, const std::string& where) {
   pg::Result r = c.exec("SELECT count(*), coalesce(sum(dts_h), 0)::text FROM (SELECT " + s.hash + " AS dts_h FROM ONLY " +
                         s.table + " WHERE " + where + ") rows");
-  return Summary{std::stoll(PQgetvalue(r.get(), 0, 0)), PQgetvalue(r.get(), 0, 1)};
+  return Summary{parse_int64(PQgetvalue(r.get(), 0, 0), "the row count of " + s.table), PQgetvalue(r.get(), 0, 1)};
 }
 
 RowHashes fetch_rows(const pg::Connection& c, const Shape& s, const std::string& where, const char* suffix = "") {
@@ -150,7 +151,8 @@ void TableVerifier::run_keyed(TableResult& out) {
     Summary source;
     std::optional<Key> hi;
     if (PQntuples(r.get()) > 0) {
-      source = Summary{std::stoll(PQgetvalue(r.get(), 0, 0)), PQgetvalue(r.get(), 0, 1)};
+      source = Summary{parse_int64(PQgetvalue(r.get(), 0, 0), "the row count of a chunk of " + s_.table),
+                       PQgetvalue(r.get(), 0, 1)};
       Key last;
       for (size_t j = 0; j < s_.key.size(); ++j) last.emplace_back(PQgetvalue(r.get(), 0, static_cast<int>(j) + 2));
       hi = std::move(last);
