@@ -303,7 +303,7 @@ def the_plugin_and_the_applier_agree_on_random_patterns():
         cases = [('public."Orders"', ""), ('"My.Schema"."a,b"', ""), ('"weird ""q"""', ""), ("S2.T_?", "s2.t_2"),
                  ("public.MEAS", "meas_b"), ("t?", ""), ("t??", ""), ('"t_*"', ""), ("a\\b", ""), ("", "*.*"),
                  ("public. orders", ""), ("a,,b", ""), ('"x', "")]
-        cases += [(random_list(rng), random_list(rng) if rng.random() < 0.4 else "") for _ in range(70)]
+        cases += [(random_list(rng), random_list(rng) if rng.random() < 0.4 else "") for _ in range(150)]
         agreed = refused = 0
         for tables, exclude in cases:
             options = ["format", "json"]
