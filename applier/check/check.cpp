@@ -5,11 +5,13 @@
 #include <unistd.h>
 
 #include <memory>
+#include <optional>
 #include <pqxx/pqxx>
 
 #include "apply/sql_builder.hpp"
+#include "common/error.hpp"
 #include "common/parse.hpp"
-#include "common/table_filter.hpp"
+#include "core/table_selection.hpp"
 #include "pg/connection.hpp"
 
 namespace dts::check {
@@ -135,10 +137,47 @@ void check_source(const CheckOptions& o, std::vector<Item>& items, std::unique_p
                             "commit or roll them back (COMMIT PREPARED / ROLLBACK PREPARED for prepared ones)"));
 }
 
-void check_tables(const CheckOptions& o, std::vector<Item>& items, pqxx::connection& src) {
+// The selection every command will use (core/table_selection), compiled against the source's
+// catalog: a FAILED item when the patterns are malformed or pick nothing.
+std::optional<core::CompiledSelection> select_tables(const CheckOptions& o, std::vector<Item>& items,
+                                                     pqxx::nontransaction& t) {
+  const char* kFix = "write schema.table patterns as the plugin reads them: comma-separated, * and ? wildcards, "
+                     "unquoted names folded to lower case, names with capitals, spaces, commas or dots in double quotes "
+                     "(\"My Schema\".\"a,b\")";
+  std::optional<core::TableSelection> selection;
+  try {
+    selection.emplace(o.tables, o.exclude);
+  } catch (const Error& e) {
+    items.push_back(failed("table_selection", e.what(), kFix));
+    return std::nullopt;
+  }
+  std::vector<core::CatalogRelation> catalog;
+  for (const auto& row : t.exec(core::kCatalogSql))
+    catalog.push_back({row[0].as<uint32_t>(), row[1].c_str(), row[2].c_str(), row[3].c_str()[0], row[4].as<uint32_t>()});
+  core::CompiledSelection compiled = selection->compile(catalog);
+  std::string names;
+  size_t partitioned = 0;
+  for (size_t i = 0; i < compiled.selected.size(); ++i) {
+    partitioned += compiled.selected[i].kind == 'p' ? 1 : 0;
+    if (i < 10) names += (i > 0 ? ", " : ": ") + compiled.selected[i].quoted();
+  }
+  if (compiled.selected.size() > 10) names += ", ...";
+  std::string count = std::to_string(compiled.selected.size()) + " tables" +
+                      (partitioned > 0 ? " (" + std::to_string(partitioned) + " of them partitioned)" : "");
+  if (compiled.selected.empty() && !selection->everything())
+    items.push_back(failed("table_selection", "--tables/--exclude select no table of the source", kFix));
+  else
+    items.push_back(passed("table_selection", (selection->everything() ? "every table: " : "selected: ") + count + names));
+  return compiled;
+}
+
+void check_tables(const CheckOptions& o, std::vector<Item>& items, pqxx::connection& src,
+                  std::vector<core::SelectedRelation>* selection) {
   pqxx::nontransaction t(src);
-  std::string where = table_filter_sql(o.tables, o.exclude);
-  std::string selected = "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " + where;
+  std::optional<core::CompiledSelection> compiled = select_tables(o, items, t);
+  if (!compiled) return;
+  if (selection != nullptr) *selection = compiled->selected;
+  std::string selected = "SELECT unnest(" + compiled->oid_array_sql() + ")";
   std::string name = "format('%I.%I', n.nspname, c.relname)";
 
   pqxx::result nokey = t.exec(
@@ -293,11 +332,11 @@ void check_target(const CheckOptions& o, std::vector<Item>& items, pqxx::connect
 
 }  // namespace
 
-std::vector<Item> run_checks(const CheckOptions& o) {
+std::vector<Item> run_checks(const CheckOptions& o, std::vector<core::SelectedRelation>* selection) {
   std::vector<Item> items;
   std::unique_ptr<pqxx::connection> src;
   check_source(o, items, src);
-  if (src) check_tables(o, items, *src);
+  if (src) check_tables(o, items, *src, selection);
   check_target(o, items, src.get());
   return items;
 }
@@ -306,7 +345,7 @@ const std::vector<std::string>& item_names() {
   static const std::vector<std::string> names = {
       "source_reachable", "wal_level", "replication_slots", "wal_senders", "replication_privilege",
       "replication_connection", "output_plugin", "wal_sender_timeout", "max_slot_wal_keep_size",
-      "logical_decoding_work_mem", "decoding_extension", "long_transactions", "replica_identity", "unlogged_tables",
+      "logical_decoding_work_mem", "decoding_extension", "long_transactions", "table_selection", "replica_identity", "unlogged_tables",
       "foreign_keys", "large_objects", "read_privilege", "name_clash", "generated_columns", "identity_columns",
       "target_reachable", "version_order", "target_empty", "encoding", "collation", "roles", "extensions",
       "target_privileges"};
@@ -344,12 +383,28 @@ std::string render_table(const std::vector<Item>& items) {
   return out;
 }
 
-std::string render_json(const std::vector<Item>& items) {
+std::string render_json(const std::vector<Item>& items, const std::vector<core::SelectedRelation>* tables) {
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
   w.StartObject();
   w.Key("result");
   w.String(status_name(overall(items)));
+  if (tables != nullptr) {
+    // The exact relations migrate, follow, verify and complete will work on.
+    w.Key("tables");
+    w.StartArray();
+    for (const auto& r : *tables) {
+      w.StartObject();
+      w.Key("schema");
+      w.String(r.schema.c_str(), static_cast<rapidjson::SizeType>(r.schema.size()));
+      w.Key("name");
+      w.String(r.name.c_str(), static_cast<rapidjson::SizeType>(r.name.size()));
+      w.Key("kind");
+      w.String(r.kind == 'p' ? "partitioned" : "table");
+      w.EndObject();
+    }
+    w.EndArray();
+  }
   w.Key("items");
   w.StartArray();
   for (const auto& i : items) {

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/table_selection.hpp"
+
 namespace dts::check {
 
 enum class Status { kPassed, kWarning, kFailed };
@@ -20,7 +22,7 @@ struct Item {
 struct CheckOptions {
   std::string source;
   std::string target;
-  std::string tables;   // plugin-style patterns; empty: every table
+  std::string tables;   // the plugin's patterns (core/table_selection.hpp); empty: every table
   std::string exclude;
   bool resuming = false;  // migrate running again: the target is not empty, by its own doing
 };
@@ -28,12 +30,15 @@ struct CheckOptions {
 // Every item run_checks reports, in order (for --skip-check).
 const std::vector<std::string>& item_names();
 
-std::vector<Item> run_checks(const CheckOptions& options);
+// `selection`, if given, receives the tables --tables/--exclude select (left empty when the
+// source cannot be read or the patterns are malformed).
+std::vector<Item> run_checks(const CheckOptions& options, std::vector<core::SelectedRelation>* selection = nullptr);
 const char* status_name(Status s);
 // The worst status: what the exit code reports (0 passed, 1 warnings, 2 failed).
 Status overall(const std::vector<Item>& items);
 std::string render_table(const std::vector<Item>& items);
-std::string render_json(const std::vector<Item>& items);
+// With `tables`, the selected relations too ("tables": [{schema, name, kind}]).
+std::string render_json(const std::vector<Item>& items, const std::vector<core::SelectedRelation>* tables = nullptr);
 
 }  // namespace dts::check
 

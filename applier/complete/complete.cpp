@@ -9,6 +9,7 @@
 #include "apply/sql_builder.hpp"
 #include "cancel/cancel.hpp"
 #include "common/error.hpp"
+#include "core/table_selection.hpp"
 #include "follow/applied_watch.hpp"
 #include "follow/follow.hpp"
 #include "migrate/migrate.hpp"
@@ -202,6 +203,12 @@ void wait_lag(const CompleteOptions& o, const follow::AppliedWatch& watch) {
 }  // namespace
 
 int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted) {
+  try {
+    core::TableSelection(o.tables, o.exclude);  // a malformed list stops us before the source goes read-only
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return follow::kExitUsage;
+  }
   std::unique_ptr<ReadOnlySwitch> read_only;
   bool target_ready = false;
   bool has_state = false;
@@ -269,6 +276,8 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
       vo.source = o.source;
       vo.target = o.target;
       vo.slot = o.slot;
+      vo.tables = o.tables;
+      vo.exclude = o.exclude;
       vo.wait_for_applier = false;  // nothing moves on a read-only source
       auto t_verify = Clock::now();
       std::vector<verify::TableResult> results = verify::verify_tables(vo, src, tgt);

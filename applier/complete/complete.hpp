@@ -26,6 +26,9 @@ struct CompleteOptions {
   std::chrono::milliseconds max_lag{1000};
   int64_t sequence_shift = 0;
   bool verify = false;
+  // With verify: the tables, as follow was given them; both empty: the migration's (dts.migration).
+  std::string tables;
+  std::string exclude;
   ReadOnlyScope scope = ReadOnlyScope::kCluster;
   std::chrono::seconds timeout{600};       // for the lag to come down
   std::chrono::seconds drain_timeout{30};  // for transactions begun before read-only to end

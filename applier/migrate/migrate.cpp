@@ -14,10 +14,12 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <unordered_set>
 #include <vector>
 
 #include "apply/sql_builder.hpp"
 #include "check/check.hpp"
+#include "core/table_selection.hpp"
 #include "common/error.hpp"
 #include "common/parse.hpp"
 #include "follow/status.hpp"
@@ -103,82 +105,28 @@ void run(std::vector<std::string> argv, const std::string& what, const TempDir& 
   }
 }
 
-std::vector<std::string> split_patterns(const std::string& s) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (c == ',') {
-      if (!cur.empty()) out.push_back(cur);
-      cur.clear();
-    } else if (c != ' ' || !cur.empty()) {
-      cur.push_back(c);
-    }
-  }
-  if (!cur.empty()) out.push_back(cur);
-  return out;
-}
-
-std::vector<std::string> dump_args(const MigrateOptions& o, const std::string& section, const std::string& file) {
-  std::vector<std::string> a = {"pg_dump", "-d", o.source, "--section=" + section, "-Fc", "-f", file};
-  for (const auto& p : split_patterns(o.tables)) a.insert(a.end(), {"-t", p});
-  for (const auto& p : split_patterns(o.exclude)) a.insert(a.end(), {"-T", p});
-  return a;
-}
-
-// Every object of the section but the unselected tables: the selected tables come with the
-// types, functions and schemas they may need.
+// Every object of the section but the tables left out: the selected tables come with the
+// types, functions and schemas they may need. Each -T is one table's exact name, quoted, which
+// pg_dump reads literally (its own pattern rules never see the user's patterns).
 std::vector<std::string> dump_excluding(const MigrateOptions& o, const std::string& section, const std::string& file,
-                                        const std::vector<std::string>& unselected) {
+                                        const std::vector<std::string>& left_out) {
   std::vector<std::string> a = {"pg_dump", "-d", o.source, "--section=" + section, "-Fc", "-f", file};
-  for (const auto& t : unselected) a.insert(a.end(), {"-T", t});
+  for (const auto& t : left_out) a.insert(a.end(), {"-T", t});
   return a;
 }
 
-// A table name as a pg_dump/plugin pattern that matches it alone: quoted, quotes doubled.
-std::string exact_pattern(const std::string& schema, const std::string& name) {
-  return apply::quote_ident(schema) + "." + apply::quote_ident(name);
-}
-
-// The tables --tables/--exclude select, resolved by pg_dump itself (so its pattern rules apply)
-// and returned as exact names; partitions come with their selected partitioned tables. Also
-// returns the tables *not* selected, for pg_dump -T.
-struct Selection {
-  std::vector<std::string> selected;
-  std::vector<std::string> unselected;
-};
-
-Selection resolve_selection(const MigrateOptions& o, const std::string& snapshot, const TempDir& dir,
-                            const pg::Connection& snap) {
-  std::string dump = dir.path + "/selection.dump";
-  auto args = dump_args(o, "pre-data", dump);
-  args.push_back("--snapshot=" + snapshot);
-  run(args, "pg_dump resolving --tables/--exclude", dir);
-  std::string toc = dump + ".toc";
-  run({"pg_restore", "-l", dump}, "pg_restore -l", dir, toc);
-  // TOC lines: "<id>; <classid> <oid> TABLE <schema> <name> <owner>": the oid is what we trust.
-  std::ifstream in(toc);
-  std::string line, oids;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == ';') continue;
-    std::istringstream words(line);
-    std::string id, classid, oid, desc;
-    words >> id >> classid >> oid >> desc;
-    if (desc == "TABLE") oids += (oids.empty() ? "" : ",") + oid;
+// The tables pg_dump leaves out: those not selected, except the partitioned tables that a
+// selected partition hangs from (its CREATE needs them; their other partitions stay out).
+std::vector<std::string> left_out_of_dump(const core::CompiledSelection& selection) {
+  std::unordered_set<uint32_t> needed;
+  for (const auto& r : selection.selected) {
+    needed.insert(r.oid);
+    needed.insert(r.ancestors.begin(), r.ancestors.end());
   }
-  pg::Result r = snap.exec_params(
-      "WITH picked AS (SELECT unnest(string_to_array(NULLIF($1, ''), ','))::oid AS oid),"
-      " chosen AS (SELECT t.relid AS oid FROM picked p, pg_partition_tree(p.oid) t UNION SELECT oid FROM picked)"
-      " SELECT n.nspname, c.relname, c.oid IN (SELECT oid FROM chosen) FROM pg_class c"
-      " JOIN pg_namespace n ON n.oid = c.relnamespace"
-      " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-      " AND n.nspname NOT LIKE 'pg\\_%'",
-      {oids});
-  Selection sel;
-  for (int i = 0; i < PQntuples(r.get()); ++i) {
-    std::string name = exact_pattern(PQgetvalue(r.get(), i, 0), PQgetvalue(r.get(), i, 1));
-    (std::string(PQgetvalue(r.get(), i, 2)) == "t" ? sel.selected : sel.unselected).push_back(name);
-  }
-  return sel;
+  std::vector<std::string> out;
+  for (const auto& r : selection.others)
+    if (needed.count(r.oid) == 0) out.push_back(r.quoted());
+  return out;
 }
 
 void set_phase(const pg::Connection& target, const std::string& slot, const std::string& phase, const std::string& lsn) {
@@ -189,30 +137,26 @@ void set_phase(const pg::Connection& target, const std::string& slot, const std:
       {slot, phase, lsn});
 }
 
-std::vector<TableToCopy> tables_to_copy(const pg::Connection& target, const pg::Connection& snap) {
-  // What pre-data created on the target (an empty database before the migration), as the
-  // source sees it in the snapshot.
-  pg::Result t = target.exec(
-      "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-      "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dts') "
-      "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2");
+// The selected tables with rows (partitioned tables have none of their own), as the source
+// sees them in the snapshot: by oid, so no name is looked up again.
+std::vector<TableToCopy> tables_to_copy(const core::CompiledSelection& selection, const pg::Connection& snap) {
   std::vector<TableToCopy> out;
-  for (int i = 0; i < PQntuples(t.get()); ++i) {
+  for (const auto& r : selection.selected) {
+    if (r.kind != 'r') continue;
     TableToCopy tc;
-    tc.schema = PQgetvalue(t.get(), i, 0);
-    tc.name = PQgetvalue(t.get(), i, 1);
-    std::string qualified = apply::quote_ident(tc.schema) + "." + apply::quote_ident(tc.name);
+    tc.schema = r.schema;
+    tc.name = r.name;
+    std::string oid = std::to_string(r.oid);
     pg::Result info = snap.exec_params(
-        "SELECT c.relpages, c.reltuples::bigint, pg_relation_size(c.oid) FROM pg_class c WHERE c.oid = to_regclass($1)",
-        {qualified});
-    if (PQntuples(info.get()) == 0) continue;  // not on the source
+        "SELECT c.relpages, c.reltuples::bigint, pg_relation_size(c.oid) FROM pg_class c WHERE c.oid = $1", {oid});
+    if (PQntuples(info.get()) == 0) continue;  // dropped since the catalog was read (cannot happen in the snapshot)
     uint64_t bytes = std::strtoull(PQgetvalue(info.get(), 0, 2), nullptr, 10);
     tc.pages = bytes / kPageSize;
     tc.estimated_rows = std::strtoll(PQgetvalue(info.get(), 0, 1), nullptr, 10);
     pg::Result cols = snap.exec_params(
-        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped "
+        "SELECT attname FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped "
         "AND attgenerated = '' ORDER BY attnum",
-        {qualified});
+        {oid});
     for (int j = 0; j < PQntuples(cols.get()); ++j) tc.columns.push_back(PQgetvalue(cols.get(), j, 0));
     out.push_back(std::move(tc));
   }
@@ -388,6 +332,8 @@ int copy_sequences(const pg::Connection& source, const pg::Connection& target, i
 
 int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
   try {
+    // Malformed patterns stop us before anything is created.
+    core::TableSelection table_selection(opts.tables, opts.exclude);
     pg::Connection target = pg::Connection::open(opts.target, "target");
     target.exec("CREATE SCHEMA IF NOT EXISTS dts");
     // copy_summary: shown again by a migrate resumed after the copy. stop_lsn: complete's stop
@@ -395,10 +341,13 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     target.exec("CREATE TABLE IF NOT EXISTS dts.migration (slot text PRIMARY KEY, phase text NOT NULL, "
                 "consistent_point pg_lsn, tables text, copy_summary text, stop_lsn pg_lsn, "
                 "updated_at timestamptz NOT NULL)");
+    // tables / exclude_tables: the user's --tables / --exclude, the plugin's dialect, which
+    // follow passes on and verify compiles again. (Before exclude_tables, tables held the exact
+    // names of the selection, quoted: patterns of the same dialect, so still read right.)
+    target.exec("ALTER TABLE dts.migration ADD COLUMN IF NOT EXISTS exclude_tables text");
     std::string phase = target.query_value("SELECT phase FROM dts.migration WHERE slot = $1", {opts.slot});
     std::string origin = "dts_" + opts.slot;
     std::string copy_summary;
-    std::string selected_list;  // exact names of the selected tables, for follow
 
     if (phase == "completed") {
       spdlog::info("migration with slot \"{}\" was completed (cut over); nothing to do", opts.slot);
@@ -432,20 +381,18 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       report(opts, "PREPARING", "");
       spdlog::info("slot \"{}\" consistent at {}, snapshot {}", opts.slot, consistent, snapshot);
 
-      Selection selection;
-      bool selecting = !opts.tables.empty() || !opts.exclude.empty();
-      if (selecting) {
-        pg::Connection sel_snap = pg::Connection::open(opts.source, "source");
-        sel_snap.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
-        sel_snap.exec("SET TRANSACTION SNAPSHOT " + apply::quote_literal(snapshot));
-        selection = resolve_selection(opts, snapshot, work, sel_snap);
-        if (selection.selected.empty())
-          throw Error(ErrorKind::kConfig, "--tables/--exclude select no table of the source");
-        std::string list;
-        for (const auto& t : selection.selected) list += (list.empty() ? "" : ",") + t;
-        selected_list = list;
-      }
-      auto pre = dump_excluding(opts, "pre-data", dir + "/pre.dump", selection.unselected);
+      // The selection compiled in the slot's snapshot: exactly the tables whose changes the
+      // slot streams from its consistent point on.
+      pg::Connection snap = pg::Connection::open(opts.source, "source");
+      snap.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+      snap.exec("SET TRANSACTION SNAPSHOT " + apply::quote_literal(snapshot));
+      core::CompiledSelection selection = table_selection.compile(snap);
+      if (selection.selected.empty() && !table_selection.everything())
+        throw Error(ErrorKind::kConfig, "--tables/--exclude select no table of the source");
+      target.exec_params("UPDATE dts.migration SET tables = NULLIF($2, ''), exclude_tables = NULLIF($3, '') "
+                         "WHERE slot = $1", {opts.slot, opts.tables, opts.exclude});
+      std::vector<std::string> left_out = left_out_of_dump(selection);
+      auto pre = dump_excluding(opts, "pre-data", dir + "/pre.dump", left_out);
       pre.push_back("--snapshot=" + snapshot);
       run(pre, "pg_dump of the schema (pre-data)", work);
       std::vector<std::string> restore = {"pg_restore", "-d", opts.target, "--section=pre-data", "--exit-on-error"};
@@ -462,10 +409,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       restore.push_back(dir + "/pre.dump");
       run(restore, "pg_restore of the schema (pre-data) into the target", work);
 
-      pg::Connection snap = pg::Connection::open(opts.source, "source");
-      snap.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
-      snap.exec("SET TRANSACTION SNAPSHOT " + apply::quote_literal(snapshot));
-      std::vector<TableToCopy> tables = tables_to_copy(target, snap);
+      std::vector<TableToCopy> tables = tables_to_copy(selection, snap);
       snap.close();
       std::vector<Chunk> chunks = plan_chunks(tables, opts.split_larger_than / kPageSize);
       auto t0 = std::chrono::steady_clock::now();
@@ -484,8 +428,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       spdlog::info("copied {} rows of {} tables in {} chunks ({:.1f} MB) in {:.1f} s", copied.rows, tables.size(),
                    chunks.size(), copied.bytes / 1e6, secs);
 
-      run(dump_excluding(opts, "post-data", dir + "/post.dump", selection.unselected),
-          "pg_dump of the schema (post-data)", work);
+      run(dump_excluding(opts, "post-data", dir + "/post.dump", left_out), "pg_dump of the schema (post-data)", work);
       run({"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
            std::to_string(std::max(1, opts.jobs)), dir + "/post.dump"},
           "pg_restore of indexes and constraints (post-data) into the target", work);
@@ -509,12 +452,16 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     f.source = opts.source;
     f.target = opts.target;
     f.slot = opts.slot;
-    // The same tables as the copy, by exact name (resolved with pg_dump's pattern rules). A
-    // resume after the copy reads them back from the state table.
-    if (!selected_list.empty()) target.exec_params("UPDATE dts.migration SET tables = $2 WHERE slot = $1",
-                                                   {opts.slot, selected_list});
-    else selected_list = target.query_value("SELECT tables FROM dts.migration WHERE slot = $1", {opts.slot});
-    f.tables = selected_list;
+    // The user's patterns, as the copy used them: the plugin selects the same tables, and tables
+    // created later that match are streamed too. A resume reads them back from the state table.
+    pg::Result stored = target.exec_params("SELECT coalesce(tables, ''), coalesce(exclude_tables, '') "
+                                           "FROM dts.migration WHERE slot = $1", {opts.slot});
+    f.tables = PQntuples(stored.get()) > 0 ? PQgetvalue(stored.get(), 0, 0) : opts.tables;
+    f.exclude = PQntuples(stored.get()) > 0 ? PQgetvalue(stored.get(), 0, 1) : opts.exclude;
+    if (f.tables != opts.tables || f.exclude != opts.exclude)
+      spdlog::warn("the migration copied --tables \"{}\" --exclude \"{}\": following those, not the ones given now",
+                   f.tables, f.exclude);
+    core::TableSelection(f.tables, f.exclude);  // stored by an older applier: refused here if the plugin would
     f.status_file = opts.status_file;
     f.until_lsn = opts.until_lsn;
     f.origin = origin;

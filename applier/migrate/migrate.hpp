@@ -19,8 +19,8 @@ namespace dts::migrate {
 struct MigrateOptions {
   std::string source;
   std::string target;
-  std::string tables;   // pg_dump -t patterns, comma-separated
-  std::string exclude;  // pg_dump -T patterns
+  std::string tables;   // the plugin's patterns (core/table_selection.hpp); empty: every table
+  std::string exclude;
   int jobs = 2;
   uint64_t split_larger_than = 256ull * 1024 * 1024;  // bytes
   bool incremental = true;

@@ -279,7 +279,9 @@ void add_job_routes(httplib::Server& svr, JobManager& jobs) {
     }
     if (o.source.empty() || o.target.empty())
       return reply(res, 400, kErrInvalidField, std::string("field \"") + (o.source.empty() ? "source" : "target") + "\" is required");
-    std::string json = check::render_json(check::run_checks(o));
+    std::vector<core::SelectedRelation> selected;
+    std::vector<check::Item> items = check::run_checks(o, &selected);
+    std::string json = check::render_json(items, &selected);
     while (!json.empty() && json.back() == '\n') json.pop_back();
     reply(res, 200, 0, "", json);
   });

@@ -5,6 +5,8 @@
 #include <ctime>
 #include <set>
 
+#include "common/error.hpp"
+#include "core/table_selection.hpp"
 #include "pg/connection.hpp"
 
 namespace dts::serve {
@@ -186,7 +188,13 @@ bool parse_settings(const rapidjson::Value& body, JobSettings& s, std::string& e
   s.jobs = static_cast<int>(jobs);
   s.split_size_mb = static_cast<int64_t>(split);
   s.bandwidth_limit_mb_per_s = bw;
-  // Bad conninfos are refused here rather than when the job runs.
+  // Bad patterns and conninfos are refused here rather than when the job runs.
+  try {
+    core::TableSelection(s.tables, s.exclude, "field \"tables\"", "field \"exclude\"");
+  } catch (const Error& e) {
+    error = e.what();
+    return false;
+  }
   for (const auto* c : {&s.source, &s.target}) {
     char* err = nullptr;
     PQconninfoOption* opts = PQconninfoParse(c->c_str(), &err);

@@ -12,7 +12,7 @@
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
 #include "common/parse.hpp"
-#include "common/table_filter.hpp"
+#include "core/table_selection.hpp"
 #include "follow/applied_watch.hpp"
 
 namespace dts::verify {
@@ -330,13 +330,26 @@ std::vector<TableResult> verify_tables(const VerifyOptions& o, const pg::Connect
   bool applier = o.wait_for_applier && watch.has_applier();
   if (!applier && o.wait_for_applier) spdlog::info("no applier origin \"dts_{}\" on the target: comparing the tables as they are", o.slot);
 
-  std::string tables = o.tables;
-  if (tables.empty() && o.exclude.empty() &&
-      tgt.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") == "t")
-    tables = tgt.query_value("SELECT coalesce(tables, '') FROM dts.migration WHERE slot = $1", {o.slot});
-  pg::Result list = src.exec(
+  // The migration's selection unless other patterns are given: the plugin's dialect, compiled
+  // against the source's catalog as it is now (tables that match later are streamed too).
+  std::string tables = o.tables, exclude = o.exclude;
+  if (tables.empty() && exclude.empty() && tgt.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") == "t") {
+    // to_jsonb: a dts.migration written before exclude_tables existed has no such column.
+    pg::Result m = tgt.exec_params("SELECT coalesce(tables, ''), coalesce(to_jsonb(m) ->> 'exclude_tables', '') "
+                                   "FROM dts.migration m WHERE slot = $1", {o.slot});
+    if (PQntuples(m.get()) > 0) {
+      tables = PQgetvalue(m.get(), 0, 0);
+      exclude = PQgetvalue(m.get(), 0, 1);
+    }
+  }
+  core::CompiledSelection selection = core::TableSelection(tables, exclude).compile(src);
+  // Partitioned tables hold no rows of their own: their partitions are compared.
+  std::string oids;
+  for (const auto& r : selection.selected)
+    if (r.kind == 'r') oids += (oids.empty() ? "" : ",") + std::to_string(r.oid);
+  pg::Result list = src.exec_params(
       "SELECT c.oid, format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-      "WHERE c.relkind = 'r' AND " + table_filter_sql(tables, o.exclude) + " ORDER BY 2");
+      "WHERE c.oid = ANY(('{' || $1 || '}')::oid[]) ORDER BY 2", {oids});
   if (PQntuples(list.get()) == 0) throw Error(ErrorKind::kConfig, "--tables/--exclude select no table of the source");
 
   std::vector<TableResult> results;

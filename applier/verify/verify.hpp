@@ -19,7 +19,9 @@ namespace dts::verify {
 struct VerifyOptions {
   std::string source;
   std::string target;
-  std::string tables;   // schema.table globs; empty: the migration's tables, or every table
+  // The plugin's patterns (core/table_selection.hpp); both empty: the migration's (dts.migration),
+  // or every table.
+  std::string tables;
   std::string exclude;
   std::string slot = "dts_migrate";  // the applier's origin is dts_<slot>
   int64_t chunk_rows = 10000;
