@@ -209,7 +209,8 @@ std::vector<TableToCopy> tables_to_copy(const pg::Connection& target, const pg::
   return out;
 }
 
-std::string copy_json(const std::vector<TableToCopy>& tables, const std::vector<Chunk>& chunks, double seconds) {
+std::string copy_json(const std::vector<TableToCopy>& tables, const std::vector<Chunk>& chunks, double seconds,
+                      const std::string& schema = "") {
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
   uint64_t rows = 0, bytes = 0;
@@ -230,6 +231,10 @@ std::string copy_json(const std::vector<TableToCopy>& tables, const std::vector<
   w.Uint64(done);
   w.Key("seconds");
   w.Double(seconds);
+  if (!schema.empty()) {
+    w.Key("schema");  // how ownership and grants were restored
+    w.String(schema.c_str());
+  }
   w.Key("tables");
   w.StartArray();
   for (size_t i = 0; i < tables.size(); ++i) {
@@ -331,6 +336,8 @@ void run_prechecks(const MigrateOptions& o, bool restart) {
   c.tables = o.tables;
   c.exclude = o.exclude;
   c.resuming = restart;
+  c.no_owner = o.no_owner;
+  c.no_privileges = o.no_privileges;
   std::vector<check::Item> items = check::run_checks(c);
   std::vector<check::Item> blocking;
   for (auto& item : items) {
@@ -354,7 +361,24 @@ void run_prechecks(const MigrateOptions& o, bool restart) {
                                   "pass --skip-check " + blocking.front().name);
 }
 
+// The restore's options for ownership and grants, and how the summary says what was done.
+std::vector<std::string> ownership_args(const MigrateOptions& o) {
+  std::vector<std::string> a;
+  if (o.no_owner) a.push_back("--no-owner");
+  if (o.no_privileges) a.push_back("--no-privileges");
+  return a;
+}
+
+std::string ownership_summary(const MigrateOptions& o, const std::string& role) {
+  return std::string("objects owned by ") + (o.no_owner ? role + " (--no-owner)" : "their source owners") + ", grants " +
+         (o.no_privileges ? "left out (--no-privileges)" : "as on the source");
+}
+
 }  // namespace
+
+void run_tool(std::vector<std::string> argv, const std::string& what, const std::string& out_path) {
+  run(std::move(argv), what, out_path);
+}
 
 int copy_sequences(const pg::Connection& source, const pg::Connection& target, int64_t shift) {
   // Two round trips however many sequences there are: complete runs this inside its read-only
@@ -439,6 +463,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       pre.push_back("--snapshot=" + snapshot);
       run(pre, "pg_dump of the schema (pre-data)");
       std::vector<std::string> restore = {"pg_restore", "-d", opts.target, "--section=pre-data", "--exit-on-error"};
+      for (auto& a : ownership_args(opts)) restore.push_back(a);
       if (restart) {
         // The attempt before may have reached post-data: its foreign keys would stop pre-data's
         // --clean from dropping the tables they point at. (The target holds only what the
@@ -468,7 +493,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       progress_bar(tables, chunks, reported, elapsed());
       double secs = elapsed();
       if (isatty(STDERR_FILENO) != 0) std::fputc('\n', stderr);
-      std::string summary = copy_json(tables, chunks, secs);
+      std::string summary = copy_json(tables, chunks, secs, ownership_summary(opts, target.query_value("SELECT current_user")));
       report(opts, "BUILDING_INDEXES", summary);
       repl.close();  // the snapshot is no longer needed
       spdlog::info("copied {} rows of {} tables in {} chunks ({:.1f} MB) in {:.1f} s", copied.rows, tables.size(),
@@ -476,9 +501,12 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
 
       run(dump_excluding(opts, "post-data", dir + "/post.dump", selection.unselected),
           "pg_dump of the schema (post-data)");
-      run({"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
-           std::to_string(std::max(1, opts.jobs)), dir + "/post.dump"},
-          "pg_restore of indexes and constraints (post-data) into the target");
+      std::vector<std::string> post = {"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
+                                       std::to_string(std::max(1, opts.jobs))};
+      for (auto& a : ownership_args(opts)) post.push_back(a);
+      post.push_back(dir + "/post.dump");
+      run(post, "pg_restore of indexes and constraints (post-data) into the target");
+      spdlog::info("schema restored: {}", ownership_summary(opts, target.query_value("SELECT current_user")));
       pg::Connection source = pg::Connection::open(opts.source, "source");
       copy_sequences(source, target, 0);
       set_phase(target, opts.slot, opts.incremental ? "streaming" : "done", "");
