@@ -242,7 +242,8 @@ bool grantees_item(const CheckOptions& o, const SchemaRoles& sr, pqxx::connectio
 // The SQL pg_restore would run, without psql's meta-commands (\restrict).
 std::string restore_script(const CheckOptions& o, const std::string& dump, const std::string& dir, const char* section) {
   std::string out_path = dir + "/" + section + ".sql";
-  std::vector<std::string> args = {"pg_restore", std::string("--section=") + section, "-f", out_path};
+  std::vector<std::string> args = {"pg_restore", std::string("--section=") + section, "-f", out_path, "-L",
+                                   migrate::restore_list(dump)};
   if (o.no_owner) args.emplace_back("--no-owner");
   if (o.no_privileges) args.emplace_back("--no-privileges");
   args.push_back(dump);

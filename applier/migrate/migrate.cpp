@@ -371,13 +371,31 @@ std::vector<std::string> ownership_args(const MigrateOptions& o) {
 
 std::string ownership_summary(const MigrateOptions& o, const std::string& role) {
   return std::string("objects owned by ") + (o.no_owner ? role + " (--no-owner)" : "their source owners") + ", grants " +
-         (o.no_privileges ? "left out (--no-privileges)" : "as on the source");
+         (o.no_privileges ? "left out (--no-privileges)" : "as on the source (but those on built-in pg_catalog objects)");
 }
 
 }  // namespace
 
 void run_tool(std::vector<std::string> argv, const std::string& what, const std::string& out_path) {
   run(std::move(argv), what, out_path);
+}
+
+std::string restore_list(const std::string& dump) {
+  std::string raw = dump + ".all", list = dump + ".list";
+  run({"pg_restore", "-l", dump}, "pg_restore -l", raw);
+  std::ifstream in(raw);
+  std::ofstream out(list);
+  std::string line;
+  // "<id>; <classid> <oid> ACL pg_catalog FUNCTION pg_reload_conf() <owner>": a grant on a
+  // built-in object, which only a superuser could repeat on the target.
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    std::string id, classid, oid, desc, schema;
+    words >> id >> classid >> oid >> desc >> schema;
+    out << (desc == "ACL" && schema == "pg_catalog" ? "; " : "") << line << "\n";
+  }
+  if (!out.flush()) throw Error(ErrorKind::kInternal, "cannot write the restore list " + list);
+  return list;
 }
 
 int copy_sequences(const pg::Connection& source, const pg::Connection& target, int64_t shift) {
@@ -474,7 +492,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
         for (int i = 0; i < PQntuples(fks.get()); ++i) target.exec(PQgetvalue(fks.get(), i, 0));
         restore.insert(restore.end(), {"--clean", "--if-exists"});
       }
-      restore.push_back(dir + "/pre.dump");
+      restore.insert(restore.end(), {"-L", restore_list(dir + "/pre.dump"), dir + "/pre.dump"});
       run(restore, "pg_restore of the schema (pre-data) into the target");
 
       pg::Connection snap = pg::Connection::open(opts.source, "source");
@@ -504,7 +522,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       std::vector<std::string> post = {"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
                                        std::to_string(std::max(1, opts.jobs))};
       for (auto& a : ownership_args(opts)) post.push_back(a);
-      post.push_back(dir + "/post.dump");
+      post.insert(post.end(), {"-L", restore_list(dir + "/post.dump"), dir + "/post.dump"});
       run(post, "pg_restore of indexes and constraints (post-data) into the target");
       spdlog::info("schema restored: {}", ownership_summary(opts, target.query_value("SELECT current_user")));
       pg::Connection source = pg::Connection::open(opts.source, "source");

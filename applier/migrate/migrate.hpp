@@ -43,6 +43,12 @@ int run_migrate(const MigrateOptions& options, const std::atomic<bool>& stop);
 // stdout goes to `out_path` if given. The password of a `-d` conninfo travels in PGPASSWORD.
 void run_tool(std::vector<std::string> argv, const std::string& what, const std::string& out_path = "");
 
+// Writes the list of a dump's entries for pg_restore -L (beside the dump) and returns its path:
+// every entry but the grants on built-in (pg_catalog) objects. Those are the server's
+// administration, like roles (e.g. complete's EXECUTE on pg_reload_conf for the source role),
+// and only a superuser could repeat them on the target.
+std::string restore_list(const std::string& dump);
+
 // Sets every sequence of the target to the source's value plus `shift`; returns how many.
 int copy_sequences(const pg::Connection& source, const pg::Connection& target, int64_t shift);
 
