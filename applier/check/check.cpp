@@ -267,7 +267,10 @@ std::vector<Item> run_checks(const CheckOptions& o) {
   check_target(o, items, src.get(), tgt);
   if (tgt) {
     check_target_privileges(items, *tgt);
-    if (src) check_schema_restore(o, items, *src, *tgt);
+    if (src) {
+      check_extension_create(items, *src, *tgt);
+      check_schema_restore(o, items, *src, *tgt);
+    }
   }
   return items;
 }
@@ -279,7 +282,7 @@ const std::vector<std::string>& item_names() {
       "logical_decoding_work_mem", "decoding_extension", "long_transactions", "replica_identity", "unlogged_tables",
       "foreign_keys", "large_objects", "name_clash", "generated_columns", "identity_columns", "read_privilege",
       "read_only_switch", "target_reachable", "version_order", "target_empty", "encoding", "collation", "extensions",
-      "target_privileges", "roles", "grant_roles", "schema_restore"};
+      "target_privileges", "extension_create", "roles", "grant_roles", "schema_restore"};
   return names;
 }
 

@@ -259,7 +259,8 @@ std::string restore_script(const CheckOptions& o, const std::string& dump, const
 Item trial_failure(const std::string& message, const std::string& user, bool others_ok) {
   std::string reason = "restoring the schema as " + user + " failed (tried, rolled back): " + message;
   if (!others_ok)
-    return Item{"schema_restore", Status::kFailed, reason, "fix the roles and grant_roles items first; this follows from them",
+    return Item{"schema_restore", Status::kFailed, reason,
+                "fix the roles, grant_roles and extension_create items first; this follows from them",
                 "", ""};
   std::smatch m;
   if (std::regex_search(message, m, std::regex("must be member of role \"([^\"]+)\"")))
@@ -273,6 +274,45 @@ Item trial_failure(const std::string& message, const std::string& user, bool oth
 }
 
 }  // namespace
+
+void check_extension_create(std::vector<Item>& items, pqxx::connection& src, pqxx::connection& tgt) {
+  std::vector<std::pair<std::string, std::string>> wanted;  // name, statement
+  {
+    pqxx::nontransaction s(src);
+    pqxx::nontransaction t(tgt);
+    for (const auto& row : s.exec("SELECT e.extname, e.extrelocatable, n.nspname FROM pg_extension e "
+                                  "JOIN pg_namespace n ON n.oid = e.extnamespace "
+                                  "WHERE e.extname NOT IN ('plpgsql', 'dts_decoding') ORDER BY 1")) {  // (not restored)
+      std::string name = row[0].c_str(), schema = row[2].c_str();
+      if (!t.exec("SELECT 1 FROM pg_extension WHERE extname = " + t.quote(name)).empty()) continue;
+      if (t.exec("SELECT 1 FROM pg_available_extensions WHERE name = " + t.quote(name)).empty()) continue;  // extensions
+      bool in_place = row[1].as<bool>() && !t.exec("SELECT 1 FROM pg_namespace WHERE nspname = " + t.quote(schema)).empty();
+      wanted.emplace_back(name, "CREATE EXTENSION IF NOT EXISTS " + quote_ident(name) +
+                                    (in_place ? " WITH SCHEMA " + quote_ident(schema) : "") + " CASCADE;");
+    }
+  }
+  std::vector<std::string> refused, statements;
+  std::string why;
+  for (const auto& [name, sql] : wanted) {
+    try {
+      pqxx::work w(tgt);
+      w.exec(sql);
+      w.abort();
+    } catch (const pqxx::sql_error& e) {
+      refused.push_back(name);
+      statements.push_back(sql);
+      if (why.empty()) why = first_line(e.what());
+    }
+  }
+  if (refused.empty()) {
+    items.push_back(passed("extension_create", wanted.empty() ? "the target has every extension of the source already"
+                                                              : "the target role can create the source's extensions (tried)"));
+    return;
+  }
+  items.push_back(sql_item("extension_create", Status::kFailed,
+                           "the target role may not create these extensions of the source: " + joined(refused) + " (" + why +
+                               ")", "target", joined(statements, " ")));
+}
 
 void check_schema_restore(const CheckOptions& o, std::vector<Item>& items, pqxx::connection& src, pqxx::connection& tgt) {
   std::string user;
@@ -297,8 +337,7 @@ void check_schema_restore(const CheckOptions& o, std::vector<Item>& items, pqxx:
   std::vector<std::pair<std::string, std::string>> toc;
   try {
     migrate::run_tool(args, "pg_dump --schema-only");
-    migrate::run_tool({"pg_restore", "-l", dump}, "pg_restore -l", dir.path + "/schema.toc");
-    toc = toc_objects(dir.path + "/schema.toc");
+    toc = toc_objects(migrate::restore_list(dump));  // what migrate restores
   } catch (const Error& e) {
     items.push_back(Item{"schema_restore", Status::kFailed, "dumping the schema as the source role failed: " +
                          first_line(e.what()), "fix read_privilege first: the source role must be able to read what it dumps",
@@ -328,7 +367,10 @@ void check_schema_restore(const CheckOptions& o, std::vector<Item>& items, pqxx:
     w.exec(script);
     w.abort();
   } catch (const pqxx::sql_error& e) {
-    items.push_back(trial_failure(first_line(e.what()), user, owners_ok && grantees_ok));
+    bool extensions_ok = std::none_of(items.begin(), items.end(), [](const Item& i) {
+      return i.name == "extension_create" && i.status == Status::kFailed;
+    });
+    items.push_back(trial_failure(first_line(e.what()), user, owners_ok && grantees_ok && extensions_ok));
     return;
   } catch (const std::exception& e) {
     items.push_back(Item{"schema_restore", Status::kFailed, "could not try the schema's restore: " + first_line(e.what()),

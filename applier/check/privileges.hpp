@@ -25,6 +25,10 @@ void check_read_only_switch(std::vector<Item>& items, pqxx::connection& src);
 // session_replication_role; tried in a transaction that is rolled back.
 void check_target_privileges(std::vector<Item>& items, pqxx::connection& tgt);
 
+// extension_create: the source's extensions that the target lacks, created by the target role
+// in a transaction that is rolled back; those it may not create, for a superuser to create.
+void check_extension_create(std::vector<Item>& items, pqxx::connection& src, pqxx::connection& tgt);
+
 // roles, grant_roles and schema_restore: the schema dumped as the source role, its owners and
 // grantees matched against what the target role may assign, then restored on the target as
 // migrate will (--no-owner, --no-privileges) inside a transaction that is rolled back.

@@ -388,11 +388,21 @@ std::string restore_list(const std::string& dump) {
   std::string line;
   // "<id>; <classid> <oid> ACL pg_catalog FUNCTION pg_reload_conf() <owner>": a grant on a
   // built-in object, which only a superuser could repeat on the target.
+  // "<id>; 0 0 COMMENT - EXTENSION <name> <owner>": CREATE EXTENSION sets it from the control
+  // file already, and only the extension's owner may set it, which the target role is not
+  // when a superuser created the extension there beforehand (check's extension_create).
+  // dts_decoding's extension and its schema are the source's side of this migration: the
+  // target needs neither (its DDL capture would only add messages there), and only a
+  // superuser could create them.
   while (std::getline(in, line)) {
     std::istringstream words(line);
-    std::string id, classid, oid, desc, schema;
-    words >> id >> classid >> oid >> desc >> schema;
-    out << (desc == "ACL" && schema == "pg_catalog" ? "; " : "") << line << "\n";
+    std::string id, classid, oid, desc, schema, kind, name;
+    words >> id >> classid >> oid >> desc >> schema >> kind >> name;
+    bool plugin = schema == "-" && ((desc == "EXTENSION" || desc == "SCHEMA") ? kind == "dts_decoding"
+                                                                             : (kind == "EXTENSION" || kind == "SCHEMA") &&
+                                                                                   name == "dts_decoding");
+    bool skip = plugin || (desc == "ACL" && schema == "pg_catalog") || (desc == "COMMENT" && schema == "-" && kind == "EXTENSION");
+    out << (skip ? "; " : "") << line << "\n";
   }
   if (!out.flush()) throw Error(ErrorKind::kInternal, "cannot write the restore list " + list);
   return list;

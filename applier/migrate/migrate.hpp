@@ -44,9 +44,11 @@ int run_migrate(const MigrateOptions& options, const std::atomic<bool>& stop);
 void run_tool(std::vector<std::string> argv, const std::string& what, const std::string& out_path = "");
 
 // Writes the list of a dump's entries for pg_restore -L (beside the dump) and returns its path:
-// every entry but the grants on built-in (pg_catalog) objects. Those are the server's
-// administration, like roles (e.g. complete's EXECUTE on pg_reload_conf for the source role),
-// and only a superuser could repeat them on the target.
+// every entry but the grants on built-in (pg_catalog) objects, and the comments of extensions.
+// Those grants are the server's administration, like roles (e.g. complete's EXECUTE on
+// pg_reload_conf for the source role), and only a superuser could repeat them on the target;
+// an extension's comment comes with CREATE EXTENSION, and only its owner may set it. Nor
+// dts_decoding's extension and schema: the source's side of the migration, not the application's.
 std::string restore_list(const std::string& dump);
 
 // Sets every sequence of the target to the source's value plus `shift`; returns how many.

@@ -24,6 +24,11 @@ from harness import APPLIER, AppPair, Failure, check, check_equal, main, run_sql
 BASE_PORT = int(os.environ.get("DTS_LEASTPRIV_TEST_PORT", "26500"))
 
 SOURCE_SCHEMA = """
+-- The plugin's SQL side (heartbeats) stays on the source; hstore is trusted, so the target
+-- role can create it; pg_stat_statements is not: a superuser creates it there first.
+CREATE EXTENSION dts_decoding;
+CREATE EXTENSION hstore;
+CREATE EXTENSION pg_stat_statements;
 CREATE ROLE app_owner LOGIN;
 CREATE ROLE app_reader;
 CREATE ROLE mig_src LOGIN REPLICATION;
@@ -37,13 +42,13 @@ CREATE VIEW app.busy AS SELECT * FROM app.items WHERE qty > 5;
 CREATE FUNCTION app.bump(n int) RETURNS int LANGUAGE sql AS 'SELECT n + 1';
 CREATE SEQUENCE app.tickets;
 SELECT setval('app.tickets', 500);
-CREATE TABLE public.events (id bigserial PRIMARY KEY, kind text);
+CREATE TABLE public.events (id bigserial PRIMARY KEY, kind text, attrs hstore);
 GRANT SELECT ON app.items, app.busy TO app_reader;
 INSERT INTO app.items (name, qty) SELECT 'item ' || g, g % 10 FROM generate_series(1, 5000) g;
 INSERT INTO app.orders (item_id) SELECT 1 + g % 5000 FROM generate_series(1, 2000) g;
-INSERT INTO public.events (kind) SELECT 'e' || g FROM generate_series(1, 300) g;
+INSERT INTO public.events (kind, attrs) SELECT 'e' || g, hstore('g', g::text) FROM generate_series(1, 300) g;
 RESET ROLE;
--- What the brief of a least-privilege source role usually is: it reads the tables.
+-- What a least-privilege source role usually is given: it reads the tables.
 GRANT USAGE ON SCHEMA app TO mig_src;
 GRANT SELECT ON ALL TABLES IN SCHEMA app, public TO mig_src;
 """
@@ -120,7 +125,7 @@ class Writer:
                     new_id = cur.fetchone()[0]
                     cur.execute("UPDATE app.items SET qty = qty + 1 WHERE id = %s", (1 + n % 5000,))
                     cur.execute("INSERT INTO app.orders (item_id) VALUES (%s)", (new_id,))
-                    cur.execute("INSERT INTO public.events (kind) VALUES ('w')")
+                    cur.execute("INSERT INTO public.events (kind, attrs) VALUES ('w', hstore('n', %s))", (str(n),))
                     cur.execute("SELECT nextval('app.tickets')")
                 self.commits += 1
             except psycopg2.Error as e:
@@ -165,7 +170,8 @@ def check_fails_before_the_grants_with_every_grant_in_its_fix():
         rc, items = run_check(pair)
         bad = failed(items)
         check(rc == 2, f"check exited {rc} for roles without the grants; FAILED: {list(bad)}")
-        for name in ("read_privilege", "read_only_switch", "target_privileges", "roles", "grant_roles"):
+        for name in ("read_privilege", "read_only_switch", "target_privileges", "extension_create", "roles",
+                     "grant_roles"):
             check(name in bad, f"{name} did not FAIL: {items.get(name)}")
             check(bad[name].get("fix_sql"), f"{name} has no runnable fix: {bad[name]}")
         tp = bad["target_privileges"]["fix_sql"]
@@ -180,6 +186,8 @@ def check_fails_before_the_grants_with_every_grant_in_its_fix():
         check("app.tickets" in bad["read_privilege"]["reason"], f"unreadable sequence not named: {bad['read_privilege']}")
         check("app_owner" in bad["roles"]["reason"] and "--no-owner" in bad["roles"]["fix"], f"{bad['roles']}")
         check("app_reader" in bad["grant_roles"]["reason"], f"{bad['grant_roles']}")
+        ext = bad["extension_create"]["fix_sql"]
+        check("pg_stat_statements" in ext and "hstore" not in ext and "dts_decoding" not in ext, f"extension_create: {ext}")
 
         # migrate refuses, and creates nothing on either side.
         proc, _, log_path = start_migrate(pair, "refused")
@@ -201,7 +209,7 @@ def fixes_applied_verbatim_then_migrate_verify_complete_as_those_roles():
         rc, items = run_check(pair)
         check(rc == 2, f"check exited {rc} before the grants")
         applied = apply_fixes(pair, items)
-        check(len(applied) >= 5, f"only these fixes were applied: {applied}")
+        check(len(applied) >= 6, f"only these fixes were applied: {applied}")
         rc, items = run_check(pair)
         check(not failed(items), f"FAILED after the printed fixes were applied: {failed(items)}")
         check(items["schema_restore"]["status"] == "PASSED" and "tried" in items["schema_restore"]["reason"],
@@ -251,6 +259,8 @@ def fixes_applied_verbatim_then_migrate_verify_complete_as_those_roles():
         check(owner == "app_owner", f"app.items is owned by {owner} on the target, not by its source owner")
         reader = pair.target_view().value("SELECT has_table_privilege('app_reader', 'app.items', 'SELECT')")
         check(reader is True, "the source's grant to app_reader did not travel")
+        exts = pair.dst_app("SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension")[0][0]
+        check(exts == "hstore,pg_stat_statements,plpgsql", f"extensions on the target: {exts} (dts_decoding stays behind)")
 
         # The source is read-only for the application, and writable again once undone.
         try:
@@ -282,7 +292,8 @@ def no_owner_and_no_privileges_give_every_object_to_the_target_role():
         check(rc == 0, f"migrate --no-owner exited {rc}: {tail_file(log_path)}")
         check_equal(pair.src, pair.target_view(), TABLES)
         owners = pair.dst_app("SELECT DISTINCT relowner::regrole::text FROM pg_class c JOIN pg_namespace n "
-                              "ON n.oid = c.relnamespace WHERE n.nspname IN ('app', 'public')")
+                              "ON n.oid = c.relnamespace WHERE n.nspname IN ('app', 'public') AND NOT EXISTS "
+                              "(SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')")  # extensions
         check(owners == [("mig_dst",)], f"owners on the target: {owners}")
         summary = json.dumps(read_status(status).get("copy") or {})
         check("mig_dst (--no-owner)" in summary and "--no-privileges" in summary, f"summary: {summary}")
