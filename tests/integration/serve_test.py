@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import APPLIER, AppPair, Failure, Pgbench, pgbench, check, check_equal, lsn_value as lsn, main, run_sql, tail_file, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_SERVE_TEST_PORT", "25620"))
-HTTP_PORT = BASE_PORT + 50
+HTTP_PORT = int(os.environ.get("DTS_SERVE_HTTP_PORT", str(BASE_PORT + 50)))
 
 SCHEMA = """
 CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2));
