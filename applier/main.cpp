@@ -173,6 +173,9 @@ int main(int argc, char** argv) {
                 "start even though this precheck item FAILED (repeatable; names as `check` prints them)")
       ->delimiter(',')
       ->check(CLI::IsMember(dts::check::item_names()));
+  m->add_flag("--no-owner", migrate.no_owner,
+              "objects on the target belong to the target role instead of their source owners (pg_restore --no-owner)");
+  m->add_flag("--no-privileges", migrate.no_privileges, "leave out the source's GRANTs (pg_restore --no-privileges)");
 
   dts::check::CheckOptions check;
   bool check_json = false;
@@ -182,6 +185,8 @@ int main(int argc, char** argv) {
   c->add_option("--tables", check.tables, kTablesHelp);
   c->add_option("--exclude", check.exclude, kExcludeHelp);
   c->add_flag("--json", check_json, "print JSON instead of a table");
+  c->add_flag("--no-owner", check.no_owner, "check as for migrate --no-owner");
+  c->add_flag("--no-privileges", check.no_privileges, "check as for migrate --no-privileges");
 
   dts::verify::VerifyOptions verify;
   bool verify_json = false;

@@ -9,6 +9,7 @@
 #include <pqxx/pqxx>
 
 #include "apply/sql_builder.hpp"
+#include "check/privileges.hpp"
 #include "common/error.hpp"
 #include "common/parse.hpp"
 #include "core/table_selection.hpp"
@@ -17,12 +18,12 @@
 namespace dts::check {
 namespace {
 
-Item passed(std::string name, std::string reason) { return Item{std::move(name), Status::kPassed, std::move(reason), ""}; }
+Item passed(std::string name, std::string reason) { return Item{std::move(name), Status::kPassed, std::move(reason), "", "", ""}; }
 Item warning(std::string name, std::string reason, std::string fix) {
-  return Item{std::move(name), Status::kWarning, std::move(reason), std::move(fix)};
+  return Item{std::move(name), Status::kWarning, std::move(reason), std::move(fix), "", ""};
 }
 Item failed(std::string name, std::string reason, std::string fix) {
-  return Item{std::move(name), Status::kFailed, std::move(reason), std::move(fix)};
+  return Item{std::move(name), Status::kFailed, std::move(reason), std::move(fix), "", ""};
 }
 
 std::string first_line(const std::string& s) {
@@ -137,6 +138,13 @@ void check_source(const CheckOptions& o, std::vector<Item>& items, std::unique_p
                             "commit or roll them back (COMMIT PREPARED / ROLLBACK PREPARED for prepared ones)"));
 }
 
+std::vector<core::CatalogRelation> read_catalog(pqxx::nontransaction& t) {
+  std::vector<core::CatalogRelation> catalog;
+  for (const auto& row : t.exec(core::kCatalogSql))
+    catalog.push_back({row[0].as<uint32_t>(), row[1].c_str(), row[2].c_str(), row[3].c_str()[0], row[4].as<uint32_t>()});
+  return catalog;
+}
+
 // The selection every command will use (core/table_selection), compiled against the source's
 // catalog: a FAILED item when the patterns are malformed or pick nothing.
 std::optional<core::CompiledSelection> select_tables(const CheckOptions& o, std::vector<Item>& items,
@@ -151,10 +159,7 @@ std::optional<core::CompiledSelection> select_tables(const CheckOptions& o, std:
     items.push_back(failed("table_selection", e.what(), kFix));
     return std::nullopt;
   }
-  std::vector<core::CatalogRelation> catalog;
-  for (const auto& row : t.exec(core::kCatalogSql))
-    catalog.push_back({row[0].as<uint32_t>(), row[1].c_str(), row[2].c_str(), row[3].c_str()[0], row[4].as<uint32_t>()});
-  core::CompiledSelection compiled = selection->compile(catalog);
+  core::CompiledSelection compiled = selection->compile(read_catalog(t));
   std::string names;
   size_t partitioned = 0;
   for (size_t i = 0; i < compiled.selected.size(); ++i) {
@@ -220,15 +225,6 @@ void check_tables(const CheckOptions& o, std::vector<Item>& items, pqxx::connect
                             : warning("large_objects", std::to_string(lobs) + " large objects: logical decoding does not carry them",
                                       "move them into bytea columns, or copy them separately during the cutover"));
 
-  pqxx::result unreadable = t.exec("SELECT " + name + " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                                   "WHERE c.oid IN (" + selected + ") AND NOT has_table_privilege(c.oid, 'SELECT') ORDER BY 1");
-  std::string user = t.exec("SELECT current_user")[0][0].c_str();
-  items.push_back(unreadable.empty()
-                      ? passed("read_privilege", "role " + user + " can read every selected table")
-                      : failed("read_privilege", "role " + user + " cannot read: " + list_of(unreadable),
-                               "GRANT SELECT ON ALL TABLES IN SCHEMA ... TO " + apply::quote_ident(user) +
-                                   " (or GRANT pg_read_all_data TO " + apply::quote_ident(user) + ")"));
-
   // Names that differ only in case are distinct here, but one of them is lost by every tool or
   // script that does not quote identifiers (and by case-insensitive file systems in dumps).
   pqxx::result clash = t.exec(
@@ -254,8 +250,8 @@ void check_tables(const CheckOptions& o, std::vector<Item>& items, pqxx::connect
                                              "the cutover (complete) copies sequence values; run it before writing to the target"));
 }
 
-void check_target(const CheckOptions& o, std::vector<Item>& items, pqxx::connection* src) {
-  std::unique_ptr<pqxx::connection> tgt;
+void check_target(const CheckOptions& o, std::vector<Item>& items, pqxx::connection* src,
+                  std::unique_ptr<pqxx::connection>& tgt) {
   try {
     tgt = std::make_unique<pqxx::connection>(o.target);
     items.push_back(passed("target_reachable", "connected to " + pg::redact_conninfo(o.target)));
@@ -292,18 +288,6 @@ void check_target(const CheckOptions& o, std::vector<Item>& items, pqxx::connect
                            : warning("collation", "source " + sc + ", target " + tc + ": text sorts and indexes may differ",
                                      "create the target database WITH LC_COLLATE '" + sc + "' TEMPLATE template0"));
 
-  pqxx::result owners = s.exec(
-      "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-      "WHERE c.relkind IN ('r', 'p', 'S', 'v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')");
-  std::string missing;
-  for (const auto& row : owners) {
-    if (t.exec("SELECT 1 FROM pg_roles WHERE rolname = " + t.quote(row[0].c_str())).empty())
-      missing += (missing.empty() ? "" : ", ") + std::string(row[0].c_str());
-  }
-  items.push_back(missing.empty() ? passed("roles", "every owner of the source's objects exists on the target")
-                                  : failed("roles", "roles that own objects on the source are missing on the target: " + missing,
-                                           "create them on the target (pg_dumpall --roles-only | psql)"));
-
   pqxx::result exts = s.exec("SELECT extname FROM pg_extension WHERE extname NOT IN ('plpgsql')");
   std::string unavailable;
   for (const auto& row : exts) {
@@ -313,31 +297,35 @@ void check_target(const CheckOptions& o, std::vector<Item>& items, pqxx::connect
   items.push_back(unavailable.empty() ? passed("extensions", "every extension of the source is available on the target")
                                       : failed("extensions", "not available on the target: " + unavailable,
                                                "install these extensions' packages on the target server"));
-
-  bool create = t.exec("SELECT has_database_privilege(current_database(), 'CREATE')")[0][0].as<bool>();
-  bool origins = t.exec("SELECT rolsuper OR has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE') "
-                        "FROM pg_roles WHERE rolname = current_user")[0][0].as<bool>();
-  std::string user = t.exec("SELECT current_user")[0][0].c_str();
-  if (create && origins)
-    items.push_back(passed("target_privileges", "role " + user + " can create objects and use replication origins"));
-  else
-    items.push_back(failed("target_privileges",
-                           std::string("role ") + user + (create ? "" : " cannot create objects in the database") +
-                               (origins ? "" : " cannot use replication origins"),
-                           "GRANT CREATE ON DATABASE ... TO " + apply::quote_ident(user) +
-                               "; GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), "
-                               "pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, "
-                               "timestamptz), pg_replication_origin_progress(text, boolean) TO " + apply::quote_ident(user)));
 }
 
 }  // namespace
 
+core::CompiledSelection compile_selection(const CheckOptions& o, pqxx::nontransaction& t) {
+  try {
+    return core::TableSelection(o.tables, o.exclude).compile(read_catalog(t));
+  } catch (const Error&) {
+    return {};  // malformed: the table_selection item says so
+  }
+}
+
 std::vector<Item> run_checks(const CheckOptions& o, std::vector<core::SelectedRelation>* selection) {
   std::vector<Item> items;
-  std::unique_ptr<pqxx::connection> src;
+  std::unique_ptr<pqxx::connection> src, tgt;
   check_source(o, items, src);
-  if (src) check_tables(o, items, *src, selection);
-  check_target(o, items, src.get());
+  if (src) {
+    check_tables(o, items, *src, selection);
+    check_read_privileges(o, items, *src);
+    check_read_only_switch(items, *src);
+  }
+  check_target(o, items, src.get(), tgt);
+  if (tgt) {
+    check_target_privileges(items, *tgt);
+    if (src) {
+      check_extension_create(items, *src, *tgt);
+      check_schema_restore(o, items, *src, *tgt);
+    }
+  }
   return items;
 }
 
@@ -345,10 +333,10 @@ const std::vector<std::string>& item_names() {
   static const std::vector<std::string> names = {
       "source_reachable", "wal_level", "replication_slots", "wal_senders", "replication_privilege",
       "replication_connection", "output_plugin", "wal_sender_timeout", "max_slot_wal_keep_size",
-      "logical_decoding_work_mem", "decoding_extension", "long_transactions", "table_selection", "replica_identity", "unlogged_tables",
-      "foreign_keys", "large_objects", "read_privilege", "name_clash", "generated_columns", "identity_columns",
-      "target_reachable", "version_order", "target_empty", "encoding", "collation", "roles", "extensions",
-      "target_privileges"};
+      "logical_decoding_work_mem", "decoding_extension", "long_transactions", "table_selection", "replica_identity",
+      "unlogged_tables", "foreign_keys", "large_objects", "name_clash", "generated_columns", "identity_columns",
+      "read_privilege", "read_only_switch", "target_reachable", "version_order", "target_empty", "encoding", "collation",
+      "extensions", "target_privileges", "extension_create", "roles", "grant_roles", "schema_restore"};
   return names;
 }
 
@@ -418,6 +406,12 @@ std::string render_json(const std::vector<Item>& items, const std::vector<core::
     w.Key("fix");
     if (i.fix.empty()) w.Null();
     else w.String(i.fix.c_str());
+    if (!i.fix_sql.empty()) {
+      w.Key("fix_sql");  // the statements alone, to run as they are
+      w.String(i.fix_sql.c_str());
+      w.Key("fix_on");  // "source" or "target", as a superuser
+      w.String(i.fix_on.c_str());
+    }
     w.EndObject();
   }
   w.EndArray();

@@ -17,6 +17,10 @@ struct Item {
   Status status = Status::kPassed;
   std::string reason;
   std::string fix;
+  // When the fix is SQL: the statements alone, runnable as they are (also inside `fix`), and
+  // where to run them ("source" or "target", as a superuser). Empty otherwise.
+  std::string fix_sql;
+  std::string fix_on;
 };
 
 struct CheckOptions {
@@ -25,6 +29,10 @@ struct CheckOptions {
   std::string tables;   // the plugin's patterns (core/table_selection.hpp); empty: every table
   std::string exclude;
   bool resuming = false;  // migrate running again: the target is not empty, by its own doing
+  // As migrate will restore the schema: objects owned by the restoring role instead of their
+  // source owners (pg_restore --no-owner); the source's grants left out (--no-privileges).
+  bool no_owner = false;
+  bool no_privileges = false;
 };
 
 // Every item run_checks reports, in order (for --skip-check).

@@ -8,6 +8,7 @@
 #include "apply/apply_engine.hpp"
 #include "apply/sql_builder.hpp"
 #include "cancel/cancel.hpp"
+#include "check/privileges.hpp"
 #include "common/error.hpp"
 #include "core/table_selection.hpp"
 #include "follow/applied_watch.hpp"
@@ -34,8 +35,12 @@ class ReadOnlySwitch {
   // Returns the server time from which every new transaction is read-only.
   std::string enable() {
     if (scope_ == ReadOnlyScope::kCluster) {
-      // From the file, not pg_settings: this session has its own value set.
-      std::string before = src_.query_value(
+      // From the file, not pg_settings: this session has its own value set. pg_file_settings is
+      // for superusers (and roles granted its function): without it, the undo is a RESET, which
+      // is right unless postgresql.auto.conf already held the setting (the source was writable,
+      // or complete could not run: so at most an explicit "off" becomes the default "off").
+      bool can_read = src_.query_value("SELECT has_function_privilege('pg_show_all_file_settings()', 'EXECUTE')") == "t";
+      std::string before = !can_read ? "" : src_.query_value(
           "SELECT coalesce((SELECT setting FROM pg_file_settings WHERE name = 'default_transaction_read_only' "
           "AND sourcefile LIKE '%postgresql.auto.conf' AND applied ORDER BY seqno DESC LIMIT 1), '')");
       undo_ = (before.empty() ? std::string("ALTER SYSTEM RESET default_transaction_read_only")
@@ -150,6 +155,14 @@ void record_stop(const pg::Connection& tgt, const std::string& slot, const std::
 // dts.migration (a plain follow has only its origin).
 void check_ready(const CompleteOptions& o, const pg::Connection& src, const pg::Connection& tgt,
                  const follow::AppliedWatch& watch, bool has_state) {
+  // Checked before anything changes: a role that is not a superuser needs grants for the
+  // switch, and must see the other sessions' transactions (or drain_writers would miss them).
+  long version = std::stol(src.query_value("SELECT current_setting('server_version_num')"));
+  std::string missing = src.query_value(check::read_only_missing_sql(o.scope == ReadOnlyScope::kDatabase, version));
+  if (!missing.empty())
+    throw Error(ErrorKind::kConfig, "role " + src.query_value("SELECT current_user") +
+                                        " cannot make the source read-only and end the sessions still writing; on the "
+                                        "source, as a superuser: " + missing);
   if (!watch.has_applier())
     throw Error(ErrorKind::kConfig, "no migration streams into the target with slot \"" + o.slot + "\" (no origin dts_" +
                                         o.slot + "); start one with `dts_applier migrate`, or pass its --slot");

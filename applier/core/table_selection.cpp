@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
@@ -248,5 +249,19 @@ CompiledSelection TableSelection::compile(const std::vector<CatalogRelation>& ca
 }
 
 CompiledSelection TableSelection::compile(const pg::Connection& source) const { return compile(read_catalog(source)); }
+
+// The tables pg_dump leaves out: those not selected, except the partitioned tables that a
+// selected partition hangs from (its CREATE needs them; their other partitions stay out).
+std::vector<std::string> left_out_of_dump(const CompiledSelection& selection) {
+  std::unordered_set<uint32_t> needed;
+  for (const auto& r : selection.selected) {
+    needed.insert(r.oid);
+    needed.insert(r.ancestors.begin(), r.ancestors.end());
+  }
+  std::vector<std::string> out;
+  for (const auto& r : selection.others)
+    if (needed.count(r.oid) == 0) out.push_back(r.quoted());
+  return out;
+}
 
 }  // namespace dts::core

@@ -105,6 +105,10 @@ class TableSelection {
 // The schema the applier keeps its state in on the target: never part of a selection.
 inline constexpr const char* kOwnSchema = "dts";
 
+// The tables pg_dump leaves out (-T, exact and quoted): those not selected, except the
+// partitioned tables that a selected partition hangs from.
+std::vector<std::string> left_out_of_dump(const CompiledSelection& selection);
+
 }  // namespace dts::core
 
 #endif

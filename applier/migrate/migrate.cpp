@@ -60,10 +60,11 @@ struct TempDir {
 // message; its stdout goes to `out_path` if given.
 // A conninfo given with -d loses its password to the child's environment: command lines are
 // public (ps, /proc/<pid>/cmdline), environments are not.
-void run(std::vector<std::string> argv, const std::string& what, const TempDir& dir, const std::string& out_path = "") {
-  std::string err_path = dir.path + "/stderr-XXXXXX";
+void run_in(std::vector<std::string> argv, const std::string& what, const std::string& private_dir,
+            const std::string& out_path = "") {
+  std::string err_path = private_dir + "/stderr-XXXXXX";
   int err_fd = mkstemp(err_path.data());
-  if (err_fd < 0) throw Error(ErrorKind::kInternal, "cannot create a file in " + dir.path + ": " + std::strerror(errno));
+  if (err_fd < 0) throw Error(ErrorKind::kInternal, "cannot create a file in " + private_dir + ": " + std::strerror(errno));
   close(err_fd);
   std::string password;
   for (size_t i = 1; i < argv.size(); ++i)
@@ -105,6 +106,10 @@ void run(std::vector<std::string> argv, const std::string& what, const TempDir& 
   }
 }
 
+void run(std::vector<std::string> argv, const std::string& what, const TempDir& dir, const std::string& out_path = "") {
+  run_in(std::move(argv), what, dir.path, out_path);
+}
+
 // Every object of the section but the tables left out: the selected tables come with the
 // types, functions and schemas they may need. Each -T is one table's exact name, quoted, which
 // pg_dump reads literally (its own pattern rules never see the user's patterns).
@@ -115,19 +120,6 @@ std::vector<std::string> dump_excluding(const MigrateOptions& o, const std::stri
   return a;
 }
 
-// The tables pg_dump leaves out: those not selected, except the partitioned tables that a
-// selected partition hangs from (its CREATE needs them; their other partitions stay out).
-std::vector<std::string> left_out_of_dump(const core::CompiledSelection& selection) {
-  std::unordered_set<uint32_t> needed;
-  for (const auto& r : selection.selected) {
-    needed.insert(r.oid);
-    needed.insert(r.ancestors.begin(), r.ancestors.end());
-  }
-  std::vector<std::string> out;
-  for (const auto& r : selection.others)
-    if (needed.count(r.oid) == 0) out.push_back(r.quoted());
-  return out;
-}
 
 void set_phase(const pg::Connection& target, const std::string& slot, const std::string& phase, const std::string& lsn) {
   target.exec_params(
@@ -163,7 +155,8 @@ std::vector<TableToCopy> tables_to_copy(const core::CompiledSelection& selection
   return out;
 }
 
-std::string copy_json(const std::vector<TableToCopy>& tables, const std::vector<Chunk>& chunks, double seconds) {
+std::string copy_json(const std::vector<TableToCopy>& tables, const std::vector<Chunk>& chunks, double seconds,
+                      const std::string& schema = "") {
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
   uint64_t rows = 0, bytes = 0;
@@ -184,6 +177,10 @@ std::string copy_json(const std::vector<TableToCopy>& tables, const std::vector<
   w.Uint64(done);
   w.Key("seconds");
   w.Double(seconds);
+  if (!schema.empty()) {
+    w.Key("schema");  // how ownership and grants were restored
+    w.String(schema.c_str());
+  }
   w.Key("tables");
   w.StartArray();
   for (size_t i = 0; i < tables.size(); ++i) {
@@ -285,6 +282,8 @@ void run_prechecks(const MigrateOptions& o, bool restart) {
   c.tables = o.tables;
   c.exclude = o.exclude;
   c.resuming = restart;
+  c.no_owner = o.no_owner;
+  c.no_privileges = o.no_privileges;
   std::vector<check::Item> items = check::run_checks(c);
   std::vector<check::Item> blocking;
   for (auto& item : items) {
@@ -308,7 +307,53 @@ void run_prechecks(const MigrateOptions& o, bool restart) {
                                   "pass --skip-check " + blocking.front().name);
 }
 
+// The restore's options for ownership and grants, and how the summary says what was done.
+std::vector<std::string> ownership_args(const MigrateOptions& o) {
+  std::vector<std::string> a;
+  if (o.no_owner) a.push_back("--no-owner");
+  if (o.no_privileges) a.push_back("--no-privileges");
+  return a;
+}
+
+std::string ownership_summary(const MigrateOptions& o, const std::string& role) {
+  return std::string("objects owned by ") + (o.no_owner ? role + " (--no-owner)" : "their source owners") + ", grants " +
+         (o.no_privileges ? "left out (--no-privileges)" : "as on the source (but those on built-in pg_catalog objects)");
+}
+
 }  // namespace
+
+void run_tool(std::vector<std::string> argv, const std::string& what, const std::string& private_dir,
+              const std::string& out_path) {
+  run_in(std::move(argv), what, private_dir, out_path);
+}
+
+std::string restore_list(const std::string& dump) {
+  std::string raw = dump + ".all", list = dump + ".list";
+  run_in({"pg_restore", "-l", dump}, "pg_restore -l", std::filesystem::path(dump).parent_path().string(), raw);
+  std::ifstream in(raw);
+  std::ofstream out(list);
+  std::string line;
+  // "<id>; <classid> <oid> ACL pg_catalog FUNCTION pg_reload_conf() <owner>": a grant on a
+  // built-in object, which only a superuser could repeat on the target.
+  // "<id>; 0 0 COMMENT - EXTENSION <name> <owner>": CREATE EXTENSION sets it from the control
+  // file already, and only the extension's owner may set it, which the target role is not
+  // when a superuser created the extension there beforehand (check's extension_create).
+  // dts_decoding's extension and its schema are the source's side of this migration: the
+  // target needs neither (its DDL capture would only add messages there), and only a
+  // superuser could create them.
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    std::string id, classid, oid, desc, schema, kind, name;
+    words >> id >> classid >> oid >> desc >> schema >> kind >> name;
+    bool plugin = schema == "-" && ((desc == "EXTENSION" || desc == "SCHEMA") ? kind == "dts_decoding"
+                                                                             : (kind == "EXTENSION" || kind == "SCHEMA") &&
+                                                                                   name == "dts_decoding");
+    bool skip = plugin || (desc == "ACL" && schema == "pg_catalog") || (desc == "COMMENT" && schema == "-" && kind == "EXTENSION");
+    out << (skip ? "; " : "") << line << "\n";
+  }
+  if (!out.flush()) throw Error(ErrorKind::kInternal, "cannot write the restore list " + list);
+  return list;
+}
 
 int copy_sequences(const pg::Connection& source, const pg::Connection& target, int64_t shift) {
   // Two round trips however many sequences there are: complete runs this inside its read-only
@@ -391,11 +436,12 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
         throw Error(ErrorKind::kConfig, "--tables/--exclude select no table of the source");
       target.exec_params("UPDATE dts.migration SET tables = NULLIF($2, ''), exclude_tables = NULLIF($3, '') "
                          "WHERE slot = $1", {opts.slot, opts.tables, opts.exclude});
-      std::vector<std::string> left_out = left_out_of_dump(selection);
+      std::vector<std::string> left_out = core::left_out_of_dump(selection);
       auto pre = dump_excluding(opts, "pre-data", dir + "/pre.dump", left_out);
       pre.push_back("--snapshot=" + snapshot);
       run(pre, "pg_dump of the schema (pre-data)", work);
       std::vector<std::string> restore = {"pg_restore", "-d", opts.target, "--section=pre-data", "--exit-on-error"};
+      for (auto& a : ownership_args(opts)) restore.push_back(a);
       if (restart) {
         // The attempt before may have reached post-data: its foreign keys would stop pre-data's
         // --clean from dropping the tables they point at. (The target holds only what the
@@ -406,7 +452,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
         for (int i = 0; i < PQntuples(fks.get()); ++i) target.exec(PQgetvalue(fks.get(), i, 0));
         restore.insert(restore.end(), {"--clean", "--if-exists"});
       }
-      restore.push_back(dir + "/pre.dump");
+      restore.insert(restore.end(), {"-L", restore_list(dir + "/pre.dump"), dir + "/pre.dump"});
       run(restore, "pg_restore of the schema (pre-data) into the target", work);
 
       std::vector<TableToCopy> tables = tables_to_copy(selection, snap);
@@ -422,16 +468,19 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       progress_bar(tables, chunks, reported, elapsed());
       double secs = elapsed();
       if (isatty(STDERR_FILENO) != 0) std::fputc('\n', stderr);
-      std::string summary = copy_json(tables, chunks, secs);
+      std::string summary = copy_json(tables, chunks, secs, ownership_summary(opts, target.query_value("SELECT current_user")));
       report(opts, "BUILDING_INDEXES", summary);
       repl.close();  // the snapshot is no longer needed
       spdlog::info("copied {} rows of {} tables in {} chunks ({:.1f} MB) in {:.1f} s", copied.rows, tables.size(),
                    chunks.size(), copied.bytes / 1e6, secs);
 
       run(dump_excluding(opts, "post-data", dir + "/post.dump", left_out), "pg_dump of the schema (post-data)", work);
-      run({"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
-           std::to_string(std::max(1, opts.jobs)), dir + "/post.dump"},
-          "pg_restore of indexes and constraints (post-data) into the target", work);
+      std::vector<std::string> post = {"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
+                                       std::to_string(std::max(1, opts.jobs))};
+      for (auto& a : ownership_args(opts)) post.push_back(a);
+      post.insert(post.end(), {"-L", restore_list(dir + "/post.dump"), dir + "/post.dump"});
+      run(post, "pg_restore of indexes and constraints (post-data) into the target", work);
+      spdlog::info("schema restored: {}", ownership_summary(opts, target.query_value("SELECT current_user")));
       pg::Connection source = pg::Connection::open(opts.source, "source");
       copy_sequences(source, target, 0);
       set_phase(target, opts.slot, opts.incremental ? "streaming" : "done", "");

@@ -18,7 +18,7 @@ from harness import AppPair, Pgbench, pgbench, check, check_equal, lsn_value as 
 from serve_client import Serve, chromium_page  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_SERVE_TEST_PORT", "25620"))
-HTTP_PORT = int(os.environ.get("DTS_SERVE_TEST_HTTP_PORT", str(BASE_PORT + 50)))
+HTTP_PORT = int(os.environ.get("DTS_SERVE_TEST_HTTP_PORT", os.environ.get("DTS_SERVE_HTTP_PORT", str(BASE_PORT + 50))))
 
 SCHEMA = """
 CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2));
