@@ -241,6 +241,7 @@ def every_command_works_with_postgresql_uris_with_query_parameters_and_a_passwor
             check_equal(pair.src, pair.target_view(), TABLES)
             check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "a slot is left")
         finally:
+            titles.stop.set()
             for p in (m, m2):
                 if p:
                     p.stop()

@@ -143,6 +143,7 @@ def migrate_dumps_into_a_new_private_directory_nobody_can_predict_and_removes_it
         base = os.path.join(parent, "tmp")
         os.mkdir(base)
         os.chmod(base, 0o1777)  # like /tmp: anyone may create entries in it
+        p = None
         try:
             p, status, log = start_migrate(pair, base, "ok", "--jobs", "2")
             watch = DirWatch(base)
@@ -189,6 +190,9 @@ def migrate_dumps_into_a_new_private_directory_nobody_can_predict_and_removes_it
             expect_failure(out, 2, "private temporary directory", a_file, "TMPDIR")
             check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == before, "a slot was made anyway")
         finally:
+            if p and p.poll() is None:
+                p.kill()
+                p.wait()
             shutil.rmtree(parent, ignore_errors=True)
 
 
