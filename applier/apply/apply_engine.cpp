@@ -449,8 +449,12 @@ void ApplyEngine::apply_update_values(const decode::Relation& rel, const decode:
   // Members reused row after row: these ran once per UPDATE and DELETE.
   std::vector<size_t>& set_columns = set_columns_;
   set_columns.clear();
+  // A key the source says is unchanged is not set again: an identity column defined as
+  // GENERATED ALWAYS (a common key) can only be updated to DEFAULT.
+  bool key_unchanged = old_kind == proto::OldTuple::kNone;
   for (size_t i = 0; i < rel.columns.size(); ++i) {
-    if (newv[i].kind != proto::ValueKind::kUnchangedToast) set_columns.push_back(i);
+    if (newv[i].kind != proto::ValueKind::kUnchangedToast && !(key_unchanged && rel.columns[i].is_key))
+      set_columns.push_back(i);
   }
   RowMatch& match = match_;
   std::vector<const proto::Value*>& match_values = match_values_;

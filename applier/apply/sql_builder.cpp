@@ -86,7 +86,8 @@ std::string build_insert(const decode::Relation& rel, size_t rows) {
     if (i > 0) sql += ", ";
     sql += quote_ident(rel.columns[i].name);
   }
-  sql += ") VALUES ";
+  // The source's values, identity columns included: GENERATED ALWAYS refuses them otherwise.
+  sql += ") OVERRIDING SYSTEM VALUE VALUES ";
   int param = 1;
   for (size_t r = 0; r < rows; ++r) {
     sql += r > 0 ? ", (" : "(";

@@ -41,7 +41,7 @@ TEST(SqlBuilder, InsertNamesEveryColumnAndNumbersRows) {
   Relation r = hostile();
   EXPECT_EQ(dts::apply::build_insert(r, 2),
             "INSERT INTO \"My \"\"Schema\"\"\".\"tâble; DROP TABLE x; --\" (\"Id\", \"a \"\"b\"\" c\", \"doc\") "
-            "VALUES ($1, $2, $3), ($4, $5, $6)");
+            "OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3), ($4, $5, $6)");
 }
 
 TEST(SqlBuilder, UpdateByKeySetsThenMatches) {
