@@ -47,7 +47,10 @@ std::string qualified(const TableToCopy& t) { return apply::quote_ident(t.schema
 }  // namespace
 
 std::string chunk_read_sql(const TableToCopy& t, const Chunk& c) {
-  std::string sql = "COPY (SELECT " + column_list(t) + " FROM ONLY " + qualified(t);
+  // A table with no column to copy (none at all, or only generated ones) still has rows:
+  // `SELECT FROM t` gives them as rows of zero fields, which binary COPY carries.
+  std::string cols = column_list(t);
+  std::string sql = "COPY (SELECT " + (cols.empty() ? "" : cols + " ") + "FROM ONLY " + qualified(t);
   bool whole = c.first_page == 0 && c.end_page == 0;
   if (!whole) {
     sql += " WHERE ctid >= '(" + std::to_string(c.first_page) + ",0)'::tid";
@@ -57,7 +60,10 @@ std::string chunk_read_sql(const TableToCopy& t, const Chunk& c) {
 }
 
 std::string chunk_write_sql(const TableToCopy& t) {
-  return "COPY " + qualified(t) + " (" + column_list(t) + ") FROM STDIN (FORMAT binary)";
+  // `COPY t () FROM` is a syntax error: without a list COPY takes every column but the
+  // generated ones, which is the same (empty) list.
+  std::string cols = column_list(t);
+  return "COPY " + qualified(t) + (cols.empty() ? "" : " (" + cols + ")") + " FROM STDIN (FORMAT binary)";
 }
 
 namespace {

@@ -44,6 +44,15 @@ TEST(SqlBuilder, InsertNamesEveryColumnAndNumbersRows) {
             "OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3), ($4, $5, $6)");
 }
 
+TEST(SqlBuilder, InsertWithoutColumnsInsertsRowsOfDefaults) {
+  // A table with zero columns, or only generated ones (the source sends none of them).
+  Relation r;
+  r.schema = "public";
+  r.name = "z";
+  EXPECT_EQ(dts::apply::build_insert(r, 1), "INSERT INTO \"public\".\"z\" DEFAULT VALUES");
+  EXPECT_EQ(dts::apply::build_insert(r, 3), "INSERT INTO \"public\".\"z\" SELECT FROM generate_series(1, 3)");
+}
+
 TEST(SqlBuilder, UpdateByKeySetsThenMatches) {
   Relation r = hostile();
   dts::apply::RowMatch m{{0}, {false}, false};
