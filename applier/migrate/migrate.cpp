@@ -20,7 +20,9 @@
 #include "check/check.hpp"
 #include "common/error.hpp"
 #include "follow/status.hpp"
+#include "migrate/child_process.hpp"
 #include "migrate/copier.hpp"
+#include "migrate/job_lock.hpp"
 #include "pg/connection.hpp"
 
 extern char** environ;
@@ -43,10 +45,12 @@ struct TempDir {
 };
 
 // Runs a program (no shell), its stderr kept for the error message; its stdout goes to
-// `out_path` if given.
+// `out_path` if given. Stops it (and throws Stopped) once `should_stop` says so.
 // A conninfo given with -d loses its password to the child's environment: command lines are
 // public (ps, /proc/<pid>/cmdline), environments are not.
-void run(std::vector<std::string> argv, const std::string& what, const std::string& out_path = "") {
+void run(std::vector<std::string> argv, const std::string& what, const StopCheck& should_stop,
+         const std::string& out_path = "") {
+  if (should_stop()) throw Stopped("stopped before " + what);
   // A file of our own for the tool's stderr: a predictable name in /tmp could be a planted link.
   char err_template[] = "/tmp/dts-migrate-XXXXXX";
   int err_fd = mkstemp(err_template);
@@ -60,32 +64,14 @@ void run(std::vector<std::string> argv, const std::string& what, const std::stri
   for (char** e = environ; *e != nullptr; ++e)
     if (password.empty() || std::strncmp(*e, "PGPASSWORD=", 11) != 0) env.emplace_back(*e);
   if (!password.empty()) env.push_back("PGPASSWORD=" + password);
-  std::vector<char*> envp;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<char*> args;
-  for (auto& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
-  pid_t pid = fork();
-  if (pid < 0) throw Error(ErrorKind::kInternal, "could not start " + argv[0]);
-  if (pid == 0) {
-    if (FILE* f = std::freopen(err_path.c_str(), "w", stderr); f == nullptr) _exit(127);
-    if (!out_path.empty() && std::freopen(out_path.c_str(), "w", stdout) == nullptr) _exit(127);
-    execvpe(args[0], args.data(), envp.data());
-    std::fprintf(stderr, "could not run %s: %s\n", args[0], std::strerror(errno));
-    _exit(127);
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) {
-      status = 255 << 8;  // lost the child: not a success
-      break;
-    }
-  }
+  struct RemoveOnExit {
+    std::string path;
+    ~RemoveOnExit() { std::remove(path.c_str()); }
+  } remove_err{err_path};
+  int status = run_child(argv, env, out_path, err_path, should_stop);
   std::ifstream in(err_path);
   std::stringstream ss;
   ss << in.rdbuf();
-  std::remove(err_path.c_str());
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::string msg = ss.str();
     if (msg.size() > 2000) msg = msg.substr(0, 2000) + "...";
@@ -138,13 +124,13 @@ struct Selection {
 };
 
 Selection resolve_selection(const MigrateOptions& o, const std::string& snapshot, const std::string& dir,
-                            const pg::Connection& snap) {
+                            const pg::Connection& snap, const StopCheck& should_stop) {
   std::string dump = dir + "/selection.dump";
   auto args = dump_args(o, "pre-data", dump);
   args.push_back("--snapshot=" + snapshot);
-  run(args, "pg_dump resolving --tables/--exclude");
+  run(args, "pg_dump resolving --tables/--exclude", should_stop);
   std::string toc = dump + ".toc";
-  run({"pg_restore", "-l", dump}, "pg_restore -l", toc);
+  run({"pg_restore", "-l", dump}, "pg_restore -l", should_stop, toc);
   // TOC lines: "<id>; <classid> <oid> TABLE <schema> <name> <owner>": the oid is what we trust.
   std::ifstream in(toc);
   std::string line, oids;
@@ -354,6 +340,42 @@ void run_prechecks(const MigrateOptions& o, bool restart) {
                                   "pass --skip-check " + blocking.front().name);
 }
 
+void report_failure(const MigrateOptions& o, const std::string& error) {
+  if (o.status_file.empty()) return;
+  follow::Status st;
+  st.phase = "FAILED";
+  st.slot = o.slot;
+  st.error = error;
+  follow::write_status_file(o.status_file, st);
+}
+
+// Where a migrate that stopped early ends, its tools and copy workers already stopped. Asked
+// to (a signal): exit code 0, as follow's; a later run restarts an unfinished copy. Cut off
+// (its lifeline terminated, which is what cancel does, or lost): exit code 1.
+int stopped(const MigrateOptions& o, const pg::Connection& target, bool by_signal, const std::string& what) {
+  if (!by_signal) {
+    std::string msg = "stopped: the session holding the migration's lock on the target was terminated (by "
+                      "dts_applier cancel, or the target went away); its tools and copy workers are stopped (" +
+                      what + ")";
+    spdlog::error("{}", msg);
+    report_failure(o, msg);
+    return follow::kExitFailed;
+  }
+  // A tool that needed SIGKILL may have left a query running on its server (a CREATE INDEX goes
+  // on until it next talks to its client): end what is left of the job's sessions.
+  try {
+    int ended = terminate_job_sessions(target, o.slot);
+    pg::Connection source = pg::Connection::open(o.source, "source");
+    ended += terminate_job_sessions(source, o.slot);
+    if (ended > 0) spdlog::warn("ended {} sessions the stopped tools left on the servers", ended);
+  } catch (const Error& e) {
+    spdlog::warn("could not look for sessions the stopped tools left: {}", e.what());
+  }
+  spdlog::info("stopped as asked ({}); running the same command again restarts an unfinished copy", what);
+  report(o, "STOPPED", "");
+  return follow::kExitOk;
+}
+
 }  // namespace
 
 int copy_sequences(const pg::Connection& source, const pg::Connection& target, int64_t shift) {
@@ -377,8 +399,14 @@ int copy_sequences(const pg::Connection& source, const pg::Connection& target, i
 }
 
 int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
+  // Every session of the job, the tools' included, says whose it is (see job_lock.hpp).
+  setenv("PGAPPNAME", job_application_name(opts.slot).c_str(), 1);
+  pg::Connection target;  // the lifeline: holds the job's lock for as long as migrate runs
+  // SIGINT/SIGTERM, or cancel terminated the lifeline: stop the tools and the copy, then exit.
+  StopCheck should_stop = [&] { return stop.load() || connection_lost(target); };
   try {
-    pg::Connection target = pg::Connection::open(opts.target, "target");
+    target = pg::Connection::open(opts.target, "target");
+    take_job_lock(target, opts.slot, std::chrono::seconds(10));
     target.exec("CREATE SCHEMA IF NOT EXISTS dts");
     // copy_summary: shown again by a migrate resumed after the copy. stop_lsn: complete's stop
     // marker, so that an applier restarted after applying it still stops there.
@@ -412,8 +440,15 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
                          {origin});
       if (restart) spdlog::warn("the previous copy did not finish: copying again from the start");
 
+      if (should_stop()) throw Stopped("stopped before the slot was created");
       pg::Result slot = repl.exec("CREATE_REPLICATION_SLOT " + apply::quote_ident(opts.slot) +
                                   " LOGICAL dts_decoding EXPORT_SNAPSHOT");
+      if (should_stop()) {
+        // Nothing records it yet (a later run would refuse the slot it does not know), and a
+        // cancel may already have looked for it: it goes with us.
+        repl.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot));
+        throw Stopped("stopped as the slot was created");
+      }
       std::string consistent = PQgetvalue(slot.get(), 0, 1);
       std::string snapshot = PQgetvalue(slot.get(), 0, 2);
       set_phase(target, opts.slot, "copying", consistent);
@@ -428,7 +463,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
         pg::Connection sel_snap = pg::Connection::open(opts.source, "source");
         sel_snap.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
         sel_snap.exec("SET TRANSACTION SNAPSHOT " + apply::quote_literal(snapshot));
-        selection = resolve_selection(opts, snapshot, dir, sel_snap);
+        selection = resolve_selection(opts, snapshot, dir, sel_snap, should_stop);
         if (selection.selected.empty())
           throw Error(ErrorKind::kConfig, "--tables/--exclude select no table of the source");
         std::string list;
@@ -437,7 +472,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       }
       auto pre = dump_excluding(opts, "pre-data", dir + "/pre.dump", selection.unselected);
       pre.push_back("--snapshot=" + snapshot);
-      run(pre, "pg_dump of the schema (pre-data)");
+      run(pre, "pg_dump of the schema (pre-data)", should_stop);
       std::vector<std::string> restore = {"pg_restore", "-d", opts.target, "--section=pre-data", "--exit-on-error"};
       if (restart) {
         // The attempt before may have reached post-data: its foreign keys would stop pre-data's
@@ -450,7 +485,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
         restore.insert(restore.end(), {"--clean", "--if-exists"});
       }
       restore.push_back(dir + "/pre.dump");
-      run(restore, "pg_restore of the schema (pre-data) into the target");
+      run(restore, "pg_restore of the schema (pre-data) into the target", should_stop);
 
       pg::Connection snap = pg::Connection::open(opts.source, "source");
       snap.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
@@ -464,7 +499,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       CopyResult copied = copy_chunks(opts.source, opts.target, snapshot, tables, chunks, opts.jobs, [&] {
         report(opts, "COPYING", copy_json(tables, chunks, elapsed()));
         progress_bar(tables, chunks, reported, elapsed());
-      });
+      }, should_stop);
       progress_bar(tables, chunks, reported, elapsed());
       double secs = elapsed();
       if (isatty(STDERR_FILENO) != 0) std::fputc('\n', stderr);
@@ -475,10 +510,10 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
                    chunks.size(), copied.bytes / 1e6, secs);
 
       run(dump_excluding(opts, "post-data", dir + "/post.dump", selection.unselected),
-          "pg_dump of the schema (post-data)");
+          "pg_dump of the schema (post-data)", should_stop);
       run({"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
            std::to_string(std::max(1, opts.jobs)), dir + "/post.dump"},
-          "pg_restore of indexes and constraints (post-data) into the target");
+          "pg_restore of indexes and constraints (post-data) into the target", should_stop);
       pg::Connection source = pg::Connection::open(opts.source, "source");
       copy_sequences(source, target, 0);
       set_phase(target, opts.slot, opts.incremental ? "streaming" : "done", "");
@@ -518,15 +553,13 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     f.copy_json = copy_summary;
     f.watch_stop_lsn = true;
     return follow::run_follow(f, stop);
+  } catch (const Stopped& e) {
+    return stopped(opts, target, stop.load(), e.what());
   } catch (const Error& e) {
+    // A step that failed because cancel cut the lifeline is a stop, not a failure of that step.
+    if (target && connection_lost(target)) return stopped(opts, target, stop.load(), e.what());
     spdlog::error("{}", e.what());
-    if (!opts.status_file.empty()) {
-      follow::Status st;
-      st.phase = "FAILED";
-      st.slot = opts.slot;
-      st.error = e.what();
-      follow::write_status_file(opts.status_file, st);
-    }
+    report_failure(opts, e.what());
     return e.kind() == ErrorKind::kConfig ? follow::kExitUsage : follow::kExitFailed;
   }
 }
