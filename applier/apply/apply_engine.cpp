@@ -96,7 +96,8 @@ ApplyEngine::RelationPlan& ApplyEngine::plan_for(const decode::Relation& rel) {
       plan->copyable = plan->copyable && copyable_type(c.type_oid);
       cols += (cols.empty() ? "" : ", ") + quote_ident(c.name);
     }
-    plan->copy_sql = "COPY " + plan->qualified + " (" + cols + ") FROM STDIN (FORMAT binary)";
+    // No column (none, or only generated ones): `COPY t ()` is a syntax error; no list is the same.
+    plan->copy_sql = "COPY " + plan->qualified + (cols.empty() ? "" : " (" + cols + ")") + " FROM STDIN (FORMAT binary)";
   }
   return *plan;
 }
@@ -503,9 +504,16 @@ void ApplyEngine::apply_update_values(const decode::Relation& rel, const decode:
   // Members reused row after row: these ran once per UPDATE and DELETE.
   std::vector<size_t>& set_columns = set_columns_;
   set_columns.clear();
+  // A key the source says is unchanged is not set again: an identity column defined as
+  // GENERATED ALWAYS (a common key) can only be updated to DEFAULT.
+  bool key_unchanged = old_kind == proto::OldTuple::kNone;
   for (size_t i = 0; i < rel.columns.size(); ++i) {
-    if (newv[i].kind != proto::ValueKind::kUnchangedToast) set_columns.push_back(i);
+    if (newv[i].kind != proto::ValueKind::kUnchangedToast && !(key_unchanged && rel.columns[i].is_key))
+      set_columns.push_back(i);
   }
+  // Nothing to set (a table of generated columns only, or every value an unchanged TOAST
+  // value): the row stays as it is, and `UPDATE t SET WHERE` would be a syntax error.
+  if (set_columns.empty()) return;
   RowMatch& match = match_;
   std::vector<const proto::Value*>& match_values = match_values_;
   if (old_kind == proto::OldTuple::kNone)

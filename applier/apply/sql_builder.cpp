@@ -81,12 +81,19 @@ void append_where(std::string& sql, const decode::Relation& rel, const RowMatch&
 }  // namespace
 
 std::string build_insert(const decode::Relation& rel, size_t rows) {
+  if (rel.columns.empty()) {
+    // No column to give a value (none at all, or only generated ones): `VALUES ()` is a syntax
+    // error, and each row is one of defaults.
+    if (rows == 1) return "INSERT INTO " + qualified_name(rel) + " DEFAULT VALUES";
+    return "INSERT INTO " + qualified_name(rel) + " SELECT FROM generate_series(1, " + std::to_string(rows) + ")";
+  }
   std::string sql = "INSERT INTO " + qualified_name(rel) + " (";
   for (size_t i = 0; i < rel.columns.size(); ++i) {
     if (i > 0) sql += ", ";
     sql += quote_ident(rel.columns[i].name);
   }
-  sql += ") VALUES ";
+  // The source's values, identity columns included: GENERATED ALWAYS refuses them otherwise.
+  sql += ") OVERRIDING SYSTEM VALUE VALUES ";
   int param = 1;
   for (size_t r = 0; r < rows; ++r) {
     sql += r > 0 ? ", (" : "(";

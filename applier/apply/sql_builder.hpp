@@ -26,7 +26,8 @@ struct RowMatch {
   bool one_row = false;
 };
 
-// INSERT INTO t (all columns) VALUES ($1, ...), (...) for `rows` rows.
+// INSERT INTO t (all columns) OVERRIDING SYSTEM VALUE VALUES ($1, ...), (...) for `rows` rows;
+// for a relation without columns, `rows` rows of defaults (no parameters).
 std::string build_insert(const decode::Relation& rel, size_t rows);
 // UPDATE t SET set_columns = $1.. WHERE match (parameters after the SET ones).
 std::string build_update(const decode::Relation& rel, const std::vector<size_t>& set_columns, const RowMatch& match);

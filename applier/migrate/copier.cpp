@@ -1,5 +1,6 @@
 #include "migrate/copier.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <exception>
@@ -47,7 +48,10 @@ std::string qualified(const TableToCopy& t) { return apply::quote_ident(t.schema
 }  // namespace
 
 std::string chunk_read_sql(const TableToCopy& t, const Chunk& c) {
-  std::string sql = "COPY (SELECT " + column_list(t) + " FROM ONLY " + qualified(t);
+  // A table with no column to copy (none at all, or only generated ones) still has rows:
+  // `SELECT FROM t` gives them as rows of zero fields, which binary COPY carries.
+  std::string cols = column_list(t);
+  std::string sql = "COPY (SELECT " + (cols.empty() ? "" : cols + " ") + "FROM ONLY " + qualified(t);
   bool whole = c.first_page == 0 && c.end_page == 0;
   if (!whole) {
     sql += " WHERE ctid >= '(" + std::to_string(c.first_page) + ",0)'::tid";
@@ -57,7 +61,10 @@ std::string chunk_read_sql(const TableToCopy& t, const Chunk& c) {
 }
 
 std::string chunk_write_sql(const TableToCopy& t) {
-  return "COPY " + qualified(t) + " (" + column_list(t) + ") FROM STDIN (FORMAT binary)";
+  // `COPY t () FROM` is a syntax error: without a list COPY takes every column but the
+  // generated ones, which is the same (empty) list.
+  std::string cols = column_list(t);
+  return "COPY " + qualified(t) + (cols.empty() ? "" : " (" + cols + ")") + " FROM STDIN (FORMAT binary)";
 }
 
 namespace {
@@ -66,15 +73,40 @@ struct Shared {
   std::mutex mu;
   std::condition_variable cv;
   size_t next = 0;
-  bool stop = false;
+  std::atomic<bool> stop{false};
   int finished = 0;
   std::exception_ptr error;
   uint64_t rows = 0;
   uint64_t bytes = 0;
+  std::vector<PGcancel*> cancels;  // of the workers' open connections, to cancel their queries
+};
+
+// A worker's connections in Shared::cancels while they are open: the calling thread cancels
+// their queries when the copy must stop (PQcancel is safe from another thread).
+class Cancellable {
+ public:
+  Cancellable(Shared& sh, const pg::Connection& src, const pg::Connection& dst) : sh_(sh) {
+    std::lock_guard<std::mutex> lock(sh_.mu);
+    for (const pg::Connection* c : {&src, &dst})
+      if (PGcancel* k = PQgetCancel(c->get())) mine_.push_back(k), sh_.cancels.push_back(k);
+  }
+  ~Cancellable() {
+    std::lock_guard<std::mutex> lock(sh_.mu);
+    for (PGcancel* k : mine_) {
+      sh_.cancels.erase(std::remove(sh_.cancels.begin(), sh_.cancels.end(), k), sh_.cancels.end());
+      PQfreeCancel(k);
+    }
+  }
+  Cancellable(const Cancellable&) = delete;
+  Cancellable& operator=(const Cancellable&) = delete;
+
+ private:
+  Shared& sh_;
+  std::vector<PGcancel*> mine_;
 };
 
 void copy_one(const pg::Connection& src, const pg::Connection& dst, const TableToCopy& t, Chunk& c,
-              uint64_t& bytes) {
+              uint64_t& bytes, const std::atomic<bool>& stop) {
   dst.exec("BEGIN");
   pg::Result in(PQexec(dst.get(), chunk_write_sql(t).c_str()));
   if (PQresultStatus(in.get()) != PGRES_COPY_IN)
@@ -87,6 +119,12 @@ void copy_one(const pg::Connection& src, const pg::Connection& dst, const TableT
   char* buf = nullptr;
   int len;
   while ((len = PQgetCopyData(src.get(), &buf, 0)) > 0) {
+    if (stop.load()) {
+      // Abandoned: the target rolls the chunk back (its transaction never commits).
+      PQfreemem(buf);
+      PQputCopyEnd(dst.get(), "migrate is stopping");
+      throw Stopped("the copy of " + qualified(t) + " was stopped");
+    }
     int ok = PQputCopyData(dst.get(), buf, len);
     PQfreemem(buf);
     if (ok != 1) throw Error(ErrorKind::kConnection, "lost the target while copying " + qualified(t));
@@ -120,6 +158,7 @@ void worker(const std::string& source, const std::string& target, const std::str
     pg::Connection dst = pg::Connection::open(target, "target");
     dst.exec("SET session_replication_role = replica");
     dst.exec("SET synchronous_commit = off");
+    Cancellable cancellable(sh, src, dst);
     for (;;) {
       size_t i;
       {
@@ -132,7 +171,7 @@ void worker(const std::string& source, const std::string& target, const std::str
         i = sh.next++;
       }
       uint64_t bytes = 0;
-      copy_one(src, dst, tables[chunks[i].table], chunks[i], bytes);
+      copy_one(src, dst, tables[chunks[i].table], chunks[i], bytes, sh.stop);
       std::lock_guard<std::mutex> lock(sh.mu);
       sh.rows += chunks[i].rows;
       sh.bytes += bytes;
@@ -150,7 +189,8 @@ void worker(const std::string& source, const std::string& target, const std::str
 
 CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& snapshot,
                        const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs,
-                       const std::function<void()>& report) {
+                       const std::function<void()>& report, const StopCheck& should_stop) {
+  using Clock = std::chrono::steady_clock;
   Shared sh;
   jobs = std::max(1, jobs);
   std::vector<std::thread> threads;
@@ -164,12 +204,27 @@ CopyResult copy_chunks(const std::string& source, const std::string& target, con
   } catch (...) {  // a thread could not be started
     own_error = std::current_exception();
   }
+  bool stopping = false;
+  auto last_report = Clock::now();
+  Clock::time_point last_cancel;
   {
     std::unique_lock<std::mutex> lock(sh.mu);
     if (own_error) sh.stop = true;
     while (sh.finished < static_cast<int>(threads.size())) {
-      sh.cv.wait_for(lock, std::chrono::milliseconds(500));
-      if (report && !own_error) {
+      sh.cv.wait_for(lock, std::chrono::milliseconds(100));
+      if (!stopping && should_stop) {
+        lock.unlock();
+        stopping = should_stop();
+        lock.lock();
+        if (stopping) sh.stop = true;
+      }
+      // Again every second: a cancel that arrives between two statements cancels nothing.
+      if (stopping && Clock::now() - last_cancel >= std::chrono::seconds(1)) {
+        char err[256];
+        for (PGcancel* k : sh.cancels) PQcancel(k, err, sizeof(err));
+        last_cancel = Clock::now();
+      }
+      if (report && !stopping && !own_error && Clock::now() - last_report >= std::chrono::milliseconds(500)) {
         lock.unlock();
         try {
           report();
@@ -178,10 +233,13 @@ CopyResult copy_chunks(const std::string& source, const std::string& target, con
         }
         lock.lock();
         if (own_error) sh.stop = true;  // each worker ends after its chunk
+        last_report = Clock::now();
       }
     }
   }
   for (auto& t : threads) t.join();
+  // The workers' errors are then those of their cancelled queries: not worth a word.
+  if (stopping) throw Stopped("the copy was stopped");
   if (sh.error) std::rethrow_exception(sh.error);
   if (own_error) std::rethrow_exception(own_error);
   return CopyResult{sh.rows, sh.bytes};

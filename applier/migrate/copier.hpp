@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "migrate/stop.hpp"
+
 namespace dts::migrate {
 
 struct TableToCopy {
@@ -48,10 +50,13 @@ struct CopyResult {
 
 // Copies every chunk with `jobs` workers, each in the exported snapshot. Throws dts::Error on
 // the first failure (the other workers stop).
-// `report` runs about every 500 ms on the calling thread while the workers copy.
+// `report` runs about every 500 ms on the calling thread while the workers copy. Once
+// `should_stop` (asked every 100 ms, on the calling thread) says so, the workers' queries are
+// cancelled on both sides (PQcancel), their chunks rolled back, and Stopped is thrown when every
+// worker has ended.
 CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& snapshot,
                        const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs,
-                       const std::function<void()>& report);
+                       const std::function<void()>& report, const StopCheck& should_stop);
 
 }  // namespace dts::migrate
 

@@ -23,7 +23,9 @@
 #include "common/error.hpp"
 #include "common/parse.hpp"
 #include "follow/status.hpp"
+#include "migrate/child_process.hpp"
 #include "migrate/copier.hpp"
+#include "migrate/job_lock.hpp"
 #include "pg/connection.hpp"
 
 extern char** environ;
@@ -56,12 +58,14 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
 };
 
-// Runs a program (no shell), its stderr kept (in the private directory `dir`) for the error
-// message; its stdout goes to `out_path` if given.
+// Runs a program (no shell), its stderr kept (in the private directory `private_dir`) for the
+// error message; its stdout goes to `out_path` if given. Stops it (and throws Stopped) once
+// `should_stop` says so.
 // A conninfo given with -d loses its password to the child's environment: command lines are
 // public (ps, /proc/<pid>/cmdline), environments are not.
 void run_in(std::vector<std::string> argv, const std::string& what, const std::string& private_dir,
-            const std::string& out_path = "") {
+            const StopCheck& should_stop, const std::string& out_path = "") {
+  if (should_stop()) throw Stopped("stopped before " + what);
   std::string err_path = private_dir + "/stderr-XXXXXX";
   int err_fd = mkstemp(err_path.data());
   if (err_fd < 0) throw Error(ErrorKind::kInternal, "cannot create a file in " + private_dir + ": " + std::strerror(errno));
@@ -73,32 +77,14 @@ void run_in(std::vector<std::string> argv, const std::string& what, const std::s
   for (char** e = environ; *e != nullptr; ++e)
     if (password.empty() || std::strncmp(*e, "PGPASSWORD=", 11) != 0) env.emplace_back(*e);
   if (!password.empty()) env.push_back("PGPASSWORD=" + password);
-  std::vector<char*> envp;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<char*> args;
-  for (auto& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
-  pid_t pid = fork();
-  if (pid < 0) throw Error(ErrorKind::kInternal, "could not start " + argv[0]);
-  if (pid == 0) {
-    if (FILE* f = std::freopen(err_path.c_str(), "w", stderr); f == nullptr) _exit(127);
-    if (!out_path.empty() && std::freopen(out_path.c_str(), "w", stdout) == nullptr) _exit(127);
-    execvpe(args[0], args.data(), envp.data());
-    std::fprintf(stderr, "could not run %s: %s\n", args[0], std::strerror(errno));
-    _exit(127);
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) {
-      status = 255 << 8;  // lost the child: not a success
-      break;
-    }
-  }
+  struct RemoveOnExit {
+    std::string path;
+    ~RemoveOnExit() { std::remove(path.c_str()); }
+  } remove_err{err_path};
+  int status = run_child(argv, env, out_path, err_path, should_stop);
   std::ifstream in(err_path);
   std::stringstream ss;
   ss << in.rdbuf();
-  std::remove(err_path.c_str());
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::string msg = ss.str();
     if (msg.size() > 2000) msg = msg.substr(0, 2000) + "...";
@@ -106,9 +92,13 @@ void run_in(std::vector<std::string> argv, const std::string& what, const std::s
   }
 }
 
-void run(std::vector<std::string> argv, const std::string& what, const TempDir& dir, const std::string& out_path = "") {
-  run_in(std::move(argv), what, dir.path, out_path);
+void run(std::vector<std::string> argv, const std::string& what, const TempDir& dir, const StopCheck& should_stop,
+         const std::string& out_path = "") {
+  run_in(std::move(argv), what, dir.path, should_stop, out_path);
 }
+
+// For check's dry runs: nothing stops them but their end.
+bool never() { return false; }
 
 // Every object of the section but the tables left out: the selected tables come with the
 // types, functions and schemas they may need. Each -T is one table's exact name, quoted, which
@@ -320,16 +310,52 @@ std::string ownership_summary(const MigrateOptions& o, const std::string& role) 
          (o.no_privileges ? "left out (--no-privileges)" : "as on the source (but those on built-in pg_catalog objects)");
 }
 
+void report_failure(const MigrateOptions& o, const std::string& error) {
+  if (o.status_file.empty()) return;
+  follow::Status st;
+  st.phase = "FAILED";
+  st.slot = o.slot;
+  st.error = error;
+  follow::write_status_file(o.status_file, st);
+}
+
+// Where a migrate that stopped early ends, its tools and copy workers already stopped. Asked
+// to (a signal): exit code 0, as follow's; a later run restarts an unfinished copy. Cut off
+// (its lifeline terminated, which is what cancel does, or lost): exit code 1.
+int stopped(const MigrateOptions& o, const pg::Connection& target, bool by_signal, const std::string& what) {
+  if (!by_signal) {
+    std::string msg = "stopped: the session holding the migration's lock on the target was terminated (by "
+                      "dts_applier cancel, or the target went away); its tools and copy workers are stopped (" +
+                      what + ")";
+    spdlog::error("{}", msg);
+    report_failure(o, msg);
+    return follow::kExitFailed;
+  }
+  // A tool that needed SIGKILL may have left a query running on its server (a CREATE INDEX goes
+  // on until it next talks to its client): end what is left of the job's sessions.
+  try {
+    int ended = terminate_job_sessions(target, o.slot);
+    pg::Connection source = pg::Connection::open(o.source, "source");
+    ended += terminate_job_sessions(source, o.slot);
+    if (ended > 0) spdlog::warn("ended {} sessions the stopped tools left on the servers", ended);
+  } catch (const Error& e) {
+    spdlog::warn("could not look for sessions the stopped tools left: {}", e.what());
+  }
+  spdlog::info("stopped as asked ({}); running the same command again restarts an unfinished copy", what);
+  report(o, "STOPPED", "");
+  return follow::kExitOk;
+}
+
 }  // namespace
 
 void run_tool(std::vector<std::string> argv, const std::string& what, const std::string& private_dir,
               const std::string& out_path) {
-  run_in(std::move(argv), what, private_dir, out_path);
+  run_in(std::move(argv), what, private_dir, never, out_path);
 }
 
 std::string restore_list(const std::string& dump) {
   std::string raw = dump + ".all", list = dump + ".list";
-  run_in({"pg_restore", "-l", dump}, "pg_restore -l", std::filesystem::path(dump).parent_path().string(), raw);
+  run_in({"pg_restore", "-l", dump}, "pg_restore -l", std::filesystem::path(dump).parent_path().string(), never, raw);
   std::ifstream in(raw);
   std::ofstream out(list);
   std::string line;
@@ -376,10 +402,16 @@ int copy_sequences(const pg::Connection& source, const pg::Connection& target, i
 }
 
 int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
+  // Every session of the job, the tools' included, says whose it is (see job_lock.hpp).
+  setenv("PGAPPNAME", job_application_name(opts.slot).c_str(), 1);
+  pg::Connection target;  // the lifeline: holds the job's lock for as long as migrate runs
+  // SIGINT/SIGTERM, or cancel terminated the lifeline: stop the tools and the copy, then exit.
+  StopCheck should_stop = [&] { return stop.load() || connection_lost(target); };
   try {
     // Malformed patterns stop us before anything is created.
     core::TableSelection table_selection(opts.tables, opts.exclude);
-    pg::Connection target = pg::Connection::open(opts.target, "target");
+    target = pg::Connection::open(opts.target, "target");
+    take_job_lock(target, opts.slot, std::chrono::seconds(10));
     target.exec("CREATE SCHEMA IF NOT EXISTS dts");
     // copy_summary: shown again by a migrate resumed after the copy. stop_lsn: complete's stop
     // marker, so that an applier restarted after applying it still stops there.
@@ -418,8 +450,15 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
                          {origin});
       if (restart) spdlog::warn("the previous copy did not finish: copying again from the start");
 
+      if (should_stop()) throw Stopped("stopped before the slot was created");
       pg::Result slot = repl.exec("CREATE_REPLICATION_SLOT " + apply::quote_ident(opts.slot) +
                                   " LOGICAL dts_decoding EXPORT_SNAPSHOT");
+      if (should_stop()) {
+        // Nothing records it yet (a later run would refuse the slot it does not know), and a
+        // cancel may already have looked for it: it goes with us.
+        repl.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot));
+        throw Stopped("stopped as the slot was created");
+      }
       std::string consistent = PQgetvalue(slot.get(), 0, 1);
       std::string snapshot = PQgetvalue(slot.get(), 0, 2);
       set_phase(target, opts.slot, "copying", consistent);
@@ -439,7 +478,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       std::vector<std::string> left_out = core::left_out_of_dump(selection);
       auto pre = dump_excluding(opts, "pre-data", dir + "/pre.dump", left_out);
       pre.push_back("--snapshot=" + snapshot);
-      run(pre, "pg_dump of the schema (pre-data)", work);
+      run(pre, "pg_dump of the schema (pre-data)", work, should_stop);
       std::vector<std::string> restore = {"pg_restore", "-d", opts.target, "--section=pre-data", "--exit-on-error"};
       for (auto& a : ownership_args(opts)) restore.push_back(a);
       if (restart) {
@@ -453,7 +492,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
         restore.insert(restore.end(), {"--clean", "--if-exists"});
       }
       restore.insert(restore.end(), {"-L", restore_list(dir + "/pre.dump"), dir + "/pre.dump"});
-      run(restore, "pg_restore of the schema (pre-data) into the target", work);
+      run(restore, "pg_restore of the schema (pre-data) into the target", work, should_stop);
 
       std::vector<TableToCopy> tables = tables_to_copy(selection, snap);
       snap.close();
@@ -464,7 +503,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       CopyResult copied = copy_chunks(opts.source, opts.target, snapshot, tables, chunks, opts.jobs, [&] {
         report(opts, "COPYING", copy_json(tables, chunks, elapsed()));
         progress_bar(tables, chunks, reported, elapsed());
-      });
+      }, should_stop);
       progress_bar(tables, chunks, reported, elapsed());
       double secs = elapsed();
       if (isatty(STDERR_FILENO) != 0) std::fputc('\n', stderr);
@@ -474,12 +513,13 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       spdlog::info("copied {} rows of {} tables in {} chunks ({:.1f} MB) in {:.1f} s", copied.rows, tables.size(),
                    chunks.size(), copied.bytes / 1e6, secs);
 
-      run(dump_excluding(opts, "post-data", dir + "/post.dump", left_out), "pg_dump of the schema (post-data)", work);
+      run(dump_excluding(opts, "post-data", dir + "/post.dump", left_out), "pg_dump of the schema (post-data)", work,
+          should_stop);
       std::vector<std::string> post = {"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
                                        std::to_string(std::max(1, opts.jobs))};
       for (auto& a : ownership_args(opts)) post.push_back(a);
       post.insert(post.end(), {"-L", restore_list(dir + "/post.dump"), dir + "/post.dump"});
-      run(post, "pg_restore of indexes and constraints (post-data) into the target", work);
+      run(post, "pg_restore of indexes and constraints (post-data) into the target", work, should_stop);
       spdlog::info("schema restored: {}", ownership_summary(opts, target.query_value("SELECT current_user")));
       pg::Connection source = pg::Connection::open(opts.source, "source");
       copy_sequences(source, target, 0);
@@ -525,15 +565,13 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     f.copy_json = copy_summary;
     f.watch_stop_lsn = true;
     return follow::run_follow(f, stop);
+  } catch (const Stopped& e) {
+    return stopped(opts, target, stop.load(), e.what());
   } catch (const Error& e) {
+    // A step that failed because cancel cut the lifeline is a stop, not a failure of that step.
+    if (target && connection_lost(target)) return stopped(opts, target, stop.load(), e.what());
     spdlog::error("{}", e.what());
-    if (!opts.status_file.empty()) {
-      follow::Status st;
-      st.phase = "FAILED";
-      st.slot = opts.slot;
-      st.error = e.what();
-      follow::write_status_file(opts.status_file, st);
-    }
+    report_failure(opts, e.what());
     return e.kind() == ErrorKind::kConfig ? follow::kExitUsage : follow::kExitFailed;
   }
 }

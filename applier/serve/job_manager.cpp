@@ -316,8 +316,9 @@ void JobManager::tick() {
   }
   int64_t now = now_unix();
   for (auto& [id, job] : jobs_) {
-    // A migrate that does not stop within a minute of SIGTERM (waiting on pg_restore, say) is
-    // killed: the next run resumes from the target's state either way.
+    // A migrate stops its tools and copy workers within seconds of SIGTERM; one that has not
+    // within a minute is killed (its tools then get SIGTERM from the kernel: parent-death
+    // signal). The next run resumes from the target's state either way.
     if (job.status == JobStatus::kStopping && job.stop_requested_at != 0 && now - job.stop_requested_at > kStopGrace)
       signal_migrate(id, SIGKILL);
     if (has_child(id, ChildKind::kMigrate)) {

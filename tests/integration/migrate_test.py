@@ -1,17 +1,20 @@
 #!/usr/bin/python3
 """dts_applier migrate against real servers: snapshot copy then follow under live writes,
-every table equal at the end; a copy killed with -9 and run again.
+every table equal at the end; a copy killed with -9 and run again; SIGTERM and cancel at every
+step of the copy leave no process and no session of the job behind.
 
 Usage: migrate_test.py [test_name ...]
 """
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, AppPair, pgbench, Failure, lsn_value, check, check_equal, main, rng, test, wait_for  # noqa: E402
+from harness import (APPLIER, AppPair, pgbench, Failure, lsn_value, check, check_equal, main, rng, run_sql,  # noqa: E402
+                     test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_MIGRATE_TEST_PORT", "25560"))
 
@@ -248,6 +251,206 @@ def cancel_from_every_phase_leaves_no_slot():
         for _ in range(2):
             out = cancel(pair)
             check(out.returncode == 0 and slots() == 0, f"cancel when stopped: {out.stderr}")
+
+
+# Gates on the target that hold a migrate at a chosen step for as long as the test holds an
+# advisory lock: pg_restore's CREATE TYPE (pre-data), the copy's rows of big past id 100000 (a
+# row trigger the copy fires: ENABLE ALWAYS reaches its session_replication_role = replica),
+# pg_restore -j's CREATE INDEX (post-data). Deterministic, unlike a copy merely made long.
+GATE_PRE, GATE_COPY, GATE_POST = 4242, 4243, 4244
+GATES = f"""
+CREATE SCHEMA gate;
+CREATE FUNCTION gate.hold_pre() RETURNS event_trigger LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM pg_advisory_xact_lock_shared({GATE_PRE}); END $$;
+CREATE FUNCTION gate.hold_post() RETURNS event_trigger LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM pg_advisory_xact_lock_shared({GATE_POST}); END $$;
+CREATE FUNCTION gate.hold_row() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN IF NEW.id > 100000 THEN PERFORM pg_advisory_xact_lock_shared({GATE_COPY}); END IF; RETURN NEW; END $$;
+CREATE FUNCTION gate.arm_copy() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() WHERE object_identity = 'public.big') THEN
+    CREATE TRIGGER gate BEFORE INSERT ON public.big FOR EACH ROW EXECUTE FUNCTION gate.hold_row();
+    ALTER TABLE public.big ENABLE ALWAYS TRIGGER gate;
+  END IF;
+END $$;
+CREATE EVENT TRIGGER gate_pre ON ddl_command_start WHEN TAG IN ('CREATE TYPE') EXECUTE FUNCTION gate.hold_pre();
+CREATE EVENT TRIGGER gate_copy ON ddl_command_end WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION gate.arm_copy();
+CREATE EVENT TRIGGER gate_post ON ddl_command_start WHEN TAG IN ('CREATE INDEX') EXECUTE FUNCTION gate.hold_post();
+"""
+GATED_SOURCE = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE big (id bigint PRIMARY KEY, v text, m mood);
+INSERT INTO big SELECT g, md5(g::text), 'ok' FROM generate_series(1, 200000) g;
+CREATE INDEX big_v ON big (v);
+CREATE TABLE small (id int PRIMARY KEY);
+INSERT INTO small SELECT generate_series(1, 100);
+"""
+
+
+def gated_pair(index):
+    """A pair whose target holds migrate at each gate while the returned session holds its lock."""
+    pair = Pair(index)
+    pair.src.sql(GATED_SOURCE)
+    pair.dst_app(GATES)
+    import psycopg2
+    holder = psycopg2.connect(pair.target + " application_name=dts_test")
+    holder.autocommit = True
+    with holder.cursor() as cur:
+        cur.execute(f"SELECT pg_advisory_lock({GATE_PRE}), pg_advisory_lock({GATE_COPY}), pg_advisory_lock({GATE_POST})")
+    return pair, holder
+
+
+JOBS = []  # started by the current test; whatever a failed test leaves is killed
+
+
+def start_job(pair, *extra):
+    """migrate in a session of its own: its process group is the job's, as serve or a shell gives it."""
+    args = [APPLIER, "migrate", "--source", pair.src.conninfo, "--target", pair.target, "--jobs", "2",
+            "--split-larger-than", "1MB", *extra]
+    log = open(f"/tmp/dts-it-migrate-{os.getpid()}.log", "a")
+    p = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+    JOBS.append(p)
+    return p
+
+
+def kill_jobs():
+    for p in JOBS:
+        if p.poll() is None:
+            for pgid in {info[2] for info in job_processes(p.pid).values()}:
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except OSError:
+                    pass
+            p.wait()
+    JOBS.clear()
+
+
+def processes():
+    """pid -> (state, ppid, process group, start time) of every process."""
+    table = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{d}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()
+        table[int(d)] = (rest[0], int(rest[1]), int(rest[2]), int(rest[19]), comm)
+    return table
+
+
+def job_processes(root):
+    """The job: migrate and every descendant (the tools and their workers), as now."""
+    table = processes()
+    members, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, info in table.items():
+            if info[1] in members and pid not in members:
+                members.add(pid)
+                grew = True
+    return {pid: table[pid] for pid in members if pid in table}
+
+
+def left_of(job):
+    """Processes of a job that are still there: the same ones, or any in their process groups."""
+    groups = {info[2] for info in job.values()}
+    return [f"{pid} {info[4]}" for pid, info in processes().items() if info[0] != "Z" and
+            ((pid in job and job[pid][3] == info[3]) or info[2] in groups)]
+
+
+def foreign_sessions(conninfo):
+    """Client sessions and walsenders on a server other than the test's own."""
+    return run_sql(conninfo, "SELECT pid, application_name, left(query, 60) FROM pg_stat_activity "
+                             "WHERE backend_type IN ('client backend', 'walsender') AND pid <> pg_backend_pid() "
+                             "AND application_name <> 'dts_test'")
+
+
+def blocked_at(pair, p, gate, sessions=1):
+    """Waits until `sessions` of the job wait at the gate; returns their application_names."""
+    def waiting():
+        running(p)
+        rows = pair.dst_app("SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                            f"WHERE l.locktype = 'advisory' AND NOT l.granted AND l.objid = {gate}")
+        return rows if len(rows) >= sessions else None
+    return {r[0] for r in wait_for(f"the job to wait at gate {gate}", waiting, 120)}
+
+
+def check_nothing_left(pair, job, what):
+    wait_for(f"no process of the job after {what}", lambda: not left_of(job), 15)
+    for side, conninfo in (("source", pair.src.conninfo), ("target", pair.dst.conninfo)):
+        wait_for(f"no session of the job on the {side} after {what}", lambda: not foreign_sessions(conninfo), 15)
+
+
+@test
+def stopping_stops_the_copy():
+    """SIGTERM while pg_restore restores pre-data, while the workers copy, while pg_restore -j
+    builds indexes: migrate stops every tool, worker and session of its job and exits 0; the
+    same command then completes the migration."""
+    pair, holder = gated_pair(5)
+    with pair:
+        try:
+            for gate, tool, sessions in ((GATE_PRE, "pg_restore", 1), (GATE_COPY, None, 2),
+                                         (GATE_POST, "pg_restore", 1)):
+                p = start_job(pair, "--mode", "full")
+                names = blocked_at(pair, p, gate, sessions)
+                check(names == {"dts_migrate:dts_migrate"}, f"the job's sessions at gate {gate} are named {names}")
+                job = job_processes(p.pid)
+                comms = sorted(info[4] for info in job.values())
+                check(tool is None or tool in comms, f"no {tool} among the job's processes at gate {gate}: {comms}")
+                p.send_signal(signal.SIGTERM)
+                try:
+                    rc = p.wait(30)
+                except subprocess.TimeoutExpired:
+                    raise Failure(f"migrate still runs 30 s after SIGTERM at gate {gate} (processes {comms})")
+                check(rc == 0, f"migrate stopped at gate {gate} exited with {rc}")
+                check_nothing_left(pair, job, f"SIGTERM at gate {gate}")
+                holder.cursor().execute(f"SELECT pg_advisory_unlock({gate})")
+                pair.dst_app({GATE_PRE: "DROP EVENT TRIGGER gate_pre", GATE_COPY: "DROP EVENT TRIGGER gate_copy",
+                              GATE_POST: "DROP EVENT TRIGGER gate_post"}[gate])
+            p = start_job(pair, "--mode", "full")
+            check(p.wait(300) == 0, "the same command after the stops failed")
+            check_equal(pair.src, pair.target_view(), ["big", "small"])
+            check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "slot left behind")
+            check(pair.dst_app("SELECT count(*) FROM pg_indexes WHERE indexname = 'big_v'")[0][0] == 1, "index big_v")
+        finally:
+            kill_jobs()
+            holder.close()
+
+
+@test
+def cancel_stops_a_live_copy():
+    """cancel while the workers copy: the migrate stops (tools, workers, sessions), then the
+    slot, origin and state go; the rows already copied stay."""
+    pair, holder = gated_pair(6)
+    with pair:
+        try:
+            holder.cursor().execute(f"SELECT pg_advisory_unlock({GATE_PRE})")
+            p = start_job(pair)
+            blocked_at(pair, p, GATE_COPY, 2)
+            copied = pair.dst_app("SELECT count(*) FROM big")[0][0]
+            check(0 < copied <= 100000, f"{copied} rows of big committed before the gate")
+            job = job_processes(p.pid)
+            out = cancel(pair)
+            check(out.returncode == 0, f"cancel during the copy: {out.stderr}")
+            check("stopping the migrate" in out.stderr, f"cancel did not stop the migrate: {out.stderr}")
+            try:
+                rc = p.wait(30)
+            except subprocess.TimeoutExpired:
+                raise Failure("migrate still runs 30 s after cancel")
+            check(rc == 1, f"migrate exited with {rc} after cancel")
+            check_nothing_left(pair, job, "cancel")
+            check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "slot left behind")
+            check(pair.dst_app("SELECT count(*) FROM pg_replication_origin")[0][0] == 0, "origin left behind")
+            check(pair.dst_app("SELECT count(*) FROM dts.migration")[0][0] == 0, "state left behind")
+            check(pair.dst_app("SELECT count(*) FROM big")[0][0] == copied, "cancel touched the rows already copied")
+        finally:
+            kill_jobs()
+            holder.close()
 
 
 if __name__ == "__main__":

@@ -41,7 +41,16 @@ TEST(SqlBuilder, InsertNamesEveryColumnAndNumbersRows) {
   Relation r = hostile();
   EXPECT_EQ(dts::apply::build_insert(r, 2),
             "INSERT INTO \"My \"\"Schema\"\"\".\"tâble; DROP TABLE x; --\" (\"Id\", \"a \"\"b\"\" c\", \"doc\") "
-            "VALUES ($1, $2, $3), ($4, $5, $6)");
+            "OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3), ($4, $5, $6)");
+}
+
+TEST(SqlBuilder, InsertWithoutColumnsInsertsRowsOfDefaults) {
+  // A table with zero columns, or only generated ones (the source sends none of them).
+  Relation r;
+  r.schema = "public";
+  r.name = "z";
+  EXPECT_EQ(dts::apply::build_insert(r, 1), "INSERT INTO \"public\".\"z\" DEFAULT VALUES");
+  EXPECT_EQ(dts::apply::build_insert(r, 3), "INSERT INTO \"public\".\"z\" SELECT FROM generate_series(1, 3)");
 }
 
 TEST(SqlBuilder, UpdateByKeySetsThenMatches) {
