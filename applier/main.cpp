@@ -91,7 +91,7 @@ int failed_with(const std::string& command, std::string message, bool config, co
   spdlog::error("{} failed: {}", command, message);
   if (!status_file.empty() && dts::follow::status_file_problem(status_file).empty()) {
     dts::follow::Status st;
-    st.phase = "FAILED";
+    st.phase = dts::core::phase_name(dts::core::Phase::kFailed);
     st.slot = slot;
     st.error = message;
     dts::follow::write_status_file(status_file, st);

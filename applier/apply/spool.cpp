@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "common/error.hpp"
+#include "common/private_dir.hpp"
 
 namespace dts::apply {
 namespace {
@@ -26,15 +27,11 @@ constexpr size_t kFrameBytes = 1 << 20;
                   "at a larger disk");
 }
 
-std::string spool_parent() {
-  const char* tmp = std::getenv("TMPDIR");
-  return tmp != nullptr && tmp[0] != '\0' ? tmp : "/tmp";
-}
 
 }  // namespace
 
 void SpoolDirectory::remove_orphans() {
-  std::string parent = spool_parent();
+  std::string parent = temp_root();
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(parent, ec)) {
     std::string name = entry.path().filename().string();
@@ -62,7 +59,7 @@ SpoolDirectory::~SpoolDirectory() {
 
 const std::string& SpoolDirectory::path() {
   if (!path_.empty()) return path_;
-  std::string parent = spool_parent();
+  std::string parent = temp_root();
   std::string templ = parent + "/dts-spool-XXXXXX";
   std::vector<char> buf(templ.begin(), templ.end());
   buf.push_back('\0');

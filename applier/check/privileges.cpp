@@ -11,6 +11,7 @@
 
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
+#include "common/private_dir.hpp"
 #include "migrate/migrate.hpp"
 
 namespace dts::check {
@@ -56,20 +57,6 @@ long version_of(pqxx::nontransaction& t) {
 }
 
 // A private directory for the schema dump, removed however the check ends.
-struct PrivateDir {
-  std::string path;
-  PrivateDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "dts-check-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) throw Error(ErrorKind::kInternal, "cannot create a private temporary directory");
-    path = tmpl;
-  }
-  ~PrivateDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-  PrivateDir(const PrivateDir&) = delete;
-  PrivateDir& operator=(const PrivateDir&) = delete;
-};
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);
@@ -321,7 +308,7 @@ void check_schema_restore(const CheckOptions& o, std::vector<Item>& items, pqxx:
     user = t.exec("SELECT current_user")[0][0].c_str();
     has_tables = !t.exec("SELECT 1 FROM pg_stat_user_tables WHERE schemaname <> 'dts' LIMIT 1").empty();
   }
-  PrivateDir dir;
+  PrivateDir dir("dts-check");
   std::string dump = dir.path + "/schema.dump";
   std::vector<std::string> args = {"pg_dump", "-d", o.source, "--schema-only", "-Fc", "-f", dump};
   if (!o.tables.empty() || !o.exclude.empty()) {

@@ -10,6 +10,7 @@
 #include "cancel/cancel.hpp"
 #include "check/privileges.hpp"
 #include "common/error.hpp"
+#include "core/migration.hpp"
 #include "core/table_selection.hpp"
 #include "follow/applied_watch.hpp"
 #include "follow/follow.hpp"
@@ -168,8 +169,8 @@ void check_ready(const CompleteOptions& o, const pg::Connection& src, const pg::
                                         o.slot + "); start one with `dts_applier migrate`, or pass its --slot");
   if (has_state) {
     std::string phase = tgt.query_value("SELECT phase FROM dts.migration WHERE slot = $1", {o.slot});
-    if (phase == "completed") throw Error(ErrorKind::kConfig, "the migration with slot \"" + o.slot + "\" is already completed");
-    if (phase == "copying")
+    if (core::parse_phase(phase) == core::Phase::kCompleted) throw Error(ErrorKind::kConfig, "the migration with slot \"" + o.slot + "\" is already completed");
+    if (core::parse_phase(phase) == core::Phase::kCopying)
       throw Error(ErrorKind::kConfig, "the migration is still copying; run complete once it streams (phase STREAMING)");
   }
   std::string active = src.query_value(
@@ -312,7 +313,8 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
     // Recorded before the slot goes: an applier that starts now finds the migration completed
     // rather than a missing slot.
     if (has_state)
-      tgt.exec_params("UPDATE dts.migration SET phase = 'completed', updated_at = now() WHERE slot = $1", {o.slot});
+      tgt.exec_params("UPDATE dts.migration SET phase = $2, updated_at = now() WHERE slot = $1",
+                      {o.slot, core::phase_name(core::Phase::kCompleted)});
     // The applier has stopped at the marker (or is stopping): the slot and origin go.
     auto deadline = Clock::now() + std::chrono::seconds(30);
     while (src.query_value("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",

@@ -22,6 +22,8 @@
 #include "core/table_selection.hpp"
 #include "common/error.hpp"
 #include "common/parse.hpp"
+#include "common/private_dir.hpp"
+#include "core/migration.hpp"
 #include "follow/status.hpp"
 #include "migrate/child_process.hpp"
 #include "migrate/copier.hpp"
@@ -36,26 +38,9 @@ namespace {
 constexpr uint64_t kPageSize = 8192;
 
 // The dumps' directory: the schema dump is run against the target, so nobody else may read or
-// swap it. mkdtemp makes it new (never an existing directory or a planted link), mode 0700,
-// with a name nobody can guess, under $TMPDIR or /tmp; it is removed however the copy ends.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string root = base != nullptr && base[0] != '\0' ? base : "/tmp";
-    std::string name = root + "/dts-migrate-XXXXXX";
-    if (mkdtemp(name.data()) == nullptr)
-      throw Error(ErrorKind::kConfig, "cannot create a private temporary directory in " + root + " (" +
-                                          std::strerror(errno) + "); set TMPDIR to a directory this user can write");
-    path = name;
-    spdlog::info("schema dumps go to the private directory {}", path);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
+// swap it.
+struct TempDir : PrivateDir {
+  TempDir() : PrivateDir("dts-migrate") { spdlog::info("schema dumps go to the private directory {}", path); }
 };
 
 // Runs a program (no shell), its stderr kept (in the private directory `private_dir`) for the
@@ -313,7 +298,7 @@ std::string ownership_summary(const MigrateOptions& o, const std::string& role) 
 void report_failure(const MigrateOptions& o, const std::string& error) {
   if (o.status_file.empty()) return;
   follow::Status st;
-  st.phase = "FAILED";
+  st.phase = core::phase_name(core::Phase::kFailed);
   st.slot = o.slot;
   st.error = error;
   follow::write_status_file(o.status_file, st);
@@ -342,7 +327,7 @@ int stopped(const MigrateOptions& o, const pg::Connection& target, bool by_signa
     spdlog::warn("could not look for sessions the stopped tools left: {}", e.what());
   }
   spdlog::info("stopped as asked ({}); running the same command again restarts an unfinished copy", what);
-  report(o, "STOPPED", "");
+  report(o, core::phase_name(core::Phase::kStopped), "");
   return follow::kExitOk;
 }
 
@@ -426,11 +411,11 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
     std::string origin = "dts_" + opts.slot;
     std::string copy_summary;
 
-    if (phase == "completed") {
+    if (core::parse_phase(phase) == core::Phase::kCompleted) {
       spdlog::info("migration with slot \"{}\" was completed (cut over); nothing to do", opts.slot);
       return follow::kExitOk;
     }
-    if (phase != "streaming" && phase != "done") {
+    if (core::parse_phase(phase) != core::Phase::kStreaming && core::parse_phase(phase) != core::Phase::kDone) {
       bool restart = !phase.empty();
       run_prechecks(opts, restart);
       TempDir work;  // before the slot: a TMPDIR that cannot be used leaves nothing behind
@@ -461,8 +446,8 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       }
       std::string consistent = PQgetvalue(slot.get(), 0, 1);
       std::string snapshot = PQgetvalue(slot.get(), 0, 2);
-      set_phase(target, opts.slot, "copying", consistent);
-      report(opts, "PREPARING", "");
+      set_phase(target, opts.slot, core::phase_name(core::Phase::kCopying), consistent);
+      report(opts, core::phase_name(core::Phase::kPreparing), "");
       spdlog::info("slot \"{}\" consistent at {}, snapshot {}", opts.slot, consistent, snapshot);
 
       // The selection compiled in the slot's snapshot: exactly the tables whose changes the
@@ -501,14 +486,14 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
       std::vector<bool> reported(tables.size(), false);
       CopyResult copied = copy_chunks(opts.source, opts.target, snapshot, tables, chunks, opts.jobs, [&] {
-        report(opts, "COPYING", copy_json(tables, chunks, elapsed()));
+        report(opts, core::phase_name(core::Phase::kCopying), copy_json(tables, chunks, elapsed()));
         progress_bar(tables, chunks, reported, elapsed());
       }, should_stop);
       progress_bar(tables, chunks, reported, elapsed());
       double secs = elapsed();
       if (isatty(STDERR_FILENO) != 0) std::fputc('\n', stderr);
       std::string summary = copy_json(tables, chunks, secs, ownership_summary(opts, target.query_value("SELECT current_user")));
-      report(opts, "BUILDING_INDEXES", summary);
+      report(opts, core::phase_name(core::Phase::kBuildingIndexes), summary);
       repl.close();  // the snapshot is no longer needed
       spdlog::info("copied {} rows of {} tables in {} chunks ({:.1f} MB) in {:.1f} s", copied.rows, tables.size(),
                    chunks.size(), copied.bytes / 1e6, secs);
@@ -523,16 +508,16 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       spdlog::info("schema restored: {}", ownership_summary(opts, target.query_value("SELECT current_user")));
       pg::Connection source = pg::Connection::open(opts.source, "source");
       copy_sequences(source, target, 0);
-      set_phase(target, opts.slot, opts.incremental ? "streaming" : "done", "");
+      set_phase(target, opts.slot, core::phase_name(opts.incremental ? core::Phase::kStreaming : core::Phase::kDone), "");
       copy_summary = summary;
-      if (!opts.incremental) report(opts, "STOPPED", summary);
+      if (!opts.incremental) report(opts, core::phase_name(core::Phase::kStopped), summary);
       if (!opts.incremental) {
         pg::Connection repl2 = pg::Connection::open(opts.source, "source", true);
         repl2.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot));
         spdlog::info("mode full: done, slot dropped");
         return follow::kExitOk;
       }
-    } else if (phase == "done") {
+    } else if (core::parse_phase(phase) == core::Phase::kDone) {
       spdlog::info("migration with slot \"{}\" already done", opts.slot);
       return follow::kExitOk;
     }

@@ -263,6 +263,7 @@ class Serve:
         token_file = os.path.join(self.work, "token")
         with open(token_file, "w") as f:
             f.write(self.token + "\n")
+        os.chmod(token_file, 0o600)  # serve refuses a token every account can read
         self.log_path = os.path.join(self.work, "serve.log")
         env = dict(os.environ, DTS_STATE=state)
         with open(self.log_path, "a") as log:

@@ -213,7 +213,7 @@ def complete_under_pgbench_cuts_over_with_a_measured_window():
             check(p.wait(60) == 0, f"migrate exited {p.returncode}: {tail_file(log_path('complete'))}")
             check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "a slot is left on the source")
             check(pair.dst_app("SELECT count(*) FROM pg_replication_origin")[0][0] == 0, "an origin is left")
-            check(pair.dst_app("SELECT phase FROM dts.migration")[0][0] == "completed", "phase")
+            check(pair.dst_app("SELECT phase FROM dts.migration")[0][0] == "COMPLETED", "phase")
             # An applier started again after the cutover (a supervisor restarting it) ends at once.
             again = subprocess.run([APPLIER, "migrate", "--source", pair.src.conninfo, "--target", pair.target],
                                    capture_output=True, text=True, timeout=60)

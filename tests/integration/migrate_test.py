@@ -77,12 +77,12 @@ def running(p):
 
 
 def wait_copy_started(pair, p):
-    # Phase "copying" is recorded once the slot exists: the prechecks before it (which dump and
+    # Phase COPYING is recorded once the slot exists: the prechecks before it (which dump and
     # restore the schema as a trial) are not the copy.
     def copying():
         if not pair.dst_app("SELECT count(*) FROM pg_tables WHERE schemaname = 'dts' AND tablename = 'migration'")[0][0]:
             return False
-        return pair.dst_app("SELECT count(*) FROM dts.migration WHERE phase = 'copying'")[0][0] > 0
+        return pair.dst_app("SELECT count(*) FROM dts.migration WHERE phase = 'COPYING'")[0][0] > 0
     wait_for("the copy to start", lambda: running(p) and copying(), 60)
 
 
