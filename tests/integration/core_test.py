@@ -13,21 +13,15 @@ import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Applier, Server, check, check_equal, create_on_both, lsn_value, main, run_to,  # noqa: E402
+from harness import (Applier, SlotPair, check, check_equal, create_on_both, lsn_value, main, run_to,  # noqa: E402
                      test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_CORE_TEST_PORT", "26000"))
 
 
-class Pair:
+class Pair(SlotPair):
     def __init__(self, index, *settings):
-        port = BASE_PORT + 2 * index
-        self.src = Server(f"it_core_src{index}", port, *settings)
-        self.dst = Server(f"it_core_dst{index}", port + 1, *settings)
-
-    def slot(self, name="it"):
-        self.src.sql("SELECT pg_create_logical_replication_slot(%s, 'dts_decoding')", (name,))
-        return name
+        super().__init__("it_core", index, BASE_PORT + 2 * index, *settings)
 
     def origin_lsn(self, slot="it"):
         """Where the target's origin stands (in memory: what the next start resumes from)."""
@@ -35,12 +29,6 @@ class Pair:
                            (f"dts_{slot}",))
         return lsn_value(v) if v else 0
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.src.destroy()
-        self.dst.destroy()
 
 
 def reported_lsn(log_text):

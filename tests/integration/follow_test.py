@@ -11,7 +11,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Applier, Failure, Server, check, check_equal, create_on_both, main, pgbench, rng,  # noqa: E402
+from harness import (Applier, SlotPair, check, check_equal, create_on_both, main, pgbench, rng,  # noqa: E402
                      run_to, test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_FOLLOW_TEST_PORT", "25510"))
@@ -43,27 +43,11 @@ DELETE FROM many_types WHERE id % 7 = 0;
 """
 
 
-class Pair:
+class Pair(SlotPair):
     """A source and a target server, and the tables every test compares."""
 
     def __init__(self, index, *settings):
-        port = BASE_PORT + 2 * index
-        self.src = Server(f"it_follow_src{index}", port, *settings)
-        self.dst = Server(f"it_follow_dst{index}", port + 1, *settings)
-
-    def slot(self, name="it"):
-        self.src.sql("SELECT pg_create_logical_replication_slot(%s, 'dts_decoding')", (name,))
-        return name
-
-    def close(self):
-        self.src.destroy()
-        self.dst.destroy()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        super().__init__("it_follow", index, BASE_PORT + 2 * index, *settings)
 
 
 def pgbench_schema(pair):

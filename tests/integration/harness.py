@@ -125,6 +125,38 @@ class AppPair:
         self.dst.destroy()
 
 
+def read_json(path):
+    """A JSON file as written atomically by the applier (status files), or None if absent or torn."""
+    import json
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class SlotPair:
+    """A source and a target server of a suite (`prefix`, ports from `port`), with a slot maker."""
+
+    def __init__(self, prefix, index, port, *settings):
+        self.src = Server(f"{prefix}_src{index}", port, *settings)
+        self.dst = Server(f"{prefix}_dst{index}", port + 1, *settings)
+
+    def slot(self, name="it"):
+        self.src.sql("SELECT pg_create_logical_replication_slot(%s, 'dts_decoding')", (name,))
+        return name
+
+    def close(self):
+        self.src.destroy()
+        self.dst.destroy()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def lsn_value(text):
     hi, lo = text.split("/")
     return (int(hi, 16) << 32) | int(lo, 16)
@@ -170,12 +202,7 @@ class Applier:
             time.sleep(0.05)
 
     def status(self):
-        import json
-        try:
-            with open(self.status_file) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
+        return read_json(self.status_file)
 
     def wait_applied(self, lsn_text, timeout=120):
         target = lsn_value(lsn_text)

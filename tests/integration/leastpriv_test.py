@@ -19,7 +19,7 @@ import time
 import psycopg2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, AppPair, Failure, check, check_equal, main, run_sql, tail_file, test, wait_for  # noqa: E402
+from harness import read_json, APPLIER, AppPair, Failure, check, check_equal, main, run_sql, tail_file, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_LEASTPRIV_TEST_PORT", "26500"))
 
@@ -156,12 +156,7 @@ def start_migrate(pair, tag, *extra):
     return proc, status, log_path
 
 
-def read_status(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+read_status = read_json
 
 
 @test

@@ -13,7 +13,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (APPLIER, AppPair, pgbench, Failure, lsn_value, check, check_equal, main, rng, run_sql,  # noqa: E402
+from harness import (read_json, APPLIER, AppPair, pgbench, Failure, lsn_value, check, check_equal, main, rng, run_sql,  # noqa: E402
                      test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_MIGRATE_TEST_PORT", "25560"))
@@ -54,13 +54,7 @@ def migrate(pair, *extra, status=None):
     return subprocess.Popen(args, stdout=log, stderr=log)
 
 
-def status_of(path):
-    import json
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+status_of = read_json
 
 
 def with_big_table(pair, rows):

@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (APPLIER, AppPair, Applier, Failure, check, lsn_value, main, run_sql, tail_file, test,  # noqa: E402
+from harness import (read_json, APPLIER, AppPair, Applier, Failure, check, lsn_value, main, run_sql, tail_file, test,  # noqa: E402
                      wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_SELECTION_TEST_PORT", "26400"))
@@ -89,12 +89,7 @@ def run(*args, timeout=180):
     return subprocess.run([APPLIER, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def status_of(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+status_of = read_json
 
 
 class Work:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (APPLIER, AppPair, Failure, check, check_equal, lsn_value, main, tail_file, test,  # noqa: E402
+from harness import (read_json, APPLIER, AppPair, Failure, check, check_equal, lsn_value, main, tail_file, test,  # noqa: E402
                      wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_SHAPES_TEST_PORT", "26200"))
@@ -72,12 +72,7 @@ STREAMED = [
 TABLES = ["z", "g", "i", "ip", "t"]
 
 
-def status_of(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+status_of = read_json
 
 
 def counts(conn_value):
