@@ -125,11 +125,13 @@ def main():
     ap.add_argument("--pgbench-seconds", type=int, default=60)
     ap.add_argument("--pgbench-scale", type=int, default=10)
     ap.add_argument("--workloads", default="insert_1txn,small_txns,pgbench")
+    ap.add_argument("--fsync", choices=["on", "off"], default="off",
+                    help="fsync and full_page_writes: on is PostgreSQL's default (what users run), off shows CPU cost")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results", "apply.md"))
     args = ap.parse_args()
 
     start_servers("max_replication_slots=20", "max_wal_senders=20", "max_logical_replication_workers=8",
-                  "wal_retrieve_retry_interval=100ms")
+                  "wal_retrieve_retry_interval=100ms", f"fsync={args.fsync}", f"full_page_writes={args.fsync}")
     rows = []
     try:
         for w in args.workloads.split(","):

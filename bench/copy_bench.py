@@ -88,10 +88,12 @@ def main():
     ap.add_argument("--scale", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2, help="runs per tool; the best counts")
+    ap.add_argument("--fsync", choices=["on", "off"], default="off",
+                    help="fsync and full_page_writes: on is PostgreSQL's default (what users run), off shows CPU cost")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results", "copy.md"))
     args = ap.parse_args()
     start_servers("max_replication_slots=20", "max_wal_senders=20", "max_sync_workers_per_subscription=4",
-                  "max_logical_replication_workers=8")
+                  "max_logical_replication_workers=8", f"fsync={args.fsync}", f"full_page_writes={args.fsync}")
     try:
         run(["pgbench", "-i", "-q", "-s", str(args.scale), "-h", "127.0.0.1", "-p", str(SRC_PORT), "-U", "postgres",
              "postgres"])

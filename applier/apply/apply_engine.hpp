@@ -30,8 +30,8 @@ namespace proto = dts::protocol;
 
 // Transactional logical messages written on the source by verify and complete. A marker only
 // needs its transaction applied; a stop marker also ends follow once it is.
-constexpr std::string_view kMarkerPrefix = "dts_marker";
-constexpr std::string_view kStopMarkerPrefix = "dts_stop";
+using protocol::kMarkerPrefix;
+using protocol::kStopMarkerPrefix;
 
 using core::ApplyStats;
 

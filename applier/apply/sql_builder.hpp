@@ -8,13 +8,12 @@
 #include <vector>
 
 #include "decode/decoder.hpp"
+#include "pg/quote.hpp"
 
 namespace dts::apply {
 
-// "name" with embedded quotes doubled: safe for any name, keeps case, spaces and unicode.
-std::string quote_ident(std::string_view name);
-// 'text' with embedded quotes doubled (for the few literals in SQL we build).
-std::string quote_literal(std::string_view text);
+using pg::quote_ident;
+using pg::quote_literal;
 std::string qualified_name(const decode::Relation& rel);
 
 // Which columns identify the row, and which of them are NULL in this change: a NULL is

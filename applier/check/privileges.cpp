@@ -346,6 +346,8 @@ void check_schema_restore(const CheckOptions& o, std::vector<Item>& items, pqxx:
   std::string script = restore_script(o, dump, dir.path, "pre-data") + restore_script(o, dump, dir.path, "post-data");
   try {
     pqxx::work w(tgt);
+    // Named for what it is, in pg_stat_activity and for the target's own event triggers.
+    w.exec("SET LOCAL application_name = 'dts_check:schema_restore'");
     w.exec(script);
     w.abort();
   } catch (const pqxx::sql_error& e) {

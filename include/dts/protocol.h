@@ -22,6 +22,10 @@ constexpr uint8_t kMaxSupportedVersion = 1;
 // Prefix of the logical messages written by the extension (heartbeat, cutover marker).
 constexpr const char* kMessagePrefix = "dts";
 constexpr const char* kHeartbeatPrefix = "dts.heartbeat";
+// Transactional messages the applier writes through the slot (verify, complete): a marker only
+// needs its transaction applied; a stop marker also ends the applier once it is.
+constexpr const char* kMarkerPrefix = "dts_marker";
+constexpr const char* kStopMarkerPrefix = "dts_stop";
 
 enum class RecordType : uint8_t {
   kBegin = 'B',

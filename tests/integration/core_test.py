@@ -170,6 +170,21 @@ def refused_change_inside_a_group_of_200():
         check_equal(pair.src, pair.dst, ["t"])
 
 
+@test
+def a_source_error_is_named_as_the_sources_with_its_sqlstate():
+    """Defect 11: a server error on the source was reported as the target rejecting a change,
+    and callers searched message text for SQLSTATEs."""
+    with Pair(8) as pair:
+        slot = pair.slot()
+        a = Applier(pair.src, pair.dst, slot, "--decoding-work-mem", "1kB", "--resume-mode", "manual").start()
+        rc = a.wait_exit(60)
+        log = a.tail(20)
+        check(rc == 1, f"follow should fail with exit code 1, got {rc}: {log}")
+        check("the source failed" in log and "SQLSTATE 22023" in log,
+              f"the error does not name the source and its SQLSTATE: {log}")
+        check("target rejected" not in log, f"a source error is reported as the target's: {log}")
+
+
 FIGURES = []
 
 

@@ -158,7 +158,7 @@ def copy_killed_with_sigkill_then_run_again():
         check(p.wait(300) == 0, "the run after the kills failed")
         check_equal(pair.src, pair.target_view(), ["parent", "child", "events", "log_nokey", "gen", "big"])
         check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "slot left behind")
-        check(pair.dst_app("SELECT phase FROM dts.migration")[0][0] == "done", "phase")
+        check(pair.dst_app("SELECT phase FROM dts.migration")[0][0] == "DONE", "phase")
 
 
 @test
@@ -251,18 +251,21 @@ def cancel_from_every_phase_leaves_no_slot():
 # advisory lock: pg_restore's CREATE TYPE (pre-data), the copy's rows of big past id 100000 (a
 # row trigger the copy fires: ENABLE ALWAYS reaches its session_replication_role = replica),
 # pg_restore -j's CREATE INDEX (post-data). Deterministic, unlike a copy merely made long.
+# check's dry run of the schema restore (a rolled-back transaction) passes them.
 GATE_PRE, GATE_COPY, GATE_POST = 4242, 4243, 4244
 GATES = f"""
 CREATE SCHEMA gate;
 CREATE FUNCTION gate.hold_pre() RETURNS event_trigger LANGUAGE plpgsql AS
-  $$ BEGIN PERFORM pg_advisory_xact_lock_shared({GATE_PRE}); END $$;
+  $$ BEGIN IF current_setting('application_name') NOT LIKE 'dts_check:%' THEN
+       PERFORM pg_advisory_xact_lock_shared({GATE_PRE}); END IF; END $$;
 CREATE FUNCTION gate.hold_post() RETURNS event_trigger LANGUAGE plpgsql AS
-  $$ BEGIN PERFORM pg_advisory_xact_lock_shared({GATE_POST}); END $$;
+  $$ BEGIN IF current_setting('application_name') NOT LIKE 'dts_check:%' THEN
+       PERFORM pg_advisory_xact_lock_shared({GATE_POST}); END IF; END $$;
 CREATE FUNCTION gate.hold_row() RETURNS trigger LANGUAGE plpgsql AS
   $$ BEGIN IF NEW.id > 100000 THEN PERFORM pg_advisory_xact_lock_shared({GATE_COPY}); END IF; RETURN NEW; END $$;
 CREATE FUNCTION gate.arm_copy() RETURNS event_trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() WHERE object_identity = 'public.big') THEN
+  IF current_setting('application_name') NOT LIKE 'dts_check:%' AND EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() WHERE object_identity = 'public.big') THEN
     CREATE TRIGGER gate BEFORE INSERT ON public.big FOR EACH ROW EXECUTE FUNCTION gate.hold_row();
     ALTER TABLE public.big ENABLE ALWAYS TRIGGER gate;
   END IF;
