@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <thread>
 
 #include "common/error.hpp"
@@ -28,6 +27,16 @@ constexpr std::chrono::milliseconds kGrace{10000};
 // Members of a killed group that are not our children are reaped by init, not by us.
 constexpr std::chrono::milliseconds kGroupGone{5000};
 
+// The contents of a small /proc file, "" if it cannot be read (the process has gone).
+std::string read_proc_file(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  char buf[1024];
+  ssize_t n = read(fd, buf, sizeof buf);
+  close(fd);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
 // True while a process other than a zombie is in process group `pgid` (zombies hold nothing:
 // no connection, no lock; and kill(-pgid, 0) would count them).
 bool group_has_live_members(pid_t pgid) {
@@ -36,8 +45,9 @@ bool group_has_live_members(pid_t pgid) {
   bool found = false;
   while (dirent* e = readdir(proc)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::ifstream f(std::string("/proc/") + e->d_name + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    // read(2), not a stream: a process that ends between readdir and the read makes read fail
+    // with ESRCH, which libstdc++'s filebuf turns into an exception.
+    std::string stat = read_proc_file(std::string("/proc/") + e->d_name + "/stat");
     // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
     size_t close = stat.rfind(')');
     if (close == std::string::npos) continue;
