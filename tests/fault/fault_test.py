@@ -14,7 +14,6 @@
 Prints its figures at the end. Usage: fault_test.py [test_name ...]
 """
 import collections
-import glob
 import os
 import random
 import shutil
@@ -29,7 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from faultlib import MANY_TYPES, ManyTypesWriter, TcpProxy, compare_rows  # noqa: E402
-from harness import APPLIER, AppPair, Applier, Failure, Pgbench, Skip, pgbench, check, lsn_value, main, tail_file, test, wait_for  # noqa: E402
+from harness import (APPLIER, AppPair, Applier, Failure, Pgbench, Skip, check, command_lines, lsn_value, main,  # noqa: E402
+                     pgbench, tail_file, test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_FAULT_TEST_PORT", "25700"))
 KILLS = int(os.environ.get("DTS_SOAK_KILLS", "10"))
@@ -436,12 +436,7 @@ def passwords_never_reach_logs_status_files_or_process_titles():
 
         def watch_titles():
             while not stop.is_set():
-                for path in glob.glob("/proc/[0-9]*/cmdline"):
-                    try:
-                        with open(path, "rb") as f:
-                            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-                    except OSError:
-                        continue
+                for cmd in command_lines():
                     sampled[0] += 1
                     if PASSWORD in cmd:
                         seen.append(cmd[:200])

@@ -25,7 +25,7 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (APPLIER, AppPair, Failure, check, check_equal, lsn_value, main, pgbench, run_sql,  # noqa: E402
+from harness import (APPLIER, AppPair, Failure, check, check_equal, command_lines, lsn_value, main, pgbench, run_sql,  # noqa: E402
                      tail_file, test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_CONNINFO_TEST_PORT", "26100"))
@@ -96,12 +96,7 @@ class TitleWatch:
 
     def _run(self):
         while not self.stop.is_set():
-            for path in glob.glob("/proc/[0-9]*/cmdline"):
-                try:
-                    with open(path, "rb") as f:
-                        cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-                except OSError:
-                    continue
+            for cmd in command_lines():
                 self.sampled += 1
                 if any(s in cmd for s in SECRETS):
                     self.seen.append(cmd[:300])

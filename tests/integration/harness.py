@@ -125,6 +125,17 @@ class AppPair:
         self.dst.destroy()
 
 
+def command_lines():
+    """Every process's command line at this moment (a process that ends meanwhile is skipped)."""
+    import glob
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(path, "rb") as f:
+                yield f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+
+
 def read_json(path):
     """A JSON file as written atomically by the applier (status files), or None if absent or torn."""
     import json
