@@ -103,7 +103,7 @@ ApplyEngine::RelationPlan& ApplyEngine::plan_for(const decode::Relation& rel) {
 }
 
 TargetSession& ApplyEngine::current_session() {
-  if (stream_xid_ != 0) return *stream(stream_xid_).session;
+  if (current_stream_ != nullptr) return *current_stream_->session;
   ensure_main_transaction();
   return *main_;
 }
@@ -199,9 +199,7 @@ void ApplyEngine::on_record(uint8_t version, std::string_view raw) {
 }
 
 ApplyEngine::Streamed* ApplyEngine::spooling() {
-  if (stream_xid_ == 0) return nullptr;
-  Streamed& s = stream(stream_xid_);
-  return s.spool ? &s : nullptr;
+  return current_stream_ != nullptr && current_stream_->spool ? current_stream_ : nullptr;
 }
 
 void ApplyEngine::on_relation(const decode::Relation& relation) {
@@ -625,6 +623,7 @@ void ApplyEngine::end_stream(uint32_t xid, bool roll_back) {
     idle_sessions_.push_back(std::move(s.session));
     live_streams_--;
   }
+  if (current_stream_ == &s) current_stream_ = nullptr;
   streams_.erase(it);  // a spool file goes with it
 }
 
@@ -634,7 +633,9 @@ void ApplyEngine::on_stream_start(uint32_t xid, bool first_segment) {
   // throw away what we had of it.
   if (first_segment) end_stream(xid, true);
   stream_xid_ = xid;
-  if (stream(xid).spool) return;
+  // Looked up once per block, not once per change.
+  current_stream_ = &stream(xid);
+  if (current_stream_->spool) return;
   // What the source committed before this block must be committed here before the block's
   // changes run: otherwise a row a streamed change locks could hold up an earlier change still
   // queued on the main session, whose commit the streamed commit waits for.
@@ -646,12 +647,15 @@ void ApplyEngine::on_stream_stop() {
   flush_inserts();
   if (Streamed* s = spooling()) s->spool->close();
   stream_xid_ = 0;
+  current_stream_ = nullptr;
 }
 
 void ApplyEngine::on_stream_xid(uint32_t xid) {
   flush_inserts();
   if (xid == stream_xid_) return;
-  Streamed& s = stream(stream_xid_);
+  if (current_stream_ == nullptr)
+    throw Error(ErrorKind::kProtocol, "a stream xid record outside a stream block (xid " + std::to_string(xid) + ")");
+  Streamed& s = *current_stream_;
   if (s.spool) {
     s.spool->mark_subtransaction(xid);
     return;

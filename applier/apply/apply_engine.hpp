@@ -115,7 +115,8 @@ class ApplyEngine : public core::Applier {
   bool in_source_txn_ = false;
   bool skipping_ = false;  // already applied before a restart
   Lsn txn_commit_lsn_ = 0;
-  uint32_t stream_xid_ = 0;  // non-zero inside a stream block
+  uint32_t stream_xid_ = 0;             // non-zero inside a stream block
+  Streamed* current_stream_ = nullptr;  // that block's stream (streams_ owns it)
 
   // The main session's open target transaction: the group.
   bool main_open_ = false;

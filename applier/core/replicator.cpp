@@ -126,6 +126,14 @@ void Replicator::send_feedback(bool stopping) {
   last_feedback_ = now;
 }
 
+// The applier's counters, as the status file shows them.
+void Replicator::copy_counters(const ApplyStats& st) {
+  status_.transactions_applied = st.transactions;
+  status_.changes_applied = st.changes;
+  status_.spooled_transactions = st.spooled_transactions;
+  status_.spool_peak_bytes = st.spool_peak_bytes;
+}
+
 void Replicator::report(bool stopping) {
   auto now = Clock::now();
   if (now - last_status_ < kStatusInterval && !stopping) return;
@@ -134,10 +142,7 @@ void Replicator::report(bool stopping) {
   status_.applied_lsn = std::max(st.applied_lsn, caught_up_to_);
   status_.flushed_lsn = flushed_;
   status_.server_wal_end = source_->server_wal_end();
-  status_.transactions_applied = st.transactions;
-  status_.changes_applied = st.changes;
-  status_.spooled_transactions = st.spooled_transactions;
-  status_.spool_peak_bytes = st.spool_peak_bytes;
+  copy_counters(st);
   status_.lag_bytes =
       status_.server_wal_end > status_.applied_lsn ? status_.server_wal_end - status_.applied_lsn : 0;
   // A backlog of more than a block's worth of WAL: still catching up.
@@ -197,10 +202,7 @@ bool Replicator::reached_end() {
   ApplyStats st = applier_->stats();
   status_.flushed_lsn = flushed_;
   status_.applied_lsn = st.applied_lsn;
-  status_.transactions_applied = st.transactions;
-  status_.changes_applied = st.changes;
-  status_.spooled_transactions = st.spooled_transactions;
-  status_.spool_peak_bytes = st.spool_peak_bytes;
+  copy_counters(st);
   status_.phase = cut_over_ ? phase_name(Phase::kCompleted) : phase_name(Phase::kStopped);
   if (!opts_.status_file.empty()) follow::write_status_file(opts_.status_file, status_);
   spdlog::info("reached {} (applied {})", format_lsn(*until_), format_lsn(st.applied_lsn));
