@@ -30,9 +30,6 @@ bool copyable_type(uint32_t oid) {
   }
 }
 
-void put_be(std::string& out, uint32_t v, int bytes) {
-  for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
 // Large transactions applied as they stream in, each on a target connection of its own; more
 // at once are spooled to disk until they commit (connections stay bounded whatever the load).
 constexpr size_t kLiveStreams = 8;
@@ -104,11 +101,13 @@ ApplyEngine::RelationPlan& ApplyEngine::plan_for(const decode::Relation& rel) {
 
 TargetSession& ApplyEngine::current_session() {
   if (current_stream_ != nullptr) return *current_stream_->session;
+  finish_commit();
   ensure_main_transaction();
   return *main_;
 }
 
 void ApplyEngine::ensure_main_transaction() {
+  group_open_ = true;
   if (main_open_) return;
   main_->execute_simple("BEGIN", ChangeContext{"", "", txn_commit_lsn_, "BEGIN"});
   main_open_ = true;
@@ -121,29 +120,55 @@ ApplyStats ApplyEngine::stats() const {
   return s;
 }
 
+// The group's statements go out now; its origin and COMMIT once they are all confirmed (see
+// finish_commit), which overlaps the target's work on this group with decoding the next one.
 void ApplyEngine::commit_group() {
+  finish_commit();  // the previous group's, waiting for its results if they are not all in
   flush_coalesced(coalesced_.take_all());
   flush_inserts();
-  if (!main_open_ || in_source_txn_) return;
+  if (!group_open_ || in_source_txn_) return;
   if (group_txns_ == 0) {  // only skipped transactions: nothing to record
-    main_->rollback();
+    if (main_open_) main_->rollback();
   } else {
-    Lsn end = group_end_lsn_;
-    int64_t time = group_commit_time_;
-    uint64_t txns = group_txns_;
-    main_->commit(end, time, [this, end, time, txns] {
-      stats_.applied_lsn = std::max(stats_.applied_lsn, end);
-      stats_.applied_commit_time = time;
-      stats_.transactions += txns;
-    });
+    ensure_main_transaction();  // a group that changed nothing here still records its progress
+    main_->flush();
+    pending_commit_ = PendingCommit{group_end_lsn_, group_commit_time_, group_txns_};
   }
+  group_open_ = false;
   main_open_ = false;
   group_txns_ = 0;
   group_changes_ = 0;
   group_direct_updates_ = 0;
 }
 
+// Confirms every result of the pending group (waiting if they are not all in), then sends its
+// origin and COMMIT, then what of the next group waited for it. A refusal throws with nothing
+// of the group committed.
+void ApplyEngine::finish_commit() {
+  if (!pending_commit_) return;
+  PendingCommit done = *pending_commit_;
+  pending_commit_.reset();
+  main_->commit(done.end_lsn, done.commit_time, [this, done] {
+    stats_.applied_lsn = std::max(stats_.applied_lsn, done.end_lsn);
+    stats_.applied_commit_time = done.commit_time;
+    stats_.transactions += done.transactions;
+  });
+  if (deferred_inserts_.empty()) return;
+  ensure_main_transaction();
+  std::vector<InsertBatch> waiting;
+  waiting.swap(deferred_inserts_);
+  for (InsertBatch& b : waiting) send_inserts(*main_, b);
+}
+
+// Everything before this point committed on the target, and confirmed.
+void ApplyEngine::commit_and_wait() {
+  commit_group();
+  finish_commit();
+  main_->drain(0);
+}
+
 void ApplyEngine::sync() {
+  finish_commit();
   main_->drain(0);
   for (auto& [xid, s] : streams_)
     if (s->session) s->session->drain(0);
@@ -151,13 +176,14 @@ void ApplyEngine::sync() {
 
 void ApplyEngine::poll() {
   main_->poll();
+  if (pending_commit_ && main_->pending() == 0) finish_commit();  // all confirmed: no wait
   for (auto& [xid, s] : streams_)
     if (s->session) s->session->poll();
 }
 
 bool ApplyEngine::idle() const {
-  return !in_source_txn_ && !main_open_ && stream_xid_ == 0 && streams_.empty() && main_->pending() == 0 &&
-         batch_.rows == 0;
+  return !in_source_txn_ && !group_open_ && !pending_commit_ && deferred_inserts_.empty() && stream_xid_ == 0 &&
+         streams_.empty() && main_->pending() == 0 && batch_.rows == 0;
 }
 
 void ApplyEngine::on_begin(uint32_t, Lsn final_lsn, int64_t) {
@@ -185,7 +211,7 @@ void ApplyEngine::on_commit(Lsn, Lsn end_lsn, int64_t commit_time) {
 void ApplyEngine::add_to_group(Lsn end_lsn, int64_t commit_time) {
   // A transaction with nothing to change on the target still moves the progress: the group's
   // commit records it (if nothing else, as a target transaction that only sets the origin).
-  ensure_main_transaction();
+  group_open_ = true;
   group_txns_++;
   group_end_lsn_ = end_lsn;
   group_commit_time_ = commit_time;
@@ -208,6 +234,8 @@ void ApplyEngine::on_relation(const decode::Relation& relation) {
   // the target has besides the key is asked again.
   auto plan = plans_.find(relation.relid);
   if (plan != plans_.end()) plan->second->coalesce = -1;
+  // Held rows point at the old shape, which goes once this returns.
+  if (!deferred_inserts_.empty()) finish_commit();
   flush_coalesced_of(relation.relid);
   if (batch_.relation != nullptr && batch_.relation->relid == relation.relid) flush_inserts();
 }
@@ -339,7 +367,7 @@ void ApplyEngine::on_row(const decode::RowChange& row) {
     bool keeps_key = row.kind == decode::RowKind::kInsert ||
                      (row.kind == decode::RowKind::kUpdate && row.old_kind == proto::OldTuple::kNone);
     if (keeps_key && coalescable(rel)) {
-      ensure_main_transaction();
+      group_open_ = true;
       coalesced_.add(rel, row.kind == decode::RowKind::kInsert, *row.new_values, txn_commit_lsn_);
       if (coalesced_.rows() >= kCoalescedRows) flush_coalesced(coalesced_.take_all());
       return;
@@ -366,10 +394,11 @@ void ApplyEngine::apply_insert(const decode::RowChange& row) {
   const decode::Relation& rel = *row.relation;
   const decode::Values& values = *row.new_values;
   if (batch_.relation != &rel) flush_inserts();
-  current_session();  // opens the main transaction if needed
+  if (stream_xid_ == 0) group_open_ = true;
   if (batch_.rows == 0) {
     batch_.relation = &rel;
-    batch_first_key_ = describe_key(rel, values, false);
+    batch_.first_key = describe_key(rel, values, false);
+    batch_.lsn = txn_commit_lsn_;
   }
   // Copied: the batch outlives this frame (a large transaction's rows arrive in many frames).
   for (size_t i = 0; i < rel.columns.size(); ++i) batch_.params.add_copy(rel.columns[i], values[i]);
@@ -382,14 +411,28 @@ void ApplyEngine::apply_insert(const decode::RowChange& row) {
 
 void ApplyEngine::flush_inserts() {
   if (batch_.rows == 0) return;
-  const decode::Relation& rel = *batch_.relation;
+  if (pending_commit_ && stream_xid_ == 0) {
+    // The main session is still confirming the previous group: hold the rows (they are
+    // copies) until its COMMIT is sent.
+    deferred_inserts_.push_back(std::move(batch_));
+    batch_ = InsertBatch{};
+    return;
+  }
+  send_inserts(current_session(), batch_);
+  batch_.rows = 0;
+  batch_.relation = nullptr;
+  batch_.params.clear();
+}
+
+void ApplyEngine::send_inserts(TargetSession& session, InsertBatch& batch) {
+  const decode::Relation& rel = *batch.relation;
   RelationPlan& plan = plan_for(rel);
-  size_t rows = batch_.rows;
+  size_t rows = batch.rows;
   size_t ncols = rel.columns.size();
-  const char* const* values = batch_.params.values();
-  const int* lengths = batch_.params.lengths();
-  const int* formats = batch_.params.formats();
-  std::string where = batch_first_key_;
+  const char* const* values = batch.params.values();
+  const int* lengths = batch.params.lengths();
+  const int* formats = batch.params.formats();
+  std::string where = batch.first_key;
   if (rows > 1 && !rel.key_columns.empty()) {
     // The last row's key, read back from its parameters: one of these rows failed.
     std::string names = "(", vals = "(";
@@ -401,44 +444,23 @@ void ApplyEngine::flush_inserts() {
     }
     where += " to " + names + ")=" + vals + "), " + std::to_string(rows) + " rows";
   }
-  ChangeContext context{plan.qualified, where, txn_commit_lsn_, "INSERT"};
-  bool all_binary = std::all_of(formats, formats + batch_.params.size(), [](int f) { return f == 1; });
+  ChangeContext context{plan.qualified, where, batch.lsn, "INSERT"};
+  bool all_binary = std::all_of(formats, formats + batch.params.size(), [](int f) { return f == 1; });
   if (rows > kInsertRows && plan.copyable && all_binary) {
-    // Binary COPY: a header, then per row a field count and each field as length + bytes.
-    std::string data("PGCOPY\n\xff\r\n\0", 11);
-    put_be(data, 0, 4);
-    put_be(data, 0, 4);
-    for (size_t r = 0; r < rows; ++r) {
-      put_be(data, static_cast<uint32_t>(ncols), 2);
-      for (size_t c = 0; c < ncols; ++c) {
-        size_t i = r * ncols + c;
-        if (values[i] == nullptr) {
-          put_be(data, 0xffffffffu, 4);
-          continue;
-        }
-        put_be(data, static_cast<uint32_t>(lengths[i]), 4);
-        data.append(values[i], static_cast<size_t>(lengths[i]));
-      }
-    }
-    put_be(data, 0xffff, 2);
-    current_session().copy_in(plan.copy_sql, data, context);
-  } else {
-    // Multi-row INSERTs of at most kInsertRows rows.
-    for (size_t done = 0; done < rows;) {
-      size_t n = std::min(kInsertRows, rows - done);
-      n = std::min(n, std::max<size_t>(1, 65535 / std::max<size_t>(1, ncols)));
-      types_.clear();
-      for (size_t r = 0; r < n; ++r) types_.insert(types_.end(), plan.types.begin(), plan.types.end());
-      size_t at = done * ncols;
-      current_session().execute(plan.key_prefix + "I" + std::to_string(n), [&] { return build_insert(rel, n); },
-                                types_, static_cast<int>(n * ncols), values + at, lengths + at, formats + at, context,
-                                false);
-      done += n;
-    }
+    session.copy_in(plan.copy_sql, binary_copy_stream(batch.params, rows, ncols), context);
+    return;
   }
-  batch_.rows = 0;
-  batch_.relation = nullptr;
-  batch_.params.clear();
+  // Multi-row INSERTs of at most kInsertRows rows.
+  for (size_t done = 0; done < rows;) {
+    size_t n = std::min(kInsertRows, rows - done);
+    n = std::min(n, std::max<size_t>(1, 65535 / std::max<size_t>(1, ncols)));
+    types_.clear();
+    for (size_t r = 0; r < n; ++r) types_.insert(types_.end(), plan.types.begin(), plan.types.end());
+    size_t at = done * ncols;
+    session.execute(plan.key_prefix + "I" + std::to_string(n), [&] { return build_insert(rel, n); }, types_,
+                    static_cast<int>(n * ncols), values + at, lengths + at, formats + at, context, false);
+    done += n;
+  }
 }
 
 namespace {
@@ -634,13 +656,15 @@ void ApplyEngine::on_stream_start(uint32_t xid, bool first_segment) {
   if (first_segment) end_stream(xid, true);
   stream_xid_ = xid;
   // Looked up once per block, not once per change.
-  current_stream_ = &stream(xid);
-  if (current_stream_->spool) return;
+  if (stream(xid).spool) {
+    current_stream_ = &stream(xid);
+    return;
+  }
   // What the source committed before this block must be committed here before the block's
   // changes run: otherwise a row a streamed change locks could hold up an earlier change still
   // queued on the main session, whose commit the streamed commit waits for.
-  commit_group();
-  main_->drain(0);
+  commit_and_wait();
+  current_stream_ = &stream(xid);
 }
 
 void ApplyEngine::on_stream_stop() {
@@ -695,8 +719,7 @@ void ApplyEngine::on_stream_commit(uint32_t xid, Lsn commit_lsn, Lsn end_lsn, in
   }
   // Everything committed before it on the source must be durable on the target before its
   // origin progress can say so: commit the main group and wait for it.
-  commit_group();
-  main_->drain(0);
+  commit_and_wait();
   auto it = streams_.find(xid);
   if (it == streams_.end()) {  // no change of it reached us (all filtered): only the progress moves
     add_to_group(end_lsn, commit_time);

@@ -2,7 +2,9 @@
 //
 // Ordinary transactions go to the main session, several of them grouped into one target
 // transaction; the origin's progress is set in the same commit, so the target itself records
-// how far it got. A streamed transaction (sent while still in progress on the source) is
+// how far it got. A group's statements are sent and its confirmation is awaited while the next
+// group is decoded: its origin and COMMIT go out once every result is read, before anything of
+// the next group. A streamed transaction (sent while still in progress on the source) is
 // applied as it arrives on a session of its own, with a savepoint for each subtransaction; at
 // its commit the main session's group is committed first, then the streamed one takes the
 // origin for its own commit.
@@ -11,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -45,7 +48,7 @@ class ApplyEngine : public core::Applier {
   void commit_group() override;
   void sync() override;
   void poll() override;
-  bool group_open() const override { return main_open_; }
+  bool group_open() const override { return group_open_ || pending_commit_.has_value(); }
   bool in_transaction() const override { return in_source_txn_; }
   bool idle() const override;
   ApplyStats stats() const override;
@@ -74,11 +77,22 @@ class ApplyEngine : public core::Applier {
     const decode::Relation* relation = nullptr;
     size_t rows = 0;
     ParamSet params;
+    std::string first_key;  // for messages
+    Lsn lsn = 0;            // its source transaction's commit LSN
+  };
+  // A group whose statements are sent: its origin and COMMIT follow once all are confirmed.
+  struct PendingCommit {
+    Lsn end_lsn = 0;
+    int64_t commit_time = 0;
+    uint64_t transactions = 0;
   };
 
   TargetSession& current_session();
   RelationPlan& plan_for(const decode::Relation& rel);
   void ensure_main_transaction();
+  void finish_commit();
+  void commit_and_wait();
+  void send_inserts(TargetSession& session, InsertBatch& batch);
   void add_to_group(Lsn end_lsn, int64_t commit_time);
   void flush_inserts();
   void apply_insert(const decode::RowChange& row);
@@ -118,8 +132,12 @@ class ApplyEngine : public core::Applier {
   uint32_t stream_xid_ = 0;             // non-zero inside a stream block
   Streamed* current_stream_ = nullptr;  // that block's stream (streams_ owns it)
 
-  // The main session's open target transaction: the group.
+  // The group: source transactions committed together on the main session. group_open_: it
+  // has something (rows may still be held here); main_open_: its BEGIN was sent.
+  bool group_open_ = false;
   bool main_open_ = false;
+  std::optional<PendingCommit> pending_commit_;  // the previous group, awaiting confirmation
+  std::vector<InsertBatch> deferred_inserts_;    // of the group, held until that commit is sent
   uint64_t group_txns_ = 0;
   uint64_t group_changes_ = 0;
   uint64_t group_direct_updates_ = 0;  // UPDATEs and DELETEs not merged per key
@@ -130,7 +148,6 @@ class ApplyEngine : public core::Applier {
   Coalescer coalesced_;
   pg::Connection catalog_;  // target, outside the pipeline: what a table has besides its key
   InsertBatch batch_;
-  std::string batch_first_key_;
   ParamSet params_;
   std::vector<uint32_t> types_;
   std::vector<size_t> set_columns_;  // scratch of apply_update_values

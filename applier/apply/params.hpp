@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "decode/decoder.hpp"
@@ -48,6 +49,10 @@ class ParamSet {
   std::vector<int> formats_;
   Arena arena_;
 };
+
+// `rows` rows of `ncols` binary parameters each as one binary COPY stream: a header, then per
+// row a field count and each field as length + bytes.
+std::string binary_copy_stream(const ParamSet& params, size_t rows, size_t ncols);
 
 // A short text form of a value for error messages (numbers and text as they are, binary in
 // hex, long values cut).

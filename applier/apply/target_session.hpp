@@ -84,6 +84,8 @@ class TargetSession {
   void defer_failures(bool on) { defer_failures_ = on; }
   void set_commit_lsn(Lsn lsn) { commit_lsn_ = lsn; }
 
+  // Sends what is buffered and asks the server to send back the results it has, without a sync.
+  void flush() { flush_request(); }
   // Reads results until at most `max_pending` statements are unread (0: wait for all). A
   // refused statement among them rolls the transaction back and throws.
   void drain(size_t max_pending = 0);

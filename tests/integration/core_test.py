@@ -171,6 +171,31 @@ def refused_change_inside_a_group_of_200():
 
 
 @test
+def merged_rows_pending_when_a_large_transaction_starts_streaming_are_kept():
+    """Rows merged per key from small committed transactions were still held when a large
+    transaction's first streamed block arrived: they were written on that transaction's
+    session instead of the group's, and lost when the source rolled it back, with the origin
+    already past them. The backlog is decoded in one burst, so the group is still open then."""
+    with Pair(8) as pair:
+        setup_t(pair, 100)
+        create_on_both(pair.src, pair.dst, "CREATE TABLE big (id int PRIMARY KEY, pad text)")
+        slot = pair.slot()
+        c = pair.src.connect()
+        with c.cursor() as cur:
+            for i in range(1, 51):
+                cur.execute("UPDATE t SET v = 'small' WHERE id = %s", (i,))
+        c.close()
+        for fate in ("ROLLBACK", "COMMIT"):
+            pair.src.sql("UPDATE t SET v = %s WHERE id BETWEEN 51 AND 60", (fate,))
+            pair.src.sql(f"BEGIN; INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g; {fate}")
+        pair.src.sql("UPDATE t SET v = 'last' WHERE id = 100")
+        run_to(pair.src, pair.dst, slot, pair.src.lsn(), "--decoding-work-mem", "64kB")
+        check(pair.dst.value("SELECT count(*) FROM t WHERE v = 'small'") == 50,
+              "updates of committed transactions held when the streamed transaction began were lost")
+        check_equal(pair.src, pair.dst, ["t", "big"])
+
+
+@test
 def a_source_error_is_named_as_the_sources_with_its_sqlstate():
     """Defect 11: a server error on the source was reported as the target rejecting a change,
     and callers searched message text for SQLSTATEs."""
