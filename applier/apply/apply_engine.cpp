@@ -157,7 +157,13 @@ void ApplyEngine::finish_commit() {
   ensure_main_transaction();
   std::vector<InsertBatch> waiting;
   waiting.swap(deferred_inserts_);
-  for (InsertBatch& b : waiting) send_inserts(*main_, b);
+  for (InsertBatch& b : waiting) {
+    send_inserts(*main_, b);
+    b.rows = 0;
+    b.relation = nullptr;
+    b.params.clear();
+    spare_batches_.push_back(std::move(b));
+  }
 }
 
 // Everything before this point committed on the target, and confirmed.
@@ -416,6 +422,10 @@ void ApplyEngine::flush_inserts() {
     // copies) until its COMMIT is sent.
     deferred_inserts_.push_back(std::move(batch_));
     batch_ = InsertBatch{};
+    if (!spare_batches_.empty()) {
+      batch_ = std::move(spare_batches_.back());
+      spare_batches_.pop_back();
+    }
     return;
   }
   send_inserts(current_session(), batch_);

@@ -138,6 +138,7 @@ class ApplyEngine : public core::Applier {
   bool main_open_ = false;
   std::optional<PendingCommit> pending_commit_;  // the previous group, awaiting confirmation
   std::vector<InsertBatch> deferred_inserts_;    // of the group, held until that commit is sent
+  std::vector<InsertBatch> spare_batches_;       // sent, kept for their memory
   uint64_t group_txns_ = 0;
   uint64_t group_changes_ = 0;
   uint64_t group_direct_updates_ = 0;  // UPDATEs and DELETEs not merged per key

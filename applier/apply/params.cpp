@@ -38,12 +38,12 @@ void put_be(char* out, uint64_t v, size_t n) {
 
 char* Arena::allocate(size_t n) {
   if (n > kBlock) {  // a rare big value gets memory of its own until clear()
-    big_.push_back(std::make_unique<char[]>(n));
+    big_.push_back(std::unique_ptr<char[]>(new char[n]));  // not zeroed: every byte is written
     return big_.back().get();
   }
   if (blocks_.empty() || used_ + n > kBlock) {
     if (!blocks_.empty()) ++block_;
-    if (block_ == blocks_.size()) blocks_.push_back(std::make_unique<char[]>(kBlock));
+    if (block_ == blocks_.size()) blocks_.push_back(std::unique_ptr<char[]>(new char[kBlock]));
     used_ = 0;
   }
   char* p = blocks_[block_].get() + used_;
