@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <spdlog/spdlog.h>
+
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
 #include "dts/protocol.h"
@@ -74,6 +76,11 @@ ApplyEngine::ApplyEngine(std::string target_conninfo, std::string client_encodin
 }
 
 ApplyEngine::~ApplyEngine() = default;
+
+void ApplyEngine::reconcile_with_copy(const std::string& slot) {
+  reconciler_.load(catalog_, slot, resume_lsn_);
+  if (reconciler_.active()) spdlog::info("reconciling the stream with the chunks of the copy");
+}
 
 std::unique_ptr<TargetSession> ApplyEngine::new_session() {
   return std::make_unique<TargetSession>(target_conninfo_, client_encoding_);
@@ -192,9 +199,15 @@ bool ApplyEngine::idle() const {
          streams_.empty() && main_->pending() == 0 && batch_.rows == 0;
 }
 
-void ApplyEngine::on_begin(uint32_t, Lsn final_lsn, int64_t) {
+void ApplyEngine::on_begin(uint32_t xid, Lsn final_lsn, int64_t) {
   in_source_txn_ = true;
   txn_commit_lsn_ = final_lsn;
+  if (reconciler_.active()) {
+    reconciler_.begin(xid, final_lsn);
+    if (!reconciler_.active())
+      spdlog::info("the stream is past every chunk of the copy: {} changes were already in their chunks",
+                   changes_in_copy_);
+  }
   // Applied before a restart: the origin's progress is past it. (The server skips such
   // transactions when we start from that progress; this guards the overlap anyway.)
   skipping_ = final_lsn < resume_lsn_;
@@ -366,6 +379,29 @@ void ApplyEngine::on_row(const decode::RowChange& row) {
     s->spool->append(record_);
     return;
   }
+  if (reconciler_.active() && reconcile_row(row)) return;
+  apply_row(row);
+}
+
+// A change of a table copied in chunks: skipped if its chunk already holds it; an UPDATE that
+// moves a row between two chunks that disagree becomes the half that is missing.
+bool ApplyEngine::reconcile_row(const decode::RowChange& row) {
+  switch (reconciler_.fate(row)) {
+    case RowFate::kApply: return false;
+    case RowFate::kSkip: break;
+    case RowFate::kDeleteOld:
+      apply_row(decode::RowChange{decode::RowKind::kDelete, row.relation, row.old_kind, row.old_values, nullptr});
+      break;
+    case RowFate::kInsertNew:
+      apply_row(decode::RowChange{decode::RowKind::kInsert, row.relation, proto::OldTuple::kNone, nullptr,
+                                  row.new_values});
+      break;
+  }
+  changes_in_copy_++;
+  return true;
+}
+
+void ApplyEngine::apply_row(const decode::RowChange& row) {
   stats_.changes++;
   if (stream_xid_ == 0) {
     group_changes_++;
@@ -482,43 +518,6 @@ namespace {
                                      "key or run ALTER TABLE " + qualified_name(rel) + " REPLICA IDENTITY FULL");
 }
 
-// Builds the match of a row: the columns that identify it, with their values in `values`
-// (indexed like `columns` of the relation, or like key_columns when key_only).
-void build_match(const decode::Relation& rel, const decode::Values& values, bool key_only, bool full, RowMatch& match,
-                 std::vector<const proto::Value*>& match_values) {
-  match.columns.clear();
-  match.is_null.clear();
-  match_values.clear();
-  match.one_row = full;
-  if (full) {
-    for (size_t i = 0; i < rel.columns.size(); ++i) {
-      if (values[i].kind == proto::ValueKind::kUnchangedToast) continue;
-      match.columns.push_back(i);
-      match.is_null.push_back(values[i].kind == proto::ValueKind::kNull);
-      match_values.push_back(&values[i]);
-    }
-    return;
-  }
-  for (size_t k = 0; k < rel.key_columns.size(); ++k) {
-    size_t col = rel.key_columns[k];
-    const proto::Value& v = key_only ? values[k] : values[col];
-    match.columns.push_back(col);
-    match.is_null.push_back(v.kind == proto::ValueKind::kNull);
-    match_values.push_back(&v);
-  }
-}
-
-std::string match_key(const RowMatch& match) {
-  std::string key;
-  key.reserve(match.columns.size() * 3 + 2);
-  key += match.one_row ? 'F' : 'K';
-  for (size_t i = 0; i < match.columns.size(); ++i) {
-    key += std::to_string(match.columns[i]);
-    key += match.is_null[i] ? 'n' : ',';
-  }
-  return key;
-}
-
 }  // namespace
 
 void ApplyEngine::apply_update(const decode::RowChange& row) {
@@ -604,10 +603,20 @@ void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relati
   }
   for (const auto* r : relations) flush_coalesced_of(r->relid);
   flush_inserts();
+  std::vector<const decode::Relation*> truncated = relations;
+  if (reconciler_.active() && !reconcile_truncate(truncated)) return;
   std::string names;
-  for (const auto* r : relations) names += (names.empty() ? "" : ", ") + qualified_name(*r);
-  current_session().execute_simple(build_truncate(relations, cascade, restart_identity),
+  for (const auto* r : truncated) names += (names.empty() ? "" : ", ") + qualified_name(*r);
+  current_session().execute_simple(build_truncate(truncated, cascade, restart_identity),
                                    ChangeContext{names, "", txn_commit_lsn_, "TRUNCATE"});
+}
+
+// A truncate of tables copied in chunks (copy_reconciler.hpp): keeps in `relations` the tables
+// to truncate whole, deletes the older chunks of the others; returns whether any is left.
+bool ApplyEngine::reconcile_truncate(std::vector<const decode::Relation*>& relations) {
+  for (const std::string& sql : reconciler_.truncate(relations))
+    current_session().execute_simple(sql, ChangeContext{"", "", txn_commit_lsn_, "TRUNCATE"});
+  return !relations.empty();
 }
 
 // Logical messages change nothing on the target. A dts.heartbeat is there to move an idle
@@ -665,16 +674,15 @@ void ApplyEngine::on_stream_start(uint32_t xid, bool first_segment) {
   // throw away what we had of it.
   if (first_segment) end_stream(xid, true);
   stream_xid_ = xid;
-  // Looked up once per block, not once per change.
-  if (stream(xid).spool) {
-    current_stream_ = &stream(xid);
-    return;
+  reconciler_.begin_streamed(xid);
+  if (!stream(xid).spool) {
+    // What the source committed before this block must be committed here before the block's
+    // changes run: otherwise a row a streamed change locks could hold up an earlier change
+    // still queued on the main session, whose commit the streamed commit waits for. (Before
+    // the block's stream is current: the group's rows go to the main session.)
+    commit_and_wait();
   }
-  // What the source committed before this block must be committed here before the block's
-  // changes run: otherwise a row a streamed change locks could hold up an earlier change still
-  // queued on the main session, whose commit the streamed commit waits for.
-  commit_and_wait();
-  current_stream_ = &stream(xid);
+  current_stream_ = &stream(xid);  // looked up once per block, not once per change
 }
 
 void ApplyEngine::on_stream_stop() {
@@ -736,6 +744,7 @@ void ApplyEngine::on_stream_commit(uint32_t xid, Lsn commit_lsn, Lsn end_lsn, in
     return;
   }
   if (it->second->spool) {
+    reconciler_.begin_streamed(xid);
     replay_spooled(*it->second, commit_lsn, end_lsn, commit_time);
     end_stream(xid, false);
     return;

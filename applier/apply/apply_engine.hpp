@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "apply/coalescer.hpp"
+#include "apply/copy_reconciler.hpp"
 #include "apply/params.hpp"
 #include "apply/spool.hpp"
 #include "apply/sql_builder.hpp"
@@ -43,6 +44,9 @@ class ApplyEngine : public core::Applier {
   ApplyEngine(std::string target_conninfo, std::string client_encoding, std::string origin, Lsn resume_lsn,
               core::CommitPolicy policy = {});
   ~ApplyEngine() override;
+  // The copy of the migration of `slot` was made of chunks read in snapshots of their own:
+  // changes the stream brings that a chunk already holds are skipped (copy_reconciler.hpp).
+  void reconcile_with_copy(const std::string& slot);
 
   // core::Applier
   void commit_group() override;
@@ -95,6 +99,9 @@ class ApplyEngine : public core::Applier {
   void send_inserts(TargetSession& session, InsertBatch& batch);
   void add_to_group(Lsn end_lsn, int64_t commit_time);
   void flush_inserts();
+  void apply_row(const decode::RowChange& row);
+  bool reconcile_row(const decode::RowChange& row);
+  bool reconcile_truncate(std::vector<const decode::Relation*>& relations);
   void apply_insert(const decode::RowChange& row);
   void apply_update(const decode::RowChange& row);
   void apply_delete(const decode::RowChange& row);
@@ -146,6 +153,8 @@ class ApplyEngine : public core::Applier {
   int64_t group_commit_time_ = 0;
   Lsn resume_lsn_;
 
+  CopyReconciler reconciler_;
+  uint64_t changes_in_copy_ = 0;  // skipped: their chunk of the copy already held them
   Coalescer coalesced_;
   pg::Connection catalog_;  // target, outside the pipeline: what a table has besides its key
   InsertBatch batch_;

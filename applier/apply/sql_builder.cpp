@@ -140,4 +140,39 @@ std::string build_truncate(const std::vector<const decode::Relation*>& rels, boo
   return sql;
 }
 
+void build_match(const decode::Relation& rel, const decode::Values& values, bool key_only, bool full, RowMatch& match,
+                 std::vector<const protocol::Value*>& match_values) {
+  match.columns.clear();
+  match.is_null.clear();
+  match_values.clear();
+  match.one_row = full;
+  if (full) {
+    for (size_t i = 0; i < rel.columns.size(); ++i) {
+      if (values[i].kind == protocol::ValueKind::kUnchangedToast) continue;
+      match.columns.push_back(i);
+      match.is_null.push_back(values[i].kind == protocol::ValueKind::kNull);
+      match_values.push_back(&values[i]);
+    }
+    return;
+  }
+  for (size_t k = 0; k < rel.key_columns.size(); ++k) {
+    size_t col = rel.key_columns[k];
+    const protocol::Value& v = key_only ? values[k] : values[col];
+    match.columns.push_back(col);
+    match.is_null.push_back(v.kind == protocol::ValueKind::kNull);
+    match_values.push_back(&v);
+  }
+}
+
+std::string match_key(const RowMatch& match) {
+  std::string key;
+  key.reserve(match.columns.size() * 3 + 2);
+  key += match.one_row ? 'F' : 'K';
+  for (size_t i = 0; i < match.columns.size(); ++i) {
+    key += std::to_string(match.columns[i]);
+    key += match.is_null[i] ? 'n' : ',';
+  }
+  return key;
+}
+
 }  // namespace dts::apply

@@ -25,6 +25,14 @@ struct RowMatch {
   bool one_row = false;
 };
 
+// Builds the match of a row: the columns that identify it, with their values in `values`
+// (indexed like `columns` of the relation, or like key_columns when key_only); `full`: every
+// column but the unchanged TOAST ones (REPLICA IDENTITY FULL).
+void build_match(const decode::Relation& rel, const decode::Values& values, bool key_only, bool full, RowMatch& match,
+                 std::vector<const protocol::Value*>& match_values);
+// The shape of a match (which columns, which NULL), to key the statements prepared for it.
+std::string match_key(const RowMatch& match);
+
 // INSERT INTO t (all columns) OVERRIDING SYSTEM VALUE VALUES ($1, ...), (...) for `rows` rows;
 // for a relation without columns, `rows` rows of defaults (no parameters).
 std::string build_insert(const decode::Relation& rel, size_t rows);

@@ -114,6 +114,8 @@ int run_cancel(const CancelOptions& o) {
     drop_origin(target, origin, std::chrono::seconds(30));
     if (target.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") == "t")
       target.exec_params("DELETE FROM dts.migration WHERE slot = $1", {o.slot});
+    if (target.query_value("SELECT to_regclass('dts.copy_chunk') IS NOT NULL") == "t")
+      target.exec_params("DELETE FROM dts.copy_chunk WHERE slot = $1", {o.slot});
     spdlog::info("removed origin \"{}\" and the migration's state on the target; no table was touched", origin);
     return follow::kExitOk;
   } catch (const Error& e) {

@@ -43,7 +43,9 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
     try {
       core::Replicator replicator(
           opts, status, [&opts](Lsn resume, const std::string& encoding, const core::CommitPolicy& policy) {
-            return std::make_unique<apply::ApplyEngine>(opts.target, encoding, opts.origin, resume, policy);
+            auto engine = std::make_unique<apply::ApplyEngine>(opts.target, encoding, opts.origin, resume, policy);
+            engine->reconcile_with_copy(opts.slot);
+            return engine;
           });
       replicator.run(stop);
       if (status.phase != core::phase_name(core::Phase::kCompleted))

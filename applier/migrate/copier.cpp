@@ -4,32 +4,84 @@
 #include <chrono>
 #include <condition_variable>
 #include <exception>
+#include <cstdlib>
 #include <functional>
+#include <mutex>
 #include <thread>
 
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
+#include "common/parse.hpp"
 #include "pg/connection.hpp"
 
 namespace dts::migrate {
 
-std::vector<Chunk> plan_chunks(const std::vector<TableToCopy>& tables, uint64_t split_pages) {
+std::vector<TableToCopy> tables_to_copy(const core::CompiledSelection& selection, const pg::Connection& source) {
+  std::vector<TableToCopy> out;
+  for (const auto& r : selection.selected) {
+    if (r.kind != 'r') continue;
+    TableToCopy tc;
+    tc.oid = r.oid;
+    tc.schema = r.schema;
+    tc.name = r.name;
+    std::string oid = std::to_string(r.oid);
+    pg::Result info = source.exec_params(
+        "SELECT c.reltuples::bigint, pg_relation_size(c.oid) FROM pg_class c WHERE c.oid = $1", {oid});
+    if (PQntuples(info.get()) == 0) continue;  // dropped since the selection was compiled
+    tc.estimated_rows = std::strtoll(PQgetvalue(info.get(), 0, 0), nullptr, 10);
+    tc.bytes = std::strtoull(PQgetvalue(info.get(), 0, 1), nullptr, 10);
+    pg::Result cols = source.exec_params(
+        "SELECT attname FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped "
+        "AND attgenerated = '' ORDER BY attnum",
+        {oid});
+    for (int j = 0; j < PQntuples(cols.get()); ++j) tc.columns.push_back(PQgetvalue(cols.get(), j, 0));
+    // The key the stream identifies rows by (the primary key, or the replica identity index),
+    // if it is one integer column: changes are then placed in chunks by plain comparison.
+    tc.key_column = source.query_value(
+        "SELECT a.attname FROM pg_class c JOIN pg_index i ON i.indrelid = c.oid "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] "
+        "WHERE c.oid = $1 AND i.indnkeyatts = 1 AND a.atttypid IN (20, 21, 23) "
+        "AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))",
+        {oid});
+    if (!tc.key_column.empty()) {
+      std::string key = apply::quote_ident(tc.key_column);
+      pg::Result range = source.exec("SELECT min(" + key + ")::text, max(" + key + ")::text FROM ONLY " +
+                                     apply::quote_ident(tc.schema) + "." + apply::quote_ident(tc.name));
+      if (!PQgetisnull(range.get(), 0, 0)) {
+        tc.key_min = parse_int64(PQgetvalue(range.get(), 0, 0), "the smallest key of " + tc.name);
+        tc.key_max = parse_int64(PQgetvalue(range.get(), 0, 1), "the largest key of " + tc.name);
+      }
+    }
+    out.push_back(std::move(tc));
+  }
+  return out;
+}
+
+std::vector<Chunk> plan_chunks(const std::vector<TableToCopy>& tables, uint64_t split_bytes) {
   std::vector<Chunk> chunks;
   for (size_t i = 0; i < tables.size(); ++i) {
-    uint64_t pages = tables[i].pages;
-    if (split_pages == 0 || pages <= split_pages) {
+    const TableToCopy& t = tables[i];
+    uint64_t n = split_bytes == 0 ? 1 : (t.bytes + split_bytes - 1) / split_bytes;
+    if (t.key_column.empty() || !t.key_min || !t.key_max || n <= 1) {
       Chunk c;
       c.table = i;
       chunks.push_back(c);
       continue;
     }
-    for (uint64_t first = 0; first < pages; first += split_pages) {
+    // Even ranges between the smallest and largest key: as even in size as the keys are dense.
+    // Unsigned arithmetic: the distance between two int64 keys always fits.
+    uint64_t span = static_cast<uint64_t>(*t.key_max) - static_cast<uint64_t>(*t.key_min);
+    if (n > span) n = span + 1;
+    uint64_t step = span / n + 1;
+    for (uint64_t j = 0; j < n; ++j) {
       Chunk c;
       c.table = i;
-      c.first_page = first;
-      // The last range is open-ended: pages added after the estimate are copied too.
-      c.end_page = first + split_pages >= pages ? 0 : first + split_pages;
+      c.index = static_cast<int>(j);
+      if (j > 0) c.lo = static_cast<int64_t>(static_cast<uint64_t>(*t.key_min) + step * j);
+      bool last = j + 1 == n || step * (j + 1) > span;  // the next range would start past the largest key
+      if (!last) c.hi = static_cast<int64_t>(static_cast<uint64_t>(*t.key_min) + step * (j + 1));
       chunks.push_back(c);
+      if (last) break;
     }
   }
   return chunks;
@@ -45,6 +97,8 @@ std::string column_list(const TableToCopy& t) {
 
 std::string qualified(const TableToCopy& t) { return apply::quote_ident(t.schema) + "." + apply::quote_ident(t.name); }
 
+std::string bound_param(const std::optional<int64_t>& v) { return v ? std::to_string(*v) : std::string(); }
+
 }  // namespace
 
 std::string chunk_read_sql(const TableToCopy& t, const Chunk& c) {
@@ -52,11 +106,10 @@ std::string chunk_read_sql(const TableToCopy& t, const Chunk& c) {
   // `SELECT FROM t` gives them as rows of zero fields, which binary COPY carries.
   std::string cols = column_list(t);
   std::string sql = "COPY (SELECT " + (cols.empty() ? "" : cols + " ") + "FROM ONLY " + qualified(t);
-  bool whole = c.first_page == 0 && c.end_page == 0;
-  if (!whole) {
-    sql += " WHERE ctid >= '(" + std::to_string(c.first_page) + ",0)'::tid";
-    if (c.end_page != 0) sql += " AND ctid < '(" + std::to_string(c.end_page) + ",0)'::tid";
-  }
+  std::string key = apply::quote_ident(t.key_column);
+  std::string where = c.lo ? key + " >= " + std::to_string(*c.lo) : "";
+  if (c.hi) where += (where.empty() ? "" : " AND ") + key + " < " + std::to_string(*c.hi);
+  if (!where.empty()) sql += " WHERE " + where;
   return sql + ") TO STDOUT (FORMAT binary)";
 }
 
@@ -65,6 +118,58 @@ std::string chunk_write_sql(const TableToCopy& t) {
   // generated ones, which is the same (empty) list.
   std::string cols = column_list(t);
   return "COPY " + qualified(t) + (cols.empty() ? "" : " (" + cols + ")") + " FROM STDIN (FORMAT binary)";
+}
+
+std::string chunk_range_text(const Chunk& c) {
+  if (!c.lo && !c.hi) return "all";
+  return (c.lo ? std::to_string(*c.lo) : "") + "-" + (c.hi ? std::to_string(*c.hi - 1) : "");
+}
+
+void create_chunk_table(const pg::Connection& target) {
+  target.exec("CREATE TABLE IF NOT EXISTS dts.copy_chunk (slot text NOT NULL, relid oid NOT NULL, chunk int NOT NULL, "
+              "table_name text NOT NULL, key_column text NOT NULL, lo bigint, hi bigint, "
+              "attempts int NOT NULL DEFAULT 0, snapshot text, snapshot_lsn pg_lsn, rows bigint, bytes bigint, "
+              "done_at timestamptz, PRIMARY KEY (slot, relid, chunk))");
+}
+
+void save_plan(const pg::Connection& target, const std::string& slot, const std::vector<TableToCopy>& tables,
+               const std::vector<Chunk>& chunks) {
+  target.exec("BEGIN");
+  target.exec_params("DELETE FROM dts.copy_chunk WHERE slot = $1", {slot});
+  for (const Chunk& c : chunks) {
+    const TableToCopy& t = tables[c.table];
+    target.exec_params("INSERT INTO dts.copy_chunk (slot, relid, chunk, table_name, key_column, lo, hi) "
+                       "VALUES ($1, $2, $3, $4, $5, NULLIF($6, '')::bigint, NULLIF($7, '')::bigint)",
+                       {slot, std::to_string(t.oid), std::to_string(c.index), qualified(t), t.key_column,
+                        bound_param(c.lo), bound_param(c.hi)});
+  }
+  target.exec("COMMIT");
+}
+
+std::vector<Chunk> load_plan(const pg::Connection& target, const std::string& slot,
+                             const std::vector<TableToCopy>& tables) {
+  std::vector<Chunk> chunks;
+  pg::Result r = target.exec_params(
+      "SELECT relid, chunk, lo, hi, attempts, snapshot IS NOT NULL, coalesce(rows, 0), coalesce(bytes, 0) "
+      "FROM dts.copy_chunk WHERE slot = $1 ORDER BY relid, chunk", {slot});
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    auto oid = static_cast<uint32_t>(std::strtoul(PQgetvalue(r.get(), i, 0), nullptr, 10));
+    auto t = std::find_if(tables.begin(), tables.end(), [oid](const TableToCopy& x) { return x.oid == oid; });
+    if (t == tables.end())
+      throw Error(ErrorKind::kConfig, "the saved plan of the copy names a table the source no longer has (oid " +
+                                          std::to_string(oid) + "): cancel the migration and start it again");
+    Chunk c;
+    c.table = static_cast<size_t>(t - tables.begin());
+    c.index = std::atoi(PQgetvalue(r.get(), i, 1));
+    if (!PQgetisnull(r.get(), i, 2)) c.lo = std::strtoll(PQgetvalue(r.get(), i, 2), nullptr, 10);
+    if (!PQgetisnull(r.get(), i, 3)) c.hi = std::strtoll(PQgetvalue(r.get(), i, 3), nullptr, 10);
+    c.done = std::string(PQgetvalue(r.get(), i, 5)) == "t";
+    c.redone = !c.done && std::atoi(PQgetvalue(r.get(), i, 4)) > 0;
+    c.rows = std::strtoull(PQgetvalue(r.get(), i, 6), nullptr, 10);
+    c.bytes = std::strtoull(PQgetvalue(r.get(), i, 7), nullptr, 10);
+    chunks.push_back(c);
+  }
+  return chunks;
 }
 
 namespace {
@@ -105,8 +210,17 @@ class Cancellable {
   std::vector<PGcancel*> mine_;
 };
 
-void copy_one(const pg::Connection& src, const pg::Connection& dst, const TableToCopy& t, Chunk& c,
-              uint64_t& bytes, const std::atomic<bool>& stop) {
+// One chunk: read in a source transaction of its own, whose snapshot is recorded with the
+// chunk in the target transaction that writes its rows.
+void copy_one(const pg::Connection& src, const pg::Connection& dst, const std::string& slot, const TableToCopy& t,
+              Chunk& c, uint64_t& bytes, const std::atomic<bool>& stop) {
+  std::vector<std::string> id = {slot, std::to_string(t.oid), std::to_string(c.index)};
+  dst.exec_params("UPDATE dts.copy_chunk SET attempts = attempts + 1 WHERE slot = $1 AND relid = $2 AND chunk = $3", id);
+  src.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+  // The snapshot is taken by this first statement; the WAL position is read after it, so every
+  // transaction it sees committed before that position.
+  pg::Result snap = src.exec("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text");
+  std::string snapshot = PQgetvalue(snap.get(), 0, 0), snapshot_lsn = PQgetvalue(snap.get(), 0, 1);
   dst.exec("BEGIN");
   pg::Result in(PQexec(dst.get(), chunk_write_sql(t).c_str()));
   if (PQresultStatus(in.get()) != PGRES_COPY_IN)
@@ -142,19 +256,22 @@ void copy_one(const pg::Connection& src, const pg::Connection& dst, const TableT
   if (PQresultStatus(dst_done.get()) != PGRES_COMMAND_OK)
     throw Error(ErrorKind::kApply, "the target rejected the data of " + qualified(t) + ": " +
                                        std::string(PQresultErrorMessage(dst_done.get())));
-  c.rows = std::strtoull(PQcmdTuples(dst_done.get()), nullptr, 10);
+  uint64_t rows = std::strtoull(PQcmdTuples(dst_done.get()), nullptr, 10);
   while (PGresult* r = PQgetResult(dst.get())) PQclear(r);
-  // One target transaction per chunk: a chunk is all there or not at all.
+  // The chunk and the record that it is done commit together: all there or not at all.
+  dst.exec_params("UPDATE dts.copy_chunk SET snapshot = $4, snapshot_lsn = $5::pg_lsn, rows = $6, bytes = $7, "
+                  "done_at = now() WHERE slot = $1 AND relid = $2 AND chunk = $3",
+                  {id[0], id[1], id[2], snapshot, snapshot_lsn, std::to_string(rows), std::to_string(c.bytes.load())});
   dst.exec("COMMIT");
+  src.exec("COMMIT");
+  c.rows = rows;
   c.done = true;
 }
 
-void worker(const std::string& source, const std::string& target, const std::string& snapshot,
+void worker(const std::string& source, const std::string& target, const std::string& slot,
             const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, Shared& sh) {
   try {
     pg::Connection src = pg::Connection::open(source, "source");
-    src.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
-    src.exec("SET TRANSACTION SNAPSHOT " + apply::quote_literal(snapshot));
     pg::Connection dst = pg::Connection::open(target, "target");
     dst.exec("SET session_replication_role = replica");
     dst.exec("SET synchronous_commit = off");
@@ -163,6 +280,7 @@ void worker(const std::string& source, const std::string& target, const std::str
       size_t i;
       {
         std::lock_guard<std::mutex> lock(sh.mu);
+        while (sh.next < chunks.size() && chunks[sh.next].done) sh.next++;
         if (sh.stop || sh.next >= chunks.size()) {
           sh.finished++;
           sh.cv.notify_all();
@@ -171,7 +289,7 @@ void worker(const std::string& source, const std::string& target, const std::str
         i = sh.next++;
       }
       uint64_t bytes = 0;
-      copy_one(src, dst, tables[chunks[i].table], chunks[i], bytes, sh.stop);
+      copy_one(src, dst, slot, tables[chunks[i].table], chunks[i], bytes, sh.stop);
       std::lock_guard<std::mutex> lock(sh.mu);
       sh.rows += chunks[i].rows;
       sh.bytes += bytes;
@@ -187,7 +305,7 @@ void worker(const std::string& source, const std::string& target, const std::str
 
 }  // namespace
 
-CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& snapshot,
+CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& slot,
                        const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs,
                        const std::function<void()>& report, const StopCheck& should_stop) {
   using Clock = std::chrono::steady_clock;
@@ -199,7 +317,7 @@ CopyResult copy_chunks(const std::string& source, const std::string& target, con
   std::exception_ptr own_error;
   try {
     for (int j = 0; j < jobs; ++j)
-      threads.emplace_back(worker, std::cref(source), std::cref(target), std::cref(snapshot), std::cref(tables),
+      threads.emplace_back(worker, std::cref(source), std::cref(target), std::cref(slot), std::cref(tables),
                            std::ref(chunks), std::ref(sh));
   } catch (...) {  // a thread could not be started
     own_error = std::current_exception();

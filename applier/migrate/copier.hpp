@@ -1,60 +1,87 @@
-// The data copy of migrate: tables copied from source to target by parallel workers, every one
-// of them reading in the snapshot the slot exported, so the copy is exactly the slot's
-// consistent point. Large tables are cut into ctid ranges copied in parallel; each chunk goes
-// as binary COPY streamed from source to target, with no staging file, in one target
-// transaction.
+// The data copy of migrate: tables copied from source to target by parallel workers in chunks,
+// each chunk read in a short transaction of its own and written, with the record that it is
+// done, in one target transaction. No snapshot is held for longer than a chunk, a copy that
+// stops resumes with the chunks that were not done, and the stream is reconciled with each
+// chunk's snapshot afterwards (apply/copy_reconciler.hpp).
+//
+// A chunk is a range of the table's key when that key is a single integer column (the applier
+// must be able to tell which chunk a row is in); any other table is one chunk.
 #ifndef DTS_APPLIER_MIGRATE_COPIER_HPP
 #define DTS_APPLIER_MIGRATE_COPIER_HPP
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "core/table_selection.hpp"
 #include "migrate/stop.hpp"
+#include "pg/connection.hpp"
 
 namespace dts::migrate {
 
 struct TableToCopy {
+  uint32_t oid = 0;  // on the source
   std::string schema;
   std::string name;
   std::vector<std::string> columns;  // stored, non-generated columns, in order
-  uint64_t pages = 0;                // relpages in the snapshot
+  uint64_t bytes = 0;
   int64_t estimated_rows = 0;
+  std::string key_column;  // a single-column int2/int4/int8 key, or empty: one chunk
+  std::optional<int64_t> key_min;
+  std::optional<int64_t> key_max;
 };
 
 struct Chunk {
-  size_t table = 0;   // index into the table list
-  uint64_t first_page = 0;
-  uint64_t end_page = 0;  // exclusive; 0 with first_page 0: the whole table
+  size_t table = 0;  // index into the table list
+  int index = 0;     // within its table
+  std::optional<int64_t> lo;  // key range [lo, hi); unset: unbounded on that side
+  std::optional<int64_t> hi;
+  bool redone = false;  // started by an earlier run that stopped before it was done
   std::atomic<uint64_t> rows{0};   // copied, known when the chunk is done
   std::atomic<uint64_t> bytes{0};  // streamed so far
   std::atomic<bool> done{false};
   Chunk() = default;
-  Chunk(const Chunk& o) : table(o.table), first_page(o.first_page), end_page(o.end_page) {}
+  Chunk(const Chunk& o)
+      : table(o.table), index(o.index), lo(o.lo), hi(o.hi), redone(o.redone), rows(o.rows.load()),
+        bytes(o.bytes.load()), done(o.done.load()) {}
 };
 
-// Cuts tables larger than `split_pages` into chunks of about that many pages.
-std::vector<Chunk> plan_chunks(const std::vector<TableToCopy>& tables, uint64_t split_pages);
+// The selected tables with rows (partitioned tables have none of their own), by oid: their
+// columns, size, and the integer key that chunks them, if they have one.
+std::vector<TableToCopy> tables_to_copy(const core::CompiledSelection& selection, const pg::Connection& source);
+
+// Key ranges of about `split_bytes` of data each for tables with an integer key, one chunk for
+// the others. The first and last ranges are open: keys outside the sampled bounds belong too.
+std::vector<Chunk> plan_chunks(const std::vector<TableToCopy>& tables, uint64_t split_bytes);
 
 // The SQL that reads one chunk from the source, and the COPY that writes it on the target.
 std::string chunk_read_sql(const TableToCopy& t, const Chunk& c);
 std::string chunk_write_sql(const TableToCopy& t);
+std::string chunk_range_text(const Chunk& c);  // "1000-1999", "-999", "5000-", "all"
+
+// dts.copy_chunk on the target: the plan of the copy of `slot`, and each chunk's completion
+// (its snapshot, the WAL position read just after it, rows and bytes).
+void create_chunk_table(const pg::Connection& target);
+void save_plan(const pg::Connection& target, const std::string& slot, const std::vector<TableToCopy>& tables,
+               const std::vector<Chunk>& chunks);
+// The plan saved by an earlier run, with what it finished; empty if there is none.
+std::vector<Chunk> load_plan(const pg::Connection& target, const std::string& slot,
+                             const std::vector<TableToCopy>& tables);
 
 struct CopyResult {
   uint64_t rows = 0;
   uint64_t bytes = 0;
 };
 
-// Copies every chunk with `jobs` workers, each in the exported snapshot. Throws dts::Error on
-// the first failure (the other workers stop).
-// `report` runs about every 500 ms on the calling thread while the workers copy. Once
-// `should_stop` (asked every 100 ms, on the calling thread) says so, the workers' queries are
-// cancelled on both sides (PQcancel), their chunks rolled back, and Stopped is thrown when every
-// worker has ended.
-CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& snapshot,
+// Copies every chunk not done with `jobs` workers. Throws dts::Error on the first failure (the
+// other workers stop after their chunk). `report` runs about every 500 ms on the calling
+// thread while the workers copy. Once `should_stop` (asked every 100 ms, on the calling
+// thread) says so, the workers' queries are cancelled on both sides (PQcancel), their chunks
+// rolled back, and Stopped is thrown when every worker has ended.
+CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& slot,
                        const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs,
                        const std::function<void()>& report, const StopCheck& should_stop);
 

@@ -27,6 +27,7 @@
 #include "follow/status.hpp"
 #include "migrate/child_process.hpp"
 #include "migrate/copier.hpp"
+#include "migrate/copy_progress.hpp"
 #include "migrate/job_lock.hpp"
 #include "pg/connection.hpp"
 
@@ -104,109 +105,6 @@ void set_phase(const pg::Connection& target, const std::string& slot, const std:
       {slot, phase, lsn});
 }
 
-// The selected tables with rows (partitioned tables have none of their own), as the source
-// sees them in the snapshot: by oid, so no name is looked up again.
-std::vector<TableToCopy> tables_to_copy(const core::CompiledSelection& selection, const pg::Connection& snap) {
-  std::vector<TableToCopy> out;
-  for (const auto& r : selection.selected) {
-    if (r.kind != 'r') continue;
-    TableToCopy tc;
-    tc.schema = r.schema;
-    tc.name = r.name;
-    std::string oid = std::to_string(r.oid);
-    pg::Result info = snap.exec_params(
-        "SELECT c.relpages, c.reltuples::bigint, pg_relation_size(c.oid) FROM pg_class c WHERE c.oid = $1", {oid});
-    if (PQntuples(info.get()) == 0) continue;  // dropped since the catalog was read (cannot happen in the snapshot)
-    uint64_t bytes = std::strtoull(PQgetvalue(info.get(), 0, 2), nullptr, 10);
-    tc.pages = bytes / kPageSize;
-    tc.estimated_rows = std::strtoll(PQgetvalue(info.get(), 0, 1), nullptr, 10);
-    pg::Result cols = snap.exec_params(
-        "SELECT attname FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped "
-        "AND attgenerated = '' ORDER BY attnum",
-        {oid});
-    for (int j = 0; j < PQntuples(cols.get()); ++j) tc.columns.push_back(PQgetvalue(cols.get(), j, 0));
-    out.push_back(std::move(tc));
-  }
-  return out;
-}
-
-std::string copy_json(const std::vector<TableToCopy>& tables, const std::vector<Chunk>& chunks, double seconds,
-                      const std::string& schema = "") {
-  rapidjson::StringBuffer buf;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
-  uint64_t rows = 0, bytes = 0;
-  size_t done = 0;
-  for (const auto& c : chunks) {
-    rows += c.rows;
-    bytes += c.bytes;
-    done += c.done ? 1 : 0;
-  }
-  w.StartObject();
-  w.Key("rows_copied");
-  w.Uint64(rows);
-  w.Key("bytes_copied");
-  w.Uint64(bytes);
-  w.Key("chunks");
-  w.Uint64(chunks.size());
-  w.Key("chunks_done");
-  w.Uint64(done);
-  w.Key("seconds");
-  w.Double(seconds);
-  if (!schema.empty()) {
-    w.Key("schema");  // how ownership and grants were restored
-    w.String(schema.c_str());
-  }
-  w.Key("tables");
-  w.StartArray();
-  for (size_t i = 0; i < tables.size(); ++i) {
-    uint64_t t_rows = 0, t_chunks = 0, t_done = 0;
-    for (const auto& c : chunks) {
-      if (c.table != i) continue;
-      t_rows += c.rows;
-      t_chunks++;
-      t_done += c.done ? 1 : 0;
-    }
-    w.StartObject();
-    w.Key("table");
-    w.String((tables[i].schema + "." + tables[i].name).c_str());
-    w.Key("estimated_rows");
-    w.Int64(std::max<int64_t>(tables[i].estimated_rows, 0));
-    w.Key("copied_rows");
-    w.Uint64(t_rows);
-    w.Key("chunks");
-    w.Uint64(t_chunks);
-    w.Key("chunks_done");
-    w.Uint64(t_done);
-    // Each chunk: its page range, estimated rows (its share of the table's estimate), copied
-    // rows (known when done) and bytes streamed so far.
-    w.Key("chunk_progress");
-    w.StartArray();
-    const TableToCopy& tt = tables[i];
-    for (const auto& c : chunks) {
-      if (c.table != i) continue;
-      uint64_t end = c.end_page != 0 ? c.end_page : std::max<uint64_t>(tt.pages, c.first_page);
-      double share = tt.pages > 0 ? static_cast<double>(end - c.first_page) / static_cast<double>(tt.pages) : 1.0;
-      w.StartObject();
-      w.Key("pages");
-      w.String((std::to_string(c.first_page) + "-" + (c.end_page != 0 ? std::to_string(c.end_page) : "end")).c_str());
-      w.Key("estimated_rows");
-      w.Int64(static_cast<int64_t>(std::max<int64_t>(tt.estimated_rows, 0) * share));
-      w.Key("copied_rows");
-      w.Uint64(c.rows);
-      w.Key("bytes");
-      w.Uint64(c.bytes);
-      w.Key("done");
-      w.Bool(c.done);
-      w.EndObject();
-    }
-    w.EndArray();
-    w.EndObject();
-  }
-  w.EndArray();
-  w.EndObject();
-  return std::string(buf.GetString(), buf.GetSize());
-}
-
 void report(const MigrateOptions& o, const std::string& phase, const std::string& copy) {
   if (!o.status_file.empty()) {
     follow::Status st;
@@ -216,38 +114,6 @@ void report(const MigrateOptions& o, const std::string& phase, const std::string
     follow::write_status_file(o.status_file, st);
   }
 }
-
-// On a terminal: a line for each table as it completes, and a bar for the copy as a whole.
-void progress_bar(const std::vector<TableToCopy>& tables, const std::vector<Chunk>& chunks,
-                  std::vector<bool>& reported, double seconds) {
-  if (isatty(STDERR_FILENO) == 0) return;
-  for (size_t t = 0; t < tables.size(); ++t) {
-    if (reported[t]) continue;
-    uint64_t rows = 0;
-    bool all = true;
-    for (const auto& c : chunks) {
-      if (c.table != t) continue;
-      all = all && c.done;
-      rows += c.rows;
-    }
-    if (!all) continue;
-    reported[t] = true;
-    std::fprintf(stderr, "\r\033[K  copied %s.%s: %llu rows\n", tables[t].schema.c_str(), tables[t].name.c_str(),
-                 static_cast<unsigned long long>(rows));
-  }
-  uint64_t bytes = 0;
-  size_t done = 0;
-  for (const auto& c : chunks) {
-    bytes += c.bytes;
-    done += c.done ? 1 : 0;
-  }
-  constexpr int kWidth = 30;
-  int filled = chunks.empty() ? kWidth : static_cast<int>(kWidth * done / chunks.size());
-  std::fprintf(stderr, "\rCOPYING [%s%s] %zu/%zu chunks %.1f MB %.1f MB/s\033[K", std::string(filled, '#').c_str(),
-               std::string(kWidth - filled, '.').c_str(), done, chunks.size(), bytes / 1e6,
-               seconds > 0 ? bytes / 1e6 / seconds : 0.0);
-}
-
 
 // check, before anything is created: FAILED items stop the start unless skipped by name.
 void run_prechecks(const MigrateOptions& o, bool restart) {
@@ -386,6 +252,211 @@ int copy_sequences(const pg::Connection& source, const pg::Connection& target, i
       {values, std::to_string(shift)}), "the number of sequences set on the target"));
 }
 
+// The follow phase's options: the stream options migrate was given, and the tables the copy
+// used (read back from the state table).
+follow::FollowOptions follow_options(const MigrateOptions& opts, const pg::Connection& target) {
+  follow::FollowOptions f;
+  f.source = opts.source;
+  f.target = opts.target;
+  f.slot = opts.slot;
+  // The user's patterns, as the copy used them: the plugin selects the same tables, and tables
+  // created later that match are streamed too. A resume reads them back from the state table.
+  pg::Result stored = target.exec_params("SELECT coalesce(tables, ''), coalesce(exclude_tables, '') "
+                                         "FROM dts.migration WHERE slot = $1", {opts.slot});
+  f.tables = PQntuples(stored.get()) > 0 ? PQgetvalue(stored.get(), 0, 0) : opts.tables;
+  f.exclude = PQntuples(stored.get()) > 0 ? PQgetvalue(stored.get(), 0, 1) : opts.exclude;
+  if (f.tables != opts.tables || f.exclude != opts.exclude)
+    spdlog::warn("the migration copied --tables \"{}\" --exclude \"{}\": following those, not the ones given now",
+                 f.tables, f.exclude);
+  core::TableSelection(f.tables, f.exclude);  // stored by an older applier: refused here if the plugin would
+  f.status_file = opts.status_file;
+  f.until_lsn = opts.until_lsn;
+  f.origin = "dts_" + opts.slot;
+  f.decoding_work_mem = opts.decoding_work_mem;
+  f.streaming = opts.streaming;
+  f.bandwidth_mb_per_s = opts.bandwidth_mb_per_s;
+  f.resume_auto = opts.resume_auto;
+  return f;
+}
+
+// What the copy works from: the tables and their chunks, as saved on the target.
+struct CopyPlan {
+  std::vector<TableToCopy> tables;
+  std::vector<Chunk> chunks;
+  std::vector<std::string> left_out;  // of the schema dumps: the tables not selected
+};
+
+// A fresh start (or a start over, when a run stopped before its plan was saved): the slot, the
+// schema's pre-data section restored in the slot's snapshot, then the plan of the copy saved on
+// the target. The slot's snapshot is let go here: each chunk is read in a snapshot of its own.
+CopyPlan start_copy(const MigrateOptions& opts, const pg::Connection& target,
+                    const core::TableSelection& table_selection, bool restart, const TempDir& work,
+                    const StopCheck& should_stop) {
+  const std::string& dir = work.path;
+  std::string origin = "dts_" + opts.slot;
+  target.exec_params("DELETE FROM dts.copy_chunk WHERE slot = $1", {opts.slot});
+  pg::Connection repl = pg::Connection::open(opts.source, "source", /*replication=*/true);
+  pg::Result exists = repl.exec("SELECT 1 FROM pg_replication_slots WHERE slot_name = " +
+                                apply::quote_literal(opts.slot));
+  if (PQntuples(exists.get()) > 0) {
+    if (!restart)
+      throw Error(ErrorKind::kConfig, "replication slot \"" + opts.slot +
+                                          "\" already exists on the source; drop it or pass another --slot");
+    repl.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot) + " WAIT");
+  }
+  target.exec_params("SELECT pg_replication_origin_drop($1) WHERE pg_replication_origin_oid($1) IS NOT NULL",
+                     {origin});
+  if (restart) spdlog::warn("the previous copy did not finish: copying again from the start");
+
+  if (should_stop()) throw Stopped("stopped before the slot was created");
+  pg::Result slot = repl.exec("CREATE_REPLICATION_SLOT " + apply::quote_ident(opts.slot) +
+                              " LOGICAL dts_decoding EXPORT_SNAPSHOT");
+  if (should_stop()) {
+    // Nothing records it yet (a later run would refuse the slot it does not know), and a
+    // cancel may already have looked for it: it goes with us.
+    repl.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot));
+    throw Stopped("stopped as the slot was created");
+  }
+  std::string consistent = PQgetvalue(slot.get(), 0, 1);
+  std::string snapshot = PQgetvalue(slot.get(), 0, 2);
+  set_phase(target, opts.slot, core::phase_name(core::Phase::kCopying), consistent);
+  report(opts, core::phase_name(core::Phase::kPreparing), "");
+  spdlog::info("slot \"{}\" consistent at {}, snapshot {}", opts.slot, consistent, snapshot);
+
+  // The selection compiled in the slot's snapshot: exactly the tables whose changes the
+  // slot streams from its consistent point on.
+  pg::Connection snap = pg::Connection::open(opts.source, "source");
+  snap.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+  snap.exec("SET TRANSACTION SNAPSHOT " + apply::quote_literal(snapshot));
+  core::CompiledSelection selection = table_selection.compile(snap);
+  if (selection.selected.empty() && !table_selection.everything())
+    throw Error(ErrorKind::kConfig, "--tables/--exclude select no table of the source");
+  target.exec_params("UPDATE dts.migration SET tables = NULLIF($2, ''), exclude_tables = NULLIF($3, '') "
+                     "WHERE slot = $1", {opts.slot, opts.tables, opts.exclude});
+  std::vector<std::string> left_out = core::left_out_of_dump(selection);
+  auto pre = dump_excluding(opts, "pre-data", dir + "/pre.dump", left_out);
+  pre.push_back("--snapshot=" + snapshot);
+  run(pre, "pg_dump of the schema (pre-data)", work, should_stop);
+  std::vector<std::string> restore = {"pg_restore", "-d", opts.target, "--section=pre-data", "--exit-on-error"};
+  for (auto& a : ownership_args(opts)) restore.push_back(a);
+  if (restart) {
+    // The attempt before may have reached post-data: its foreign keys would stop pre-data's
+    // --clean from dropping the tables they point at. (The target holds only what the
+    // migration created: check verifies it is empty before the first run.)
+    pg::Result fks = target.exec(
+        "SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname) FROM pg_constraint c "
+        "JOIN pg_namespace n ON n.oid = c.connamespace WHERE c.contype = 'f' AND n.nspname <> 'dts'");
+    for (int i = 0; i < PQntuples(fks.get()); ++i) target.exec(PQgetvalue(fks.get(), i, 0));
+    restore.insert(restore.end(), {"--clean", "--if-exists"});
+  }
+  restore.insert(restore.end(), {"-L", restore_list(dir + "/pre.dump"), dir + "/pre.dump"});
+  run(restore, "pg_restore of the schema (pre-data) into the target", work, should_stop);
+  CopyPlan plan;
+  plan.tables = tables_to_copy(selection, snap);
+  plan.left_out = left_out;
+  snap.close();
+  repl.close();  // ends the exported snapshot; the slot stays
+  plan.chunks = plan_chunks(plan.tables, opts.split_larger_than);
+  save_plan(target, opts.slot, plan.tables, plan.chunks);
+  return plan;
+}
+
+// A run that stopped after its plan was saved: the same slot, the same chunks, those done kept.
+// None if there is no plan, or its slot is gone (the copy starts over).
+std::optional<CopyPlan> saved_plan(const MigrateOptions& opts, const pg::Connection& target, const std::string& phase) {
+  if (phase.empty() || target.query_value("SELECT count(*) FROM dts.copy_chunk WHERE slot = $1", {opts.slot}) == "0")
+    return std::nullopt;
+  pg::Connection source = pg::Connection::open(opts.source, "source");
+  if (source.query_value("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", {opts.slot}) == "0") {
+    spdlog::warn("the copy's slot \"{}\" is gone from the source: copying again from the start", opts.slot);
+    return std::nullopt;
+  }
+  pg::Result stored = target.exec_params("SELECT coalesce(tables, ''), coalesce(exclude_tables, '') "
+                                         "FROM dts.migration WHERE slot = $1", {opts.slot});
+  core::TableSelection selection(PQgetvalue(stored.get(), 0, 0), PQgetvalue(stored.get(), 0, 1));
+  core::CompiledSelection compiled = selection.compile(source);
+  CopyPlan plan;
+  plan.tables = tables_to_copy(compiled, source);
+  plan.chunks = load_plan(target, opts.slot, plan.tables);
+  plan.left_out = core::left_out_of_dump(compiled);
+  size_t done = std::count_if(plan.chunks.begin(), plan.chunks.end(), [](const Chunk& c) { return c.done.load(); });
+  size_t redone = std::count_if(plan.chunks.begin(), plan.chunks.end(), [](const Chunk& c) { return c.redone; });
+  spdlog::info("resuming the copy: {} of {} chunks were done; {} were in flight and are copied again", done,
+               plan.chunks.size(), redone);
+  return plan;
+}
+
+// The chunks not done, then the post-data section (indexes, constraints) and the sequences.
+// Returns the copy's summary.
+std::string copy_and_build(const MigrateOptions& opts, const pg::Connection& target, CopyPlan& plan,
+                           bool building_started, const TempDir& work, const StopCheck& should_stop) {
+  const std::string& dir = work.path;
+  std::vector<TableToCopy>& tables = plan.tables;
+  std::vector<Chunk>& chunks = plan.chunks;
+  auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  CopyFigures figures;
+  if (!building_started) {
+    SnapshotWatch watch(opts.source, job_application_name(opts.slot), opts.slot);
+    std::vector<bool> reported(tables.size(), false);
+    CopyResult copied = copy_chunks(opts.source, opts.target, opts.slot, tables, chunks, opts.jobs, [&] {
+      watch.sample();
+      figures.seconds = elapsed();
+      figures.longest_snapshot_seconds = watch.longest_seconds();
+      report(opts, core::phase_name(core::Phase::kCopying), copy_json(tables, chunks, figures));
+      progress_bar(tables, chunks, reported, elapsed());
+    }, should_stop);
+    watch.sample();
+    progress_bar(tables, chunks, reported, elapsed());
+    if (isatty(STDERR_FILENO) != 0) std::fputc('\n', stderr);
+    figures.longest_snapshot_seconds = watch.longest_seconds();
+    spdlog::info("copied {} rows of {} tables in {} chunks ({:.1f} MB) in {:.1f} s; the longest snapshot held on "
+                 "the source: {:.1f} s", copied.rows, tables.size(), chunks.size(), copied.bytes / 1e6, elapsed(),
+                 watch.longest_seconds());
+    set_phase(target, opts.slot, core::phase_name(core::Phase::kBuildingIndexes), "");
+  }
+  figures.seconds = elapsed();
+  figures.schema = ownership_summary(opts, target.query_value("SELECT current_user"));
+  std::string summary = copy_json(tables, chunks, figures);
+  report(opts, core::phase_name(core::Phase::kBuildingIndexes), summary);
+  run(dump_excluding(opts, "post-data", dir + "/post.dump", plan.left_out), "pg_dump of the schema (post-data)", work,
+      should_stop);
+  std::vector<std::string> post = {"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
+                                   std::to_string(std::max(1, opts.jobs))};
+  for (auto& a : ownership_args(opts)) post.push_back(a);
+  // A run that stopped while building them left some: they are dropped and built again.
+  if (building_started) post.insert(post.end(), {"--clean", "--if-exists"});
+  post.insert(post.end(), {"-L", restore_list(dir + "/post.dump"), dir + "/post.dump"});
+  run(post, "pg_restore of indexes and constraints (post-data) into the target", work, should_stop);
+  spdlog::info("schema restored: {}", figures.schema);
+  pg::Connection source = pg::Connection::open(opts.source, "source");
+  copy_sequences(source, target, 0);
+  // Mode full still applies the changes made during the copy (finish_full_copy).
+  set_phase(target, opts.slot, core::phase_name(opts.incremental ? core::Phase::kStreaming : core::Phase::kCatchingUp),
+            "");
+  return summary;
+}
+
+// Mode full: the chunks were read in snapshots of their own, so the copy is one consistent
+// state only once the stream has been applied up to the latest of them; then the slot goes.
+int finish_full_copy(const MigrateOptions& opts, const pg::Connection& target, const std::string& summary,
+                     const std::atomic<bool>& stop) {
+  std::string horizon = target.query_value(
+      "SELECT coalesce(max(snapshot_lsn), '0/0')::text FROM dts.copy_chunk WHERE slot = $1", {opts.slot});
+  follow::FollowOptions f = follow_options(opts, target);
+  f.until_lsn = parse_lsn(horizon);
+  f.copy_json = summary;
+  spdlog::info("mode full: applying the changes made during the copy, up to {}", horizon);
+  int rc = follow::run_follow(f, stop);
+  if (rc != follow::kExitOk || stop.load()) return rc;
+  set_phase(target, opts.slot, core::phase_name(core::Phase::kDone), "");
+  report(opts, core::phase_name(core::Phase::kStopped), summary);
+  pg::Connection repl = pg::Connection::open(opts.source, "source", true);
+  repl.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot));
+  spdlog::info("mode full: done, slot dropped");
+  return follow::kExitOk;
+}
+
 int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
   // Every session of the job, the tools' included, says whose it is (see job_lock.hpp).
   setenv("PGAPPNAME", job_application_name(opts.slot).c_str(), 1);
@@ -415,134 +486,26 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       spdlog::info("migration with slot \"{}\" was completed (cut over); nothing to do", opts.slot);
       return follow::kExitOk;
     }
-    if (core::parse_phase(phase) != core::Phase::kStreaming && core::parse_phase(phase) != core::Phase::kDone) {
-      bool restart = !phase.empty();
-      run_prechecks(opts, restart);
-      TempDir work;  // before the slot: a TMPDIR that cannot be used leaves nothing behind
-      const std::string& dir = work.path;
-      // A copy that did not finish is started again from the beginning: its slot and origin
-      // go, and pre-data recreates the tables empty (no half-copied table survives).
-      pg::Connection repl = pg::Connection::open(opts.source, "source", /*replication=*/true);
-      pg::Result exists = repl.exec("SELECT 1 FROM pg_replication_slots WHERE slot_name = " +
-                                    apply::quote_literal(opts.slot));
-      if (PQntuples(exists.get()) > 0) {
-        if (!restart)
-          throw Error(ErrorKind::kConfig, "replication slot \"" + opts.slot +
-                                              "\" already exists on the source; drop it or pass another --slot");
-        repl.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot) + " WAIT");
-      }
-      target.exec_params("SELECT pg_replication_origin_drop($1) WHERE pg_replication_origin_oid($1) IS NOT NULL",
-                         {origin});
-      if (restart) spdlog::warn("the previous copy did not finish: copying again from the start");
-
-      if (should_stop()) throw Stopped("stopped before the slot was created");
-      pg::Result slot = repl.exec("CREATE_REPLICATION_SLOT " + apply::quote_ident(opts.slot) +
-                                  " LOGICAL dts_decoding EXPORT_SNAPSHOT");
-      if (should_stop()) {
-        // Nothing records it yet (a later run would refuse the slot it does not know), and a
-        // cancel may already have looked for it: it goes with us.
-        repl.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot));
-        throw Stopped("stopped as the slot was created");
-      }
-      std::string consistent = PQgetvalue(slot.get(), 0, 1);
-      std::string snapshot = PQgetvalue(slot.get(), 0, 2);
-      set_phase(target, opts.slot, core::phase_name(core::Phase::kCopying), consistent);
-      report(opts, core::phase_name(core::Phase::kPreparing), "");
-      spdlog::info("slot \"{}\" consistent at {}, snapshot {}", opts.slot, consistent, snapshot);
-
-      // The selection compiled in the slot's snapshot: exactly the tables whose changes the
-      // slot streams from its consistent point on.
-      pg::Connection snap = pg::Connection::open(opts.source, "source");
-      snap.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
-      snap.exec("SET TRANSACTION SNAPSHOT " + apply::quote_literal(snapshot));
-      core::CompiledSelection selection = table_selection.compile(snap);
-      if (selection.selected.empty() && !table_selection.everything())
-        throw Error(ErrorKind::kConfig, "--tables/--exclude select no table of the source");
-      target.exec_params("UPDATE dts.migration SET tables = NULLIF($2, ''), exclude_tables = NULLIF($3, '') "
-                         "WHERE slot = $1", {opts.slot, opts.tables, opts.exclude});
-      std::vector<std::string> left_out = core::left_out_of_dump(selection);
-      auto pre = dump_excluding(opts, "pre-data", dir + "/pre.dump", left_out);
-      pre.push_back("--snapshot=" + snapshot);
-      run(pre, "pg_dump of the schema (pre-data)", work, should_stop);
-      std::vector<std::string> restore = {"pg_restore", "-d", opts.target, "--section=pre-data", "--exit-on-error"};
-      for (auto& a : ownership_args(opts)) restore.push_back(a);
-      if (restart) {
-        // The attempt before may have reached post-data: its foreign keys would stop pre-data's
-        // --clean from dropping the tables they point at. (The target holds only what the
-        // migration created: check verifies it is empty before the first run.)
-        pg::Result fks = target.exec(
-            "SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname) FROM pg_constraint c "
-            "JOIN pg_namespace n ON n.oid = c.connamespace WHERE c.contype = 'f' AND n.nspname <> 'dts'");
-        for (int i = 0; i < PQntuples(fks.get()); ++i) target.exec(PQgetvalue(fks.get(), i, 0));
-        restore.insert(restore.end(), {"--clean", "--if-exists"});
-      }
-      restore.insert(restore.end(), {"-L", restore_list(dir + "/pre.dump"), dir + "/pre.dump"});
-      run(restore, "pg_restore of the schema (pre-data) into the target", work, should_stop);
-
-      std::vector<TableToCopy> tables = tables_to_copy(selection, snap);
-      snap.close();
-      std::vector<Chunk> chunks = plan_chunks(tables, opts.split_larger_than / kPageSize);
-      auto t0 = std::chrono::steady_clock::now();
-      auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-      std::vector<bool> reported(tables.size(), false);
-      CopyResult copied = copy_chunks(opts.source, opts.target, snapshot, tables, chunks, opts.jobs, [&] {
-        report(opts, core::phase_name(core::Phase::kCopying), copy_json(tables, chunks, elapsed()));
-        progress_bar(tables, chunks, reported, elapsed());
-      }, should_stop);
-      progress_bar(tables, chunks, reported, elapsed());
-      double secs = elapsed();
-      if (isatty(STDERR_FILENO) != 0) std::fputc('\n', stderr);
-      std::string summary = copy_json(tables, chunks, secs, ownership_summary(opts, target.query_value("SELECT current_user")));
-      report(opts, core::phase_name(core::Phase::kBuildingIndexes), summary);
-      repl.close();  // the snapshot is no longer needed
-      spdlog::info("copied {} rows of {} tables in {} chunks ({:.1f} MB) in {:.1f} s", copied.rows, tables.size(),
-                   chunks.size(), copied.bytes / 1e6, secs);
-
-      run(dump_excluding(opts, "post-data", dir + "/post.dump", left_out), "pg_dump of the schema (post-data)", work,
-          should_stop);
-      std::vector<std::string> post = {"pg_restore", "-d", opts.target, "--section=post-data", "--exit-on-error", "-j",
-                                       std::to_string(std::max(1, opts.jobs))};
-      for (auto& a : ownership_args(opts)) post.push_back(a);
-      post.insert(post.end(), {"-L", restore_list(dir + "/post.dump"), dir + "/post.dump"});
-      run(post, "pg_restore of indexes and constraints (post-data) into the target", work, should_stop);
-      spdlog::info("schema restored: {}", ownership_summary(opts, target.query_value("SELECT current_user")));
-      pg::Connection source = pg::Connection::open(opts.source, "source");
-      copy_sequences(source, target, 0);
-      set_phase(target, opts.slot, core::phase_name(opts.incremental ? core::Phase::kStreaming : core::Phase::kDone), "");
-      copy_summary = summary;
-      if (!opts.incremental) report(opts, core::phase_name(core::Phase::kStopped), summary);
-      if (!opts.incremental) {
-        pg::Connection repl2 = pg::Connection::open(opts.source, "source", true);
-        repl2.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot));
-        spdlog::info("mode full: done, slot dropped");
-        return follow::kExitOk;
-      }
-    } else if (core::parse_phase(phase) == core::Phase::kDone) {
+    std::optional<core::Phase> at = core::parse_phase(phase);
+    if (at == core::Phase::kDone) {
       spdlog::info("migration with slot \"{}\" already done", opts.slot);
       return follow::kExitOk;
     }
+    if (at != core::Phase::kStreaming && at != core::Phase::kCatchingUp) {
+      run_prechecks(opts, !phase.empty());
+      TempDir work;  // before the slot: a TMPDIR that cannot be used leaves nothing behind
+      create_chunk_table(target);
+      std::optional<CopyPlan> plan = saved_plan(opts, target, phase);
+      if (!plan) plan = start_copy(opts, target, table_selection, !phase.empty(), work, should_stop);
+      copy_summary = copy_and_build(opts, target, *plan, at == core::Phase::kBuildingIndexes, work, should_stop);
+    }
+    if (!opts.incremental) {
+      if (copy_summary.empty())
+        copy_summary = target.query_value("SELECT coalesce(copy_summary, '') FROM dts.migration WHERE slot = $1", {opts.slot});
+      return finish_full_copy(opts, target, copy_summary, stop);
+    }
 
-    follow::FollowOptions f;
-    f.source = opts.source;
-    f.target = opts.target;
-    f.slot = opts.slot;
-    // The user's patterns, as the copy used them: the plugin selects the same tables, and tables
-    // created later that match are streamed too. A resume reads them back from the state table.
-    pg::Result stored = target.exec_params("SELECT coalesce(tables, ''), coalesce(exclude_tables, '') "
-                                           "FROM dts.migration WHERE slot = $1", {opts.slot});
-    f.tables = PQntuples(stored.get()) > 0 ? PQgetvalue(stored.get(), 0, 0) : opts.tables;
-    f.exclude = PQntuples(stored.get()) > 0 ? PQgetvalue(stored.get(), 0, 1) : opts.exclude;
-    if (f.tables != opts.tables || f.exclude != opts.exclude)
-      spdlog::warn("the migration copied --tables \"{}\" --exclude \"{}\": following those, not the ones given now",
-                   f.tables, f.exclude);
-    core::TableSelection(f.tables, f.exclude);  // stored by an older applier: refused here if the plugin would
-    f.status_file = opts.status_file;
-    f.until_lsn = opts.until_lsn;
-    f.origin = origin;
-    f.decoding_work_mem = opts.decoding_work_mem;
-    f.streaming = opts.streaming;
-    f.bandwidth_mb_per_s = opts.bandwidth_mb_per_s;
-    f.resume_auto = opts.resume_auto;
+    follow::FollowOptions f = follow_options(opts, target);
     if (!copy_summary.empty())
       target.exec_params("UPDATE dts.migration SET copy_summary = $2 WHERE slot = $1", {opts.slot, copy_summary});
     else

@@ -294,7 +294,7 @@ void write_job_model(Writer& w, const Job& job) {
           int64_t cs = int_of(c, "copied_rows");
           w.StartObject();
           key_string(w, "id", "history-" + table + "#" + std::to_string(n++));
-          key_string(w, "pages", string_of(c, "pages"));
+          key_string(w, "range", string_of(c, "range"));  // of the key, or "all"
           w.Key("estimatedRows");
           w.Int64(std::max(int_of(c, "estimated_rows"), cs));
           w.Key("syncedRows");

@@ -1,0 +1,82 @@
+// Reconciles the change stream with a copy made of chunks, each read in a snapshot of its own.
+//
+// Every chunk of the copy records the snapshot it was read in. A change the stream brings for a
+// row of a copied chunk is already in the chunk exactly when that snapshot sees the change's
+// transaction: then it is skipped, otherwise applied on top. For each row, the transactions
+// that changed it are ordered (each waited for the previous one's row lock), so a snapshot sees
+// a prefix of them, and "skip what the snapshot sees, apply the rest" leaves the row as the
+// source has it. WAL order alone could not decide it: a commit can be in the WAL and not yet
+// visible. See docs/architecture.md ("The copy and the stream").
+//
+// A chunk is a range of a single integer key column, so that the applier can tell which chunk a
+// row is in by comparing numbers; a table without such a key is one chunk.
+#ifndef DTS_APPLIER_APPLY_COPY_RECONCILER_HPP
+#define DTS_APPLIER_APPLY_COPY_RECONCILER_HPP
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/lsn.hpp"
+#include "decode/decoder.hpp"
+#include "pg/connection.hpp"
+#include "pg/snapshot.hpp"
+
+namespace dts::apply {
+
+struct CopiedChunk {
+  std::optional<int64_t> lo;  // the key range [lo, hi); unset: unbounded on that side
+  std::optional<int64_t> hi;
+  pg::Snapshot snapshot;
+};
+
+struct CopiedTable {
+  std::string key_column;  // empty: the table is one chunk
+  std::vector<CopiedChunk> chunks;  // by lo
+};
+
+// What becomes of a change of a copied table.
+enum class RowFate {
+  kApply,      // its chunk does not hold it
+  kSkip,       // its chunk holds it already
+  kDeleteOld,  // an UPDATE moving the row into a chunk that holds it, out of one that does not
+  kInsertNew,  // an UPDATE moving the row out of a chunk that holds it, into one that does not
+};
+
+class CopyReconciler {
+ public:
+  // The chunks copied for the migration of `slot` (dts.copy_chunk on the target). Nothing to
+  // reconcile once the stream resumes at or past every chunk's snapshot.
+  void load(const pg::Connection& target, const std::string& slot, Lsn resume);
+  void add(uint32_t relid, CopiedTable table, Lsn snapshot_lsn);  // for tests and load()
+
+  bool active() const { return !tables_.empty(); }
+  // A source transaction begins. Committed at or after the WAL position every chunk was read
+  // at, it is in no chunk: reconciliation is over.
+  void begin(uint32_t xid, Lsn commit_lsn);
+  void begin_streamed(uint32_t xid) { xid_ = xid; }
+
+  // Whether the current transaction's change of this row is already in the copy: the row's key
+  // is `key` (new or old values, as `key_only` says how they are laid out).
+  bool copied(const decode::Relation& rel, const decode::Values& values, bool key_only) const;
+  RowFate fate(const decode::RowChange& row) const;
+  // A truncate: the rows of a chunk whose snapshot saw it came after it, those of a chunk that
+  // did not are older and go. Keeps in `relations` the tables to truncate whole and returns
+  // the DELETEs that remove the older chunks of the others.
+  std::vector<std::string> truncate(std::vector<const decode::Relation*>& relations) const;
+  const CopiedTable* table(uint32_t relid) const;
+
+ private:
+  std::unordered_map<uint32_t, CopiedTable> tables_;
+  Lsn horizon_ = 0;  // the latest WAL position a chunk was read at
+  uint32_t xid_ = 0;
+};
+
+// A key value as the stream carries it (int2/int4/int8), as a number; nothing for anything else.
+std::optional<int64_t> integer_key(const decode::Column& column, const protocol::Value& value);
+
+}  // namespace dts::apply
+
+#endif

@@ -1,0 +1,141 @@
+// The copy's snapshots and the reconciliation of the stream with them.
+#include <gtest/gtest.h>
+
+#include "apply/copy_reconciler.hpp"
+#include "pg/snapshot.hpp"
+
+using dts::apply::CopiedChunk;
+using dts::apply::CopiedTable;
+using dts::apply::CopyReconciler;
+using dts::apply::RowFate;
+using dts::pg::Snapshot;
+namespace proto = dts::protocol;
+
+TEST(Snapshot, ParsesAndDecidesVisibility) {
+  auto s = Snapshot::parse("100:110:103,105");
+  ASSERT_TRUE(s.has_value());
+  EXPECT_TRUE(s->sees(99));    // before xmin
+  EXPECT_TRUE(s->sees(104));   // between, not in progress
+  EXPECT_FALSE(s->sees(103));  // in progress when taken
+  EXPECT_FALSE(s->sees(110));  // at xmax: started after
+  EXPECT_FALSE(s->sees(200));
+  EXPECT_EQ(s->text(), "100:110:103,105");
+}
+
+TEST(Snapshot, WidensIdsAcrossAnEpoch) {
+  // xmax just past 2^32: 32-bit ids near 2^32 are the previous epoch's, small ones this one's.
+  uint64_t epoch = 1ull << 32;
+  auto s = Snapshot::parse(std::to_string(epoch - 10) + ":" + std::to_string(epoch + 5) + ":" + std::to_string(epoch + 1));
+  ASSERT_TRUE(s.has_value());
+  EXPECT_TRUE(s->sees(0xFFFFFFF8u));  // epoch - 8: committed
+  EXPECT_TRUE(s->sees(0));            // epoch + 0
+  EXPECT_FALSE(s->sees(1));           // epoch + 1: in progress
+  EXPECT_FALSE(s->sees(5));           // xmax
+}
+
+TEST(Snapshot, RefusesMalformedText) {
+  for (const char* bad : {"", "1", "1:2", "a:2:", "5:3:", "1:2:x", "1:2:3,,4"})
+    EXPECT_FALSE(Snapshot::parse(bad).has_value()) << bad;
+  EXPECT_TRUE(Snapshot::parse("1:2:").has_value());
+}
+
+namespace {
+
+dts::decode::Relation relation() {
+  dts::decode::Relation rel;
+  rel.relid = 42;
+  rel.schema = "public";
+  rel.name = "t";
+  dts::decode::Column id{"id", 23, -1, "int4", true};
+  dts::decode::Column v{"v", 25, -1, "text", false};
+  rel.columns = {id, v};
+  rel.key_columns = {0};
+  return rel;
+}
+
+proto::Value int_value(int64_t v) {
+  proto::Value out;
+  out.kind = proto::ValueKind::kInt;
+  out.int_value = v;
+  return out;
+}
+
+CopiedChunk chunk(std::optional<int64_t> lo, std::optional<int64_t> hi, const char* snapshot) {
+  CopiedChunk c;
+  c.lo = lo;
+  c.hi = hi;
+  c.snapshot = *Snapshot::parse(snapshot);
+  return c;
+}
+
+// Chunk [-inf, 100) read before transaction 500 committed, [100, +inf) after it.
+CopyReconciler two_chunks() {
+  CopyReconciler r;
+  CopiedTable t;
+  t.key_column = "id";
+  t.chunks = {chunk(100, std::nullopt, "400:600:"), chunk(std::nullopt, 100, "400:500:")};
+  r.add(42, t, 1000);
+  return r;
+}
+
+}  // namespace
+
+TEST(CopyReconciler, SkipsWhatTheRowsChunkSaw) {
+  auto rel = relation();
+  CopyReconciler r = two_chunks();
+  dts::decode::Values row = {int_value(5), proto::Value{}};
+  dts::decode::Values high = {int_value(150), proto::Value{}};
+  r.begin(500, 900);
+  EXPECT_FALSE(r.copied(rel, row, false));  // its chunk was read before 500 committed
+  EXPECT_TRUE(r.copied(rel, high, false));  // this one after
+  r.begin(450, 900);
+  EXPECT_TRUE(r.copied(rel, row, false));
+  r.begin(600, 950);
+  EXPECT_FALSE(r.copied(rel, high, false));
+  EXPECT_TRUE(r.active());
+  r.begin(601, 1000);  // committed at the latest chunk's position: in no chunk
+  EXPECT_FALSE(r.active());
+}
+
+TEST(CopyReconciler, AnUpdateMovingARowBetweenChunksBecomesTheMissingHalf) {
+  auto rel = relation();
+  CopyReconciler r = two_chunks();
+  r.begin(500, 900);
+  dts::decode::Values low = {int_value(5), proto::Value{}};
+  dts::decode::Values high = {int_value(150), proto::Value{}};
+  dts::decode::Values low_key = {int_value(5)};
+  dts::decode::Values high_key = {int_value(150)};
+  // 5 -> 150: the high chunk holds the new row, the low one still the old: delete the old.
+  dts::decode::RowChange up{dts::decode::RowKind::kUpdate, &rel, proto::OldTuple::kKey, &low_key, &high};
+  EXPECT_EQ(r.fate(up), RowFate::kDeleteOld);
+  // 150 -> 5: the high chunk has lost the row, the low one does not have it yet: insert it.
+  dts::decode::RowChange down{dts::decode::RowKind::kUpdate, &rel, proto::OldTuple::kKey, &high_key, &low};
+  EXPECT_EQ(r.fate(down), RowFate::kInsertNew);
+  dts::decode::RowChange same{dts::decode::RowKind::kUpdate, &rel, proto::OldTuple::kNone, nullptr, &low};
+  EXPECT_EQ(r.fate(same), RowFate::kApply);
+}
+
+TEST(CopyReconciler, ATruncateKeepsTheChunksThatSawIt) {
+  auto rel = relation();
+  CopyReconciler r = two_chunks();
+  std::vector<const dts::decode::Relation*> rels = {&rel};
+  r.begin(500, 900);
+  std::vector<std::string> deletes = r.truncate(rels);
+  EXPECT_TRUE(rels.empty());
+  ASSERT_EQ(deletes.size(), 1u);
+  EXPECT_EQ(deletes[0], "DELETE FROM \"public\".\"t\" WHERE \"id\" < 100");
+  rels = {&rel};
+  r.begin(700, 950);  // seen by neither: the whole table goes
+  EXPECT_TRUE(r.truncate(rels).empty());
+  EXPECT_EQ(rels.size(), 1u);
+}
+
+TEST(CopyReconciler, TablesOutsideTheCopyAreApplied) {
+  auto rel = relation();
+  rel.relid = 7;
+  CopyReconciler r = two_chunks();
+  r.begin(450, 900);
+  dts::decode::Values row = {int_value(5), proto::Value{}};
+  dts::decode::RowChange ins{dts::decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row};
+  EXPECT_EQ(r.fate(ins), RowFate::kApply);
+}
