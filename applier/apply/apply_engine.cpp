@@ -6,6 +6,7 @@
 
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
+#include "pg/snapshot.hpp"
 #include "dts/protocol.h"
 
 namespace dts::apply {
@@ -77,7 +78,8 @@ ApplyEngine::ApplyEngine(std::string target_conninfo, std::string client_encodin
 
 ApplyEngine::~ApplyEngine() = default;
 
-void ApplyEngine::reconcile_with_copy(const std::string& slot) {
+void ApplyEngine::reconcile_with_copy(const std::string& slot, const std::string& source) {
+  source_conninfo_ = source;
   reconciler_.load(catalog_, slot, resume_lsn_);
   if (reconciler_.active()) spdlog::info("reconciling the stream with the chunks of the copy");
 }
@@ -205,8 +207,8 @@ void ApplyEngine::on_begin(uint32_t xid, Lsn final_lsn, int64_t) {
   if (reconciler_.active()) {
     reconciler_.begin(xid, final_lsn);
     if (!reconciler_.active())
-      spdlog::info("the stream is past every chunk of the copy: {} changes were already in their chunks",
-                   changes_in_copy_);
+      spdlog::info("the stream is past every chunk of the copy: {} changes were already in their chunks, {} "
+                   "rows were read again from the source", changes_in_copy_, rows_read_again_);
   }
   // Applied before a restart: the origin's progress is past it. (The server skips such
   // transactions when we start from that progress; this guards the overlap anyway.)
@@ -396,9 +398,43 @@ bool ApplyEngine::reconcile_row(const decode::RowChange& row) {
       apply_row(decode::RowChange{decode::RowKind::kInsert, row.relation, proto::OldTuple::kNone, nullptr,
                                   row.new_values});
       break;
+    case RowFate::kReadNew: read_row_again(row); break;
   }
   changes_in_copy_++;
   return true;
+}
+
+// The row an UPDATE moved into a chunk that does not hold it, out of one that no longer does,
+// without its unchanged large values: nothing here has them, so the row is read again from the
+// source as it is now, in a snapshot that from then on decides for its key (a later change
+// the snapshot saw is in the row read; one it did not see is applied on top).
+void ApplyEngine::read_row_again(const decode::RowChange& row) {
+  const decode::Relation& rel = *row.relation;
+  std::optional<int64_t> key = reconciler_.new_key(row);
+  if (!key) throw Error(ErrorKind::kInternal, "no integer key to read " + qualified_name(rel) + " again by");
+  if (!source_) source_ = pg::Connection::open(source_conninfo_, "source");
+  std::string cols, key_column = reconciler_.table(rel.relid)->key_column;
+  for (const auto& c : rel.columns) cols += (cols.empty() ? "" : ", ") + quote_ident(c.name);
+  source_.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+  pg::Result snap = source_.exec("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text");
+  pg::Result found = source_.exec_params("SELECT " + cols + " FROM ONLY " + qualified_name(rel) + " WHERE " +
+                                             quote_ident(key_column) + " = $1",
+                                         {std::to_string(*key)});
+  source_.exec("COMMIT");
+  rows_read_again_++;
+  auto snapshot = pg::Snapshot::parse(PQgetvalue(snap.get(), 0, 0));
+  if (!snapshot) throw Error(ErrorKind::kSource, "the source gave a malformed snapshot");
+  reconciler_.add_row_read(rel.relid, *key, std::move(*snapshot), parse_lsn(PQgetvalue(snap.get(), 0, 1)).value_or(0));
+  if (PQntuples(found.get()) == 0) return;  // gone since: a later change the snapshot saw removed it
+  decode::Values values(rel.columns.size());
+  for (size_t i = 0; i < rel.columns.size(); ++i) {
+    if (PQgetisnull(found.get(), 0, static_cast<int>(i))) continue;  // kNull
+    values[i].kind = proto::ValueKind::kText;
+    values[i].bytes = proto::Bytes{reinterpret_cast<const uint8_t*>(PQgetvalue(found.get(), 0, static_cast<int>(i))),
+                                   static_cast<uint32_t>(PQgetlength(found.get(), 0, static_cast<int>(i)))};
+  }
+  apply_row(decode::RowChange{decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &values});
+  flush_inserts();  // the values point into `found`
 }
 
 void ApplyEngine::apply_row(const decode::RowChange& row) {

@@ -46,7 +46,8 @@ class ApplyEngine : public core::Applier {
   ~ApplyEngine() override;
   // The copy of the migration of `slot` was made of chunks read in snapshots of their own:
   // changes the stream brings that a chunk already holds are skipped (copy_reconciler.hpp).
-  void reconcile_with_copy(const std::string& slot);
+  // Rows a change needs that no chunk holds are read again from `source`.
+  void reconcile_with_copy(const std::string& slot, const std::string& source);
 
   // core::Applier
   void commit_group() override;
@@ -101,6 +102,7 @@ class ApplyEngine : public core::Applier {
   void flush_inserts();
   void apply_row(const decode::RowChange& row);
   bool reconcile_row(const decode::RowChange& row);
+  void read_row_again(const decode::RowChange& row);
   bool reconcile_truncate(std::vector<const decode::Relation*>& relations);
   void apply_insert(const decode::RowChange& row);
   void apply_update(const decode::RowChange& row);
@@ -154,7 +156,10 @@ class ApplyEngine : public core::Applier {
   Lsn resume_lsn_;
 
   CopyReconciler reconciler_;
+  std::string source_conninfo_;  // for the rows read again
+  pg::Connection source_;
   uint64_t changes_in_copy_ = 0;  // skipped: their chunk of the copy already held them
+  uint64_t rows_read_again_ = 0;
   Coalescer coalesced_;
   pg::Connection catalog_;  // target, outside the pipeline: what a table has besides its key
   InsertBatch batch_;

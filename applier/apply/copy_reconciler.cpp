@@ -67,11 +67,28 @@ void CopyReconciler::add(uint32_t relid, CopiedTable table, Lsn snapshot_lsn) {
   horizon_ = std::max(horizon_, snapshot_lsn);
 }
 
+void CopyReconciler::add_row_read(uint32_t relid, int64_t key, pg::Snapshot snapshot, Lsn snapshot_lsn) {
+  rows_read_[relid][key] = std::move(snapshot);
+  horizon_ = std::max(horizon_, snapshot_lsn);
+}
+
 void CopyReconciler::begin(uint32_t xid, Lsn commit_lsn) {
   xid_ = xid;
   // Seen by a snapshot means committed before it was taken, so before the WAL insert position
   // read just after: a transaction committed at or past the latest one is in no chunk.
-  if (commit_lsn >= horizon_) tables_.clear();
+  if (commit_lsn >= horizon_) {
+    tables_.clear();
+    rows_read_.clear();
+  }
+}
+
+std::optional<int64_t> CopyReconciler::new_key(const decode::RowChange& row) const {
+  const CopiedTable* t = table(row.relation->relid);
+  if (t == nullptr || row.new_values == nullptr) return std::nullopt;
+  const decode::Relation& rel = *row.relation;
+  for (size_t col : rel.key_columns)
+    if (rel.columns[col].name == t->key_column) return integer_key(rel.columns[col], (*row.new_values)[col]);
+  return std::nullopt;
 }
 
 const CopiedTable* CopyReconciler::table(uint32_t relid) const {
@@ -90,6 +107,13 @@ bool CopyReconciler::copied(const decode::Relation& rel, const decode::Values& v
     if (rel.columns[col].name != t->key_column) continue;
     size_t at = key_only ? k : col;
     if (at < values.size()) key = integer_key(rel.columns[col], values[at]);
+  }
+  if (key) {
+    auto read = rows_read_.find(rel.relid);
+    if (read != rows_read_.end()) {
+      auto row = read->second.find(*key);
+      if (row != read->second.end()) return row->second.sees(xid_);
+    }
   }
   if (!key)
     throw Error(ErrorKind::kApply, "cannot tell which copied chunk a change of " + rel.schema + "." + rel.name +
@@ -117,11 +141,7 @@ RowFate CopyReconciler::fate(const decode::RowChange& row) const {
   if (!old_in) return RowFate::kDeleteOld;
   bool whole = std::none_of(row.new_values->begin(), row.new_values->end(),
                             [](const proto::Value& v) { return v.kind == proto::ValueKind::kUnchangedToast; });
-  if (!whole)
-    throw Error(ErrorKind::kApply, "an UPDATE of " + qualified_name(rel) +
-                                       " moved a row between two chunks of the copy, and the source did not send its "
-                                       "unchanged large values: copy the table again with resync");
-  return RowFate::kInsertNew;
+  return whole ? RowFate::kInsertNew : RowFate::kReadNew;
 }
 
 std::vector<std::string> CopyReconciler::truncate(std::vector<const decode::Relation*>& relations) const {

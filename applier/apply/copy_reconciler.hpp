@@ -43,6 +43,9 @@ enum class RowFate {
   kSkip,       // its chunk holds it already
   kDeleteOld,  // an UPDATE moving the row into a chunk that holds it, out of one that does not
   kInsertNew,  // an UPDATE moving the row out of a chunk that holds it, into one that does not
+  // The same, but the source did not send the row's unchanged large values, and no chunk has
+  // them: the row is read again from the source (add_row_read).
+  kReadNew,
 };
 
 class CopyReconciler {
@@ -51,6 +54,11 @@ class CopyReconciler {
   // reconcile once the stream resumes at or past every chunk's snapshot.
   void load(const pg::Connection& target, const std::string& slot, Lsn resume);
   void add(uint32_t relid, CopiedTable table, Lsn snapshot_lsn);  // for tests and load()
+  // One row read again from the source in `snapshot` (taken before `snapshot_lsn`): for that
+  // key, the snapshot decides from now on, as a chunk of one row.
+  void add_row_read(uint32_t relid, int64_t key, pg::Snapshot snapshot, Lsn snapshot_lsn);
+  // The integer key of a change's new row, for add_row_read.
+  std::optional<int64_t> new_key(const decode::RowChange& row) const;
 
   bool active() const { return !tables_.empty(); }
   // A source transaction begins. Committed at or after the WAL position every chunk was read
@@ -70,6 +78,7 @@ class CopyReconciler {
 
  private:
   std::unordered_map<uint32_t, CopiedTable> tables_;
+  std::unordered_map<uint32_t, std::unordered_map<int64_t, pg::Snapshot>> rows_read_;
   Lsn horizon_ = 0;  // the latest WAL position a chunk was read at
   uint32_t xid_ = 0;
 };

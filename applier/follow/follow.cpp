@@ -44,7 +44,7 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
       core::Replicator replicator(
           opts, status, [&opts](Lsn resume, const std::string& encoding, const core::CommitPolicy& policy) {
             auto engine = std::make_unique<apply::ApplyEngine>(opts.target, encoding, opts.origin, resume, policy);
-            engine->reconcile_with_copy(opts.slot);
+            engine->reconcile_with_copy(opts.slot, opts.source);
             return engine;
           });
       replicator.run(stop);
