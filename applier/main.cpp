@@ -15,6 +15,7 @@
 #include "dts/protocol.h"
 #include "dts/version.h"
 #include "cancel/cancel.hpp"
+#include "resync/resync.hpp"
 #include "check/check.hpp"
 #include "common/error.hpp"
 #include "complete/complete.hpp"
@@ -152,7 +153,7 @@ int main(int argc, char** argv) {
   m->add_option("--jobs", migrate.jobs, "parallel copy workers (and pg_restore jobs for indexes)")
       ->check(CLI::Range(1, 64));
   m->add_option("--split-larger-than", migrate.split_larger_than,
-                "copy tables larger than this in ctid-range chunks of this size (e.g. 256MB)")
+                "chunks of about this much data, by ranges of an integer key (e.g. 256MB)")
       ->transform(CLI::AsSizeValue(false));
   m->add_option("--mode", migrate_mode, "incremental: follow after the copy; full: stop after it, drop the slot")
       ->check(CLI::IsMember({"full", "incremental"}));
@@ -274,6 +275,17 @@ int main(int argc, char** argv) {
   x->add_option("--target", cancel.target, "libpq conninfo of the target")->required()->envname("DTS_TARGET");
   x->add_option("--slot", cancel.slot, "the migration's slot (default dts_migrate)")->check(kSlotName);
 
+  dts::resync::ResyncOptions resync;
+  auto* rs = app.add_subcommand("resync", "copy tables of a running migration again while its stream goes on");
+  rs->add_option("--source", resync.source, "libpq conninfo of the source")->required()->envname("DTS_SOURCE");
+  rs->add_option("--target", resync.target, "libpq conninfo of the target")->required()->envname("DTS_TARGET");
+  rs->add_option("--slot", resync.slot, "the migration's slot (default dts_migrate)")->check(kSlotName);
+  rs->add_option("--tables", resync.tables, "the tables to copy again (table patterns)")->required();
+  rs->add_option("--exclude", resync.exclude, "leave out these tables");
+  rs->add_option("--split-larger-than", resync.chunk_bytes, "chunks of about this much data (default 64MB)")
+      ->transform(CLI::AsSizeValue(false));
+  rs->add_option("--timeout", resync.timeout_s, "seconds to wait for the copy (default 3600)")->check(CLI::Range(1, 864000));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -308,6 +320,11 @@ int main(int argc, char** argv) {
       return dts::follow::run_follow(follow, g_stop);
     }
     if (x->parsed()) return dts::cancel::run_cancel(cancel);
+    if (rs->parsed()) {
+      std::signal(SIGINT, on_signal);
+      std::signal(SIGTERM, on_signal);
+      return dts::resync::run_resync(resync, g_stop);
+    }
     if (sv->parsed()) {
       std::signal(SIGINT, on_signal);
       std::signal(SIGTERM, on_signal);

@@ -399,6 +399,12 @@ bool ApplyEngine::reconcile_row(const decode::RowChange& row) {
                                   row.new_values});
       break;
     case RowFate::kReadNew: read_row_again(row); break;
+    case RowFate::kWait:
+      // A chunk being copied again is read in a snapshot that does not see this change: it is
+      // applied once the chunk's rows are written (nothing here holds a lock in its range).
+      finish_commit();
+      reconciler_.wait_for_chunk();
+      return reconcile_row(row);
   }
   changes_in_copy_++;
   return true;
@@ -650,6 +656,11 @@ void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relati
 // A truncate of tables copied in chunks (copy_reconciler.hpp): keeps in `relations` the tables
 // to truncate whole, deletes the older chunks of the others; returns whether any is left.
 bool ApplyEngine::reconcile_truncate(std::vector<const decode::Relation*>& relations) {
+  for (const auto* rel : relations) {
+    if (reconciler_.settled(rel->relid)) continue;
+    finish_commit();
+    reconciler_.wait_until_settled(rel->relid);  // a table being copied again: once it is written
+  }
   for (const std::string& sql : reconciler_.truncate(relations))
     current_session().execute_simple(sql, ChangeContext{"", "", txn_commit_lsn_, "TRUNCATE"});
   return !relations.empty();

@@ -48,6 +48,7 @@ class ApplyEngine : public core::Applier {
   // changes the stream brings that a chunk already holds are skipped (copy_reconciler.hpp).
   // Rows a change needs that no chunk holds are read again from `source`.
   void reconcile_with_copy(const std::string& slot, const std::string& source);
+  CopyReconciler& reconciler() { return reconciler_; }
 
   // core::Applier
   void commit_group() override;

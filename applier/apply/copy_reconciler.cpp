@@ -33,53 +33,145 @@ std::optional<int64_t> integer_key(const decode::Column& column, const proto::Va
   }
 }
 
+namespace {
+
+bool all_written(const std::unordered_map<uint32_t, CopiedTable>& tables, uint32_t relid) {
+  auto t = tables.find(relid);
+  return t == tables.end() || std::all_of(t->second.chunks.begin(), t->second.chunks.end(),
+                                          [](const CopiedChunk& c) { return c.state == ChunkState::kDone; });
+}
+
+}  // namespace
+
 void CopyReconciler::load(const pg::Connection& target, const std::string& slot, Lsn resume) {
   if (target.query_value("SELECT to_regclass('dts.copy_chunk') IS NOT NULL") != "t") return;
+  // Per table, its latest copy (a resync supersedes the first copy): the chunks written after
+  // `resume`, and those not written yet (a resync under way: their changes are skipped until
+  // they are read).
   pg::Result r = target.exec_params(
-      "SELECT relid, key_column, lo, hi, snapshot, snapshot_lsn::text FROM dts.copy_chunk "
-      "WHERE slot = $1 AND snapshot IS NOT NULL AND snapshot_lsn > $2::pg_lsn ORDER BY relid, lo NULLS FIRST",
+      "SELECT relid, key_column, chunk, lo, hi, snapshot, coalesce(snapshot_lsn, '0/0')::text FROM dts.copy_chunk c "
+      "WHERE slot = $1 AND generation = (SELECT max(generation) FROM dts.copy_chunk d "
+      "  WHERE d.slot = c.slot AND d.relid = c.relid) "
+      "AND (snapshot IS NULL OR snapshot_lsn > $2::pg_lsn)",
       {slot, format_lsn(resume)});
   std::unordered_map<uint32_t, CopiedTable> tables;
   Lsn horizon = 0;
   for (int i = 0; i < PQntuples(r.get()); ++i) {
     auto relid = static_cast<uint32_t>(parse_int64(PQgetvalue(r.get(), i, 0), "a chunk's relid"));
-    auto snapshot = pg::Snapshot::parse(PQgetvalue(r.get(), i, 4));
-    if (!snapshot)
-      throw Error(ErrorKind::kInternal, std::string("dts.copy_chunk holds a malformed snapshot: ") + PQgetvalue(r.get(), i, 4));
     CopiedChunk c;
-    if (!PQgetisnull(r.get(), i, 2)) c.lo = parse_int64(PQgetvalue(r.get(), i, 2), "a chunk's lower bound");
-    if (!PQgetisnull(r.get(), i, 3)) c.hi = parse_int64(PQgetvalue(r.get(), i, 3), "a chunk's upper bound");
-    c.snapshot = std::move(*snapshot);
+    c.index = static_cast<int>(parse_int64(PQgetvalue(r.get(), i, 2), "a chunk's number"));
+    if (!PQgetisnull(r.get(), i, 3)) c.lo = parse_int64(PQgetvalue(r.get(), i, 3), "a chunk's lower bound");
+    if (!PQgetisnull(r.get(), i, 4)) c.hi = parse_int64(PQgetvalue(r.get(), i, 4), "a chunk's upper bound");
+    if (PQgetisnull(r.get(), i, 5)) {
+      c.state = ChunkState::kPending;
+    } else {
+      auto snapshot = pg::Snapshot::parse(PQgetvalue(r.get(), i, 5));
+      if (!snapshot)
+        throw Error(ErrorKind::kInternal, std::string("dts.copy_chunk holds a malformed snapshot: ") + PQgetvalue(r.get(), i, 5));
+      c.snapshot = std::move(*snapshot);
+      horizon = std::max(horizon, parse_lsn(PQgetvalue(r.get(), i, 6)).value_or(0));
+    }
     CopiedTable& t = tables[relid];
     t.key_column = PQgetvalue(r.get(), i, 1);
     t.chunks.push_back(std::move(c));
-    horizon = std::max(horizon, parse_lsn(PQgetvalue(r.get(), i, 5)).value_or(0));
   }
-  tables_ = std::move(tables);
-  horizon_ = horizon;
+  for (auto& [relid, t] : tables) add(relid, std::move(t), horizon);
 }
 
 void CopyReconciler::add(uint32_t relid, CopiedTable table, Lsn snapshot_lsn) {
   std::sort(table.chunks.begin(), table.chunks.end(), [](const CopiedChunk& a, const CopiedChunk& b) {
     return a.lo.value_or(INT64_MIN) < b.lo.value_or(INT64_MIN) || (!a.lo && b.lo);
   });
+  std::lock_guard<std::mutex> lock(mu_);
+  rows_read_.erase(relid);
   tables_[relid] = std::move(table);
   horizon_ = std::max(horizon_, snapshot_lsn);
 }
 
 void CopyReconciler::add_row_read(uint32_t relid, int64_t key, pg::Snapshot snapshot, Lsn snapshot_lsn) {
+  std::lock_guard<std::mutex> lock(mu_);
   rows_read_[relid][key] = std::move(snapshot);
   horizon_ = std::max(horizon_, snapshot_lsn);
 }
 
+bool CopyReconciler::active() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !tables_.empty();
+}
+
 void CopyReconciler::begin(uint32_t xid, Lsn commit_lsn) {
+  std::lock_guard<std::mutex> lock(mu_);
   xid_ = xid;
   // Seen by a snapshot means committed before it was taken, so before the WAL insert position
-  // read just after: a transaction committed at or past the latest one is in no chunk.
-  if (commit_lsn >= horizon_) {
-    tables_.clear();
-    rows_read_.clear();
+  // read just after: a transaction committed at or past the latest one is in no chunk. Tables
+  // with chunks not written yet stay.
+  if (commit_lsn < horizon_) return;
+  for (auto it = tables_.begin(); it != tables_.end();) {
+    if (all_written(tables_, it->first)) {
+      rows_read_.erase(it->first);
+      it = tables_.erase(it);
+    } else {
+      ++it;
+    }
   }
+}
+
+CopiedChunk* CopyReconciler::find(uint32_t relid, int index) {
+  auto t = tables_.find(relid);
+  if (t == tables_.end()) return nullptr;
+  for (auto& c : t->second.chunks)
+    if (c.index == index) return &c;
+  return nullptr;
+}
+
+bool CopyReconciler::start_reading(uint32_t relid, int index, const pg::Snapshot& snapshot, Lsn snapshot_lsn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CopiedChunk* c = find(relid, index);
+  if (c == nullptr) return true;
+  for (uint32_t xid : c->skipped)
+    if (!snapshot.sees(xid)) return false;  // committed in the WAL, not visible yet: a moment later it is
+  c->state = ChunkState::kReading;
+  c->snapshot = snapshot;
+  c->skipped.clear();
+  horizon_ = std::max(horizon_, snapshot_lsn);
+  return true;
+}
+
+void CopyReconciler::finish_reading(uint32_t relid, int index) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (CopiedChunk* c = find(relid, index)) c->state = ChunkState::kDone;
+  }
+  changed_.notify_all();
+}
+
+void CopyReconciler::fail(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failure_.empty()) failure_ = why;
+  }
+  changed_.notify_all();
+}
+
+void CopyReconciler::wait_for_chunk() {
+  std::unique_lock<std::mutex> lock(mu_);
+  changed_.wait(lock, [this] {
+    CopiedChunk* c = find(waiting_for_.first, waiting_for_.second);
+    return !failure_.empty() || c == nullptr || c->state == ChunkState::kDone;
+  });
+  if (!failure_.empty()) throw Error(ErrorKind::kApply, "the copy of a table being copied again failed: " + failure_);
+}
+
+
+bool CopyReconciler::settled(uint32_t relid) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return all_written(tables_, relid);
+}
+
+void CopyReconciler::wait_until_settled(uint32_t relid) {
+  std::unique_lock<std::mutex> lock(mu_);
+  changed_.wait(lock, [&] { return !failure_.empty() || all_written(tables_, relid); });
+  if (!failure_.empty()) throw Error(ErrorKind::kApply, "the copy of a table being copied again failed: " + failure_);
 }
 
 std::optional<int64_t> CopyReconciler::new_key(const decode::RowChange& row) const {
@@ -92,63 +184,95 @@ std::optional<int64_t> CopyReconciler::new_key(const decode::RowChange& row) con
 }
 
 const CopiedTable* CopyReconciler::table(uint32_t relid) const {
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = tables_.find(relid);
   return it == tables_.end() ? nullptr : &it->second;
 }
 
-bool CopyReconciler::copied(const decode::Relation& rel, const decode::Values& values, bool key_only) const {
-  const CopiedTable* t = table(rel.relid);
-  if (t == nullptr || t->chunks.empty()) return false;
-  if (t->key_column.empty()) return t->chunks.front().snapshot.sees(xid_);
-  // The chunk whose range holds the row's key.
-  std::optional<int64_t> key;
-  for (size_t k = 0; k < rel.key_columns.size() && !key; ++k) {
-    size_t col = rel.key_columns[k];
-    if (rel.columns[col].name != t->key_column) continue;
-    size_t at = key_only ? k : col;
-    if (at < values.size()) key = integer_key(rel.columns[col], values[at]);
-  }
-  if (key) {
+// Whether the row's chunk holds the current transaction's change of it: yes (skip), no
+// (apply), or not known until the chunk being read is written (wait).
+CopyReconciler::Held CopyReconciler::held(const decode::Relation& rel, const decode::Values& values, bool key_only) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto found = tables_.find(rel.relid);
+  if (found == tables_.end() || found->second.chunks.empty()) return Held::kNo;
+  CopiedTable& t = found->second;
+  CopiedChunk* c = nullptr;
+  if (t.key_column.empty()) {
+    c = &t.chunks.front();
+  } else {
+    std::optional<int64_t> key;
+    for (size_t k = 0; k < rel.key_columns.size() && !key; ++k) {
+      size_t col = rel.key_columns[k];
+      if (rel.columns[col].name != t.key_column) continue;
+      size_t at = key_only ? k : col;
+      if (at < values.size()) key = integer_key(rel.columns[col], values[at]);
+    }
+    if (!key)
+      throw Error(ErrorKind::kApply, "cannot tell which copied chunk a change of " + rel.schema + "." + rel.name +
+                                         " belongs to: its key column \"" + t.key_column +
+                                         "\" is not in the change (was the key changed during the copy?); "
+                                         "copy the table again with resync");
     auto read = rows_read_.find(rel.relid);
     if (read != rows_read_.end()) {
       auto row = read->second.find(*key);
-      if (row != read->second.end()) return row->second.sees(xid_);
+      if (row != read->second.end()) return row->second.sees(xid_) ? Held::kYes : Held::kNo;
     }
+    auto it = std::upper_bound(t.chunks.begin(), t.chunks.end(), *key, [](int64_t k, const CopiedChunk& ch) {
+      return ch.lo.has_value() && k < *ch.lo;
+    });
+    if (it == t.chunks.begin()) return Held::kNo;  // below every chunk: cannot happen with an unbounded first
+    c = &*std::prev(it);
+    if (c->hi && *key >= *c->hi) return Held::kNo;  // in no chunk (a gap cannot happen either)
   }
-  if (!key)
-    throw Error(ErrorKind::kApply, "cannot tell which copied chunk a change of " + rel.schema + "." + rel.name +
-                                       " belongs to: its key column \"" + t->key_column +
-                                       "\" is not in the change (was the key changed during the copy?); "
-                                       "copy the table again with resync");
-  auto it = std::upper_bound(t->chunks.begin(), t->chunks.end(), *key, [](int64_t k, const CopiedChunk& c) {
-    return c.lo.has_value() && k < *c.lo;
-  });
-  if (it == t->chunks.begin()) return false;  // below every chunk: cannot happen with an unbounded first
-  const CopiedChunk& c = *std::prev(it);
-  if (c.hi && *key >= *c.hi) return false;  // in no chunk (a gap cannot happen either)
-  return c.snapshot.sees(xid_);
+  switch (c->state) {
+    case ChunkState::kPending:
+      // Its snapshot, taken later, must see this transaction (start_reading checks).
+      if (c->skipped.empty() || c->skipped.back() != xid_) c->skipped.push_back(xid_);
+      return Held::kYes;
+    case ChunkState::kReading:
+      if (c->snapshot.sees(xid_)) return Held::kYes;
+      waiting_for_ = {rel.relid, c->index};
+      return Held::kWait;
+    case ChunkState::kDone: break;
+  }
+  return c->snapshot.sees(xid_) ? Held::kYes : Held::kNo;
 }
 
-RowFate CopyReconciler::fate(const decode::RowChange& row) const {
+bool CopyReconciler::copied(const decode::Relation& rel, const decode::Values& values, bool key_only) {
+  return held(rel, values, key_only) == Held::kYes;
+}
+
+RowFate CopyReconciler::fate(const decode::RowChange& row) {
   const decode::Relation& rel = *row.relation;
   if (table(rel.relid) == nullptr) return RowFate::kApply;
+  auto decided = [](Held h) { return h == Held::kYes ? RowFate::kSkip : RowFate::kApply; };
   bool key_only = row.old_kind == proto::OldTuple::kKey;
-  if (row.kind == decode::RowKind::kInsert) return copied(rel, *row.new_values, false) ? RowFate::kSkip : RowFate::kApply;
-  if (row.kind == decode::RowKind::kDelete) return copied(rel, *row.old_values, key_only) ? RowFate::kSkip : RowFate::kApply;
-  bool new_in = copied(rel, *row.new_values, false);
-  bool old_in = row.old_kind == proto::OldTuple::kNone ? new_in : copied(rel, *row.old_values, key_only);
-  if (old_in == new_in) return new_in ? RowFate::kSkip : RowFate::kApply;
-  if (!old_in) return RowFate::kDeleteOld;
+  Held now = Held::kNo;
+  if (row.kind == decode::RowKind::kInsert) {
+    now = held(rel, *row.new_values, false);
+    return now == Held::kWait ? RowFate::kWait : decided(now);
+  }
+  if (row.kind == decode::RowKind::kDelete) {
+    now = held(rel, *row.old_values, key_only);
+    return now == Held::kWait ? RowFate::kWait : decided(now);
+  }
+  Held new_in = held(rel, *row.new_values, false);
+  Held old_in = row.old_kind == proto::OldTuple::kNone ? new_in : held(rel, *row.old_values, key_only);
+  if (new_in == Held::kWait || old_in == Held::kWait) return RowFate::kWait;
+  if (old_in == new_in) return decided(new_in);
+  if (old_in == Held::kNo) return RowFate::kDeleteOld;
   bool whole = std::none_of(row.new_values->begin(), row.new_values->end(),
                             [](const proto::Value& v) { return v.kind == proto::ValueKind::kUnchangedToast; });
   return whole ? RowFate::kInsertNew : RowFate::kReadNew;
 }
 
 std::vector<std::string> CopyReconciler::truncate(std::vector<const decode::Relation*>& relations) const {
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::string> deletes;
   std::vector<const decode::Relation*> whole;
   for (const auto* rel : relations) {
-    const CopiedTable* t = table(rel->relid);
+    auto found = tables_.find(rel->relid);
+    const CopiedTable* t = found == tables_.end() ? nullptr : &found->second;
     std::vector<const CopiedChunk*> older;
     if (t != nullptr)
       for (const auto& c : t->chunks)

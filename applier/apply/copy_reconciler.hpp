@@ -10,13 +10,22 @@
 //
 // A chunk is a range of a single integer key column, so that the applier can tell which chunk a
 // row is in by comparing numbers; a table without such a key is one chunk.
+//
+// A table copied again while the stream is applied (resync) has chunks not read yet: a change
+// of one of them is skipped, and its transaction must then be seen by the snapshot the chunk is
+// read in (start_reading() refuses a snapshot that does not, and the chunk is read in a newer
+// one). A change of a chunk being read that its snapshot does not see waits for the chunk to be
+// written. The copy workers and the applier share the state under a mutex.
 #ifndef DTS_APPLIER_APPLY_COPY_RECONCILER_HPP
 #define DTS_APPLIER_APPLY_COPY_RECONCILER_HPP
 
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/lsn.hpp"
@@ -26,10 +35,15 @@
 
 namespace dts::apply {
 
+enum class ChunkState : uint8_t { kPending, kReading, kDone };
+
 struct CopiedChunk {
+  int index = 0;  // in dts.copy_chunk
   std::optional<int64_t> lo;  // the key range [lo, hi); unset: unbounded on that side
   std::optional<int64_t> hi;
-  pg::Snapshot snapshot;
+  ChunkState state = ChunkState::kDone;
+  pg::Snapshot snapshot;          // being read or done: the snapshot it is read in
+  std::vector<uint32_t> skipped;  // pending: transactions whose changes of it were skipped
 };
 
 struct CopiedTable {
@@ -46,6 +60,7 @@ enum class RowFate {
   // The same, but the source did not send the row's unchanged large values, and no chunk has
   // them: the row is read again from the source (add_row_read).
   kReadNew,
+  kWait,  // a chunk it touches is being read in a snapshot that does not see it: wait_for_chunk()
 };
 
 class CopyReconciler {
@@ -54,13 +69,24 @@ class CopyReconciler {
   // reconcile once the stream resumes at or past every chunk's snapshot.
   void load(const pg::Connection& target, const std::string& slot, Lsn resume);
   void add(uint32_t relid, CopiedTable table, Lsn snapshot_lsn);  // for tests and load()
+  // The copy workers of a resync: a chunk's snapshot is taken; false if it does not see a
+  // transaction whose change of the chunk was skipped (read the chunk in a newer one).
+  bool start_reading(uint32_t relid, int index, const pg::Snapshot& snapshot, Lsn snapshot_lsn);
+  void finish_reading(uint32_t relid, int index);  // its rows are committed on the target
+  void fail(const std::string& why);               // a worker failed: waiters throw
+  // The applier, after RowFate::kWait (with nothing of its own uncommitted): until the chunk
+  // it waits for is written.
+  void wait_for_chunk();
+  // Every chunk of the table is written (a truncate of it waits for that).
+  bool settled(uint32_t relid) const;
+  void wait_until_settled(uint32_t relid);
   // One row read again from the source in `snapshot` (taken before `snapshot_lsn`): for that
   // key, the snapshot decides from now on, as a chunk of one row.
   void add_row_read(uint32_t relid, int64_t key, pg::Snapshot snapshot, Lsn snapshot_lsn);
   // The integer key of a change's new row, for add_row_read.
   std::optional<int64_t> new_key(const decode::RowChange& row) const;
 
-  bool active() const { return !tables_.empty(); }
+  bool active() const;
   // A source transaction begins. Committed at or after the WAL position every chunk was read
   // at, it is in no chunk: reconciliation is over.
   void begin(uint32_t xid, Lsn commit_lsn);
@@ -68,8 +94,8 @@ class CopyReconciler {
 
   // Whether the current transaction's change of this row is already in the copy: the row's key
   // is `key` (new or old values, as `key_only` says how they are laid out).
-  bool copied(const decode::Relation& rel, const decode::Values& values, bool key_only) const;
-  RowFate fate(const decode::RowChange& row) const;
+  bool copied(const decode::Relation& rel, const decode::Values& values, bool key_only);
+  RowFate fate(const decode::RowChange& row);
   // A truncate: the rows of a chunk whose snapshot saw it came after it, those of a chunk that
   // did not are older and go. Keeps in `relations` the tables to truncate whole and returns
   // the DELETEs that remove the older chunks of the others.
@@ -77,6 +103,14 @@ class CopyReconciler {
   const CopiedTable* table(uint32_t relid) const;
 
  private:
+  enum class Held { kNo, kYes, kWait };
+  Held held(const decode::Relation& rel, const decode::Values& values, bool key_only);
+  CopiedChunk* find(uint32_t relid, int index);
+
+  mutable std::mutex mu_;
+  std::condition_variable changed_;
+  std::string failure_;
+  std::pair<uint32_t, int> waiting_for_{0, -1};
   std::unordered_map<uint32_t, CopiedTable> tables_;
   std::unordered_map<uint32_t, std::unordered_map<int64_t, pg::Snapshot>> rows_read_;
   Lsn horizon_ = 0;  // the latest WAL position a chunk was read at

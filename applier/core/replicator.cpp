@@ -213,6 +213,7 @@ void Replicator::run(const std::atomic<bool>& stop) {
   connect();
   for (;;) {
     receive();
+    if (tick_) tick_();
     bool stopping = stop.load();
     send_feedback(stopping);
     report(stopping);

@@ -34,6 +34,8 @@ class Replicator {
   // Streams until stopped, until the end position or a stop marker is applied, or an error is
   // thrown. Returns normally only when done.
   void run(const std::atomic<bool>& stop);
+  // Called between messages, on this thread (the resync driver picks up its requests there).
+  void on_tick(std::function<void()> tick) { tick_ = std::move(tick); }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -49,6 +51,7 @@ class Replicator {
   const follow::FollowOptions& opts_;
   follow::Status& status_;
   ApplierFactory make_applier_;
+  std::function<void()> tick_;
   CommitPolicy policy_;
   pg::Connection control_;  // target, outside the applier's sessions: the origin's progress
   std::unique_ptr<stream::ReplicationStream> source_;

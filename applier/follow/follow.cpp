@@ -13,6 +13,7 @@
 #include "core/replicator.hpp"
 #include "follow/status.hpp"
 #include "pg/connection.hpp"
+#include "resync/resync_driver.hpp"
 
 namespace dts::follow {
 namespace {
@@ -41,12 +42,20 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
   int backoff_s = 1;
   for (;;) {
     try {
+      resync::ResyncDriver resync(opts);
       core::Replicator replicator(
-          opts, status, [&opts](Lsn resume, const std::string& encoding, const core::CommitPolicy& policy) {
+          opts, status, [&opts, &resync](Lsn resume, const std::string& encoding, const core::CommitPolicy& policy) {
             auto engine = std::make_unique<apply::ApplyEngine>(opts.target, encoding, opts.origin, resume, policy);
             engine->reconcile_with_copy(opts.slot, opts.source);
+            resync.attach(*engine);
             return engine;
           });
+      // The resync's copy workers use the engine's state: they stop before the engine goes.
+      struct StopResync {
+        resync::ResyncDriver& driver;
+        ~StopResync() { driver.stop(); }
+      } stop_resync{resync};
+      replicator.on_tick([&resync] { resync.tick(); });
       replicator.run(stop);
       if (status.phase != core::phase_name(core::Phase::kCompleted))
         status.phase = core::phase_name(core::Phase::kStopped);

@@ -8,6 +8,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
@@ -126,32 +127,35 @@ std::string chunk_range_text(const Chunk& c) {
 }
 
 void create_chunk_table(const pg::Connection& target) {
-  target.exec("CREATE TABLE IF NOT EXISTS dts.copy_chunk (slot text NOT NULL, relid oid NOT NULL, chunk int NOT NULL, "
+  // generation: 0 for the migration's copy, a resync's id for a table copied again (the latest
+  // one of a table is what the stream is reconciled with).
+  target.exec("CREATE TABLE IF NOT EXISTS dts.copy_chunk (slot text NOT NULL, relid oid NOT NULL, "
+              "generation bigint NOT NULL DEFAULT 0, chunk int NOT NULL, "
               "table_name text NOT NULL, key_column text NOT NULL, lo bigint, hi bigint, "
               "attempts int NOT NULL DEFAULT 0, snapshot text, snapshot_lsn pg_lsn, rows bigint, bytes bigint, "
-              "done_at timestamptz, PRIMARY KEY (slot, relid, chunk))");
+              "done_at timestamptz, PRIMARY KEY (slot, relid, generation, chunk))");
 }
 
-void save_plan(const pg::Connection& target, const std::string& slot, const std::vector<TableToCopy>& tables,
-               const std::vector<Chunk>& chunks) {
-  target.exec("BEGIN");
-  target.exec_params("DELETE FROM dts.copy_chunk WHERE slot = $1", {slot});
+void save_plan(const pg::Connection& target, const std::string& slot, int64_t generation,
+               const std::vector<TableToCopy>& tables, const std::vector<Chunk>& chunks) {
+  std::string g = std::to_string(generation);
+  target.exec_params("DELETE FROM dts.copy_chunk WHERE slot = $1 AND generation = $2", {slot, g});
   for (const Chunk& c : chunks) {
     const TableToCopy& t = tables[c.table];
-    target.exec_params("INSERT INTO dts.copy_chunk (slot, relid, chunk, table_name, key_column, lo, hi) "
-                       "VALUES ($1, $2, $3, $4, $5, NULLIF($6, '')::bigint, NULLIF($7, '')::bigint)",
-                       {slot, std::to_string(t.oid), std::to_string(c.index), qualified(t), t.key_column,
+    target.exec_params("INSERT INTO dts.copy_chunk (slot, relid, generation, chunk, table_name, key_column, lo, hi) "
+                       "VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, '')::bigint, NULLIF($8, '')::bigint)",
+                       {slot, std::to_string(t.oid), g, std::to_string(c.index), qualified(t), t.key_column,
                         bound_param(c.lo), bound_param(c.hi)});
   }
-  target.exec("COMMIT");
 }
 
-std::vector<Chunk> load_plan(const pg::Connection& target, const std::string& slot,
+std::vector<Chunk> load_plan(const pg::Connection& target, const std::string& slot, int64_t generation,
                              const std::vector<TableToCopy>& tables) {
   std::vector<Chunk> chunks;
   pg::Result r = target.exec_params(
       "SELECT relid, chunk, lo, hi, attempts, snapshot IS NOT NULL, coalesce(rows, 0), coalesce(bytes, 0) "
-      "FROM dts.copy_chunk WHERE slot = $1 ORDER BY relid, chunk", {slot});
+      "FROM dts.copy_chunk WHERE slot = $1 AND generation = $2 ORDER BY relid, chunk",
+      {slot, std::to_string(generation)});
   for (int i = 0; i < PQntuples(r.get()); ++i) {
     auto oid = static_cast<uint32_t>(std::strtoul(PQgetvalue(r.get(), i, 0), nullptr, 10));
     auto t = std::find_if(tables.begin(), tables.end(), [oid](const TableToCopy& x) { return x.oid == oid; });
@@ -212,15 +216,33 @@ class Cancellable {
 
 // One chunk: read in a source transaction of its own, whose snapshot is recorded with the
 // chunk in the target transaction that writes its rows.
-void copy_one(const pg::Connection& src, const pg::Connection& dst, const std::string& slot, const TableToCopy& t,
+// Begins the chunk's source transaction and returns its snapshot and the WAL position read just
+// after it. A resync may ask for a newer snapshot (a change it skipped is committed in the WAL
+// but not visible yet): a moment later it is.
+std::pair<std::string, std::string> chunk_snapshot(const pg::Connection& src, const ChunkRecord& record,
+                                                   const TableToCopy& t, const Chunk& c) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    src.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    // The snapshot is taken by this first statement; the WAL position is read after it, so
+    // every transaction it sees committed before that position.
+    pg::Result snap = src.exec("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text");
+    std::pair<std::string, std::string> out{PQgetvalue(snap.get(), 0, 0), PQgetvalue(snap.get(), 0, 1)};
+    if (!record.on_snapshot || record.on_snapshot(t, c, out.first, out.second)) return out;
+    src.exec("ROLLBACK");
+    if (std::chrono::steady_clock::now() > deadline)
+      throw Error(ErrorKind::kSource, "no snapshot of the source saw a transaction committed in its WAL for a minute");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+void copy_one(const pg::Connection& src, const pg::Connection& dst, const ChunkRecord& record, const TableToCopy& t,
               Chunk& c, uint64_t& bytes, const std::atomic<bool>& stop) {
-  std::vector<std::string> id = {slot, std::to_string(t.oid), std::to_string(c.index)};
-  dst.exec_params("UPDATE dts.copy_chunk SET attempts = attempts + 1 WHERE slot = $1 AND relid = $2 AND chunk = $3", id);
-  src.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
-  // The snapshot is taken by this first statement; the WAL position is read after it, so every
-  // transaction it sees committed before that position.
-  pg::Result snap = src.exec("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text");
-  std::string snapshot = PQgetvalue(snap.get(), 0, 0), snapshot_lsn = PQgetvalue(snap.get(), 0, 1);
+  std::vector<std::string> id = {record.slot, std::to_string(t.oid), std::to_string(record.generation),
+                                 std::to_string(c.index)};
+  dst.exec_params("UPDATE dts.copy_chunk SET attempts = attempts + 1 "
+                  "WHERE slot = $1 AND relid = $2 AND generation = $3 AND chunk = $4", id);
+  auto [snapshot, snapshot_lsn] = chunk_snapshot(src, record, t, c);
   dst.exec("BEGIN");
   pg::Result in(PQexec(dst.get(), chunk_write_sql(t).c_str()));
   if (PQresultStatus(in.get()) != PGRES_COPY_IN)
@@ -259,16 +281,17 @@ void copy_one(const pg::Connection& src, const pg::Connection& dst, const std::s
   uint64_t rows = std::strtoull(PQcmdTuples(dst_done.get()), nullptr, 10);
   while (PGresult* r = PQgetResult(dst.get())) PQclear(r);
   // The chunk and the record that it is done commit together: all there or not at all.
-  dst.exec_params("UPDATE dts.copy_chunk SET snapshot = $4, snapshot_lsn = $5::pg_lsn, rows = $6, bytes = $7, "
-                  "done_at = now() WHERE slot = $1 AND relid = $2 AND chunk = $3",
-                  {id[0], id[1], id[2], snapshot, snapshot_lsn, std::to_string(rows), std::to_string(c.bytes.load())});
+  dst.exec_params("UPDATE dts.copy_chunk SET snapshot = $5, snapshot_lsn = $6::pg_lsn, rows = $7, bytes = $8, "
+                  "done_at = now() WHERE slot = $1 AND relid = $2 AND generation = $3 AND chunk = $4",
+                  {id[0], id[1], id[2], id[3], snapshot, snapshot_lsn, std::to_string(rows), std::to_string(c.bytes.load())});
   dst.exec("COMMIT");
   src.exec("COMMIT");
   c.rows = rows;
   c.done = true;
+  if (record.on_written) record.on_written(t, c);
 }
 
-void worker(const std::string& source, const std::string& target, const std::string& slot,
+void worker(const std::string& source, const std::string& target, const ChunkRecord& record,
             const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, Shared& sh) {
   try {
     pg::Connection src = pg::Connection::open(source, "source");
@@ -289,7 +312,7 @@ void worker(const std::string& source, const std::string& target, const std::str
         i = sh.next++;
       }
       uint64_t bytes = 0;
-      copy_one(src, dst, slot, tables[chunks[i].table], chunks[i], bytes, sh.stop);
+      copy_one(src, dst, record, tables[chunks[i].table], chunks[i], bytes, sh.stop);
       std::lock_guard<std::mutex> lock(sh.mu);
       sh.rows += chunks[i].rows;
       sh.bytes += bytes;
@@ -305,7 +328,7 @@ void worker(const std::string& source, const std::string& target, const std::str
 
 }  // namespace
 
-CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& slot,
+CopyResult copy_chunks(const std::string& source, const std::string& target, const ChunkRecord& record,
                        const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs,
                        const std::function<void()>& report, const StopCheck& should_stop) {
   using Clock = std::chrono::steady_clock;
@@ -317,7 +340,7 @@ CopyResult copy_chunks(const std::string& source, const std::string& target, con
   std::exception_ptr own_error;
   try {
     for (int j = 0; j < jobs; ++j)
-      threads.emplace_back(worker, std::cref(source), std::cref(target), std::cref(slot), std::cref(tables),
+      threads.emplace_back(worker, std::cref(source), std::cref(target), std::cref(record), std::cref(tables),
                            std::ref(chunks), std::ref(sh));
   } catch (...) {  // a thread could not be started
     own_error = std::current_exception();

@@ -65,11 +65,23 @@ std::string chunk_range_text(const Chunk& c);  // "1000-1999", "-999", "5000-", 
 // dts.copy_chunk on the target: the plan of the copy of `slot`, and each chunk's completion
 // (its snapshot, the WAL position read just after it, rows and bytes).
 void create_chunk_table(const pg::Connection& target);
-void save_plan(const pg::Connection& target, const std::string& slot, const std::vector<TableToCopy>& tables,
-               const std::vector<Chunk>& chunks);
+// generation: 0 for the migration's copy, a resync's id for tables copied again.
+void save_plan(const pg::Connection& target, const std::string& slot, int64_t generation,
+               const std::vector<TableToCopy>& tables, const std::vector<Chunk>& chunks);
 // The plan saved by an earlier run, with what it finished; empty if there is none.
-std::vector<Chunk> load_plan(const pg::Connection& target, const std::string& slot,
+std::vector<Chunk> load_plan(const pg::Connection& target, const std::string& slot, int64_t generation,
                              const std::vector<TableToCopy>& tables);
+
+// Where a copy's chunks are recorded, and, for a copy made while the stream is applied
+// (resync), what the applier must know as each chunk is read and written.
+struct ChunkRecord {
+  std::string slot;
+  int64_t generation = 0;
+  // A chunk's snapshot was taken: false to read the chunk in a newer one.
+  std::function<bool(const TableToCopy&, const Chunk&, const std::string& snapshot, const std::string& lsn)>
+      on_snapshot;
+  std::function<void(const TableToCopy&, const Chunk&)> on_written;  // its rows are committed
+};
 
 struct CopyResult {
   uint64_t rows = 0;
@@ -81,7 +93,7 @@ struct CopyResult {
 // thread while the workers copy. Once `should_stop` (asked every 100 ms, on the calling
 // thread) says so, the workers' queries are cancelled on both sides (PQcancel), their chunks
 // rolled back, and Stopped is thrown when every worker has ended.
-CopyResult copy_chunks(const std::string& source, const std::string& target, const std::string& slot,
+CopyResult copy_chunks(const std::string& source, const std::string& target, const ChunkRecord& record,
                        const std::vector<TableToCopy>& tables, std::vector<Chunk>& chunks, int jobs,
                        const std::function<void()>& report, const StopCheck& should_stop);
 

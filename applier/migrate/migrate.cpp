@@ -294,7 +294,7 @@ CopyPlan start_copy(const MigrateOptions& opts, const pg::Connection& target,
                     const StopCheck& should_stop) {
   const std::string& dir = work.path;
   std::string origin = "dts_" + opts.slot;
-  target.exec_params("DELETE FROM dts.copy_chunk WHERE slot = $1", {opts.slot});
+  target.exec_params("DELETE FROM dts.copy_chunk WHERE slot = $1", {opts.slot});  // and any resync's
   pg::Connection repl = pg::Connection::open(opts.source, "source", /*replication=*/true);
   pg::Result exists = repl.exec("SELECT 1 FROM pg_replication_slots WHERE slot_name = " +
                                 apply::quote_literal(opts.slot));
@@ -357,14 +357,17 @@ CopyPlan start_copy(const MigrateOptions& opts, const pg::Connection& target,
   snap.close();
   repl.close();  // ends the exported snapshot; the slot stays
   plan.chunks = plan_chunks(plan.tables, opts.split_larger_than);
-  save_plan(target, opts.slot, plan.tables, plan.chunks);
+  target.exec("BEGIN");  // the whole plan or none of it: a partial one would lose chunks
+  save_plan(target, opts.slot, 0, plan.tables, plan.chunks);
+  target.exec("COMMIT");
   return plan;
 }
 
 // A run that stopped after its plan was saved: the same slot, the same chunks, those done kept.
 // None if there is no plan, or its slot is gone (the copy starts over).
 std::optional<CopyPlan> saved_plan(const MigrateOptions& opts, const pg::Connection& target, const std::string& phase) {
-  if (phase.empty() || target.query_value("SELECT count(*) FROM dts.copy_chunk WHERE slot = $1", {opts.slot}) == "0")
+  if (phase.empty() ||
+      target.query_value("SELECT count(*) FROM dts.copy_chunk WHERE slot = $1 AND generation = 0", {opts.slot}) == "0")
     return std::nullopt;
   pg::Connection source = pg::Connection::open(opts.source, "source");
   if (source.query_value("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", {opts.slot}) == "0") {
@@ -377,7 +380,7 @@ std::optional<CopyPlan> saved_plan(const MigrateOptions& opts, const pg::Connect
   core::CompiledSelection compiled = selection.compile(source);
   CopyPlan plan;
   plan.tables = tables_to_copy(compiled, source);
-  plan.chunks = load_plan(target, opts.slot, plan.tables);
+  plan.chunks = load_plan(target, opts.slot, 0, plan.tables);
   plan.left_out = core::left_out_of_dump(compiled);
   size_t done = std::count_if(plan.chunks.begin(), plan.chunks.end(), [](const Chunk& c) { return c.done.load(); });
   size_t redone = std::count_if(plan.chunks.begin(), plan.chunks.end(), [](const Chunk& c) { return c.redone; });
@@ -399,7 +402,8 @@ std::string copy_and_build(const MigrateOptions& opts, const pg::Connection& tar
   if (!building_started) {
     SnapshotWatch watch(opts.source, job_application_name(opts.slot), opts.slot);
     std::vector<bool> reported(tables.size(), false);
-    CopyResult copied = copy_chunks(opts.source, opts.target, opts.slot, tables, chunks, opts.jobs, [&] {
+    ChunkRecord record{opts.slot, 0, nullptr, nullptr};
+    CopyResult copied = copy_chunks(opts.source, opts.target, record, tables, chunks, opts.jobs, [&] {
       watch.sample();
       figures.seconds = elapsed();
       figures.longest_snapshot_seconds = watch.longest_seconds();

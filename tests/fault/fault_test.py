@@ -163,11 +163,18 @@ def crash_soak_kills_the_applier_at_random_moments():
         try:
             # One copy worker and small chunks: a copy long enough to be killed in.
             m = Migration(pair.src.conninfo, pair.target, "--jobs", "1", "--split-larger-than", "1MB")
+            # The copy resumes: several kills at random moments of it, each redoing at most the
+            # one chunk in flight (one worker).
+            copy_kills = max(2, KILLS // 4)
             for i in range(max(KILLS - 1, 0)):
                 m.start()
-                if i == 0:
-                    at = m.wait_phase(("COPYING",))
-                elif i == 1:
+                if i < copy_kills:
+                    at = m.wait_phase(("COPYING", "BUILDING_INDEXES", "STREAMING", "CATCHING_UP"))
+                    deadline = time.monotonic() + rng.uniform(0, 1.0)
+                    while time.monotonic() < deadline and m.proc.poll() is None:
+                        time.sleep(0.01)
+                    at = m.phase().get("phase", at)
+                elif i == copy_kills:
                     at = m.wait_phase(("BUILDING_INDEXES", "STREAMING", "CATCHING_UP"))
                 else:
                     at = m.wait_phase(("STREAMING", "CATCHING_UP"))
@@ -178,6 +185,9 @@ def crash_soak_kills_the_applier_at_random_moments():
                         time.sleep(0.01)
                 m.kill9()
                 kills[{"COPYING": "copy", "BUILDING_INDEXES": "index build"}.get(at, "streaming")] += 1
+            chunks, redone = pair.dst_app("SELECT count(*), coalesce(sum(attempts - 1), 0) FROM dts.copy_chunk")[0]
+            check(redone <= kills["copy"], f"{redone} chunks redone after {kills['copy']} kills during the copy "
+                  "with one worker: finished chunks were copied again")
             # The last one during the cutover: complete has made the source read-only and waits
             # for its stop marker when the applier dies; the restarted applier applies it.
             m.start()
@@ -199,7 +209,8 @@ def crash_soak_kills_the_applier_at_random_moments():
             total = sum(kills.values())
             line = (f"crash soak: {total} kills survived ({', '.join(f'{k} {v}' for k, v in sorted(kills.items()))}), "
                     f"{compared} rows compared, {lost} lost, {duplicated} duplicated, "
-                    f"{writer.ops} many-types writes")
+                    f"{writer.ops} many-types writes; copy of {chunks} chunks, {redone} redone after "
+                    f"{kills['copy']} kills in it")
             FIGURES.append(line)
             print("    " + line)
             check(lost == 0 and duplicated == 0, f"{line}: {details}")

@@ -16,8 +16,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (APPLIER, AppPair, check, check_equal, lsn_value, main, read_json, rng, test,  # noqa: E402
-                     wait_for)
+from harness import (APPLIER, AppPair, Pgbench, check, check_equal, lsn_value, main, pgbench, read_json, rng,  # noqa: E402
+                     test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_CHUNKED_COPY_TEST_PORT", "26600"))
 FIGURES = []
@@ -234,6 +234,69 @@ def no_snapshot_is_held_for_much_longer_than_a_chunk():
         check(0 < longest < seconds / 3, f"a snapshot was held {longest:.2f} s of a {seconds:.2f} s copy")
         check_equal(pair.src, pair.target_view(), ["big"])
         FIGURES.append(f"longest snapshot during a {seconds:.1f} s copy of {chunks} chunks: {longest:.2f} s")
+
+
+PGBENCH_TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
+
+
+def resync(pair, *tables):
+    return subprocess.run([APPLIER, "resync", "--source", pair.src.conninfo, "--target", pair.target,
+                           "--tables", ",".join(tables), "--timeout", "300", "--split-larger-than", "512kB"],
+                          capture_output=True, text=True, timeout=400)
+
+
+def damage(pair):
+    """Rows changed by hand on the target: some altered, one that the source never had. (A row
+    missing on the target would stop the stream at its next change, before any resync.)"""
+    pair.dst_app("UPDATE pgbench_accounts SET abalance = -1, filler = 'by hand' WHERE aid % 89 = 0; "
+                 "INSERT INTO pgbench_accounts VALUES (999999999, 1, 0, 'stray')")
+
+
+@test
+def resync_under_pgbench_ends_equal():
+    """A table damaged on the target is copied again by `resync` while the migration keeps
+    streaming under pgbench (the running migrate carries it out); then everything is equal."""
+    with Pair(3) as pair:
+        pgbench(pair.src, "-i", "-q", "-s", "3")
+        m = Migrate(pair, "rs", "--split-larger-than", "1MB").start()
+        m.wait_phase("STREAMING")
+        bench = Pgbench(pair.src, clients=2, rate=400)
+        try:
+            damage(pair)
+            out = resync(pair, "pgbench_accounts")
+            check(out.returncode == 0, f"resync failed ({out.returncode}): {out.stderr[-1500:]}")
+            check("done" in out.stdout, f"resync said: {out.stdout} {out.stderr[-500:]}")
+        finally:
+            bench.stop()
+        m.wait_applied(pair.src.lsn())
+        m.stop()
+        rows = check_equal(pair.src, pair.target_view(), PGBENCH_TABLES)
+        check(re.search(r"resync \d+: 1 tables copied again", m.log()) is not None,
+              f"the running migrate did not carry out the resync: {m.log()[-1500:]}")
+        FIGURES.append(f"resync of pgbench_accounts under pgbench: {out.stdout.strip()}; {rows} rows equal")
+
+
+@test
+def resync_with_no_applier_running_follows_until_done():
+    """The migration's applier is stopped: resync follows the slot itself until the copy is
+    done (and the changes made meanwhile are applied); the next migrate goes on from there."""
+    with Pair(4) as pair:
+        pgbench(pair.src, "-i", "-q", "-s", "2")
+        m = Migrate(pair, "rs2", "--split-larger-than", "1MB").start()
+        m.wait_phase("STREAMING")
+        m.stop()
+        pgbench(pair.src, "-n", "-t", "300")
+        damage(pair)
+        out = resync(pair, "pgbench_accounts")
+        check(out.returncode == 0, f"resync failed ({out.returncode}): {out.stderr[-1500:]}")
+        m = Migrate(pair, "rs3").start()
+        m.wait_applied(pair.src.lsn())
+        m.stop()
+        check_equal(pair.src, pair.target_view(), PGBENCH_TABLES)
+        bad = subprocess.run([APPLIER, "resync", "--source", pair.src.conninfo, "--target", pair.target,
+                              "--tables", "no_such_table"], capture_output=True, text=True, timeout=120)
+        check(bad.returncode != 0 and "no_such_table" in bad.stderr + bad.stdout or "selects no table" in bad.stderr,
+              f"a resync of a table that does not exist: {bad.returncode} {bad.stderr[-500:]}")
 
 
 def figures():

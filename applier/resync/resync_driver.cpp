@@ -1,0 +1,181 @@
+#include "resync/resync_driver.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "apply/sql_builder.hpp"
+#include "common/error.hpp"
+#include "core/table_selection.hpp"
+#include "pg/snapshot.hpp"
+
+namespace dts::resync {
+namespace {
+
+constexpr std::chrono::seconds kCheckInterval{1};
+constexpr int kJobs = 2;
+
+std::string qualified(const migrate::TableToCopy& t) {
+  return apply::quote_ident(t.schema) + "." + apply::quote_ident(t.name);
+}
+
+}  // namespace
+
+void create_request_table(const pg::Connection& target) {
+  target.exec("CREATE SCHEMA IF NOT EXISTS dts");
+  target.exec("CREATE TABLE IF NOT EXISTS dts.resync (id bigserial PRIMARY KEY, slot text NOT NULL, "
+              "tables text NOT NULL, exclude_tables text NOT NULL DEFAULT '', chunk_bytes bigint NOT NULL DEFAULT 67108864, "
+              "state text NOT NULL DEFAULT 'REQUESTED', error text, chunks int, rows bigint, "
+              "requested_at timestamptz NOT NULL DEFAULT now(), done_at timestamptz)");
+}
+
+void ResyncDriver::attach(apply::ApplyEngine& engine) {
+  stop();
+  engine_ = &engine;
+  stop_ = false;
+}
+
+void ResyncDriver::stop() {
+  stop_ = true;
+  if (copier_.joinable()) copier_.join();
+  active_ = 0;
+  finished_ = false;
+  error_ = nullptr;
+}
+
+void ResyncDriver::tick() {
+  if (engine_ == nullptr) return;
+  if (active_ != 0) {
+    if (!finished_) return;
+    copier_.join();
+    int64_t id = active_;
+    active_ = 0;
+    finished_ = false;
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::string why = "the copy failed";
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        why = ex.what();
+      }
+      target_.exec_params("UPDATE dts.resync SET state = 'FAILED', error = $2, done_at = now() WHERE id = $1",
+                          {std::to_string(id), why});
+      std::rethrow_exception(e);
+    }
+    uint64_t rows = 0;
+    for (const auto& c : chunks_) rows += c.rows;
+    target_.exec_params("UPDATE dts.resync SET state = 'DONE', rows = $2, done_at = now() WHERE id = $1",
+                        {std::to_string(id), std::to_string(rows)});
+    spdlog::info("resync {}: {} tables copied again ({} chunks, {} rows) while the stream went on", id, tables_.size(),
+                 chunks_.size(), rows);
+    return;
+  }
+  auto now = std::chrono::steady_clock::now();
+  if (now - last_check_ < kCheckInterval || engine_->in_transaction()) return;
+  last_check_ = now;
+  if (!target_) target_ = pg::Connection::open(opts_.target, "target");
+  if (target_.query_value("SELECT to_regclass('dts.resync') IS NOT NULL") != "t") return;
+  pg::Result r = target_.exec_params(
+      "SELECT id, tables, exclude_tables, state, chunk_bytes FROM dts.resync WHERE slot = $1 "
+      "AND state IN ('REQUESTED', 'COPYING') ORDER BY id LIMIT 1", {opts_.slot});
+  if (PQntuples(r.get()) == 0) return;
+  int64_t id = std::strtoll(PQgetvalue(r.get(), 0, 0), nullptr, 10);
+  try {
+    chunk_bytes_ = std::strtoull(PQgetvalue(r.get(), 0, 4), nullptr, 10);
+    if (!start(id, PQgetvalue(r.get(), 0, 1), PQgetvalue(r.get(), 0, 2), std::string(PQgetvalue(r.get(), 0, 3)) == "COPYING"))
+      return;  // not now: the next tick tries again
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kConnection) throw;
+    target_.exec_params("UPDATE dts.resync SET state = 'FAILED', error = $2, done_at = now() WHERE id = $1",
+                        {std::to_string(id), e.what()});
+    spdlog::error("resync {} refused: {}", id, e.what());
+  }
+}
+
+// Empties the tables and saves the plan, in one target transaction with the request's new
+// state; the stream's changes of them are skipped from here on until their chunks are read.
+void ResyncDriver::empty_tables(int64_t id) {
+  target_.exec("BEGIN");
+  try {
+    // A streamed transaction of ours may still hold a lock on one of them: give way, not wait.
+    target_.exec("SET LOCAL lock_timeout = '2s'");
+    target_.exec("SET LOCAL session_replication_role = replica");
+    for (const auto& t : tables_) {
+      bool referenced = target_.query_value("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND "
+                                            "confrelid = to_regclass($1))", {qualified(t)}) == "t";
+      // Referenced by a foreign key, TRUNCATE would refuse (or cascade): DELETE, with the
+      // foreign keys' triggers off in this replica session.
+      target_.exec((referenced ? "DELETE FROM ONLY " : "TRUNCATE ONLY ") + qualified(t));
+    }
+    migrate::save_plan(target_, opts_.slot, id, tables_, chunks_);
+    target_.exec_params("UPDATE dts.resync SET state = 'COPYING', chunks = $2 WHERE id = $1",
+                        {std::to_string(id), std::to_string(chunks_.size())});
+    target_.exec("COMMIT");
+  } catch (...) {
+    target_.exec("ROLLBACK");
+    throw;
+  }
+}
+
+bool ResyncDriver::start(int64_t id, const std::string& tables, const std::string& exclude, bool resuming) {
+  pg::Connection source = pg::Connection::open(opts_.source, "source");
+  core::CompiledSelection selection = core::TableSelection(tables, exclude).compile(source);
+  if (selection.selected.empty()) throw Error(ErrorKind::kConfig, "--tables \"" + tables + "\" selects no table");
+  tables_ = migrate::tables_to_copy(selection, source);
+  if (resuming) {
+    chunks_ = migrate::load_plan(target_, opts_.slot, id, tables_);  // the engine loaded their state too
+  } else {
+    // Nothing of ours may be uncommitted when the tables are emptied.
+    engine_->commit_group();
+    engine_->sync();
+    if (!engine_->idle()) return false;  // a streamed transaction is open
+    chunks_ = migrate::plan_chunks(tables_, chunk_bytes_);
+    try {
+      empty_tables(id);
+    } catch (const Error& e) {
+      if (e.sqlstate() != "55P03") throw;  // lock_not_available: a streamed transaction holds one
+      return false;
+    }
+    for (size_t i = 0; i < tables_.size(); ++i) {
+      apply::CopiedTable ct;
+      ct.key_column = tables_[i].key_column;
+      for (const auto& c : chunks_) {
+        if (c.table != i) continue;
+        apply::CopiedChunk cc;
+        cc.index = c.index;
+        cc.lo = c.lo;
+        cc.hi = c.hi;
+        cc.state = apply::ChunkState::kPending;
+        ct.chunks.push_back(std::move(cc));
+      }
+      engine_->reconciler().add(tables_[i].oid, std::move(ct), 0);
+    }
+  }
+  size_t todo = std::count_if(chunks_.begin(), chunks_.end(), [](const migrate::Chunk& c) { return !c.done.load(); });
+  spdlog::info("resync {}: copying {} tables again, {} chunks{}, while the stream goes on", id, tables_.size(), todo,
+               resuming ? " (resumed)" : "");
+  apply::CopyReconciler& reconciler = engine_->reconciler();
+  record_ = migrate::ChunkRecord{opts_.slot, id,
+      [&reconciler](const migrate::TableToCopy& t, const migrate::Chunk& c, const std::string& snapshot,
+                    const std::string& lsn) {
+        auto s = pg::Snapshot::parse(snapshot);
+        if (!s) throw Error(ErrorKind::kSource, "the source gave a malformed snapshot: " + snapshot);
+        return reconciler.start_reading(t.oid, c.index, *s, parse_lsn(lsn).value_or(0));
+      },
+      [&reconciler](const migrate::TableToCopy& t, const migrate::Chunk& c) { reconciler.finish_reading(t.oid, c.index); }};
+  active_ = id;
+  finished_ = false;
+  copier_ = std::thread([this, &reconciler] {
+    try {
+      migrate::copy_chunks(opts_.source, opts_.target, record_, tables_, chunks_, kJobs, nullptr,
+                           [this] { return stop_.load(); });
+    } catch (const std::exception& e) {
+      error_ = std::current_exception();
+      reconciler.fail(e.what());
+    }
+    finished_ = true;
+  });
+  return true;
+}
+
+}  // namespace dts::resync
