@@ -203,6 +203,7 @@ int main(int argc, char** argv) {
   v->add_option("--wait-timeout", verify_wait_s, "seconds to wait for the applier to pass a source position (default 120)")
       ->check(CLI::Range(1, 86400));
   v->add_flag("--json", verify_json, "print JSON instead of a table");
+  v->add_flag("--repair", verify.repair, "copy the tables that differ again (resync) and compare them once more");
 
   dts::complete::CompleteOptions complete;
   int64_t max_lag_ms = 1000;
@@ -250,10 +251,11 @@ int main(int argc, char** argv) {
 
   dts::serve::JobsCliOptions jobs_cli;
   auto* jc = app.add_subcommand("jobs", "talk to a running serve: list, show, create, start, stop, resume, complete, "
-                                        "verify, cancel");
+                                        "verify, cancel, resync");
   jc->add_option("action", jobs_cli.action, "what to do")
       ->required()
-      ->check(CLI::IsMember({"list", "show", "create", "start", "stop", "resume", "complete", "verify", "cancel"}));
+      ->check(CLI::IsMember({"list", "show", "create", "start", "stop", "resume", "complete", "verify", "cancel",
+                             "resync"}));
   jc->add_option("id", jobs_cli.id, "the job's id (all but list and create)")->check(CLI::PositiveNumber);
   jc->add_option("--server", jobs_cli.server, "serve's URL (default http://127.0.0.1:8888)");
   jc->add_option("--token-file", jobs_cli.token_file,
@@ -263,8 +265,8 @@ int main(int argc, char** argv) {
   jc->add_option("--name", jobs_cli.name, "create: the job's name");
   jc->add_option("--source", jobs_cli.source, "create: libpq conninfo of the source")->envname("DTS_SOURCE");
   jc->add_option("--target", jobs_cli.target, "create: libpq conninfo of the target")->envname("DTS_TARGET");
-  jc->add_option("--tables", jobs_cli.tables, "create: only these tables");
-  jc->add_option("--exclude", jobs_cli.exclude, "create: leave out these tables");
+  jc->add_option("--tables", jobs_cli.tables, "create: only these tables; resync: the tables to copy again");
+  jc->add_option("--exclude", jobs_cli.exclude, "create, resync: leave out these tables");
   jc->add_option("--mode", jobs_cli.mode, "create: full or incremental")->check(CLI::IsMember({"full", "incremental"}));
   jc->add_option("--jobs", jobs_cli.jobs, "create: parallel copy workers")->check(CLI::Range(1, 64));
   jc->add_option("--start-time", jobs_cli.start_time, "create: ISO 8601 time to start at, e.g. 2026-11-22T02:00:00Z");

@@ -15,6 +15,7 @@
 #include "check/check.hpp"
 #include "common/error.hpp"
 #include "common/parse.hpp"
+#include "core/table_selection.hpp"
 #include "serve/job_manager.hpp"
 #include "serve/sharding_sphere.hpp"
 #include "serve/token.hpp"
@@ -225,14 +226,32 @@ void add_job_routes(httplib::Server& svr, JobManager& jobs) {
     if (!job) return reply(res, 404, kErrJobNotFound, "no job " + std::string(req.matches[1]));
     reply(res, 200, 0, "", job_json(*job));
   });
-  svr.Post(R"(/api/jobs/(\d+)/(start|stop|resume|complete|verify|cancel))",
+  svr.Post(R"(/api/jobs/(\d+)/(start|stop|resume|complete|verify|cancel|resync))",
            [&](const httplib::Request& req, httplib::Response& res) {
              int64_t id = id_of(req);
              std::string action = req.matches[2];
              rapidjson::Document doc;
              if (!parse_body(req, res, doc, true)) return;
              CompleteRequest cr;
-             if (action == "complete") {
+             std::string tables, exclude;
+             if (action == "resync") {
+               for (auto it = doc.MemberBegin(); it != doc.MemberEnd(); ++it) {
+                 std::string k = it->name.GetString();
+                 if ((k == "tables" || k == "exclude") && !it->value.IsString())
+                   return reply(res, 400, kErrInvalidField, "field \"" + k + "\" must be a string of table patterns");
+                 if (k == "tables") tables = it->value.GetString();
+                 else if (k == "exclude") exclude = it->value.GetString();
+                 else
+                   return reply(res, 400, kErrUnknownField,
+                                "unknown field \"" + k.substr(0, 64) + "\"; the fields are tables, exclude");
+               }
+               if (tables.empty()) return reply(res, 400, kErrInvalidField, "field \"tables\" is required");
+               try {
+                 core::TableSelection(tables, exclude);
+               } catch (const Error& e) {
+                 return reply(res, 400, kErrInvalidField, e.what());
+               }
+             } else if (action == "complete") {
                for (auto it = doc.MemberBegin(); it != doc.MemberEnd(); ++it) {
                  std::string k = it->name.GetString();
                  const auto& v = it->value;
@@ -258,6 +277,7 @@ void add_job_routes(httplib::Server& svr, JobManager& jobs) {
                               : action == "resume"   ? jobs.resume(id)
                               : action == "complete" ? jobs.complete(id, cr)
                               : action == "verify"   ? jobs.verify(id)
+                              : action == "resync"   ? jobs.resync(id, tables, exclude)
                                                      : jobs.cancel(id);
              if (r.failed()) return reply_result(res, r);
              auto job = jobs.get(id);

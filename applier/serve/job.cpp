@@ -355,6 +355,16 @@ void write_job_model(Writer& w, const Job& job) {
     key_time(w, "at", job.error_at);
     w.EndObject();
   }
+  w.Key("resync");
+  if (job.resync.status.empty()) {
+    w.Null();
+  } else {
+    w.StartObject();
+    key_string(w, "status", job.resync.status);
+    key_time(w, "at", job.resync.at);
+    key_string(w, "result", job.resync.report);
+    w.EndObject();
+  }
   w.Key("verify");
   if (job.verify.status.empty()) {
     w.Null();

@@ -75,6 +75,7 @@ struct Job {
   int64_t stop_requested_at = 0;  // in memory: when stop or cancel sent SIGTERM
   std::string progress;  // the migrate status file's JSON, last read
   VerifyState verify;
+  VerifyState resync;  // the last resync: RUNNING, DONE or FAILED, and what it said (not persisted)
   std::string slot() const { return "dts_job_" + std::to_string(id); }
 };
 

@@ -165,7 +165,7 @@ void JobManager::fail(Job& job, const std::string& message) {
 }
 
 void JobManager::spawn(Job& job, ChildKind kind, std::vector<std::string> args) {
-  static const char* kNames[] = {"migrate", "complete", "verify", "cancel"};
+  static const char* kNames[] = {"migrate", "complete", "verify", "cancel", "resync"};
   std::string base = work_dir_ + "/job-" + std::to_string(job.id) + "-" + kNames[static_cast<int>(kind)];
   Child c{0, kind, base + ".out", base + ".log"};
   // Everything the child needs is built before fork: after it, only exec-safe calls.
@@ -284,6 +284,11 @@ void JobManager::on_exit(Job& job, const Child& child, int code) {
       job.verify.report = trim(read_file(child.out_path));
       job.verify.at = now_unix();
       if (code > 1) fail(job, "verify: " + last_error(child.log_path));
+      break;
+    case ChildKind::kResync:
+      job.resync.status = code == 0 ? "DONE" : "FAILED";
+      job.resync.report = trim(code == 0 ? read_file(child.out_path) : last_error(child.log_path));
+      job.resync.at = now_unix();
       break;
     case ChildKind::kCancel:
       if (code == 0) {
@@ -462,6 +467,22 @@ ActionResult JobManager::verify(int64_t id) {
   j->verify.status = "RUNNING";
   j->verify.report.clear();
   persist(*j);
+  return ActionResult::ok();
+}
+
+ActionResult JobManager::resync(int64_t id, const std::string& tables, const std::string& exclude) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Job* j = find(id);
+  if (j == nullptr) return not_found(id);
+  if (j->status != JobStatus::kSynchronizeRealtimeData)
+    return conflict(*j, "resync copies tables of a job that streams (SYNCHRONIZE_REALTIME_DATA) again");
+  if (has_child(id, ChildKind::kResync)) return conflict(*j, "a resync is already running for it");
+  std::vector<std::string> args = {"resync", "--slot", j->slot(), "--tables", tables};
+  if (!exclude.empty()) args.insert(args.end(), {"--exclude", exclude});
+  spawn(*j, ChildKind::kResync, args);
+  j->resync.status = "RUNNING";
+  j->resync.report.clear();
+  j->resync.at = now_unix();
   return ActionResult::ok();
 }
 

@@ -68,12 +68,14 @@ class JobManager {
   ActionResult resume(int64_t id);
   ActionResult complete(int64_t id, const CompleteRequest& request);
   ActionResult verify(int64_t id);
+  // Copies tables of a streaming job again while it goes on streaming (dts_applier resync).
+  ActionResult resync(int64_t id, const std::string& tables, const std::string& exclude);
   ActionResult cancel(int64_t id);
   // Counters for /metrics.
   int64_t errors_seen(int64_t id);
 
  private:
-  enum class ChildKind { kMigrate, kComplete, kVerify, kCancel };
+  enum class ChildKind { kMigrate, kComplete, kVerify, kCancel, kResync };
   struct Child {
     pid_t pid = 0;
     ChildKind kind = ChildKind::kMigrate;

@@ -37,6 +37,20 @@ std::string create_body(const JobsCliOptions& o) {
   return buf.GetString();
 }
 
+std::string resync_body(const JobsCliOptions& o) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("tables");
+  w.String(o.tables.c_str());
+  if (!o.exclude.empty()) {
+    w.Key("exclude");
+    w.String(o.exclude.c_str());
+  }
+  w.EndObject();
+  return buf.GetString();
+}
+
 void print_list(const rapidjson::Value& jobs) {
   std::printf("%-6s %-28s %-26s %14s %10s\n", "id", "name", "status", "rows copied", "lag ms");
   if (!jobs.IsArray()) return;
@@ -90,6 +104,8 @@ int run_jobs_cli(const JobsCliOptions& o) {
   httplib::Result res = o.action == "list"     ? cli.Get("/api/jobs", headers)
                         : o.action == "show"   ? cli.Get(("/api/jobs/" + id).c_str(), headers)
                         : o.action == "create" ? cli.Post("/api/jobs", headers, create_body(o), "application/json")
+                        : o.action == "resync" ? cli.Post(("/api/jobs/" + id + "/resync").c_str(), headers,
+                                                          resync_body(o), "application/json")
                                                : cli.Post(("/api/jobs/" + id + "/" + o.action).c_str(), headers, "",
                                                           "application/json");
   if (!res) {

@@ -12,7 +12,7 @@ struct JobsCliOptions {
   std::string server = "http://127.0.0.1:8888";
   std::string token_file;  // without it: <work_dir>/api-token, sent only to a loopback server
   std::string work_dir;    // serve's work directory (default ~/.dts-serve)
-  std::string action;  // list, show, create, start, stop, resume, complete, verify, cancel
+  std::string action;  // list, show, create, start, stop, resume, complete, verify, cancel, resync
   int64_t id = 0;
   // create
   std::string name, source, target, tables, exclude, mode = "incremental", start_time;

@@ -4,6 +4,7 @@
 #include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <optional>
@@ -14,6 +15,7 @@
 #include "common/parse.hpp"
 #include "core/table_selection.hpp"
 #include "follow/applied_watch.hpp"
+#include "resync/resync.hpp"
 
 namespace dts::verify {
 namespace {
@@ -475,9 +477,29 @@ int run_verify(const VerifyOptions& o, bool json) {
     prepare_session(tgt);
     std::vector<TableResult> results = verify_tables(o, src, tgt);
     std::fputs((json ? render_json(results) : render_table(results)).c_str(), stdout);
-    for (const auto& r : results)
+    std::string differing;
+    bool unrepairable = false;
+    for (const auto& r : results) {
+      if (!r.error.empty()) unrepairable = true;  // missing on the target, another shape: not rows
+      else if (!r.equal()) differing += (differing.empty() ? "" : ",") + r.table;  // %I.%I: the patterns' dialect
+    }
+    if (differing.empty() || !o.repair) return differing.empty() && !unrepairable ? 0 : 1;
+    spdlog::info("repairing: copying {} again while the migration streams", differing);
+    resync::ResyncOptions ro;
+    ro.source = o.source;
+    ro.target = o.target;
+    ro.slot = o.slot;
+    ro.tables = differing;
+    std::atomic<bool> never_stop{false};
+    if (resync::run_resync(ro, never_stop) != 0) return 1;
+    VerifyOptions again = o;
+    again.tables = differing;
+    again.exclude.clear();
+    std::vector<TableResult> after = verify_tables(again, src, tgt);
+    std::fputs((json ? render_json(after) : render_table(after)).c_str(), stdout);
+    for (const auto& r : after)
       if (!r.equal()) return 1;
-    return 0;
+    return unrepairable ? 1 : 0;
   } catch (const Error& e) {
     spdlog::error("{}", e.what());
     return 2;

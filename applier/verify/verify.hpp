@@ -32,6 +32,8 @@ struct VerifyOptions {
   // Re-checks wait for the applier (if the target has its origin); off when nothing can move,
   // as in complete, where the source is read-only and the applier has stopped.
   bool wait_for_applier = true;
+  // Differing tables are copied again (dts_applier resync) and compared once more.
+  bool repair = false;
 };
 
 struct Difference {

@@ -299,6 +299,31 @@ def resync_with_no_applier_running_follows_until_done():
               f"a resync of a table that does not exist: {bad.returncode} {bad.stderr[-500:]}")
 
 
+@test
+def verify_repair_copies_the_differing_table_again():
+    """A row changed by hand on the target: `verify --repair` finds the table different, copies
+    it again while the migration streams under pgbench, compares it once more, and exits 0."""
+    with Pair(5) as pair:
+        pgbench(pair.src, "-i", "-q", "-s", "2")
+        m = Migrate(pair, "repair", "--split-larger-than", "1MB").start()
+        m.wait_phase("STREAMING")
+        bench = Pgbench(pair.src, clients=2, rate=200)
+        try:
+            pair.dst_app("UPDATE pgbench_accounts SET filler = 'by hand' WHERE aid IN (7, 70000, 150000)")
+            out = subprocess.run([APPLIER, "verify", "--source", pair.src.conninfo, "--target", pair.target,
+                                  "--repair", "--json"], capture_output=True, text=True, timeout=600)
+        finally:
+            bench.stop()
+        check(out.returncode == 0, f"verify --repair exited {out.returncode}: {out.stdout[-800:]} {out.stderr[-1500:]}")
+        check(out.stdout.count('"DIFFERENT"') >= 1 and "repairing" in out.stderr,
+              f"verify did not find the difference before repairing: {out.stdout[-800:]} {out.stderr[-800:]}")
+        m.wait_applied(pair.src.lsn())
+        m.stop()
+        check(pair.dst_app("SELECT count(*) FROM pgbench_accounts WHERE filler = 'by hand'")[0][0] == 0,
+              "the changes made by hand are still there")
+        check_equal(pair.src, pair.target_view(), PGBENCH_TABLES)
+
+
 def figures():
     for f in FIGURES:
         print(f"  figure: {f}")

@@ -98,6 +98,22 @@ def a_job_lives_from_create_through_copy_and_streaming_to_complete():
             v = serve.job(job["id"])["verify"]
             check(v["status"] == "EQUAL" and v["result"]["result"] == "EQUAL", f"verify: {v}")
 
+            # A table changed by hand on the target (and referenced by a foreign key), copied again
+            # through the job while it streams.
+            pair.dst_app("UPDATE items SET name = 'by hand' WHERE id % 1000 = 0")
+            status, body = serve.call("POST", f"/api/jobs/{job['id']}/resync", {})
+            check(status == 400 and "tables" in (body["errorMsg"] or ""), f"resync without tables: {status} {body}")
+            status, body = serve.call("POST", f"/api/jobs/{job['id']}/resync", {"tables": "items", "chunks": 3})
+            check(status == 400 and "unknown field" in (body["errorMsg"] or ""), f"resync, unknown field: {status} {body}")
+            out = serve.jobs_cli("resync", str(job["id"]), "--tables", "items")
+            check(out.returncode == 0, f"jobs resync: {out.stdout} {out.stderr}")
+            wait_for("the resync to finish",
+                     lambda: (serve.job(job["id"])["resync"] or {}).get("status") not in (None, "RUNNING"), 180)
+            r = serve.job(job["id"])["resync"]
+            check(r["status"] == "DONE" and "done" in r["result"], f"resync: {r}")
+            check(pair.dst_app("SELECT count(*) FROM items WHERE name = 'by hand'")[0][0] == 0,
+                  "the resync left the changes made by hand")
+
             status, body = serve.call("POST", f"/api/jobs/{job['id']}/complete", {"maxLagMs": 2000, "sequenceShift": 100})
             check(status == 200, f"complete: {status} {body}")
             done = serve.wait_status(job["id"], "COMPLETED")
