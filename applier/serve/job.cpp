@@ -301,6 +301,8 @@ void write_job_model(Writer& w, const Job& job) {
           w.Int64(cs);
           w.Key("done");
           w.Bool(c.HasMember("done") && c["done"].IsBool() && c["done"].GetBool());
+          w.Key("redone");  // copied again after a restart
+          w.Bool(c.HasMember("redone") && c["redone"].IsBool() && c["redone"].GetBool());
           w.EndObject();
         }
       }
@@ -317,6 +319,10 @@ void write_job_model(Writer& w, const Job& job) {
   w.Int64(copy != nullptr ? int_of(*copy, "bytes_copied") : 0);
   w.Key("seconds");
   w.Double(copy != nullptr ? double_of(*copy, "seconds") : 0);
+  w.Key("chunksRedone");
+  w.Int64(copy != nullptr ? int_of(*copy, "chunks_redone") : 0);
+  w.Key("longestSnapshotSeconds");  // the longest a snapshot was held on the source during the copy
+  w.Double(copy != nullptr ? double_of(*copy, "longest_snapshot_seconds") : 0);
   w.EndObject();
 
   w.Key("realtimeProgress");

@@ -69,20 +69,20 @@ CopiedChunk chunk(std::optional<int64_t> lo, std::optional<int64_t> hi, const ch
 }
 
 // Chunk [-inf, 100) read before transaction 500 committed, [100, +inf) after it.
-CopyReconciler two_chunks() {
-  CopyReconciler r;
+void two_chunks(CopyReconciler& r) {
   CopiedTable t;
   t.key_column = "id";
   t.chunks = {chunk(100, std::nullopt, "400:600:"), chunk(std::nullopt, 100, "400:500:")};
+  t.chunks[0].index = 1;
   r.add(42, t, 1000);
-  return r;
 }
 
 }  // namespace
 
 TEST(CopyReconciler, SkipsWhatTheRowsChunkSaw) {
   auto rel = relation();
-  CopyReconciler r = two_chunks();
+  CopyReconciler r;
+  two_chunks(r);
   dts::decode::Values row = {int_value(5), proto::Value{}};
   dts::decode::Values high = {int_value(150), proto::Value{}};
   r.begin(500, 900);
@@ -99,7 +99,8 @@ TEST(CopyReconciler, SkipsWhatTheRowsChunkSaw) {
 
 TEST(CopyReconciler, AnUpdateMovingARowBetweenChunksBecomesTheMissingHalf) {
   auto rel = relation();
-  CopyReconciler r = two_chunks();
+  CopyReconciler r;
+  two_chunks(r);
   r.begin(500, 900);
   dts::decode::Values low = {int_value(5), proto::Value{}};
   dts::decode::Values high = {int_value(150), proto::Value{}};
@@ -117,7 +118,8 @@ TEST(CopyReconciler, AnUpdateMovingARowBetweenChunksBecomesTheMissingHalf) {
 
 TEST(CopyReconciler, ATruncateKeepsTheChunksThatSawIt) {
   auto rel = relation();
-  CopyReconciler r = two_chunks();
+  CopyReconciler r;
+  two_chunks(r);
   std::vector<const dts::decode::Relation*> rels = {&rel};
   r.begin(500, 900);
   std::vector<std::string> deletes = r.truncate(rels);
@@ -133,9 +135,37 @@ TEST(CopyReconciler, ATruncateKeepsTheChunksThatSawIt) {
 TEST(CopyReconciler, TablesOutsideTheCopyAreApplied) {
   auto rel = relation();
   rel.relid = 7;
-  CopyReconciler r = two_chunks();
+  CopyReconciler r;
+  two_chunks(r);
   r.begin(450, 900);
   dts::decode::Values row = {int_value(5), proto::Value{}};
   dts::decode::RowChange ins{dts::decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row};
   EXPECT_EQ(r.fate(ins), RowFate::kApply);
+}
+
+TEST(CopyReconciler, AChunkNotReadYetSkipsAndItsSnapshotMustSeeWhatItSkipped) {
+  auto rel = relation();
+  CopyReconciler r;
+  CopiedTable t;
+  t.key_column = "id";
+  CopiedChunk pending;
+  pending.index = 0;
+  pending.state = dts::apply::ChunkState::kPending;
+  t.chunks = {pending};
+  r.add(42, t, 0);
+  dts::decode::Values row = {int_value(5), proto::Value{}};
+  r.begin(700, 900);
+  EXPECT_TRUE(r.copied(rel, row, false));  // skipped: the chunk, read later, will hold it
+  EXPECT_FALSE(r.start_reading(42, 0, *Snapshot::parse("650:700:"), 950));  // does not see 700 yet
+  EXPECT_TRUE(r.start_reading(42, 0, *Snapshot::parse("650:750:"), 950));
+  r.begin(720, 960);  // seen by the snapshot: in the chunk
+  EXPECT_TRUE(r.copied(rel, row, false));
+  r.begin(760, 970);  // not seen: wait until the chunk is written
+  dts::decode::RowChange ins{dts::decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row};
+  EXPECT_EQ(r.fate(ins), RowFate::kWait);
+  EXPECT_FALSE(r.settled(42));
+  r.finish_reading(42, 0);
+  r.wait_for_chunk();  // returns at once
+  EXPECT_EQ(r.fate(ins), RowFate::kApply);
+  EXPECT_TRUE(r.settled(42));
 }
