@@ -339,6 +339,9 @@ void ApplyEngine::update_rows(const decode::Relation& rel, const std::vector<con
   RelationPlan& plan = plan_for(rel);
   size_t ncols = rel.columns.size();
   size_t per_statement = std::max<size_t>(1, std::min(kInsertRows, 65535 / ncols));
+  // The session first: getting it may send what waited for a pending commit, which must not
+  // run between filling the scratch parameters below and sending them.
+  TargetSession& session = current_session();
   for (size_t done = 0; done < rows.size();) {
     size_t n = std::min(per_statement, rows.size() - done);
     params_.clear();
@@ -351,9 +354,8 @@ void ApplyEngine::update_rows(const decode::Relation& rel, const std::vector<con
     if (n > 1) where += " to " + describe_key(rel, rows[done + n - 1]->values, false) + ", " + std::to_string(n) + " rows";
     ChangeContext context{plan.qualified, where, txn_commit_lsn_, "UPDATE"};
     context.probe = key_probe(rel, plan, rows.data() + done, n);
-    current_session().execute(plan.key_prefix + "M" + std::to_string(n), [&] { return build_update_rows(rel, n); },
-                              types_, params_.size(), params_.values(), params_.lengths(), params_.formats(),
-                              std::move(context), true, n);
+    session.execute(plan.key_prefix + "M" + std::to_string(n), [&] { return build_update_rows(rel, n); }, types_,
+                    params_.size(), params_.values(), params_.lengths(), params_.formats(), std::move(context), true, n);
     done += n;
   }
 }
@@ -542,10 +544,13 @@ void ApplyEngine::send_inserts(TargetSession& session, InsertBatch& batch) {
   for (size_t done = 0; done < rows;) {
     size_t n = std::min(kInsertRows, rows - done);
     n = std::min(n, std::max<size_t>(1, 65535 / std::max<size_t>(1, ncols)));
-    types_.clear();
-    for (size_t r = 0; r < n; ++r) types_.insert(types_.end(), plan.types.begin(), plan.types.end());
+    // Its own types: this runs from finish_commit(), which may come between another statement's
+    // scratch and its sending.
+    std::vector<uint32_t> types;
+    types.reserve(n * ncols);
+    for (size_t r = 0; r < n; ++r) types.insert(types.end(), plan.types.begin(), plan.types.end());
     size_t at = done * ncols;
-    session.execute(plan.key_prefix + "I" + std::to_string(n), [&] { return build_insert(rel, n); }, types_,
+    session.execute(plan.key_prefix + "I" + std::to_string(n), [&] { return build_insert(rel, n); }, types,
                     static_cast<int>(n * ncols), values + at, lengths + at, formats + at, context, false);
     done += n;
   }
@@ -592,6 +597,7 @@ void ApplyEngine::apply_update_values(const decode::Relation& rel, const decode:
   else
     build_match(rel, *oldv, old_kind == proto::OldTuple::kKey, full, match, match_values);
 
+  TargetSession& session = current_session();  // before the scratch is filled (see update_rows)
   params_.clear();
   types_.clear();
   std::string key = plan.key_prefix + "U";
@@ -608,7 +614,7 @@ void ApplyEngine::apply_update_values(const decode::Relation& rel, const decode:
     types_.push_back(plan.types[match.columns[i]]);
   }
   std::string where = old_kind == proto::OldTuple::kKey ? describe_key(rel, *oldv, true) : describe_key(rel, newv, false);
-  current_session().execute(
+  session.execute(
       key, [&] { return build_update(rel, set_columns, match); }, types_, params_,
       ChangeContext{plan.qualified, where, lsn, "UPDATE"}, true);
 }
@@ -621,6 +627,7 @@ void ApplyEngine::apply_delete(const decode::RowChange& row) {
   RowMatch& match = match_;
   std::vector<const proto::Value*>& match_values = match_values_;
   build_match(rel, *row.old_values, !full, full, match, match_values);
+  TargetSession& session = current_session();  // before the scratch is filled (see update_rows)
   params_.clear();
   types_.clear();
   for (size_t i = 0; i < match.columns.size(); ++i) {
@@ -630,7 +637,7 @@ void ApplyEngine::apply_delete(const decode::RowChange& row) {
   }
   std::string key = plan.key_prefix + "D" + match_key(match);
   std::string where = full ? describe_key(rel, *row.old_values, false) : describe_key(rel, *row.old_values, true);
-  current_session().execute(
+  session.execute(
       key, [&] { return build_delete(rel, match); }, types_, params_,
       ChangeContext{plan.qualified, where, txn_commit_lsn_, "DELETE"}, true);
 }

@@ -196,6 +196,35 @@ def merged_rows_pending_when_a_large_transaction_starts_streaming_are_kept():
 
 
 @test
+def a_statement_prepared_while_the_previous_group_commits_keeps_its_parameter_types():
+    """While a group's commit waited for its results, the next group's inserts were held, and
+    sending them (just before another statement) overwrote that statement's parameter types:
+    an UPDATE prepared then declared the 156 types of 13 held rows of 12 columns. Here every
+    group ends with 200 one-row transactions, then one inserts 13 rows into a table without a
+    key and updates a REPLICA IDENTITY FULL table in the same transaction."""
+    with Pair(9) as pair:
+        setup_t(pair, 200)
+        cols = ", ".join(f"c{i} int" for i in range(12))
+        create_on_both(pair.src, pair.dst, f"CREATE TABLE lg ({cols})")
+        create_on_both(pair.src, pair.dst, "CREATE TABLE fu (a int, b text); ALTER TABLE fu REPLICA IDENTITY FULL")
+        for s in (pair.src, pair.dst):
+            s.sql("INSERT INTO fu SELECT g, 'b' FROM generate_series(1, 20) g")
+        slot = pair.slot()
+        c = pair.src.connect()
+        with c.cursor() as cur:
+            for rnd in range(5):
+                for i in range(1, 201):
+                    cur.execute("UPDATE t SET v = %s WHERE id = %s", (f"r{rnd}", i))
+                cur.execute("BEGIN")
+                cur.execute(f"INSERT INTO lg SELECT {', '.join(['g'] * 12)} FROM generate_series(1, 13) g")
+                cur.execute("UPDATE fu SET b = %s WHERE a = %s", (f"r{rnd}", rnd + 1))
+                cur.execute("COMMIT")
+        c.close()
+        run_to(pair.src, pair.dst, slot, pair.src.lsn())
+        check_equal(pair.src, pair.dst, ["t", "lg", "fu"])
+
+
+@test
 def a_source_error_is_named_as_the_sources_with_its_sqlstate():
     """Defect 11: a server error on the source was reported as the target rejecting a change,
     and callers searched message text for SQLSTATEs."""
