@@ -8,6 +8,7 @@
 
 #include "common/error.hpp"
 #include "common/parse.hpp"
+#include "core/migration.hpp"
 #include "core/table_selection.hpp"
 #include "follow/follow.hpp"
 #include "resync/resync_driver.hpp"
@@ -39,6 +40,12 @@ int64_t request_resync(const pg::Connection& target, const std::string& slot, co
       target.query_value("SELECT count(*) FROM dts.migration WHERE slot = $1", {slot}) == "0")
     throw Error(ErrorKind::kConfig, "no migration with slot \"" + slot + "\" on the target: resync copies tables of "
                                     "a running migration again (see --slot)");
+  // While the first copy runs, its migrate is not streaming yet and must stay the only one to.
+  std::string phase = target.query_value("SELECT phase FROM dts.migration WHERE slot = $1", {slot});
+  auto at = core::parse_phase(phase);
+  if (at != core::Phase::kStreaming && at != core::Phase::kCatchingUp)
+    throw Error(ErrorKind::kConfig, "the migration with slot \"" + slot + "\" is " + phase +
+                                    ": resync copies tables of a migration that streams; wait for STREAMING");
   create_request_table(target);
   return parse_int64(target.query_value("INSERT INTO dts.resync (slot, tables, exclude_tables, chunk_bytes) "
                                         "VALUES ($1, $2, $3, $4) RETURNING id",

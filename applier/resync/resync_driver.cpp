@@ -172,6 +172,9 @@ bool ResyncDriver::start(int64_t id, const std::string& tables, const std::strin
     } catch (const std::exception& e) {
       error_ = std::current_exception();
       reconciler.fail(e.what());
+    } catch (...) {  // nothing may leave a thread
+      error_ = std::current_exception();
+      reconciler.fail("the copy failed");
     }
     finished_ = true;
   });
