@@ -6,7 +6,6 @@
 
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
-#include "pg/snapshot.hpp"
 #include "dts/protocol.h"
 
 namespace dts::apply {
@@ -19,19 +18,6 @@ constexpr size_t kInsertRows = 100;
 // A run of inserts this long goes by binary COPY when every value can (COPY's insert path is
 // much cheaper than INSERT statements for a large transaction).
 constexpr size_t kCopyRows = 5000;
-
-// Built-in types whose values we hold in their binary send format, as binary COPY wants them:
-// all but the reg* types, which travel as names.
-bool copyable_type(uint32_t oid) {
-  switch (oid) {
-    case 24: case 2202: case 2203: case 2204: case 2205: case 2206: case 3734: case 3769: case 4089: case 4096:
-    case 4191: case 1008: case 2207: case 2208: case 2209: case 2210: case 2211: case 3735: case 3770: case 4090:
-    case 4097: case 4192:
-      return false;
-    default:
-      return oid < 10000;
-  }
-}
 
 // Large transactions applied as they stream in, each on a target connection of its own; more
 // at once are spooled to disk until they commit (connections stay bounded whatever the load).
@@ -99,7 +85,7 @@ ApplyEngine::RelationPlan& ApplyEngine::plan_for(const decode::Relation& rel) {
     std::string cols;
     for (const auto& c : rel.columns) {
       plan->types.push_back(param_type_for(c));
-      plan->copyable = plan->copyable && copyable_type(c.type_oid);
+      plan->copyable = plan->copyable && binary_copy_type(c.type_oid);
       cols += (cols.empty() ? "" : ", ") + quote_ident(c.name);
     }
     // No column (none, or only generated ones): `COPY t ()` is a syntax error; no list is the same.
@@ -421,18 +407,8 @@ void ApplyEngine::read_row_again(const decode::RowChange& row) {
   std::optional<int64_t> key = reconciler_.new_key(row);
   if (!key) throw Error(ErrorKind::kInternal, "no integer key to read " + qualified_name(rel) + " again by");
   if (!source_) source_ = pg::Connection::open(source_conninfo_, "source");
-  std::string cols, key_column = reconciler_.table(rel.relid)->key_column;
-  for (const auto& c : rel.columns) cols += (cols.empty() ? "" : ", ") + quote_ident(c.name);
-  source_.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
-  pg::Result snap = source_.exec("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text");
-  pg::Result found = source_.exec_params("SELECT " + cols + " FROM ONLY " + qualified_name(rel) + " WHERE " +
-                                             quote_ident(key_column) + " = $1",
-                                         {std::to_string(*key)});
-  source_.exec("COMMIT");
+  pg::Result found = reconciler_.read_row_now(source_, rel, *key);
   rows_read_again_++;
-  auto snapshot = pg::Snapshot::parse(PQgetvalue(snap.get(), 0, 0));
-  if (!snapshot) throw Error(ErrorKind::kSource, "the source gave a malformed snapshot");
-  reconciler_.add_row_read(rel.relid, *key, std::move(*snapshot), parse_lsn(PQgetvalue(snap.get(), 0, 1)).value_or(0));
   if (PQntuples(found.get()) == 0) return;  // gone since: a later change the snapshot saw removed it
   decode::Values values(rel.columns.size());
   for (size_t i = 0; i < rel.columns.size(); ++i) {

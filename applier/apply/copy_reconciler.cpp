@@ -174,6 +174,24 @@ void CopyReconciler::wait_until_settled(uint32_t relid) {
   if (!failure_.empty()) throw Error(ErrorKind::kApply, "the copy of a table being copied again failed: " + failure_);
 }
 
+pg::Result CopyReconciler::read_row_now(const pg::Connection& source, const decode::Relation& rel, int64_t key) {
+  const CopiedTable* t = table(rel.relid);
+  if (t == nullptr || t->key_column.empty())
+    throw Error(ErrorKind::kInternal, "no integer key to read " + qualified_name(rel) + " again by");
+  std::string cols;
+  for (const auto& c : rel.columns) cols += (cols.empty() ? "" : ", ") + quote_ident(c.name);
+  source.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+  pg::Result snap = source.exec("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text");
+  pg::Result found = source.exec_params("SELECT " + cols + " FROM ONLY " + qualified_name(rel) + " WHERE " +
+                                            quote_ident(t->key_column) + " = $1",
+                                        {std::to_string(key)});
+  source.exec("COMMIT");
+  auto snapshot = pg::Snapshot::parse(PQgetvalue(snap.get(), 0, 0));
+  if (!snapshot) throw Error(ErrorKind::kSource, "the source gave a malformed snapshot");
+  add_row_read(rel.relid, key, std::move(*snapshot), parse_lsn(PQgetvalue(snap.get(), 0, 1)).value_or(0));
+  return found;
+}
+
 std::optional<int64_t> CopyReconciler::new_key(const decode::RowChange& row) const {
   const CopiedTable* t = table(row.relation->relid);
   if (t == nullptr || row.new_values == nullptr) return std::nullopt;

@@ -83,6 +83,9 @@ class CopyReconciler {
   // One row read again from the source in `snapshot` (taken before `snapshot_lsn`): for that
   // key, the snapshot decides from now on, as a chunk of one row.
   void add_row_read(uint32_t relid, int64_t key, pg::Snapshot snapshot, Lsn snapshot_lsn);
+  // Reads the row with this key from the source as it is now (every column of `rel`, as text)
+  // and records the read's snapshot for the key (add_row_read).
+  pg::Result read_row_now(const pg::Connection& source, const decode::Relation& rel, int64_t key);
   // The integer key of a change's new row, for add_row_read.
   std::optional<int64_t> new_key(const decode::RowChange& row) const;
 

@@ -215,4 +215,15 @@ std::string binary_copy_stream(const ParamSet& params, size_t rows, size_t ncols
   return data;
 }
 
+bool binary_copy_type(uint32_t oid) {
+  switch (oid) {
+    case 24: case 2202: case 2203: case 2204: case 2205: case 2206: case 3734: case 3769: case 4089: case 4096:
+    case 4191: case 1008: case 2207: case 2208: case 2209: case 2210: case 2211: case 3735: case 3770: case 4090:
+    case 4097: case 4192:
+      return false;
+    default:
+      return oid < 10000;
+  }
+}
+
 }  // namespace dts::apply

@@ -50,6 +50,10 @@ class ParamSet {
   Arena arena_;
 };
 
+// Built-in types whose values are held in their binary send format, as binary COPY wants them:
+// all but the reg* types, which travel as names.
+bool binary_copy_type(uint32_t type_oid);
+
 // `rows` rows of `ncols` binary parameters each as one binary COPY stream: a header, then per
 // row a field count and each field as length + bytes.
 std::string binary_copy_stream(const ParamSet& params, size_t rows, size_t ncols);
