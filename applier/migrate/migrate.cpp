@@ -24,6 +24,7 @@
 #include "common/parse.hpp"
 #include "common/private_dir.hpp"
 #include "core/migration.hpp"
+#include "dts/protocol.h"
 #include "follow/status.hpp"
 #include "migrate/child_process.hpp"
 #include "migrate/copier.hpp"
@@ -448,7 +449,15 @@ int finish_full_copy(const MigrateOptions& opts, const pg::Connection& target, c
   std::string horizon = target.query_value(
       "SELECT coalesce(max(snapshot_lsn), '0/0')::text FROM dts.copy_chunk WHERE slot = $1", {opts.slot});
   follow::FollowOptions f = follow_options(opts, target);
-  f.until_lsn = parse_lsn(horizon);
+  // A marker through the slot, past the horizon: its commit is applied at once, where a quiet
+  // source would leave the stream waiting for its next WAL (the next running-xacts record,
+  // up to 15 s) to show that the horizon was passed.
+  pg::Connection source = pg::Connection::open(opts.source, "source");
+  Lsn marker = parse_lsn(source.query_value("SELECT pg_logical_emit_message(true, $1, 'copy done')::text",
+                                            {std::string(protocol::kMarkerPrefix)}))
+                   .value_or(0);
+  source.close();
+  f.until_lsn = std::max(parse_lsn(horizon).value_or(0), marker);
   f.copy_json = summary;
   spdlog::info("mode full: applying the changes made during the copy, up to {}", horizon);
   int rc = follow::run_follow(f, stop);
