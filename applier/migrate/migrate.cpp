@@ -464,8 +464,9 @@ int finish_full_copy(const MigrateOptions& opts, const pg::Connection& target, c
   if (rc != follow::kExitOk || stop.load()) return rc;
   set_phase(target, opts.slot, core::phase_name(core::Phase::kDone), "");
   report(opts, core::phase_name(core::Phase::kStopped), summary);
+  // WAIT: the walsender of the catch-up that just ended may not have released the slot yet.
   pg::Connection repl = pg::Connection::open(opts.source, "source", true);
-  repl.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot));
+  repl.exec("DROP_REPLICATION_SLOT " + apply::quote_ident(opts.slot) + " WAIT");
   spdlog::info("mode full: done, slot dropped");
   return follow::kExitOk;
 }
