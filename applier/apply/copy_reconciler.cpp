@@ -85,6 +85,7 @@ void CopyReconciler::add(uint32_t relid, CopiedTable table, Lsn snapshot_lsn) {
   std::lock_guard<std::mutex> lock(mu_);
   rows_read_.erase(relid);
   tables_[relid] = std::move(table);
+  active_ = true;
   horizon_ = std::max(horizon_, snapshot_lsn);
 }
 
@@ -92,11 +93,6 @@ void CopyReconciler::add_row_read(uint32_t relid, int64_t key, pg::Snapshot snap
   std::lock_guard<std::mutex> lock(mu_);
   rows_read_[relid][key] = std::move(snapshot);
   horizon_ = std::max(horizon_, snapshot_lsn);
-}
-
-bool CopyReconciler::active() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return !tables_.empty();
 }
 
 void CopyReconciler::begin(uint32_t xid, Lsn commit_lsn) {
@@ -114,6 +110,7 @@ void CopyReconciler::begin(uint32_t xid, Lsn commit_lsn) {
       ++it;
     }
   }
+  active_ = !tables_.empty();
 }
 
 CopiedChunk* CopyReconciler::find(uint32_t relid, int index) {

@@ -19,6 +19,7 @@
 #ifndef DTS_APPLIER_APPLY_COPY_RECONCILER_HPP
 #define DTS_APPLIER_APPLY_COPY_RECONCILER_HPP
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -89,7 +90,8 @@ class CopyReconciler {
   // The integer key of a change's new row, for add_row_read.
   std::optional<int64_t> new_key(const decode::RowChange& row) const;
 
-  bool active() const;
+  // Read for every change: a flag kept with the table map, not a lock.
+  bool active() const { return active_.load(std::memory_order_relaxed); }
   // A source transaction begins. Committed at or after the WAL position every chunk was read
   // at, it is in no chunk: reconciliation is over.
   void begin(uint32_t xid, Lsn commit_lsn);
@@ -111,6 +113,7 @@ class CopyReconciler {
   CopiedChunk* find(uint32_t relid, int index);
 
   mutable std::mutex mu_;
+  std::atomic<bool> active_{false};  // !tables_.empty(), changed on the applier's thread only
   std::condition_variable changed_;
   std::string failure_;
   std::pair<uint32_t, int> waiting_for_{0, -1};

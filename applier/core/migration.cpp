@@ -41,4 +41,13 @@ std::string phase_is_sql(Phase phase) {
   return std::string("upper(phase) = '") + phase_name(phase) + "'";
 }
 
+std::optional<StoredSelection> stored_selection(const pg::Connection& target, const std::string& slot) {
+  if (target.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") != "t") return std::nullopt;
+  // to_jsonb: a dts.migration written before exclude_tables existed has no such column.
+  pg::Result r = target.exec_params("SELECT coalesce(tables, ''), coalesce(to_jsonb(m) ->> 'exclude_tables', '') "
+                                    "FROM dts.migration m WHERE slot = $1", {slot});
+  if (PQntuples(r.get()) == 0) return std::nullopt;
+  return StoredSelection{PQgetvalue(r.get(), 0, 0), PQgetvalue(r.get(), 0, 1)};
+}
+
 }  // namespace dts::core

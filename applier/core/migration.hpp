@@ -6,6 +6,9 @@
 
 #include <optional>
 #include <string>
+
+#include "pg/connection.hpp"
+#include <string>
 #include <string_view>
 
 namespace dts::core {
@@ -41,6 +44,14 @@ struct MigrationId {
     return MigrationId{slot, origin.empty() ? "dts_" + slot : origin};
   }
 };
+
+// The --tables / --exclude a migration was started with, kept in dts.migration on the target
+// (the plugin's dialect); none if the target has no migration of that slot.
+struct StoredSelection {
+  std::string tables;
+  std::string exclude;
+};
+std::optional<StoredSelection> stored_selection(const pg::Connection& target, const std::string& slot);
 
 // Exit codes of every command.
 constexpr int kExitOk = 0;

@@ -262,10 +262,10 @@ follow::FollowOptions follow_options(const MigrateOptions& opts, const pg::Conne
   f.slot = opts.slot;
   // The user's patterns, as the copy used them: the plugin selects the same tables, and tables
   // created later that match are streamed too. A resume reads them back from the state table.
-  pg::Result stored = target.exec_params("SELECT coalesce(tables, ''), coalesce(exclude_tables, '') "
-                                         "FROM dts.migration WHERE slot = $1", {opts.slot});
-  f.tables = PQntuples(stored.get()) > 0 ? PQgetvalue(stored.get(), 0, 0) : opts.tables;
-  f.exclude = PQntuples(stored.get()) > 0 ? PQgetvalue(stored.get(), 0, 1) : opts.exclude;
+  core::StoredSelection stored =
+      core::stored_selection(target, opts.slot).value_or(core::StoredSelection{opts.tables, opts.exclude});
+  f.tables = stored.tables;
+  f.exclude = stored.exclude;
   if (f.tables != opts.tables || f.exclude != opts.exclude)
     spdlog::warn("the migration copied --tables \"{}\" --exclude \"{}\": following those, not the ones given now",
                  f.tables, f.exclude);
@@ -375,9 +375,8 @@ std::optional<CopyPlan> saved_plan(const MigrateOptions& opts, const pg::Connect
     spdlog::warn("the copy's slot \"{}\" is gone from the source: copying again from the start", opts.slot);
     return std::nullopt;
   }
-  pg::Result stored = target.exec_params("SELECT coalesce(tables, ''), coalesce(exclude_tables, '') "
-                                         "FROM dts.migration WHERE slot = $1", {opts.slot});
-  core::TableSelection selection(PQgetvalue(stored.get(), 0, 0), PQgetvalue(stored.get(), 0, 1));
+  core::StoredSelection stored = core::stored_selection(target, opts.slot).value_or(core::StoredSelection{});
+  core::TableSelection selection(stored.tables, stored.exclude);
   core::CompiledSelection compiled = selection.compile(source);
   CopyPlan plan;
   plan.tables = tables_to_copy(compiled, source);

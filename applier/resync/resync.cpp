@@ -87,10 +87,9 @@ int run_resync(const ResyncOptions& o, const std::atomic<bool>& stop) {
     f.source = o.source;
     f.target = o.target;
     f.slot = o.slot;
-    pg::Result stored = target.exec_params("SELECT coalesce(tables, ''), coalesce(exclude_tables, '') "
-                                           "FROM dts.migration WHERE slot = $1", {o.slot});
-    f.tables = PQgetvalue(stored.get(), 0, 0);
-    f.exclude = PQgetvalue(stored.get(), 0, 1);
+    core::StoredSelection stored = core::stored_selection(target, o.slot).value_or(core::StoredSelection{});
+    f.tables = stored.tables;
+    f.exclude = stored.exclude;
     std::atomic<bool> done{false};
     std::thread watch([&] {
       pg::Connection t = pg::Connection::open(o.target, "target");

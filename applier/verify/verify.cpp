@@ -13,6 +13,7 @@
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
 #include "common/parse.hpp"
+#include "core/migration.hpp"
 #include "core/table_selection.hpp"
 #include "follow/applied_watch.hpp"
 #include "resync/resync.hpp"
@@ -340,13 +341,10 @@ std::vector<TableResult> verify_tables(const VerifyOptions& o, const pg::Connect
   // The migration's selection unless other patterns are given: the plugin's dialect, compiled
   // against the source's catalog as it is now (tables that match later are streamed too).
   std::string tables = o.tables, exclude = o.exclude;
-  if (tables.empty() && exclude.empty() && tgt.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") == "t") {
-    // to_jsonb: a dts.migration written before exclude_tables existed has no such column.
-    pg::Result m = tgt.exec_params("SELECT coalesce(tables, ''), coalesce(to_jsonb(m) ->> 'exclude_tables', '') "
-                                   "FROM dts.migration m WHERE slot = $1", {o.slot});
-    if (PQntuples(m.get()) > 0) {
-      tables = PQgetvalue(m.get(), 0, 0);
-      exclude = PQgetvalue(m.get(), 0, 1);
+  if (tables.empty() && exclude.empty()) {
+    if (auto stored = core::stored_selection(tgt, o.slot)) {
+      tables = stored->tables;
+      exclude = stored->exclude;
     }
   }
   core::CompiledSelection selection = core::TableSelection(tables, exclude).compile(src);
