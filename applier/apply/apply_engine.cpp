@@ -203,6 +203,8 @@ void ApplyEngine::on_begin(uint32_t xid, Lsn final_lsn, int64_t) {
 
 void ApplyEngine::on_commit(Lsn, Lsn end_lsn, int64_t commit_time) {
   in_source_txn_ = false;
+  rewritten_.clear();
+  creating_as_ = false;
   if (skipping_) {
     skipping_ = false;
     return;
@@ -369,6 +371,7 @@ void ApplyEngine::on_row(const decode::RowChange& row) {
     s->spool->append(record_);
     return;
   }
+  if (creating_as_) return;  // the new table is copied once it exists (apply_schema_change.cpp)
   if (reconciler_.active() && reconcile_row(row)) return;
   apply_row(row);
 }
@@ -653,7 +656,7 @@ bool ApplyEngine::reconcile_truncate(std::vector<const decode::Relation*>& relat
 // slot: the keepalive that follows it lets follow confirm its position. A marker's transaction
 // is applied like any other (its commit moves the origin, which is what verify and complete
 // wait for); the stop marker of complete also asks follow to end once it is applied.
-void ApplyEngine::on_message(bool transactional, Lsn lsn, std::string_view prefix, std::string_view) {
+void ApplyEngine::on_message(bool transactional, Lsn lsn, std::string_view prefix, std::string_view content) {
   if (transactional && !skipping_) {
     if (Streamed* s = spooling()) {
       s->spool->append(record_);
@@ -661,6 +664,7 @@ void ApplyEngine::on_message(bool transactional, Lsn lsn, std::string_view prefi
     }
   }
   if (transactional && !skipping_ && prefix == kStopMarkerPrefix) stop_lsn_ = lsn;
+  if (transactional && !skipping_ && replay_ddl_ && prefix == ddl::kSchemaChangePrefix) apply_schema_change(content);
 }
 
 ApplyEngine::Streamed& ApplyEngine::stream(uint32_t xid) {

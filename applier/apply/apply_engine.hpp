@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "apply/coalescer.hpp"
@@ -26,6 +27,8 @@
 #include "apply/sql_builder.hpp"
 #include "apply/target_session.hpp"
 #include "core/applier.hpp"
+#include "core/table_selection.hpp"
+#include "ddl/schema_change.hpp"
 #include "decode/decoder.hpp"
 
 namespace dts::apply {
@@ -49,6 +52,9 @@ class ApplyEngine : public core::Applier {
   // Rows a change needs that no chunk holds are read again from `source`.
   void reconcile_with_copy(const std::string& slot, const std::string& source);
   CopyReconciler& reconciler() { return reconciler_; }
+  // Replay the source's schema changes (dts.ddl messages) of the tables `selection` picks; a
+  // table the source rewrote or filled by CREATE TABLE AS is copied again (a resync of `slot`).
+  void replay_schema_changes(const std::string& slot, core::TableSelection selection);
 
   // core::Applier
   void commit_group() override;
@@ -102,6 +108,9 @@ class ApplyEngine : public core::Applier {
   void add_to_group(Lsn end_lsn, int64_t commit_time);
   void flush_inserts();
   void apply_row(const decode::RowChange& row);
+  void apply_schema_change(std::string_view content);
+  bool schema_change_wanted(const ddl::SchemaChange& change) const;
+  void copy_again(const ddl::RelationRef& table, TargetSession& session);
   bool reconcile_row(const decode::RowChange& row);
   void read_row_again(const decode::RowChange& row);
   bool reconcile_truncate(std::vector<const decode::Relation*>& relations);
@@ -155,6 +164,13 @@ class ApplyEngine : public core::Applier {
   Lsn group_end_lsn_ = 0;
   int64_t group_commit_time_ = 0;
   Lsn resume_lsn_;
+
+  // Schema changes (apply_schema_change.cpp).
+  bool replay_ddl_ = false;
+  std::string slot_;
+  core::TableSelection selection_;
+  std::unordered_set<uint32_t> rewritten_;  // tables the source rewrote in this transaction
+  bool creating_as_ = false;                // CREATE TABLE AS under way: its rows are copied later
 
   CopyReconciler reconciler_;
   std::string source_conninfo_;  // for the rows read again

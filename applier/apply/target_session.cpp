@@ -279,7 +279,9 @@ void TargetSession::rollback() {
 
 void TargetSession::fail(const Pending& p, const std::string& msg, const std::string& state) {
   std::string where;
-  if (!p.context.table.empty()) {
+  if (std::string_view(p.context.action) == "the schema change") {
+    where = "the schema change `" + p.context.table + "`";
+  } else if (!p.context.table.empty()) {
     where = std::string(p.context.action) + " on " + p.context.table;
     if (!p.context.key.empty()) where += " key " + p.context.key;
   } else {

@@ -47,6 +47,7 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
           opts, status, [&opts, &resync](Lsn resume, const std::string& encoding, const core::CommitPolicy& policy) {
             auto engine = std::make_unique<apply::ApplyEngine>(opts.target, encoding, opts.origin, resume, policy);
             engine->reconcile_with_copy(opts.slot, opts.source);
+            engine->replay_schema_changes(opts.slot, core::TableSelection(opts.tables, opts.exclude));
             resync.attach(*engine);
             return engine;
           });

@@ -1,0 +1,95 @@
+// The engine's part of schema changes: a dts.ddl record is one more item of its source
+// transaction, replayed on the same target session at the same position, so it commits (or is
+// refused) with the rows around it and the origin. What the stream cannot carry — the rows a
+// table rewrite or a CREATE TABLE AS wrote — is copied again: the table is emptied in the same
+// target transaction, a one-chunk resync is recorded there too (a crash cannot lose it), and
+// the stream's later changes of the table are skipped until the copy reads it.
+#include <spdlog/spdlog.h>
+
+#include "apply/apply_engine.hpp"
+#include "common/error.hpp"
+#include "migrate/copier.hpp"
+#include "resync/resync_driver.hpp"
+
+namespace dts::apply {
+
+void ApplyEngine::replay_schema_changes(const std::string& slot, core::TableSelection selection) {
+  replay_ddl_ = true;
+  slot_ = slot;
+  selection_ = std::move(selection);
+  resync::create_request_table(catalog_);
+  migrate::create_chunk_table(catalog_);
+}
+
+bool ApplyEngine::schema_change_wanted(const ddl::SchemaChange& change) const {
+  std::vector<ddl::RelationRef> tables = ddl::tables_of(change);
+  for (const auto& t : tables)
+    if (t.schema == "dts") return false;  // the migration's own state on the target
+  if (selection_.everything()) return true;
+  // A subset of tables: their schema changes, nothing else (functions, types and the like of
+  // the whole database were not copied either).
+  for (const auto& t : tables)
+    if (selection_.selects(t.schema, t.name)) return true;
+  return false;
+}
+
+void ApplyEngine::apply_schema_change(std::string_view content) {
+  ddl::SchemaChange change = ddl::parse_schema_change(content);
+  if (change.kind == ddl::ChangeKind::kCreateAs) {
+    creating_as_ = true;
+    return;
+  }
+  if (change.kind == ddl::ChangeKind::kRewrite) {
+    rewritten_.insert(change.objid);
+    return;
+  }
+  bool created_as = creating_as_ && change.relation && (change.tag == "CREATE TABLE AS" || change.tag == "SELECT INTO");
+  if (created_as) creating_as_ = false;
+  if (!schema_change_wanted(change)) {
+    spdlog::debug("schema change {} {} not replayed: outside the table selection", change.tag, change.identity);
+    return;
+  }
+  bool rewritten = change.relation && rewritten_.count(change.relation->ref.relid) > 0;
+  std::vector<std::string> statements = ddl::replay_statements(change, rewritten);
+  if (statements.empty() && !rewritten && !created_as) return;
+  // Rows held here were written in the old shape: they go first.
+  flush_coalesced(coalesced_.take_all());
+  flush_inserts();
+  TargetSession& session = current_session();
+  if (rewritten && change.before) {
+    // Emptied in the shape it had; replica role: no foreign key trigger objects.
+    session.execute_simple("DELETE FROM ONLY " + change.before->ref.qualified(),
+                           ChangeContext{change.before->ref.qualified(), "", txn_commit_lsn_, "DELETE (a rewrite)"});
+  }
+  for (const std::string& sql : statements) {
+    spdlog::info("schema change at {}: {}", format_lsn(txn_commit_lsn_), sql);
+    session.execute_simple(sql, ChangeContext{sql, "", txn_commit_lsn_, "the schema change"});
+  }
+  if (rewritten || created_as) {
+    copy_again(change.relation->ref, session);
+    rewritten_.erase(change.relation->ref.relid);
+  }
+}
+
+// A resync of one table, in one chunk, recorded in the transaction that emptied (or created)
+// it; the resync driver copies it. Until then the stream's changes of it are skipped: the
+// copy's snapshot, taken after this transaction commits on the source, holds them.
+void ApplyEngine::copy_again(const ddl::RelationRef& table, TargetSession& session) {
+  std::string pattern = table.qualified();
+  session.execute_simple(
+      "WITH r AS (INSERT INTO dts.resync (slot, tables, state, chunks) VALUES (" + quote_literal(slot_) + ", " +
+          quote_literal(pattern) + ", 'COPYING', 1) RETURNING id) "
+          "INSERT INTO dts.copy_chunk (slot, relid, generation, chunk, table_name, key_column) SELECT " +
+          quote_literal(slot_) + ", " + std::to_string(table.relid) + ", r.id, 0, " + quote_literal(pattern) +
+          ", '' FROM r",
+      ChangeContext{pattern, "", txn_commit_lsn_, "a resync request"});
+  CopiedTable copied;
+  CopiedChunk chunk;
+  chunk.index = 0;
+  chunk.state = ChunkState::kPending;
+  copied.chunks.push_back(std::move(chunk));
+  reconciler_.add(table.relid, std::move(copied), 0);
+  spdlog::info("{} is copied again after this schema change (its new rows are not in the stream)", pattern);
+}
+
+}  // namespace dts::apply
