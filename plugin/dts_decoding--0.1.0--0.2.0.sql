@@ -55,7 +55,15 @@ SELECT jsonb_build_object(
   'viewdef', CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
   'sequence', (SELECT jsonb_build_object('type', format_type(s.seqtypid, NULL), 'start', s.seqstart,
                                          'increment', s.seqincrement, 'min', s.seqmin, 'max', s.seqmax,
-                                         'cache', s.seqcache, 'cycle', s.seqcycle)
+                                         'cache', s.seqcache, 'cycle', s.seqcycle,
+                                         'owned_by', (SELECT format('%I.%I.%I', tn.nspname, tc.relname, a.attname)
+                                                        FROM pg_depend d JOIN pg_class tc ON tc.oid = d.refobjid
+                                                        JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+                                                        JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                                                       WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                                         AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'a'),
+                                         'identity', EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                                              AND d.objid = c.oid AND d.deptype = 'i'))
                  FROM pg_sequence s WHERE s.seqrelid = c.oid))
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.oid = rel

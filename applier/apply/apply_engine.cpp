@@ -1,6 +1,7 @@
 #include "apply/apply_engine.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -205,6 +206,7 @@ void ApplyEngine::on_commit(Lsn, Lsn end_lsn, int64_t commit_time) {
   in_source_txn_ = false;
   rewritten_.clear();
   creating_as_ = false;
+  bool schema_changed = std::exchange(schema_changed_, false);
   if (skipping_) {
     skipping_ = false;
     return;
@@ -214,7 +216,9 @@ void ApplyEngine::on_commit(Lsn, Lsn end_lsn, int64_t commit_time) {
   // statements for single-row transactions; not measured yet.)
   flush_inserts();
   add_to_group(end_lsn, commit_time);
-  if (policy_.full(group_txns_, group_changes_, group_direct_updates_ > 0)) commit_group();
+  // A schema change ends its group: what it made (an enum's new value) may be used only once
+  // committed, and its locks go with the commit.
+  if (policy_.full(group_txns_, group_changes_, group_direct_updates_ > 0) || schema_changed) commit_group();
 }
 
 void ApplyEngine::add_to_group(Lsn end_lsn, int64_t commit_time) {

@@ -171,6 +171,7 @@ class ApplyEngine : public core::Applier {
   core::TableSelection selection_;
   std::unordered_set<uint32_t> rewritten_;  // tables the source rewrote in this transaction
   bool creating_as_ = false;                // CREATE TABLE AS under way: its rows are copied later
+  bool schema_changed_ = false;             // in this transaction: its group ends with it
 
   CopyReconciler reconciler_;
   std::string source_conninfo_;  // for the rows read again

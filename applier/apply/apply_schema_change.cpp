@@ -56,6 +56,7 @@ void ApplyEngine::apply_schema_change(std::string_view content) {
   flush_coalesced(coalesced_.take_all());
   flush_inserts();
   TargetSession& session = current_session();
+  schema_changed_ = true;
   if (rewritten && change.before) {
     // Emptied in the shape it had; replica role: no foreign key trigger objects.
     session.execute_simple("DELETE FROM ONLY " + change.before->ref.qualified(),

@@ -59,6 +59,13 @@ std::string sequence_options(const SequenceDef& s) {
          " START WITH " + s.start + " CACHE " + s.cache + (s.cycle ? " CYCLE" : " NO CYCLE");
 }
 
+// OWNED BY only here: a CREATE SEQUENCE is described once its whole statement ended (CREATE
+// TABLE with a serial column), when the table it will belong to is not on the target yet.
+std::string alter_sequence_sql(const RelationDef& r) {
+  return "ALTER SEQUENCE " + r.ref.qualified() + sequence_options(*r.sequence) + " OWNED BY " +
+         r.sequence->owned_by.value_or("NONE");
+}
+
 // Renames and a new schema first: every later statement names the relation as it is now.
 void rename_relation(const RelationDef& before, const RelationDef& after, std::vector<std::string>& out) {
   std::string kw = relation_keyword(after.kind);
@@ -175,8 +182,8 @@ void relation_command(const SchemaChange& c, bool rewritten, std::vector<std::st
   const RelationDef& r = *c.relation;
   if (c.before) {
     alter_table(*c.before, r, rewritten, out);
-    if (r.kind == 'S' && r.sequence && c.tag == "ALTER SEQUENCE")
-      out.push_back("ALTER SEQUENCE " + r.ref.qualified() + sequence_options(*r.sequence));
+    if (r.kind == 'S' && r.sequence && !r.sequence->identity && c.tag == "ALTER SEQUENCE")
+      out.push_back(alter_sequence_sql(r));
     if ((r.kind == 'v') && r.viewdef && c.tag != "ALTER VIEW")
       out.push_back("CREATE OR REPLACE VIEW " + r.ref.qualified() + " AS " + *r.viewdef);
     return;
@@ -198,10 +205,11 @@ void relation_command(const SchemaChange& c, bool rewritten, std::vector<std::st
       }
       break;
     case 'S':
-      if (r.sequence && c.tag == "CREATE SEQUENCE")
+      if (!r.sequence || r.sequence->identity) break;  // an identity column's: the column makes it
+      if (c.tag == "CREATE SEQUENCE")
         out.push_back("CREATE SEQUENCE IF NOT EXISTS " + r.ref.qualified() + sequence_options(*r.sequence));
-      else if (r.sequence && c.tag == "ALTER SEQUENCE")
-        out.push_back("ALTER SEQUENCE " + r.ref.qualified() + sequence_options(*r.sequence));
+      else if (c.tag == "ALTER SEQUENCE")
+        out.push_back(alter_sequence_sql(r));
       break;
     case 'v':
       if (r.viewdef && (c.tag == "CREATE VIEW" || c.tag == "ALTER VIEW"))
@@ -253,14 +261,14 @@ std::string upper(std::string s) {
 }
 
 void drop_objects(const SchemaChange& c, std::vector<std::string>& out) {
-  // What a command dropped itself; what went with it (a table's row type, an index, a column
-  // of an ALTER TABLE) goes the same way on the target, or is the ALTER TABLE's to replay.
+  // What a command dropped itself; what went with it (a table's row type and indexes, its
+  // owned sequences, a column of an ALTER TABLE) goes the same way on the target, or is the
+  // ALTER TABLE's to replay.
   static const std::set<std::string> kDroppable = {
       "table", "view", "materialized view", "sequence", "index", "function", "procedure", "aggregate",
       "type", "domain", "schema", "extension", "trigger", "foreign table", "collation"};
   for (const auto& o : c.dropped) {
-    bool owned_sequence = !o.original && o.object_type == "sequence";
-    if ((!o.original && !owned_sequence) || !kDroppable.count(o.object_type) || o.identity.empty()) continue;
+    if (!o.original || !kDroppable.count(o.object_type) || o.identity.empty()) continue;
     bool cascade = o.object_type != "trigger" && o.object_type != "index";
     out.push_back("DROP " + upper(o.object_type) + " IF EXISTS " + o.identity + (cascade ? " CASCADE" : ""));
   }

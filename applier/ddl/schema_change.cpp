@@ -122,6 +122,8 @@ RelationDef parse_relation(const Json& v) {
                               {"max", &seq.max}, {"cache", &seq.cache}})
       *field = std::to_string(int_of(*s, key));
     seq.cycle = bool_of(*s, "cycle");
+    seq.owned_by = opt_string(*s, "owned_by");
+    seq.identity = bool_of(*s, "identity");
     rel.sequence = std::move(seq);
   }
   return rel;

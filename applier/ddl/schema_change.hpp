@@ -40,6 +40,8 @@ struct ConstraintDef {
 struct SequenceDef {
   std::string type, start, increment, min, max, cache;
   bool cycle = false;
+  std::optional<std::string> owned_by;  // table.column, as an SQL name
+  bool identity = false;                // an identity column's: the column makes it
 };
 
 struct RelationDef {

@@ -9,14 +9,13 @@ Usage: chunked_copy_test.py [test_name ...]
 """
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (APPLIER, AppPair, Pgbench, check, check_equal, lsn_value, main, pgbench, read_json, rng,  # noqa: E402
+from harness import (APPLIER, AppPair, Migrate, Pgbench, check, check_equal, main, pgbench, rng,  # noqa: E402
                      test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_CHUNKED_COPY_TEST_PORT", "26600"))
@@ -25,52 +24,6 @@ FIGURES = []
 
 def Pair(index):  # noqa: N802 - reads like the class it returns
     return AppPair(f"it_chunk{index}", BASE_PORT + 2 * index)
-
-
-class Migrate:
-    """dts_applier migrate in a process group of its own, its log kept for the test to read."""
-
-    def __init__(self, pair, tag, *extra):
-        self.log_path = f"/tmp/dts-it-chunked-{tag}-{os.getpid()}.log"
-        self.status = f"/tmp/dts-it-chunked-{tag}-{os.getpid()}.json"
-        for p in (self.log_path, self.status):
-            if os.path.exists(p):
-                os.unlink(p)
-        self.args = [APPLIER, "migrate", "--source", pair.src.conninfo, "--target", pair.target,
-                     "--status-file", self.status, *extra]
-        self.proc = None
-
-    def start(self):
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, start_new_session=True)
-        return self
-
-    def kill9(self):
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-
-    def log(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def status_json(self):
-        return read_json(self.status) or {}
-
-    def running(self):
-        check(self.proc.poll() is None, f"migrate exited with {self.proc.returncode}: {self.log()[-1500:]}")
-        return True
-
-    def wait_phase(self, phase, timeout=300):
-        wait_for(phase, lambda: self.running() and self.status_json().get("phase") == phase, timeout)
-
-    def wait_applied(self, lsn_text, timeout=300):
-        end = lsn_value(lsn_text)
-        wait_for("catch-up", lambda: self.running() and
-                 lsn_value(self.status_json().get("applied_lsn", "0/0")) >= end, timeout)
-
-    def stop(self):
-        self.proc.terminate()
-        return self.proc.wait(60)
 
 
 def chunks_done(pair):

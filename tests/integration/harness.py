@@ -251,6 +251,52 @@ class Applier:
         return tail_file(self.log_path, n)
 
 
+class Migrate:
+    """dts_applier migrate in a process group of its own, its log kept for the test to read."""
+
+    def __init__(self, pair, tag, *extra):
+        self.log_path = f"/tmp/dts-it-migrate-{tag}-{os.getpid()}.log"
+        self.status = f"/tmp/dts-it-migrate-{tag}-{os.getpid()}.json"
+        for p in (self.log_path, self.status):
+            if os.path.exists(p):
+                os.unlink(p)
+        self.args = [APPLIER, "migrate", "--source", pair.src.conninfo, "--target", pair.target,
+                     "--status-file", self.status, *extra]
+        self.proc = None
+
+    def start(self):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, start_new_session=True)
+        return self
+
+    def kill9(self):
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def status_json(self):
+        return read_json(self.status) or {}
+
+    def running(self):
+        check(self.proc.poll() is None, f"migrate exited with {self.proc.returncode}: {self.log()[-1500:]}")
+        return True
+
+    def wait_phase(self, phase, timeout=300):
+        wait_for(phase, lambda: self.running() and self.status_json().get("phase") == phase, timeout)
+
+    def wait_applied(self, lsn_text, timeout=300):
+        end = lsn_value(lsn_text)
+        wait_for("catch-up", lambda: self.running() and
+                 lsn_value(self.status_json().get("applied_lsn", "0/0")) >= end, timeout)
+
+    def stop(self):
+        self.proc.terminate()
+        return self.proc.wait(60)
+
+
 def pgbench_args(server, *args):
     return ["pgbench", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", *args, "postgres"]
 

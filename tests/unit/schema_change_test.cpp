@@ -71,13 +71,13 @@ TEST(SchemaChange, ColumnChangesInOrderConstraintsDroppedFirstAddedLast) {
   EXPECT_EQ(out, want);
 }
 
-TEST(SchemaChange, DropsOnlyWhatTheCommandDroppedItselfAndOwnedSequences) {
+TEST(SchemaChange, DropsOnlyWhatTheCommandDroppedItself) {
   auto out = replay(R"~({"ddl": "drop", "tag": "DROP TABLE", "objects": [
       {"object_type": "table", "identity": "public.u", "original": true},
       {"object_type": "type", "identity": "public.u", "original": false},
       {"object_type": "sequence", "identity": "public.u_id_seq", "original": false},
       {"object_type": "table column", "identity": "public.t.a", "original": true}]})~");
-  std::vector<std::string> want = {"DROP TABLE IF EXISTS public.u CASCADE", "DROP SEQUENCE IF EXISTS public.u_id_seq CASCADE"};
+  std::vector<std::string> want = {"DROP TABLE IF EXISTS public.u CASCADE"};
   EXPECT_EQ(out, want);
 }
 

@@ -1,0 +1,263 @@
+#!/usr/bin/python3
+"""Schema changes during a migration (issue 13): captured on the source by dts_decoding's event
+triggers in the DDL's own transaction, replayed on the target at the same place in the stream.
+Every test ends with equal rows *and* an equal schema (pg_dump --schema-only of both sides).
+
+Usage: ddl_test.py [test_name ...]
+"""
+import os
+import re
+import subprocess
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import AppPair, Migrate, check, check_equal, lsn_value, main, rng, run_sql, test, wait_for  # noqa: E402
+
+BASE_PORT = int(os.environ.get("DTS_DDL_TEST_PORT", "26700"))
+FIGURES = []
+PG_DUMP = "/usr/lib/postgresql/15/bin/pg_dump"
+
+
+def Pair(index):  # noqa: N802 - reads like the class it returns
+    return AppPair(f"it_ddl{index}", BASE_PORT + 2 * index)
+
+
+def schema_of(conninfo):
+    """The application's schema as pg_dump writes it, without what is the migration's own."""
+    out = subprocess.run([PG_DUMP, "--schema-only", "--no-owner", "--no-privileges", "-N", "dts", "-N", "dts_decoding",
+                          "-d", conninfo], capture_output=True, text=True, timeout=120)
+    check(out.returncode == 0, f"pg_dump failed: {out.stderr}")
+    lines = []
+    for line in out.stdout.splitlines():
+        if not line.strip() or line.startswith(("--", "SET ", "\\restrict", "\\unrestrict")) or "set_config" in line:
+            continue
+        if "dts_decoding" in line:
+            continue
+        lines.append(line)
+    return lines
+
+
+def check_same_schema(pair):
+    a, b = schema_of(pair.src.conninfo), schema_of(pair.target)
+    if a != b:
+        import difflib
+        diff = "\n".join(list(difflib.unified_diff(a, b, "source", "target", lineterm="", n=1))[:60])
+        check(False, f"the schemas differ:\n{diff}")
+    return len(a)
+
+
+def app_tables(server_or_conninfo):
+    rows = run_sql(server_or_conninfo,
+                   "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                   "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dts', "
+                   "'dts_decoding', 'pg_toast') ORDER BY 1")
+    return [r[0] for r in rows]
+
+
+def wait_resyncs_done(pair, timeout=180):
+    def done():
+        rows = pair.dst_app("SELECT count(*) FILTER (WHERE state NOT IN ('DONE', 'FAILED')), "
+                            "count(*) FILTER (WHERE state = 'FAILED'), string_agg(error, '; ') FROM dts.resync")
+        check(rows[0][1] == 0, f"a resync failed: {rows[0][2]}")
+        return rows[0][0] == 0
+    wait_for("the tables copied again after a rewrite to be copied", done, timeout)
+    return pair.dst_app("SELECT count(*) FROM dts.resync")[0][0]
+
+
+BASE_SCHEMA = """
+CREATE EXTENSION dts_decoding;
+CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, qty int DEFAULT 0);
+INSERT INTO items SELECT g, 'item ' || g, g % 7 FROM generate_series(1, 2000) g;
+CREATE TABLE busy (id bigserial PRIMARY KEY, v int, note text);
+INSERT INTO busy (v, note) SELECT g, 'n' || g FROM generate_series(1, 5000) g;
+CREATE TABLE events (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+CREATE TABLE events_n PARTITION OF events FOR VALUES IN ('n');
+INSERT INTO events VALUES (1, 'n', 1);
+CREATE TABLE events_s (id int NOT NULL, region text NOT NULL, v int);
+ALTER TABLE events_s ADD PRIMARY KEY (id, region);
+INSERT INTO events_s VALUES (2, 's', 2);
+CREATE TYPE mood AS ENUM ('sad', 'ok');
+CREATE TABLE people (id int PRIMARY KEY, m mood);
+INSERT INTO people VALUES (0, 'ok');
+"""
+
+# Each entry runs as one query string (several statements in one string are one transaction).
+DDL_STEPS = [
+    "ALTER TABLE items ADD COLUMN price numeric(10,2) DEFAULT 1.50; INSERT INTO items (id, name, price) VALUES (5001, 'new', 9.99)",
+    "BEGIN; UPDATE items SET price = 2 WHERE id < 10; ALTER TABLE items RENAME COLUMN qty TO quantity; "
+    "UPDATE items SET quantity = 42 WHERE id = 1; COMMIT",
+    "ALTER TABLE items ALTER COLUMN name DROP NOT NULL; INSERT INTO items (id, name) VALUES (5002, NULL)",
+    "ALTER TABLE items ALTER COLUMN quantity SET DEFAULT 7; INSERT INTO items (id, name) VALUES (5003, 'd')",
+    "ALTER TABLE items ADD CONSTRAINT items_quantity_check CHECK (quantity >= 0) NOT VALID",
+    "ALTER TABLE items VALIDATE CONSTRAINT items_quantity_check",
+    "ALTER TABLE items ADD CONSTRAINT items_name_key UNIQUE (name)",
+    "ALTER TABLE busy ALTER COLUMN v TYPE bigint",  # a rewrite under the writer: copied again
+    "ALTER TABLE items ADD COLUMN token float8 DEFAULT random()",  # volatile default: copied again
+    "CREATE TABLE fresh (id int PRIMARY KEY, body text); INSERT INTO fresh SELECT g, md5(g::text) FROM generate_series(1, 500) g",
+    "CREATE TABLE fresh_like (LIKE fresh INCLUDING ALL); INSERT INTO fresh_like VALUES (1, 'x')",
+    "CREATE TABLE summary AS SELECT id % 10 AS bucket, count(*) AS n FROM items GROUP BY 1",
+    "SELECT * INTO fresh_copy FROM fresh WHERE id <= 100",
+    "CREATE INDEX items_price ON items (price)",
+    "CREATE INDEX CONCURRENTLY busy_note ON busy (note)",
+    "DROP INDEX items_price",
+    "ALTER TABLE fresh RENAME TO fresher",
+    "CREATE SCHEMA archive; ALTER TABLE fresher SET SCHEMA archive; INSERT INTO archive.fresher VALUES (501, 'moved')",
+    "CREATE TABLE events_e PARTITION OF events FOR VALUES IN ('e'); INSERT INTO events VALUES (3, 'e', 3)",
+    "ALTER TABLE events ATTACH PARTITION events_s FOR VALUES IN ('s'); INSERT INTO events VALUES (4, 's', 4)",
+    "ALTER TABLE events DETACH PARTITION events_n; INSERT INTO events_n VALUES (5, 'n', 5)",
+    "ALTER TYPE mood ADD VALUE 'happy'",
+    "INSERT INTO people VALUES (1, 'happy')",
+    "CREATE VIEW busy_view AS SELECT id, v FROM busy WHERE v > 0",
+    "CREATE FUNCTION bump(x int) RETURNS int LANGUAGE sql AS 'SELECT x + 1'",
+    "ALTER FUNCTION bump(int) RENAME TO bumped",
+    "CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.note := coalesce(NEW.note, 'stamped'); "
+    "RETURN NEW; END$$; CREATE TRIGGER busy_stamp BEFORE INSERT ON busy FOR EACH ROW EXECUTE FUNCTION stamp()",
+    "COMMENT ON TABLE items IS 'things we sell'; COMMENT ON COLUMN items.price IS 'in euros'",
+    "CREATE DOMAIN posint AS int CHECK (VALUE > 0); CREATE TABLE counts (id int PRIMARY KEY, n posint); "
+    "INSERT INTO counts VALUES (1, 5)",
+    "CREATE SEQUENCE tickets START 100; CREATE TABLE tickets_t (id int PRIMARY KEY DEFAULT nextval('tickets'), v text); "
+    "INSERT INTO tickets_t (v) VALUES ('a')",
+    "BEGIN; CREATE TABLE ghost (id int); ALTER TABLE items ADD COLUMN ghostcol int; ROLLBACK",
+    "BEGIN; SAVEPOINT a; ALTER TABLE items ADD COLUMN ghost2 int; ROLLBACK TO a; "
+    "ALTER TABLE items ADD COLUMN kept int DEFAULT 3; UPDATE items SET kept = 4 WHERE id = 2; COMMIT",
+    "DO $$BEGIN EXECUTE 'ALTER TABLE items ADD COLUMN from_fn text'; UPDATE items SET from_fn = 'fn' WHERE id = 3; END$$",
+    "CREATE TABLE doomed (id int PRIMARY KEY); CREATE VIEW doomed_v AS SELECT * FROM doomed",
+    "DROP TABLE doomed CASCADE",
+    "DROP TABLE fresh_like",
+    "ALTER TABLE items DROP COLUMN token",
+    "ALTER TABLE summary REPLICA IDENTITY FULL; UPDATE summary SET n = n + 1 WHERE bucket = 1",
+    "ALTER TABLE archive.fresher ADD COLUMN body_len int GENERATED ALWAYS AS (length(body)) STORED",
+    "ALTER TABLE counts ADD COLUMN seq int GENERATED BY DEFAULT AS IDENTITY",
+    "ALTER TABLE items ALTER COLUMN price TYPE numeric(12,2)",
+]
+
+
+def writer(pair, stop, counts):
+    c = pair.src.connect()
+    c.autocommit = True
+    cur = c.cursor()
+    while not stop.is_set():
+        cur.execute("INSERT INTO busy (v, note) VALUES (%s, NULL)", (rng.randint(1, 1000),))
+        cur.execute("UPDATE busy SET v = v + 1 WHERE id = %s", (rng.randint(1, 5000),))
+        cur.execute("UPDATE items SET name = 'w' || %s WHERE id = %s", (counts["rounds"], rng.randint(10, 2000)))
+        cur.execute("DELETE FROM busy WHERE id = %s", (rng.randint(1, 5000),))
+        counts["rounds"] += 1
+    c.close()
+
+
+def concurrent_ddl(pair, table, n):
+    c = pair.src.connect()
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+    for i in range(n):
+        cur.execute(f"ALTER TABLE {table} ADD COLUMN c{i} int DEFAULT {i}; INSERT INTO {table} (id, v) VALUES ({i}, 'r{i}')")
+    c.close()
+
+
+@test
+def schema_changes_replay_in_order_with_the_rows_around_them():
+    """Every kind of schema change in the issue's list, one after another under a writer (in the
+    same transaction as rows, in others, rolled back, in a function, concurrently in two
+    sessions): the target ends with the same rows and the same schema; tables the source
+    rewrote were copied again."""
+    with Pair(0) as pair:
+        pair.src.sql(BASE_SCHEMA)
+        m = Migrate(pair, "ddl0").start()
+        m.wait_phase("STREAMING")
+        stop = threading.Event()
+        counts = {"rounds": 0}
+        w = threading.Thread(target=writer, args=(pair, stop, counts))
+        w.start()
+        try:
+            for step in DDL_STEPS:
+                c = pair.src.connect()
+                c.autocommit = True
+                c.cursor().execute(step)
+                c.close()
+                check(m.running(), "migrate stopped")
+            pair_threads = [threading.Thread(target=concurrent_ddl, args=(pair, t, 8)) for t in ("side_a", "side_b")]
+            for t in pair_threads:
+                t.start()
+            for t in pair_threads:
+                t.join()
+        finally:
+            stop.set()
+            w.join()
+        pair.src.sql("INSERT INTO busy (v, note) VALUES (-1, 'last')")
+        m.wait_applied(pair.src.lsn())
+        resyncs = wait_resyncs_done(pair)
+        m.wait_applied(pair.src.lsn())
+        tables = app_tables(pair.src.conninfo)
+        check(tables == app_tables(pair.target), f"tables differ: source {tables}, target {app_tables(pair.target)}")
+        rows = check_equal(pair.src, pair.target_view(), tables)
+        lines = check_same_schema(pair)
+        check(resyncs >= 5, f"{resyncs} tables copied again: the rewrites and CREATE TABLE AS should have been")
+        log = m.log()
+        check(len(re.findall(r"schema change at ", log)) >= len(DDL_STEPS), "fewer statements replayed than steps")
+        m.stop()
+        FIGURES.append(f"{len(DDL_STEPS)} DDL steps + 2x8 concurrent ones under a writer ({counts['rounds']} rounds): "
+                       f"{len(tables)} tables, {rows} rows equal, schema equal ({lines} lines of pg_dump), "
+                       f"{resyncs} tables copied again after a rewrite or CREATE TABLE AS")
+
+
+@test
+def a_refused_schema_change_stops_with_the_statement_and_resumes_after_the_fix():
+    """The target refuses a replayed constraint (a row there breaks it): nothing of the source
+    transaction is committed, the origin stays, the error names the statement and the LSN; once
+    the row is fixed a restart replays it."""
+    with Pair(1) as pair:
+        pair.src.sql("CREATE EXTENSION dts_decoding; CREATE TABLE t (id int PRIMARY KEY, qty int)")
+        pair.src.sql("INSERT INTO t SELECT g, g FROM generate_series(1, 100) g")
+        m = Migrate(pair, "refused").start()
+        m.wait_phase("STREAMING")
+        pair.dst_app("INSERT INTO t VALUES (1000, -5)")  # by hand, on the target only
+        c = pair.src.connect()
+        c.autocommit = True
+        c.cursor().execute("BEGIN; UPDATE t SET qty = 0 WHERE id = 1; "
+                           "ALTER TABLE t ADD CONSTRAINT t_qty_check CHECK (qty >= 0); COMMIT")
+        c.close()
+        lsn = pair.src.value("SELECT pg_current_wal_lsn()::text")
+        wait_for("migrate to stop on the refused schema change", lambda: m.proc.poll() is not None, 120)
+        log = m.log()
+        check("the schema change `ALTER TABLE" in log and "t_qty_check" in log, f"the statement is not named: {log[-1500:]}")
+        check("SQLSTATE 23514" in log, f"the reason's SQLSTATE is missing: {log[-800:]}")
+        named = re.search(r"source transaction committed at ([0-9A-F]+/[0-9A-F]+)", log)
+        check(named, "the LSN is not named")
+        check(pair.dst_app("SELECT qty FROM t WHERE id = 1")[0][0] == 1, "the row change before the DDL was committed")
+        check(pair.dst_app("SELECT count(*) FROM pg_constraint WHERE conname = 't_qty_check'")[0][0] == 0,
+              "the constraint was committed")
+        origin_now = pair.dst_app("SELECT max(remote_lsn)::text FROM pg_replication_origin_status")[0][0]
+        check(lsn_value(origin_now) < lsn_value(named.group(1)),
+              f"the origin ({origin_now}) moved past the refused transaction ({named.group(1)})")
+        pair.dst_app("DELETE FROM t WHERE id = 1000")
+        m = Migrate(pair, "refused2").start()
+        m.wait_applied(lsn)
+        check(pair.dst_app("SELECT qty FROM t WHERE id = 1")[0][0] == 0, "the row change was not applied after the fix")
+        check_equal(pair.src, pair.target_view(), ["t"])
+        check_same_schema(pair)
+        m.stop()
+
+
+@test
+def schema_changes_follow_the_table_selection():
+    """With --tables, changes of unselected tables are not replayed, and a new table that matches
+    the patterns is created on the target and followed from its first row."""
+    with Pair(2) as pair:
+        pair.src.sql("CREATE EXTENSION dts_decoding; CREATE TABLE app_a (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY)")
+        m = Migrate(pair, "sel", "--tables", "public.app_*").start()
+        m.wait_phase("STREAMING")
+        pair.src.sql("ALTER TABLE other ADD COLUMN x int")
+        pair.src.sql("CREATE TABLE app_new (id int PRIMARY KEY, v text); INSERT INTO app_new VALUES (1, 'first')")
+        pair.src.sql("CREATE TABLE skipped_new (id int PRIMARY KEY); INSERT INTO skipped_new VALUES (1)")
+        pair.src.sql("ALTER TABLE app_a ADD COLUMN y text; INSERT INTO app_a VALUES (1, 'y')")
+        m.wait_applied(pair.src.lsn())
+        check(pair.dst_app("SELECT to_regclass('public.other')")[0][0] is None, "an unselected table was created")
+        check(pair.dst_app("SELECT to_regclass('public.skipped_new')")[0][0] is None, "an unselected new table was created")
+        check_equal(pair.src, pair.target_view(), ["app_a", "app_new"])
+        m.stop()
+
+
+if __name__ == "__main__":
+    main("ddl_test", lambda: [print(f"  figure: {f}") for f in FIGURES])
