@@ -18,7 +18,7 @@ PGFILEDESC = "dts_decoding - logical decoding output plugin for dts"
 DATA = plugin/dts_decoding.control plugin/dts_decoding--0.1.0.sql plugin/dts_decoding--0.1.0--0.2.0.sql
 MODULEDIR = extension
 
-REGRESS = types nulls_toast identity partitions truncate_messages options streaming binary_render
+REGRESS = types nulls_toast identity partitions truncate_messages options streaming binary_render ddl_capture
 # `make installcheck` runs these against a temp instance; REGRESS_DIR moves its output and
 # the instance elsewhere, e.g. to a directory the unprivileged user running them can write.
 REGRESS_DIR ?= .

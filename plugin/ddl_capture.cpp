@@ -18,6 +18,7 @@ extern "C" {
 #include "lib/stringinfo.h"
 #include "nodes/parsenodes.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
 
@@ -154,6 +155,8 @@ Datum dts_decoding_capture_ddl_start(PG_FUNCTION_ARGS) {
   if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
     ereport(ERROR, (errcode(ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED),
                     errmsg("capture_ddl_start() must be fired by an event trigger")));
+  const char* capture = GetConfigOption("dts_decoding.capture_ddl", true, false);
+  if (capture != nullptr && strcmp(capture, "off") == 0) PG_RETURN_VOID();
   auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);
   dts::plugin::record_before(data->parsetree);
   PG_RETURN_VOID();

@@ -1,0 +1,37 @@
+-- Schema changes as dts.ddl transactional messages (dts_decoding 0.2.0's event triggers): one
+-- per object a command made or changed, the objects a command dropped, and a table rewrite;
+-- gone with a rollback. OIDs differ between runs: the records are shown without them.
+SET dts_decoding.capture_ddl = on;
+SELECT 'init' FROM pg_create_logical_replication_slot('regress_ddl', 'dts_decoding');
+CREATE TABLE dt (id int PRIMARY KEY, a text NOT NULL DEFAULT 'x');
+INSERT INTO dt VALUES (1, 'one');
+BEGIN;
+ALTER TABLE dt RENAME COLUMN a TO b;
+UPDATE dt SET b = 'uno';
+COMMIT;
+ALTER TABLE dt ALTER COLUMN id TYPE bigint;
+BEGIN; CREATE TABLE gone (x int); ROLLBACK;
+CREATE TABLE made AS SELECT 1 AS n;
+DROP TABLE made;
+CREATE INDEX dt_b ON dt (b);
+CREATE FUNCTION dt_f(x int) RETURNS int LANGUAGE sql AS 'SELECT x';
+ALTER FUNCTION dt_f(int) RENAME TO dt_g;
+SET dts_decoding.capture_ddl = off;
+CREATE TABLE unseen (x int);
+WITH m AS (
+  SELECT n, data::jsonb AS d FROM pg_logical_slot_get_changes('regress_ddl', NULL, NULL, 'format', 'json')
+         WITH ORDINALITY AS c(lsn, xid, data, n))
+SELECT d->>'action' AS action,
+       CASE WHEN d->>'action' = 'message' THEN
+         concat_ws(' | ', (d->>'content')::jsonb->>'ddl', (d->>'content')::jsonb->>'tag',
+                   (d->>'content')::jsonb->>'object_type', (d->>'content')::jsonb->>'identity',
+                   (SELECT string_agg(c->>'name' || ' ' || (c->>'type'), ', ')
+                      FROM jsonb_array_elements((d->>'content')::jsonb->'definition'->'columns') c),
+                   (SELECT 'before: ' || string_agg(c->>'name', ', ')
+                      FROM jsonb_array_elements((d->>'content')::jsonb->'before'->'columns') c),
+                   (d->>'content')::jsonb->'before'->>'identity',
+                   (SELECT 'dropped: ' || string_agg((o->>'object_type') || ' ' || (o->>'identity'), ', ')
+                      FROM jsonb_array_elements((d->>'content')::jsonb->'objects') o WHERE (o->>'original')::bool))
+       ELSE coalesce(d->>'table', '') END AS what
+  FROM m ORDER BY n;
+SELECT pg_drop_replication_slot('regress_ddl');
