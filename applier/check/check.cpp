@@ -38,6 +38,32 @@ std::string list_of(const pqxx::result& r, size_t max = 10) {
   return out;
 }
 
+// Schema changes reach the stream only through dts_decoding's event triggers (0.2.0 and later).
+Item ddl_capture_item(pqxx::nontransaction& t) {
+  pqxx::result r = t.exec(
+      "SELECT e.extversion, (SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'dts\\_decoding\\_%' "
+      "AND evtenabled IN ('O', 'A')), coalesce(current_setting('dts_decoding.capture_ddl', true), 'on') "
+      "FROM pg_extension e WHERE e.extname = 'dts_decoding'");
+  if (r.empty())
+    return warning("ddl_capture",
+                   "the dts_decoding extension is not created in this database: schema changes made during the "
+                   "migration are not captured (a changed table then stops the migration at its first row of the new "
+                   "shape, or its new columns are missed), and heartbeats for an idle source are not sent",
+                   "CREATE EXTENSION dts_decoding; (as a superuser, in the database being migrated)");
+  std::string version = r[0][0].c_str();
+  if (version == "0.1.0")
+    return failed("ddl_capture", "dts_decoding " + version + " captures no schema changes",
+                  "ALTER EXTENSION dts_decoding UPDATE; (as a superuser)");
+  if (r[0][1].as<int>() < 4)
+    return failed("ddl_capture", "some of dts_decoding's event triggers are disabled or missing: schema changes would be lost",
+                  "ALTER EVENT TRIGGER dts_decoding_ddl_start ENABLE; (and dts_decoding_ddl_end, dts_decoding_sql_drop, "
+                  "dts_decoding_table_rewrite), or DROP EXTENSION dts_decoding; CREATE EXTENSION dts_decoding;");
+  if (std::string(r[0][2].c_str()) == "off")
+    return failed("ddl_capture", "dts_decoding.capture_ddl is off for this role or database: schema changes would be lost",
+                  "ALTER DATABASE ... RESET dts_decoding.capture_ddl; (or ALTER ROLE / ALTER SYSTEM RESET)");
+  return passed("ddl_capture", "dts_decoding " + version + " captures schema changes in the stream (4 event triggers)");
+}
+
 void check_source(const CheckOptions& o, std::vector<Item>& items, std::unique_ptr<pqxx::connection>& src) {
   try {
     src = std::make_unique<pqxx::connection>(o.source);
@@ -119,11 +145,7 @@ void check_source(const CheckOptions& o, std::vector<Item>& items, std::unique_p
   items.push_back(passed("logical_decoding_work_mem",
                          "server default " + work_mem + "; the applier sets its own walsender's (--decoding-work-mem, 16MB)"));
 
-  bool ext = !t.exec("SELECT 1 FROM pg_extension WHERE extname = 'dts_decoding'").empty();
-  items.push_back(ext ? passed("decoding_extension", "CREATE EXTENSION dts_decoding is done: check_source() and heartbeat() are there")
-                      : passed("decoding_extension",
-                               "the dts_decoding extension (optional) is not created: heartbeats for idle sources need it; "
-                               "CREATE EXTENSION dts_decoding adds them"));
+  items.push_back(ddl_capture_item(t));
 
   pqxx::result old_tx = t.exec(
       "SELECT format('pid %s (%s)', pid, now() - xact_start) FROM pg_stat_activity "
@@ -333,7 +355,7 @@ const std::vector<std::string>& item_names() {
   static const std::vector<std::string> names = {
       "source_reachable", "wal_level", "replication_slots", "wal_senders", "replication_privilege",
       "replication_connection", "output_plugin", "wal_sender_timeout", "max_slot_wal_keep_size",
-      "logical_decoding_work_mem", "decoding_extension", "long_transactions", "table_selection", "replica_identity",
+      "logical_decoding_work_mem", "ddl_capture", "long_transactions", "table_selection", "replica_identity",
       "unlogged_tables", "foreign_keys", "large_objects", "name_clash", "generated_columns", "identity_columns",
       "read_privilege", "read_only_switch", "target_reachable", "version_order", "target_empty", "encoding", "collation",
       "extensions", "target_privileges", "extension_create", "roles", "grant_roles", "schema_restore"};

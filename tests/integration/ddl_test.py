@@ -12,7 +12,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import AppPair, Migrate, check, check_equal, lsn_value, main, rng, run_sql, test, wait_for  # noqa: E402
+from harness import APPLIER, AppPair, Migrate, check, check_equal, lsn_value, main, rng, run_sql, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_DDL_TEST_PORT", "26700"))
 FIGURES = []
@@ -257,6 +257,32 @@ def schema_changes_follow_the_table_selection():
         check(pair.dst_app("SELECT to_regclass('public.skipped_new')")[0][0] is None, "an unselected new table was created")
         check_equal(pair.src, pair.target_view(), ["app_a", "app_new"])
         m.stop()
+
+
+def check_item(pair, name):
+    out = subprocess.run([APPLIER, "check", "--source", pair.src.conninfo, "--target", pair.target],
+                         capture_output=True, text=True, timeout=120)
+    for i, line in enumerate(out.stdout.splitlines()):
+        if line.startswith(name + " "):
+            fix = out.stdout.splitlines()[i + 1] if i + 1 < len(out.stdout.splitlines()) else ""
+            return line.split()[1], line, fix, out.returncode
+    check(False, f"check printed no {name} item: {out.stdout[-1500:]} {out.stderr[-500:]}")
+
+
+@test
+def check_says_whether_schema_changes_are_captured():
+    """check's ddl_capture item: a warning without the extension, passed with it, failed (exit 1,
+    with the fix) when one of its event triggers is disabled."""
+    with Pair(3) as pair:
+        state, line, _, _ = check_item(pair, "ddl_capture")
+        check(state == "WARNING" and "CREATE EXTENSION dts_decoding" in check_item(pair, "ddl_capture")[2],
+              f"without the extension: {line}")
+        pair.src.sql("CREATE EXTENSION dts_decoding")
+        state, line, _, _ = check_item(pair, "ddl_capture")
+        check(state == "PASSED", f"with the extension: {line}")
+        pair.src.sql("ALTER EVENT TRIGGER dts_decoding_table_rewrite DISABLE")
+        state, line, fix, rc = check_item(pair, "ddl_capture")
+        check(state == "FAILED" and "ENABLE" in fix and rc != 0, f"a trigger disabled: {line} / {fix} (exit {rc})")
 
 
 if __name__ == "__main__":
