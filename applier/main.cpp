@@ -204,6 +204,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 86400));
   v->add_flag("--json", verify_json, "print JSON instead of a table");
   v->add_flag("--repair", verify.repair, "copy the tables that differ again (resync) and compare them once more");
+  bool verify_no_schema = false;
+  v->add_flag("--no-schema", verify_no_schema, "compare the rows only, not the schemas (pg_dump --schema-only of both)");
 
   dts::complete::CompleteOptions complete;
   int64_t max_lag_ms = 1000;
@@ -351,6 +353,7 @@ int main(int argc, char** argv) {
     }
     if (v->parsed()) {
       verify.wait_timeout = std::chrono::seconds(verify_wait_s);
+      verify.schema = !verify_no_schema;
       return dts::verify::run_verify(verify, verify_json);
     }
     if (c->parsed()) {

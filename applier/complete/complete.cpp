@@ -295,8 +295,16 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
       vo.wait_for_applier = false;  // nothing moves on a read-only source
       auto t_verify = Clock::now();
       std::vector<verify::TableResult> results = verify::verify_tables(vo, src, tgt);
+      verify::SchemaResult schema = verify::verify_schema(vo, src, tgt);
       size_t bad = 0;
       for (const auto& r : results) bad += r.equal() ? 0 : 1;
+      if (!schema.equal()) {
+        std::fputs(verify::render_schema(schema).c_str(), stdout);
+        std::printf("verify found the schemas different: the slot is kept and the source stays read-only.\n"
+                    "Look into it before pointing the application at the target; to make the source writable "
+                    "again: %s\n", read_only->undo_sql().c_str());
+        return follow::kExitFailed;
+      }
       if (bad > 0) {
         std::fputs(verify::render_table(results).c_str(), stdout);
         std::printf("verify found differences in %zu tables: the slot is kept and the source stays read-only.\n"
@@ -305,8 +313,8 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
         return follow::kExitFailed;
       }
       char line[160];
-      std::snprintf(line, sizeof(line), "  verify: all %zu tables equal (%.0f ms, after the window)\n", results.size(),
-                    ms_since(t_verify));
+      std::snprintf(line, sizeof(line), "  verify: all %zu tables equal, schema equal (%.0f ms, after the window)\n",
+                    results.size(), ms_since(t_verify));
       verify_line = line;
     }
 

@@ -331,15 +331,9 @@ void prepare_session(const pg::Connection& c) {
          "SET client_encoding = 'UTF8'; SET search_path = pg_catalog; SET default_transaction_read_only = off");
 }
 
-std::vector<TableResult> verify_tables(const VerifyOptions& o, const pg::Connection& src, const pg::Connection& tgt) {
-  pg::Connection lock = pg::Connection::open(o.source, "source");
-  prepare_session(lock);
-  follow::AppliedWatch watch(src, tgt, "dts_" + o.slot);
-  bool applier = o.wait_for_applier && watch.has_applier();
-  if (!applier && o.wait_for_applier) spdlog::info("no applier origin \"dts_{}\" on the target: comparing the tables as they are", o.slot);
-
-  // The migration's selection unless other patterns are given: the plugin's dialect, compiled
-  // against the source's catalog as it is now (tables that match later are streamed too).
+// The migration's selection unless other patterns are given: the plugin's dialect, compiled
+// against the source's catalog as it is now (tables that match later are streamed too).
+core::CompiledSelection selection_of(const VerifyOptions& o, const pg::Connection& src, const pg::Connection& tgt) {
   std::string tables = o.tables, exclude = o.exclude;
   if (tables.empty() && exclude.empty()) {
     if (auto stored = core::stored_selection(tgt, o.slot)) {
@@ -347,7 +341,23 @@ std::vector<TableResult> verify_tables(const VerifyOptions& o, const pg::Connect
       exclude = stored->exclude;
     }
   }
-  core::CompiledSelection selection = core::TableSelection(tables, exclude).compile(src);
+  return core::TableSelection(tables, exclude).compile(src);
+}
+
+SchemaResult verify_schema(const VerifyOptions& o, const pg::Connection& src, const pg::Connection& tgt) {
+  SchemaResult r = compare_schemas(o.source, o.target, core::left_out_of_dump(selection_of(o, src, tgt)));
+  spdlog::info("{}", r.equal() ? "schema equal" : "the schemas differ");
+  return r;
+}
+
+std::vector<TableResult> verify_tables(const VerifyOptions& o, const pg::Connection& src, const pg::Connection& tgt) {
+  pg::Connection lock = pg::Connection::open(o.source, "source");
+  prepare_session(lock);
+  follow::AppliedWatch watch(src, tgt, "dts_" + o.slot);
+  bool applier = o.wait_for_applier && watch.has_applier();
+  if (!applier && o.wait_for_applier) spdlog::info("no applier origin \"dts_{}\" on the target: comparing the tables as they are", o.slot);
+
+  core::CompiledSelection selection = selection_of(o, src, tgt);
   // Partitioned tables hold no rows of their own: their partitions are compared.
   std::string oids;
   for (const auto& r : selection.selected)
@@ -412,14 +422,35 @@ std::string render_table(const std::vector<TableResult>& results) {
   return out;
 }
 
-std::string render_json(const std::vector<TableResult>& results) {
+namespace {
+
+void write_schema(rapidjson::Writer<rapidjson::StringBuffer>& w, const SchemaResult& schema) {
+  w.Key("schema");
+  w.StartObject();
+  w.Key("result");
+  w.String(schema.equal() ? "EQUAL" : "DIFFERENT");
+  w.Key("statements");
+  w.Uint64(schema.statements);
+  for (auto [key, list] : {std::pair{"onlySource", &schema.only_source}, {"onlyTarget", &schema.only_target}}) {
+    w.Key(key);
+    w.StartArray();
+    for (const auto& s : *list) w.String(s.c_str());
+    w.EndArray();
+  }
+  w.EndObject();
+}
+
+}  // namespace
+
+std::string render_json(const std::vector<TableResult>& results, const SchemaResult* schema) {
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
-  bool all_equal = true;
+  bool all_equal = schema == nullptr || schema->equal();
   for (const auto& r : results) all_equal = all_equal && r.equal();
   w.StartObject();
   w.Key("result");
   w.String(all_equal ? "EQUAL" : "DIFFERENT");
+  if (schema != nullptr) write_schema(w, *schema);
   w.Key("tables");
   w.StartArray();
   for (const auto& r : results) {
@@ -474,14 +505,18 @@ int run_verify(const VerifyOptions& o, bool json) {
     prepare_session(src);
     prepare_session(tgt);
     std::vector<TableResult> results = verify_tables(o, src, tgt);
-    std::fputs((json ? render_json(results) : render_table(results)).c_str(), stdout);
+    std::optional<SchemaResult> schema;
+    if (o.schema) schema = verify_schema(o, src, tgt);
+    std::fputs((json ? render_json(results, schema ? &*schema : nullptr)
+                     : render_table(results) + (schema ? render_schema(*schema) : "")).c_str(), stdout);
+    bool schema_differs = schema && !schema->equal();
     std::string differing;
     bool unrepairable = false;
     for (const auto& r : results) {
       if (!r.error.empty()) unrepairable = true;  // missing on the target, another shape: not rows
       else if (!r.equal()) differing += (differing.empty() ? "" : ",") + r.table;  // %I.%I: the patterns' dialect
     }
-    if (differing.empty() || !o.repair) return differing.empty() && !unrepairable ? 0 : 1;
+    if (differing.empty() || !o.repair) return differing.empty() && !unrepairable && !schema_differs ? 0 : 1;
     spdlog::info("repairing: copying {} again while the migration streams", differing);
     resync::ResyncOptions ro;
     ro.source = o.source;
@@ -497,7 +532,7 @@ int run_verify(const VerifyOptions& o, bool json) {
     std::fputs((json ? render_json(after) : render_table(after)).c_str(), stdout);
     for (const auto& r : after)
       if (!r.equal()) return 1;
-    return unrepairable ? 1 : 0;
+    return unrepairable || schema_differs ? 1 : 0;
   } catch (const Error& e) {
     spdlog::error("{}", e.what());
     return 2;

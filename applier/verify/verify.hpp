@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "verify/schema_compare.hpp"
+
 #include "pg/connection.hpp"
 
 namespace dts::verify {
@@ -34,6 +36,8 @@ struct VerifyOptions {
   bool wait_for_applier = true;
   // Differing tables are copied again (dts_applier resync) and compared once more.
   bool repair = false;
+  // The schemas are compared too (schema_compare.hpp).
+  bool schema = true;
 };
 
 struct Difference {
@@ -63,7 +67,10 @@ std::vector<TableResult> verify_tables(const VerifyOptions& options, const pg::C
 void prepare_session(const pg::Connection& conn);
 
 std::string render_table(const std::vector<TableResult>& results);
-std::string render_json(const std::vector<TableResult>& results);
+std::string render_json(const std::vector<TableResult>& results, const SchemaResult* schema = nullptr);
+
+// The schema of the selection (the migration's unless options name one) on both sides.
+SchemaResult verify_schema(const VerifyOptions& options, const pg::Connection& source, const pg::Connection& target);
 
 // The command: 0 equal, 1 a difference, 2 bad options or an error.
 int run_verify(const VerifyOptions& options, bool json);

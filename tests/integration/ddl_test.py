@@ -5,6 +5,7 @@ Every test ends with equal rows *and* an equal schema (pg_dump --schema-only of 
 
 Usage: ddl_test.py [test_name ...]
 """
+import json
 import os
 import re
 import subprocess
@@ -53,6 +54,11 @@ def app_tables(server_or_conninfo):
                    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dts', "
                    "'dts_decoding', 'pg_toast') ORDER BY 1")
     return [r[0] for r in rows]
+
+
+def run_verify(pair, *extra):
+    return subprocess.run([APPLIER, "verify", "--source", pair.src.conninfo, "--target", pair.target, *extra],
+                          capture_output=True, text=True, timeout=300)
 
 
 def wait_resyncs_done(pair, timeout=180):
@@ -196,6 +202,13 @@ def schema_changes_replay_in_order_with_the_rows_around_them():
         check(resyncs >= 5, f"{resyncs} tables copied again: the rewrites and CREATE TABLE AS should have been")
         log = m.log()
         check(len(re.findall(r"schema change at ", log)) >= len(DDL_STEPS), "fewer statements replayed than steps")
+        out = run_verify(pair)
+        check(out.returncode == 0 and "schema equal" in out.stdout, f"verify: {out.stdout[-1500:]} {out.stderr[-800:]}")
+        pair.dst_app("CREATE INDEX stray ON items (name)")  # by hand, on the target only
+        out = run_verify(pair, "--json")
+        report = json.loads(out.stdout)
+        check(out.returncode == 1 and report["schema"]["result"] == "DIFFERENT" and
+              any("stray" in s for s in report["schema"]["onlyTarget"]), f"verify missed the stray index: {out.stdout}")
         m.stop()
         FIGURES.append(f"{len(DDL_STEPS)} DDL steps + 2x8 concurrent ones under a writer ({counts['rounds']} rounds): "
                        f"{len(tables)} tables, {rows} rows equal, schema equal ({lines} lines of pg_dump), "
