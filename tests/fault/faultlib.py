@@ -137,6 +137,67 @@ class ManyTypesWriter(threading.Thread):
         self.join(30)
 
 
+class DdlWriter(threading.Thread):
+    """A schema change every `every` seconds (a new table with rows, a new column on a busy
+    table, an index, a type change that rewrites a table, a column renamed), with rows written
+    to the new tables in between, until stopped; errors of a read-only or restarting source are
+    ridden out. `tables` lists the tables it made, for the final comparison."""
+
+    def __init__(self, server, every=2.0, seed=11):
+        super().__init__(daemon=True)
+        self.server, self.every, self.rng = server, every, random.Random(seed)
+        self.stopping, self.changes, self.tables = False, 0, []
+
+    def step(self, cur):
+        n = self.changes
+        kind = n % 5
+        if kind == 0 or not self.tables:
+            t = f"ddl_t{n}"
+            cur.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, v text); "
+                        f"INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 500) g")
+            self.tables.append(t)
+        elif kind == 1:
+            cur.execute(f"ALTER TABLE items ADD COLUMN extra{n} int DEFAULT {n}")
+        elif kind == 2:
+            cur.execute(f"CREATE INDEX ddl_i{n} ON {self.tables[-1]} (v)")
+        elif kind == 3:
+            cur.execute(f"ALTER TABLE {self.tables[-1]} ALTER COLUMN id TYPE bigint")  # a rewrite: copied again
+        else:
+            cur.execute(f"ALTER TABLE {self.tables[-1]} RENAME COLUMN v TO v{n}; "
+                        f"UPDATE {self.tables[-1]} SET v{n} = 'renamed' WHERE id = 1")
+
+    def run(self):
+        import psycopg2
+        conn = None
+        next_change = time.monotonic() + self.every
+        while not self.stopping:
+            try:
+                if conn is None:
+                    conn = self.server.connect()
+                    conn.autocommit = True
+                with conn.cursor() as cur:
+                    if time.monotonic() >= next_change:
+                        self.step(cur)
+                        self.changes += 1
+                        next_change = time.monotonic() + self.every
+                    elif self.tables:
+                        t = self.rng.choice(self.tables)
+                        cur.execute(f"INSERT INTO {t} (id) VALUES (%s) ON CONFLICT DO NOTHING",
+                                    (self.rng.randint(501, 100000),))
+            except psycopg2.Error:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+                conn = None
+                time.sleep(0.05)
+            time.sleep(0.01)
+
+    def stop(self):
+        self.stopping = True
+        self.join(30)
+
+
 def rows_of(conninfo, table):
     return collections.Counter(r[0] for r in run_sql(conninfo, f"SELECT t::text FROM {table} t"))
 

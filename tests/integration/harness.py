@@ -4,6 +4,7 @@ runner that ends with "N passed, N failed".
 
 Run with Debian's /usr/bin/python3 (it has python3-psycopg2).
 """
+import difflib
 import os
 import random
 import signal
@@ -365,6 +366,30 @@ def check_equal(source, target, tables):
         check(a == b, f"{t} differs: source {a}, target {b}")
         rows += int(a.split(":")[0])
     return rows
+
+
+def schema_of(conninfo):
+    """The application's schema as pg_dump writes it, without what is the migration's own."""
+    out = subprocess.run(["/usr/lib/postgresql/15/bin/pg_dump", "--schema-only", "--no-owner", "--no-privileges", "-N", "dts", "-N", "dts_decoding",
+                          "-d", conninfo], capture_output=True, text=True, timeout=120)
+    check(out.returncode == 0, f"pg_dump failed: {out.stderr}")
+    lines = []
+    for line in out.stdout.splitlines():
+        if not line.strip() or line.startswith(("--", "SET ", "\\restrict", "\\unrestrict")) or "set_config" in line:
+            continue
+        if "dts_decoding" in line:
+            continue
+        lines.append(line)
+    return lines
+
+
+def check_same_schema(source_conninfo, target_conninfo):
+    """Both schemas equal as pg_dump --schema-only writes them; returns the number of lines."""
+    a, b = schema_of(source_conninfo), schema_of(target_conninfo)
+    if a != b:
+        diff = "\n".join(list(difflib.unified_diff(a, b, "source", "target", lineterm="", n=1))[:60])
+        check(False, f"the schemas differ:\n{diff}")
+    return len(a)
 
 
 def create_on_both(source, target, ddl):
