@@ -1,4 +1,9 @@
-// The C side of schema-change capture: what an object was *before* a command changed it.
+// The C side of schema-change capture. Records are signed here: any role may call
+// pg_logical_emit_message, and a forged dts.ddl message would make the applier run SQL on the
+// target; only these functions (callable only as event triggers) sign with the key no
+// ordinary role can read, and the applier replays only what verifies.
+//
+// What an object was *before* a command changed it:
 // ddl_command_end sees only the catalog as the command left it; a rename, a new schema or a
 // renamed column cannot be told from a drop and a create without the state before. The
 // ddl_command_start trigger records it here, per object, for the end trigger (SQL, in the
@@ -7,7 +12,11 @@
 extern "C" {
 #include "postgres.h"
 
+#include "access/heapam.h"
 #include "access/relation.h"
+#include "access/tableam.h"
+#include "common/hmac.h"
+#include "common/sha2.h"
 #include "access/xact.h"
 #include "replication/message.h"
 #include "catalog/namespace.h"
@@ -20,10 +29,16 @@ extern "C" {
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 PG_FUNCTION_INFO_V1(dts_decoding_capture_ddl_start);
+PG_FUNCTION_INFO_V1(dts_decoding_capture_ddl_end);
+PG_FUNCTION_INFO_V1(dts_decoding_capture_sql_drop);
+PG_FUNCTION_INFO_V1(dts_decoding_capture_table_rewrite);
 PG_FUNCTION_INFO_V1(dts_decoding_ddl_before);
+PG_FUNCTION_INFO_V1(dts_decoding_new_ddl_key);
 }
 
 namespace dts::plugin {
@@ -110,6 +125,77 @@ void remember_schema_rename(const char* old_name, const char* new_name) {
   if (OidIsValid(nsp)) remember(nsp, json.data);
 }
 
+constexpr size_t kKeyBytes = 32;
+
+// dts_decoding.ddl_key, read directly: the role running the DDL has no privilege on it, and
+// must not need one.
+bytea* read_key() {
+  Oid nsp = get_namespace_oid("dts_decoding", false);
+  Oid relid = get_relname_relid("ddl_key", nsp);
+  if (!OidIsValid(relid))
+    ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("dts_decoding.ddl_key is missing"),
+                    errhint("DROP EXTENSION dts_decoding; CREATE EXTENSION dts_decoding;")));
+  Relation rel = table_open(relid, AccessShareLock);
+  Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+  TableScanDesc scan = table_beginscan(rel, snapshot, 0, nullptr);
+  bytea* key = nullptr;
+  if (HeapTuple tuple = heap_getnext(scan, ForwardScanDirection)) {
+    bool isnull = false;
+    Datum d = heap_getattr(tuple, 1, RelationGetDescr(rel), &isnull);
+    if (!isnull) key = DatumGetByteaPCopy(d);
+  }
+  table_endscan(scan);
+  UnregisterSnapshot(snapshot);
+  table_close(rel, AccessShareLock);
+  if (key == nullptr || VARSIZE_ANY_EXHDR(key) < kKeyBytes)
+    ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION), errmsg("dts_decoding.ddl_key holds no key"),
+                    errhint("DROP EXTENSION dts_decoding; CREATE EXTENSION dts_decoding;")));
+  return key;
+}
+
+// "<HMAC-SHA256 of the record, hex> <record>", as a transactional dts.ddl message.
+void sign_and_emit(const char* record) {
+  bytea* key = read_key();
+  uint8 mac[PG_SHA256_DIGEST_LENGTH];
+  pg_hmac_ctx* ctx = pg_hmac_create(PG_SHA256);
+  size_t len = strlen(record);
+  if (ctx == nullptr || pg_hmac_init(ctx, reinterpret_cast<const uint8*>(VARDATA_ANY(key)), VARSIZE_ANY_EXHDR(key)) < 0 ||
+      pg_hmac_update(ctx, reinterpret_cast<const uint8*>(record), len) < 0 || pg_hmac_final(ctx, mac, sizeof(mac)) < 0)
+    ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not sign a schema-change record: %s",
+                                                             ctx != nullptr ? pg_hmac_error(ctx) : "out of memory")));
+  pg_hmac_free(ctx);
+  StringInfoData content;
+  initStringInfo(&content);
+  static const char kHex[] = "0123456789abcdef";
+  for (uint8 b : mac) {
+    appendStringInfoChar(&content, kHex[b >> 4]);
+    appendStringInfoChar(&content, kHex[b & 15]);
+  }
+  appendStringInfoChar(&content, ' ');
+  appendBinaryStringInfo(&content, record, len);
+  LogLogicalMessage("dts.ddl", content.data, content.len, true);
+}
+
+// Each row of `query` (one text column, the records) signed and emitted.
+void emit_records(const char* query) {
+  if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+  if (SPI_execute(query, false, 0) != SPI_OK_SELECT) elog(ERROR, "%s failed", query);
+  for (uint64 i = 0; i < SPI_processed; ++i)
+    if (char* record = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)) sign_and_emit(record);
+  SPI_finish();
+}
+
+bool capture_off() {
+  const char* capture = GetConfigOption("dts_decoding.capture_ddl", true, false);
+  return capture != nullptr && strcmp(capture, "off") == 0;
+}
+
+void require_event_trigger(FunctionCallInfo fcinfo, const char* name) {
+  if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+    ereport(ERROR, (errcode(ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED),
+                    errmsg("%s() must be fired by an event trigger", name)));
+}
+
 void record_before(Node* tree) {
   switch (nodeTag(tree)) {
     case T_AlterTableStmt:
@@ -137,8 +223,7 @@ void record_before(Node* tree) {
       // Its rows are decoded before the table's record (the end trigger runs after them): the
       // applier is told to set them aside and copy the new table once it exists.
       if (reinterpret_cast<CreateTableAsStmt*>(tree)->objtype == OBJECT_TABLE) {
-        static const char kCreateAs[] = "{\"ddl\": \"create_as\"}";
-        LogLogicalMessage("dts.ddl", kCreateAs, sizeof(kCreateAs) - 1, true);
+        sign_and_emit("{\"ddl\": \"create_as\"}");
       }
       break;
     default:
@@ -152,14 +237,44 @@ void record_before(Node* tree) {
 extern "C" {
 
 Datum dts_decoding_capture_ddl_start(PG_FUNCTION_ARGS) {
-  if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
-    ereport(ERROR, (errcode(ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED),
-                    errmsg("capture_ddl_start() must be fired by an event trigger")));
-  const char* capture = GetConfigOption("dts_decoding.capture_ddl", true, false);
-  if (capture != nullptr && strcmp(capture, "off") == 0) PG_RETURN_VOID();
+  dts::plugin::require_event_trigger(fcinfo, "capture_ddl_start");
+  if (dts::plugin::capture_off()) PG_RETURN_VOID();
   auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);
   dts::plugin::record_before(data->parsetree);
   PG_RETURN_VOID();
+}
+
+Datum dts_decoding_capture_ddl_end(PG_FUNCTION_ARGS) {
+  dts::plugin::require_event_trigger(fcinfo, "capture_ddl_end");
+  if (!dts::plugin::capture_off()) dts::plugin::emit_records("SELECT r FROM dts_decoding.ddl_end_records() r");
+  PG_RETURN_VOID();
+}
+
+Datum dts_decoding_capture_sql_drop(PG_FUNCTION_ARGS) {
+  dts::plugin::require_event_trigger(fcinfo, "capture_sql_drop");
+  if (dts::plugin::capture_off()) PG_RETURN_VOID();
+  auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);
+  dts::plugin::emit_records(psprintf("SELECT r FROM dts_decoding.sql_drop_record(%s) r WHERE r IS NOT NULL",
+                                     quote_literal_cstr(GetCommandTagName(data->tag))));
+  PG_RETURN_VOID();
+}
+
+Datum dts_decoding_capture_table_rewrite(PG_FUNCTION_ARGS) {
+  dts::plugin::require_event_trigger(fcinfo, "capture_table_rewrite");
+  if (dts::plugin::capture_off()) PG_RETURN_VOID();
+  auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);
+  dts::plugin::emit_records(psprintf("SELECT r FROM dts_decoding.table_rewrite_record(%s) r WHERE r IS NOT NULL",
+                                     quote_literal_cstr(GetCommandTagName(data->tag))));
+  PG_RETURN_VOID();
+}
+
+// new_ddl_key() returns bytea: 32 bytes from the server's strong random source.
+Datum dts_decoding_new_ddl_key(PG_FUNCTION_ARGS) {
+  bytea* key = static_cast<bytea*>(palloc(VARHDRSZ + dts::plugin::kKeyBytes));
+  SET_VARSIZE(key, VARHDRSZ + dts::plugin::kKeyBytes);
+  if (!pg_strong_random(VARDATA(key), dts::plugin::kKeyBytes))
+    ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not generate a random key")));
+  PG_RETURN_BYTEA_P(key);
 }
 
 // ddl_before(objid oid) returns text: the newest state recorded for the object, or NULL.

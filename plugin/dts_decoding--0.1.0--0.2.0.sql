@@ -126,7 +126,7 @@ CREATE FUNCTION @extschema@.ddl_before(objid oid) RETURNS text
 --
 -- Objects of the extension itself, temporary ones and those of an extension's own script are
 -- not the application's schema.
-CREATE FUNCTION @extschema@.capture_ddl_end() RETURNS event_trigger
+CREATE FUNCTION @extschema@.ddl_end_records() RETURNS SETOF text
   LANGUAGE plpgsql
   SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -134,7 +134,6 @@ DECLARE
   r record;
   body jsonb;
 BEGIN
-  IF current_setting('dts_decoding.capture_ddl', true) = 'off' THEN RETURN; END IF;
   FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
     CONTINUE WHEN r.in_extension OR r.schema_name = '@extschema@' OR r.schema_name LIKE 'pg\_temp%'
                OR r.schema_name = 'pg_toast' OR (r.object_type = 'schema' AND r.object_identity = '@extschema@');
@@ -147,49 +146,66 @@ BEGIN
       body := body || jsonb_build_object('comment', (SELECT description FROM pg_description
                                                       WHERE objoid = r.objid AND classoid = r.classid AND objsubid = r.objsubid));
     END IF;
-    PERFORM pg_logical_emit_message(true, 'dts.ddl', body::text);
+    RETURN NEXT body::text;
   END LOOP;
 END
 $fn$;
 
-CREATE FUNCTION @extschema@.capture_sql_drop() RETURNS event_trigger
-  LANGUAGE plpgsql
+CREATE FUNCTION @extschema@.sql_drop_record(tag text) RETURNS text
+  LANGUAGE sql
   SET search_path = pg_catalog, pg_temp
 AS $fn$
-DECLARE
-  objects jsonb;
-BEGIN
-  IF current_setting('dts_decoding.capture_ddl', true) = 'off' THEN RETURN; END IF;
-  SELECT jsonb_agg(jsonb_build_object('object_type', d.object_type, 'identity', d.object_identity,
-                                      'schema', d.schema_name, 'name', d.object_name, 'objid', d.objid,
-                                      'subid', d.objsubid, 'original', d.original, 'normal', d.normal))
-    INTO objects
-    FROM pg_event_trigger_dropped_objects() d
-   WHERE NOT d.is_temporary AND d.schema_name IS DISTINCT FROM '@extschema@' AND d.schema_name IS DISTINCT FROM 'pg_toast';
-  IF objects IS NOT NULL THEN
-    PERFORM pg_logical_emit_message(true, 'dts.ddl',
-      jsonb_build_object('ddl', 'drop', 'tag', tg_tag, 'objects', objects)::text);
-  END IF;
-END
+SELECT jsonb_build_object('ddl', 'drop', 'tag', tag,
+                          'objects', jsonb_agg(jsonb_build_object(
+                              'object_type', d.object_type, 'identity', d.object_identity, 'schema', d.schema_name,
+                              'name', d.object_name, 'objid', d.objid, 'subid', d.objsubid,
+                              'original', d.original, 'normal', d.normal)))::text
+  FROM pg_event_trigger_dropped_objects() d
+ WHERE NOT d.is_temporary AND d.schema_name IS DISTINCT FROM '@extschema@' AND d.schema_name IS DISTINCT FROM 'pg_toast'
+HAVING count(*) > 0
 $fn$;
 
 -- The rows a rewrite writes are not decoded: the applier copies the table again.
-CREATE FUNCTION @extschema@.capture_table_rewrite() RETURNS event_trigger
-  LANGUAGE plpgsql
+CREATE FUNCTION @extschema@.table_rewrite_record(tag text) RETURNS text
+  LANGUAGE sql
   SET search_path = pg_catalog, pg_temp
 AS $fn$
-DECLARE
-  relid oid := pg_event_trigger_table_rewrite_oid();
-BEGIN
-  IF current_setting('dts_decoding.capture_ddl', true) = 'off' THEN RETURN; END IF;
-  IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = relid AND c.relpersistence = 'p'
-              AND c.relnamespace <> '@extschema@'::regnamespace) THEN
-    PERFORM pg_logical_emit_message(true, 'dts.ddl',
-      jsonb_build_object('ddl', 'rewrite', 'tag', tg_tag, 'relid', relid,
-                         'reason', pg_event_trigger_table_rewrite_reason())::text);
-  END IF;
-END
+SELECT jsonb_build_object('ddl', 'rewrite', 'tag', tag, 'relid', c.oid, 'reason', pg_event_trigger_table_rewrite_reason())::text
+  FROM pg_class c
+ WHERE c.oid = pg_event_trigger_table_rewrite_oid() AND c.relpersistence = 'p'
+   AND c.relnamespace <> '@extschema@'::regnamespace
 $fn$;
+
+-- The key that signs the records (ddl_capture.cpp): made here, readable by no ordinary role,
+-- left out of dumps (an extension's table is), and handed only to roles that may replicate —
+-- which can read everything the WAL holds anyway.
+CREATE TABLE @extschema@.ddl_key (key bytea NOT NULL);
+REVOKE ALL ON @extschema@.ddl_key FROM PUBLIC;
+CREATE FUNCTION @extschema@.new_ddl_key() RETURNS bytea
+  AS 'MODULE_PATHNAME', 'dts_decoding_new_ddl_key'
+  LANGUAGE C VOLATILE STRICT;
+REVOKE ALL ON FUNCTION @extschema@.new_ddl_key() FROM PUBLIC;
+INSERT INTO @extschema@.ddl_key SELECT @extschema@.new_ddl_key();
+
+CREATE FUNCTION @extschema@.ddl_signing_key() RETURNS bytea
+  LANGUAGE sql STABLE SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $fn$
+SELECT k.key FROM @extschema@.ddl_key k
+ WHERE EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = session_user AND (r.rolreplication OR r.rolsuper))
+$fn$;
+COMMENT ON FUNCTION @extschema@.ddl_signing_key()
+  IS 'the key that signs dts.ddl records, for roles with REPLICATION (NULL for others)';
+
+CREATE FUNCTION @extschema@.capture_ddl_end() RETURNS event_trigger
+  AS 'MODULE_PATHNAME', 'dts_decoding_capture_ddl_end'
+  LANGUAGE C;
+CREATE FUNCTION @extschema@.capture_sql_drop() RETURNS event_trigger
+  AS 'MODULE_PATHNAME', 'dts_decoding_capture_sql_drop'
+  LANGUAGE C;
+CREATE FUNCTION @extschema@.capture_table_rewrite() RETURNS event_trigger
+  AS 'MODULE_PATHNAME', 'dts_decoding_capture_table_rewrite'
+  LANGUAGE C;
 
 CREATE EVENT TRIGGER dts_decoding_ddl_start ON ddl_command_start
   EXECUTE FUNCTION @extschema@.capture_ddl_start();

@@ -142,6 +142,8 @@ char* json_quoted(const char* s, const char* suffix) {
 }
 
 bool passes_filters(const DecodingOptions* opts, Relation rel, List* ancestors) {
+  // The extension's own tables (its signing key) are the source's side of a migration.
+  if (strcmp(get_namespace_name(RelationGetNamespace(rel)), "dts_decoding") == 0) return false;
   if (opts->include_tables == NIL && opts->exclude_tables == NIL) return true;
   // A partition is selected (or excluded) when it or any of its ancestors is.
   auto matches = [&](List* patterns) {

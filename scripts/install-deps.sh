@@ -7,7 +7,7 @@ packages=(
   # build
   build-essential cmake pkg-config clang-format clang-tidy clang-14 libclang-rt-14-dev
   # PostgreSQL 15 server, server headers (PGXS) and client library
-  postgresql-15 postgresql-server-dev-15 postgresql-client-15 libpq-dev
+  postgresql-15 postgresql-server-dev-15 postgresql-client-15 libpq-dev libssl-dev
   # applier libraries
   libpqxx-dev rapidjson-dev libcli11-dev libspdlog-dev libcpp-httplib-dev
   # tests

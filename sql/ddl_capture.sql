@@ -18,9 +18,14 @@ CREATE FUNCTION dt_f(x int) RETURNS int LANGUAGE sql AS 'SELECT x';
 ALTER FUNCTION dt_f(int) RENAME TO dt_g;
 SET dts_decoding.capture_ddl = off;
 CREATE TABLE unseen (x int);
-WITH m AS (
+-- Each record is signed: "<HMAC-SHA256, hex> <record>".
+CREATE TEMP TABLE captured AS
   SELECT n, data::jsonb AS d FROM pg_logical_slot_get_changes('regress_ddl', NULL, NULL, 'format', 'json')
-         WITH ORDINALITY AS c(lsn, xid, data, n))
+         WITH ORDINALITY AS c(lsn, xid, data, n);
+SELECT count(*) AS records, count(*) FILTER (WHERE d->>'content' ~ '^[0-9a-f]{64} [{]') AS signed
+  FROM captured WHERE d->>'prefix' = 'dts.ddl';
+UPDATE captured SET d = jsonb_set(d, '{content}', to_jsonb(substr(d->>'content', 66))) WHERE d->>'prefix' = 'dts.ddl';
+WITH m AS (SELECT n, d FROM captured)
 SELECT d->>'action' AS action,
        CASE WHEN d->>'action' = 'message' THEN
          concat_ws(' | ', (d->>'content')::jsonb->>'ddl', (d->>'content')::jsonb->>'tag',
@@ -35,3 +40,18 @@ SELECT d->>'action' AS action,
        ELSE coalesce(d->>'table', '') END AS what
   FROM m ORDER BY n;
 SELECT pg_drop_replication_slot('regress_ddl');
+-- The key is no ordinary role's: not readable, and ddl_signing_key() gives it only to roles
+-- that may replicate.
+CREATE ROLE regress_ddl_plain LOGIN;
+CREATE ROLE regress_ddl_repl LOGIN REPLICATION;
+SET SESSION AUTHORIZATION regress_ddl_plain;
+SELECT count(*) FROM dts_decoding.ddl_key;
+SELECT dts_decoding.ddl_signing_key() IS NULL AS no_key;
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION regress_ddl_repl;
+SELECT length(dts_decoding.ddl_signing_key()) AS key_bytes;
+RESET SESSION AUTHORIZATION;
+-- An event trigger's function cannot be called to sign a record of one's own.
+SELECT dts_decoding.capture_ddl_end();
+DROP ROLE regress_ddl_plain;
+DROP ROLE regress_ddl_repl;

@@ -668,7 +668,7 @@ void ApplyEngine::on_message(bool transactional, Lsn lsn, std::string_view prefi
     }
   }
   if (transactional && !skipping_ && prefix == kStopMarkerPrefix) stop_lsn_ = lsn;
-  if (transactional && !skipping_ && replay_ddl_ && prefix == ddl::kSchemaChangePrefix) apply_schema_change(content);
+  if (transactional && !skipping_ && replay_ddl_ && prefix == ddl::kSchemaChangePrefix) apply_schema_change(lsn, content);
 }
 
 ApplyEngine::Streamed& ApplyEngine::stream(uint32_t xid) {

@@ -108,7 +108,7 @@ class ApplyEngine : public core::Applier {
   void add_to_group(Lsn end_lsn, int64_t commit_time);
   void flush_inserts();
   void apply_row(const decode::RowChange& row);
-  void apply_schema_change(std::string_view content);
+  void apply_schema_change(Lsn lsn, std::string_view content);
   bool schema_change_wanted(const ddl::SchemaChange& change) const;
   void copy_again(const ddl::RelationRef& table, TargetSession& session);
   bool reconcile_row(const decode::RowChange& row);
@@ -168,6 +168,7 @@ class ApplyEngine : public core::Applier {
   // Schema changes (apply_schema_change.cpp).
   bool replay_ddl_ = false;
   std::string slot_;
+  std::string ddl_key_;  // signs the source's schema-change records (ddl/record_signature.hpp)
   core::TableSelection selection_;
   std::unordered_set<uint32_t> rewritten_;  // tables the source rewrote in this transaction
   bool creating_as_ = false;                // CREATE TABLE AS under way: its rows are copied later

@@ -8,6 +8,7 @@
 
 #include "apply/apply_engine.hpp"
 #include "common/error.hpp"
+#include "ddl/record_signature.hpp"
 #include "migrate/copier.hpp"
 #include "resync/resync_driver.hpp"
 
@@ -19,6 +20,7 @@ void ApplyEngine::replay_schema_changes(const std::string& slot, core::TableSele
   selection_ = std::move(selection);
   resync::create_request_table(catalog_);
   migrate::create_chunk_table(catalog_);
+  if (!source_conninfo_.empty()) ddl_key_ = ddl::signing_key(pg::Connection::open(source_conninfo_, "source")).value_or("");
 }
 
 bool ApplyEngine::schema_change_wanted(const ddl::SchemaChange& change) const {
@@ -33,8 +35,15 @@ bool ApplyEngine::schema_change_wanted(const ddl::SchemaChange& change) const {
   return false;
 }
 
-void ApplyEngine::apply_schema_change(std::string_view content) {
-  ddl::SchemaChange change = ddl::parse_schema_change(content);
+void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
+  std::optional<std::string_view> record = ddl::verified_record(content, ddl_key_);
+  if (!record) {
+    // Anyone may write a message with this prefix; only dts_decoding's event triggers sign.
+    spdlog::warn("a {} message at {} is not signed by the source's dts_decoding (written by hand, or by another "
+                 "source): ignored", ddl::kSchemaChangePrefix, format_lsn(lsn));
+    return;
+  }
+  ddl::SchemaChange change = ddl::parse_schema_change(*record);
   if (change.kind == ddl::ChangeKind::kCreateAs) {
     creating_as_ = true;
     return;

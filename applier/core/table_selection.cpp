@@ -192,7 +192,7 @@ const char* const kCatalogSql =
     "SELECT c.oid, n.nspname, c.relname, c.relkind, coalesce(i.inhparent, 0) FROM pg_class c "
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND c.relispartition "
-    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dts_decoding') "
     "AND n.nspname NOT LIKE 'pg\\_%'";
 
 std::vector<CatalogRelation> read_catalog(const pg::Connection& source) {

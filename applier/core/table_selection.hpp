@@ -93,7 +93,7 @@ class TableSelection {
   bool selects(std::string_view schema, std::string_view name,
                const std::vector<std::pair<std::string, std::string>>& ancestors = {}) const;
 
-  // The exact relations of `catalog` this selection picks (never in schema dts).
+  // The exact relations of `catalog` this selection picks (never in schemas dts and dts_decoding).
   CompiledSelection compile(const std::vector<CatalogRelation>& catalog) const;
   CompiledSelection compile(const pg::Connection& source) const;
 

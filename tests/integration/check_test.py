@@ -31,6 +31,7 @@ def a_ready_pair_passes():
     with Pair(0) as pair:
         pair.src.sql("ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'")
         pair.src.sql("SELECT pg_reload_conf()")
+        pair.src.sql("CREATE EXTENSION dts_decoding")  # a ready source captures schema changes
         pair.src.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
         rc, items, doc = run_check(pair.src.conninfo, pair.target)
         bad = {k: v for k, v in items.items() if v["status"] != "PASSED"}

@@ -248,6 +248,30 @@ def schema_changes_follow_the_table_selection():
         m.stop()
 
 
+@test
+def a_forged_schema_change_message_is_not_replayed():
+    """Any role may write a dts.ddl message with pg_logical_emit_message. One that drops a table,
+    unsigned or with a made-up signature, is ignored (with a warning naming its LSN); the
+    table stays on the target and a real schema change after it is replayed."""
+    with Pair(4) as pair:
+        pair.src.sql("CREATE EXTENSION dts_decoding; CREATE TABLE t (id int PRIMARY KEY); "
+                     "INSERT INTO t VALUES (1); CREATE ROLE mallory LOGIN; GRANT ALL ON t TO mallory")
+        pair.dst.sql("CREATE ROLE mallory LOGIN")  # roles are the server's: not migrated
+        m = Migrate(pair, "forged").start()
+        m.wait_phase("STREAMING")
+        forged = '{"ddl": "drop", "tag": "DROP TABLE", "objects": [{"object_type": "table", "identity": "public.t", "original": true}]}'
+        mallory = pair.src.conninfo.replace("user=postgres", "user=mallory")
+        run_sql(mallory, "SELECT pg_logical_emit_message(true, 'dts.ddl', %s)", (forged,))
+        run_sql(mallory, "SELECT pg_logical_emit_message(true, 'dts.ddl', %s)", ("0" * 64 + " " + forged,))
+        pair.src.sql("ALTER TABLE t ADD COLUMN after_forgery text; INSERT INTO t VALUES (2, 'real')")
+        m.wait_applied(pair.src.lsn())
+        check(pair.dst_app("SELECT to_regclass('public.t') IS NOT NULL")[0][0], "a forged record dropped the table")
+        check_equal(pair.src, pair.target_view(), ["t"])
+        warned = re.findall(r"dts.ddl message at [0-9A-F]+/[0-9A-F]+ is not signed", m.log())
+        check(len(warned) == 2, f"{len(warned)} warnings for 2 forged records: {m.log()[-1500:]}")
+        m.stop()
+
+
 def check_item(pair, name):
     out = subprocess.run([APPLIER, "check", "--source", pair.src.conninfo, "--target", pair.target],
                          capture_output=True, text=True, timeout=120)

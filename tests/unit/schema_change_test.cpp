@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "ddl/record_signature.hpp"
 #include "ddl/schema_change.hpp"
 
 namespace dts::ddl {
@@ -110,6 +111,28 @@ TEST(SchemaChange, TablesOfAnIndexIsItsTable) {
   ASSERT_EQ(tables.size(), 1u);
   EXPECT_EQ(tables[0].name, "t");
   EXPECT_EQ(replay_statements(c, false)[0], "CREATE INDEX IF NOT EXISTS i ON public.t USING btree (a)");
+}
+
+}  // namespace
+}  // namespace dts::ddl
+
+namespace dts::ddl {
+namespace {
+
+TEST(RecordSignature, OnlyTheKeysSignatureVerifies) {
+  std::string key(32, 'k');
+  std::string record = R"({"ddl": "create_as"})";
+  std::string signed_record = sign_record(record, key);
+  auto ok = verified_record(signed_record, key);
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_EQ(*ok, record);
+  EXPECT_FALSE(verified_record(signed_record, std::string(32, 'x')).has_value()) << "another key";
+  std::string tampered = signed_record;
+  tampered.back() = ' ';
+  EXPECT_FALSE(verified_record(tampered, key).has_value()) << "a changed record";
+  EXPECT_FALSE(verified_record(record, key).has_value()) << "unsigned";
+  EXPECT_FALSE(verified_record(signed_record, "").has_value()) << "no key";
+  EXPECT_FALSE(verified_record(std::string(64, 'z') + " {}", key).has_value()) << "not hex";
 }
 
 }  // namespace
