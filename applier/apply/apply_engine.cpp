@@ -204,8 +204,7 @@ void ApplyEngine::on_begin(uint32_t xid, Lsn final_lsn, int64_t) {
 
 void ApplyEngine::on_commit(Lsn, Lsn end_lsn, int64_t commit_time) {
   in_source_txn_ = false;
-  rewritten_.clear();
-  creating_as_ = false;
+  forget_schema_state(0);
   bool schema_changed = std::exchange(schema_changed_, false);
   if (skipping_) {
     skipping_ = false;
@@ -375,7 +374,7 @@ void ApplyEngine::on_row(const decode::RowChange& row) {
     s->spool->append(record_);
     return;
   }
-  if (creating_as_) return;  // the new table is copied once it exists (apply_schema_change.cpp)
+  if (!creating_as_.empty() && creating_as_.count(stream_xid_)) return;  // copied once it exists (apply_schema_change.cpp)
   if (reconciler_.active() && reconcile_row(row)) return;
   apply_row(row);
 }
@@ -704,6 +703,7 @@ void ApplyEngine::end_stream(uint32_t xid, bool roll_back) {
   }
   if (current_stream_ == &s) current_stream_ = nullptr;
   streams_.erase(it);  // a spool file goes with it
+  forget_schema_state(xid);
 }
 
 void ApplyEngine::on_stream_start(uint32_t xid, bool first_segment) {
@@ -815,6 +815,8 @@ void ApplyEngine::replay_spooled(Streamed& s, Lsn commit_lsn, Lsn end_lsn, int64
     replay.decode(frame, len, commit_lsn, *this);
   });
   in_source_txn_ = false;
+  forget_schema_state(0);
+  schema_changed_ = false;
   add_to_group(end_lsn, commit_time);
   // Pending rows point into the replay decoder's relations: out before it goes.
   commit_group();

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -170,8 +171,11 @@ class ApplyEngine : public core::Applier {
   std::string slot_;
   std::string ddl_key_;  // signs the source's schema-change records (ddl/record_signature.hpp)
   core::TableSelection selection_;
-  std::unordered_set<uint32_t> rewritten_;  // tables the source rewrote in this transaction
-  bool creating_as_ = false;                // CREATE TABLE AS under way: its rows are copied later
+  // Per source transaction (its xid inside a stream block, 0 otherwise): tables the source
+  // rewrote in it, and whether a CREATE TABLE AS is under way (its rows are copied later).
+  std::set<std::pair<uint32_t, uint32_t>> rewritten_;  // (xid, relid)
+  std::unordered_set<uint32_t> creating_as_;
+  void forget_schema_state(uint32_t xid);
   bool schema_changed_ = false;             // in this transaction: its group ends with it
 
   CopyReconciler reconciler_;

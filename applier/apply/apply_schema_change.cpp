@@ -44,21 +44,23 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
     return;
   }
   ddl::SchemaChange change = ddl::parse_schema_change(*record);
+  const uint32_t xid = stream_xid_;
   if (change.kind == ddl::ChangeKind::kCreateAs) {
-    creating_as_ = true;
+    creating_as_.insert(xid);
     return;
   }
   if (change.kind == ddl::ChangeKind::kRewrite) {
-    rewritten_.insert(change.objid);
+    rewritten_.emplace(xid, change.objid);
     return;
   }
-  bool created_as = creating_as_ && change.relation && (change.tag == "CREATE TABLE AS" || change.tag == "SELECT INTO");
-  if (created_as) creating_as_ = false;
+  bool created_as = creating_as_.count(xid) > 0 && change.relation &&
+                    (change.tag == "CREATE TABLE AS" || change.tag == "SELECT INTO");
+  if (created_as) creating_as_.erase(xid);
   if (!schema_change_wanted(change)) {
     spdlog::debug("schema change {} {} not replayed: outside the table selection", change.tag, change.identity);
     return;
   }
-  bool rewritten = change.relation && rewritten_.count(change.relation->ref.relid) > 0;
+  bool rewritten = change.relation && rewritten_.count({xid, change.relation->ref.relid}) > 0;
   std::vector<std::string> statements = ddl::replay_statements(change, rewritten);
   if (statements.empty() && !rewritten && !created_as) return;
   // Rows held here were written in the old shape: they go first.
@@ -77,8 +79,13 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   }
   if (rewritten || created_as) {
     copy_again(change.relation->ref, session);
-    rewritten_.erase(change.relation->ref.relid);
+    rewritten_.erase({xid, change.relation->ref.relid});
   }
+}
+
+void ApplyEngine::forget_schema_state(uint32_t xid) {
+  creating_as_.erase(xid);
+  for (auto it = rewritten_.lower_bound({xid, 0}); it != rewritten_.end() && it->first == xid;) it = rewritten_.erase(it);
 }
 
 // A resync of one table, in one chunk, recorded in the transaction that emptied (or created)

@@ -249,6 +249,47 @@ def schema_changes_follow_the_table_selection():
 
 
 @test
+def a_large_create_table_as_and_a_rewrite_stream_among_other_transactions():
+    """A CREATE TABLE AS of 200k rows and a rewriting ALTER, each large enough to be streamed
+    (a small --decoding-work-mem) while another session commits rows in between: the new
+    table's rows arrive once (copied after it exists), the rewritten table is copied again,
+    the other session's rows are all applied."""
+    with Pair(5) as pair:
+        pair.src.sql("CREATE EXTENSION dts_decoding; CREATE TABLE other (id serial PRIMARY KEY, v int); "
+                     "CREATE TABLE wide (id int PRIMARY KEY, v int); "
+                     "INSERT INTO wide SELECT g, g FROM generate_series(1, 100000) g")
+        m = Migrate(pair, "streamed", "--decoding-work-mem", "1MB").start()
+        m.wait_phase("STREAMING")
+        stop = threading.Event()
+
+        def other():
+            c = pair.src.connect()
+            c.autocommit = True
+            while not stop.is_set():
+                c.cursor().execute("INSERT INTO other (v) VALUES (1)")
+            c.close()
+        t = threading.Thread(target=other)
+        t.start()
+        try:
+            pair.src.sql("CREATE TABLE big_as AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g")
+            pair.src.sql("BEGIN; UPDATE wide SET v = v + 1 WHERE id <= 50000; "
+                         "ALTER TABLE wide ADD COLUMN r float8 DEFAULT random(); UPDATE wide SET v = 0 WHERE id = 1; COMMIT")
+        finally:
+            stop.set()
+            t.join()
+        m.wait_applied(pair.src.lsn())
+        wait_resyncs_done(pair)
+        m.wait_applied(pair.src.lsn())
+        rows = check_equal(pair.src, pair.target_view(), ["big_as", "wide", "other"])
+        check_same_schema(pair.src.conninfo, pair.target)
+        streamed = pair.src.value("SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'dts_migrate'")
+        check(streamed and streamed >= 2, f"{streamed} transactions streamed: the test streams nothing")
+        m.stop()
+        FIGURES.append(f"CREATE TABLE AS of 200k rows and a rewrite, {streamed} transactions streamed among other "
+                       f"commits: {rows} rows equal")
+
+
+@test
 def a_forged_schema_change_message_is_not_replayed():
     """Any role may write a dts.ddl message with pg_logical_emit_message. One that drops a table,
     unsigned or with a made-up signature, is ignored (with a warning naming its LSN); the
