@@ -21,6 +21,10 @@ extern "C" {
 #include "replication/message.h"
 #include "catalog/namespace.h"
 #include "catalog/objectaddress.h"
+#include "catalog/pg_class.h"
+#include "commands/tablecmds.h"
+#include "commands/trigger.h"
+#include "catalog/pg_constraint.h"
 #include "commands/event_trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -39,6 +43,7 @@ PG_FUNCTION_INFO_V1(dts_decoding_capture_sql_drop);
 PG_FUNCTION_INFO_V1(dts_decoding_capture_table_rewrite);
 PG_FUNCTION_INFO_V1(dts_decoding_ddl_before);
 PG_FUNCTION_INFO_V1(dts_decoding_new_ddl_key);
+PGDLLEXPORT void _PG_init(void);
 }
 
 namespace dts::plugin {
@@ -61,6 +66,11 @@ void forget_at_transaction_end(XactEvent event, void*) {
   }
 }
 
+void forget_before() {
+  stash = nullptr;
+  if (stash_cxt != nullptr) MemoryContextReset(stash_cxt);
+}
+
 void remember(Oid objid, const char* json) {
   if (stash_cxt == nullptr) {
     stash_cxt = AllocSetContextCreate(TopMemoryContext, "dts_decoding ddl before", ALLOCSET_SMALL_SIZES);
@@ -79,7 +89,9 @@ char* describe_relation(Oid relid) {
   Oid argtypes[1] = {OIDOID};
   Datum args[1] = {ObjectIdGetDatum(relid)};
   char* result = nullptr;
-  int rc = SPI_execute_with_args("SELECT dts_decoding.describe_relation($1)::text", 1, argtypes, args, nullptr, true, 1);
+  // Qualified: the DDL role's search_path must not choose what "text" is.
+  int rc = SPI_execute_with_args("SELECT dts_decoding.describe_relation($1)::pg_catalog.text", 1, argtypes, args,
+                                 nullptr, true, 1);
   if (rc == SPI_OK_SELECT && SPI_processed == 1) {
     char* value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
     if (value != nullptr) result = MemoryContextStrdup(TopTransactionContext, value);
@@ -185,15 +197,38 @@ void emit_records(const char* query) {
   SPI_finish();
 }
 
-bool capture_off() {
-  const char* capture = GetConfigOption("dts_decoding.capture_ddl", true, false);
-  return capture != nullptr && strcmp(capture, "off") == 0;
-}
+// Superuser-only: a role that could turn it off could hide its schema changes from the
+// migration (the target would then miss them without a word).
+bool capture_ddl = true;
+
+bool capture_off() { return !capture_ddl; }
 
 void require_event_trigger(FunctionCallInfo fcinfo, const char* name) {
   if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
     ereport(ERROR, (errcode(ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED),
                     errmsg("%s() must be fired by an event trigger", name)));
+}
+
+// A trigger or a table constraint renamed: the record's object is the trigger or constraint,
+// whose old name only the statement knows.
+void remember_member_rename(RenameStmt* s) {
+  Oid relid = RangeVarGetRelid(s->relation, NoLock, true);
+  if (!OidIsValid(relid)) return;
+  Oid objid = s->renameType == OBJECT_TRIGGER ? get_trigger_oid(relid, s->subname, true)
+                                               : get_relation_constraint_oid(relid, s->subname, true);
+  if (!OidIsValid(objid)) return;
+  ObjectAddress table;
+  ObjectAddressSet(table, RelationRelationId, relid);
+  StringInfoData json;
+  initStringInfo(&json);
+  appendStringInfoString(&json, "{\"table\": ");
+  escape_json(&json, getObjectIdentity(&table, false));
+  appendStringInfoString(&json, ", \"old_name\": ");
+  escape_json(&json, s->subname);
+  appendStringInfoString(&json, ", \"rename_to\": ");
+  escape_json(&json, s->newname);
+  appendStringInfoChar(&json, '}');
+  remember(objid, json.data);
 }
 
 void record_before(Node* tree) {
@@ -203,7 +238,9 @@ void record_before(Node* tree) {
       break;
     case T_RenameStmt: {
       auto* s = reinterpret_cast<RenameStmt*>(tree);
-      if (s->relation != nullptr)
+      if (s->relation != nullptr && (s->renameType == OBJECT_TRIGGER || s->renameType == OBJECT_TABCONSTRAINT))
+        remember_member_rename(s);
+      else if (s->relation != nullptr)
         remember_relation(s->relation);
       else if (s->renameType == OBJECT_SCHEMA)
         remember_schema_rename(s->subname, s->newname);
@@ -222,8 +259,18 @@ void record_before(Node* tree) {
     case T_CreateTableAsStmt:
       // Its rows are decoded before the table's record (the end trigger runs after them): the
       // applier is told to set them aside and copy the new table once it exists.
-      if (reinterpret_cast<CreateTableAsStmt*>(tree)->objtype == OBJECT_TABLE) {
-        sign_and_emit("{\"ddl\": \"create_as\"}");
+      // Only for a table it will make: not a temporary one (never recorded), nor one that is
+      // already there (IF NOT EXISTS: nothing is written).
+      if (auto* stmt = reinterpret_cast<CreateTableAsStmt*>(tree);
+          stmt->objtype == OBJECT_TABLE && stmt->into != nullptr && stmt->into->rel != nullptr &&
+          stmt->into->rel->relpersistence == RELPERSISTENCE_PERMANENT &&
+          !OidIsValid(RangeVarGetRelid(stmt->into->rel, NoLock, true))) {
+        StringInfoData json;
+        initStringInfo(&json);
+        appendStringInfoString(&json, "{\"ddl\": \"create_as\", \"name\": ");
+        escape_json(&json, stmt->into->rel->relname);
+        appendStringInfoChar(&json, '}');
+        sign_and_emit(json.data);
       }
       break;
     default:
@@ -236,6 +283,13 @@ void record_before(Node* tree) {
 
 extern "C" {
 
+void _PG_init(void) {
+  DefineCustomBoolVariable("dts_decoding.capture_ddl",
+                           "Whether schema changes are written to the WAL for dts migrations.", nullptr,
+                           &dts::plugin::capture_ddl, true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  MarkGUCPrefixReserved("dts_decoding");
+}
+
 Datum dts_decoding_capture_ddl_start(PG_FUNCTION_ARGS) {
   dts::plugin::require_event_trigger(fcinfo, "capture_ddl_start");
   if (dts::plugin::capture_off()) PG_RETURN_VOID();
@@ -247,6 +301,9 @@ Datum dts_decoding_capture_ddl_start(PG_FUNCTION_ARGS) {
 Datum dts_decoding_capture_ddl_end(PG_FUNCTION_ARGS) {
   dts::plugin::require_event_trigger(fcinfo, "capture_ddl_end");
   if (!dts::plugin::capture_off()) dts::plugin::emit_records("SELECT r FROM dts_decoding.ddl_end_records() r");
+  // What was recorded before this command is spent: a later command of the transaction must
+  // not be replayed against it.
+  dts::plugin::forget_before();
   PG_RETURN_VOID();
 }
 

@@ -36,6 +36,9 @@ SELECT jsonb_build_object(
                  'default', CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
                  'generated', CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
                  'identity', nullif(a.attidentity::text, ''),
+                 -- ADD COLUMN with a non-volatile default (now(), a constant) evaluates it once,
+                 -- for the rows already there: that value, not the expression, is what they hold.
+                 'missing', CASE WHEN a.atthasmissing THEN (a.attmissingval::text::text[])[1] END,
                  'collation', CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 THEN
                    (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co
                       JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END)
@@ -44,7 +47,7 @@ SELECT jsonb_build_object(
                 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
   'constraints', (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                     'name', k.conname, 'type', k.contype::text, 'def', pg_get_constraintdef(k.oid),
+                     'oid', k.oid, 'name', k.conname, 'type', k.contype::text, 'def', pg_get_constraintdef(k.oid),
                      'validated', k.convalidated) ORDER BY k.conname), '[]')
                     FROM pg_constraint k WHERE k.conrelid = c.oid AND k.conislocal),
   'indexdef', CASE WHEN c.relkind IN ('i', 'I') THEN pg_get_indexdef(c.oid) END,

@@ -374,7 +374,7 @@ void ApplyEngine::on_row(const decode::RowChange& row) {
     s->spool->append(record_);
     return;
   }
-  if (!creating_as_.empty() && creating_as_.count(stream_xid_)) return;  // copied once it exists (apply_schema_change.cpp)
+  if (!creating_as_.empty() && creating_as_of(*row.relation)) return;  // copied once it exists (apply_schema_change.cpp)
   if (reconciler_.active() && reconcile_row(row)) return;
   apply_row(row);
 }
@@ -696,6 +696,11 @@ void ApplyEngine::end_stream(uint32_t xid, bool roll_back) {
   auto it = streams_.find(xid);
   if (it == streams_.end()) return;
   Streamed& s = *it->second;
+  if (auto copies = copies_in_streams_.find(xid); copies != copies_in_streams_.end()) {
+    if (roll_back)
+      for (uint32_t relid : copies->second) reconciler_.forget(relid);
+    copies_in_streams_.erase(copies);
+  }
   if (s.session) {
     if (roll_back) s.session->discard();
     idle_sessions_.push_back(std::move(s.session));

@@ -174,8 +174,11 @@ class ApplyEngine : public core::Applier {
   // Per source transaction (its xid inside a stream block, 0 otherwise): tables the source
   // rewrote in it, and whether a CREATE TABLE AS is under way (its rows are copied later).
   std::set<std::pair<uint32_t, uint32_t>> rewritten_;  // (xid, relid)
-  std::unordered_set<uint32_t> creating_as_;
+  std::unordered_map<uint32_t, std::string> creating_as_;  // xid -> the new table's name
+  // Tables a streamed transaction asked to copy again: forgotten if the source aborts it.
+  std::unordered_map<uint32_t, std::vector<uint32_t>> copies_in_streams_;
   void forget_schema_state(uint32_t xid);
+  bool creating_as_of(const decode::Relation& rel) const;
   bool schema_changed_ = false;             // in this transaction: its group ends with it
 
   CopyReconciler reconciler_;

@@ -37,6 +37,11 @@ bool ApplyEngine::schema_change_wanted(const ddl::SchemaChange& change) const {
 
 void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   std::optional<std::string_view> record = ddl::verified_record(content, ddl_key_);
+  if (!record && ddl_key_.empty() && !source_conninfo_.empty()) {
+    // The extension may have been created (or updated to 0.2.0) since this applier started.
+    ddl_key_ = ddl::signing_key(pg::Connection::open(source_conninfo_, "source")).value_or("");
+    record = ddl::verified_record(content, ddl_key_);
+  }
   if (!record) {
     // Anyone may write a message with this prefix; only dts_decoding's event triggers sign.
     spdlog::warn("a {} message at {} is not signed by the source's dts_decoding (written by hand, or by another "
@@ -46,7 +51,7 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   ddl::SchemaChange change = ddl::parse_schema_change(*record);
   const uint32_t xid = stream_xid_;
   if (change.kind == ddl::ChangeKind::kCreateAs) {
-    creating_as_.insert(xid);
+    creating_as_[xid] = change.identity;
     return;
   }
   if (change.kind == ddl::ChangeKind::kRewrite) {
@@ -83,6 +88,13 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   }
 }
 
+// The rows of a CREATE TABLE AS come before its table's record: those of a relation of that
+// name, in that transaction, are the command's.
+bool ApplyEngine::creating_as_of(const decode::Relation& rel) const {
+  auto it = creating_as_.find(stream_xid_);
+  return it != creating_as_.end() && it->second == rel.name;
+}
+
 void ApplyEngine::forget_schema_state(uint32_t xid) {
   creating_as_.erase(xid);
   for (auto it = rewritten_.lower_bound({xid, 0}); it != rewritten_.end() && it->first == xid;) it = rewritten_.erase(it);
@@ -106,6 +118,9 @@ void ApplyEngine::copy_again(const ddl::RelationRef& table, TargetSession& sessi
   chunk.state = ChunkState::kPending;
   copied.chunks.push_back(std::move(chunk));
   reconciler_.add(table.relid, std::move(copied), 0);
+  // (A savepoint rolled back around the schema change of a streamed transaction is not seen
+  // here: its table stays skipped. Known gap, README.)
+  if (stream_xid_ != 0) copies_in_streams_[stream_xid_].push_back(table.relid);
   spdlog::info("{} is copied again after this schema change (its new rows are not in the stream)", pattern);
 }
 

@@ -89,6 +89,13 @@ void CopyReconciler::add(uint32_t relid, CopiedTable table, Lsn snapshot_lsn) {
   horizon_ = std::max(horizon_, snapshot_lsn);
 }
 
+void CopyReconciler::forget(uint32_t relid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  tables_.erase(relid);
+  rows_read_.erase(relid);
+  active_ = !tables_.empty();
+}
+
 void CopyReconciler::add_row_read(uint32_t relid, int64_t key, pg::Snapshot snapshot, Lsn snapshot_lsn) {
   std::lock_guard<std::mutex> lock(mu_);
   rows_read_[relid][key] = std::move(snapshot);

@@ -70,6 +70,9 @@ class CopyReconciler {
   // reconcile once the stream resumes at or past every chunk's snapshot.
   void load(const pg::Connection& target, const std::string& slot, Lsn resume);
   void add(uint32_t relid, CopiedTable table, Lsn snapshot_lsn);  // for tests and load()
+  // The table is no longer copied (the source dropped it, or the transaction that asked for
+  // its copy was rolled back): its changes are applied again.
+  void forget(uint32_t relid);
   // The copy workers of a resync: a chunk's snapshot is taken; false if it does not see a
   // transaction whose change of the chunk was skipped (read the chunk in a newer one).
   bool start_reading(uint32_t relid, int index, const pg::Snapshot& snapshot, Lsn snapshot_lsn);

@@ -41,9 +41,7 @@ std::string column_sql(const ColumnDef& c) {
   return s;
 }
 
-std::string constraint_sql(const ConstraintDef& k) {
-  return "CONSTRAINT " + quote_ident(k.name) + " " + k.def + (k.validated || (k.type != 'f' && k.type != 'c') ? "" : " NOT VALID");
-}
+std::string constraint_sql(const ConstraintDef& k) { return "CONSTRAINT " + quote_ident(k.name) + " " + k.def; }
 
 std::string replica_identity_sql(const RelationDef& r) {
   switch (r.replica_identity) {
@@ -102,6 +100,20 @@ void alter_column(const std::string& table, const ColumnDef& b, const ColumnDef&
   if (b.notnull != a.notnull && !a.identity) out.push_back(col + (a.notnull ? " SET NOT NULL" : " DROP NOT NULL"));
 }
 
+// A column added with a default the source evaluated once (now(), a constant): the rows
+// already there hold that value, which the target must not evaluate again at its own time.
+// Added with the value as its default, then given the expression, in one transaction.
+void add_column(const std::string& table, const ColumnDef& c, bool rewritten, std::vector<std::string>& out) {
+  if (!c.missing || !c.default_expr || c.generated || c.identity || rewritten) {
+    out.push_back(table + " ADD COLUMN " + column_sql(c));
+    return;
+  }
+  ColumnDef first = c;
+  first.default_expr = quote_literal(*c.missing) + "::" + c.type;
+  out.push_back(table + " ADD COLUMN " + column_sql(first));
+  out.push_back(table + " ALTER COLUMN " + quote_ident(c.name) + " SET DEFAULT " + *c.default_expr);
+}
+
 void alter_columns(const RelationDef& before, const RelationDef& after, bool rewritten, std::vector<std::string>& out) {
   const std::string table = "ALTER TABLE " + after.ref.qualified();
   std::map<int, const ColumnDef*> was;
@@ -110,11 +122,12 @@ void alter_columns(const RelationDef& before, const RelationDef& after, bool rew
   for (const auto& c : after.columns) now.insert(c.attnum);
   bool partition = after.parent.has_value();  // its columns follow its parent's
   for (const auto& c : before.columns)
-    if (!now.count(c.attnum) && !partition) out.push_back(table + " DROP COLUMN IF EXISTS " + quote_ident(c.name));
+    if (!now.count(c.attnum) && !partition)  // CASCADE: what depended on it went on the source too
+      out.push_back(table + " DROP COLUMN IF EXISTS " + quote_ident(c.name) + " CASCADE");
   for (const auto& a : after.columns) {
     auto it = was.find(a.attnum);
     if (it == was.end()) {
-      if (!partition || a.local) out.push_back(table + " ADD COLUMN " + column_sql(a));
+      if (!partition || a.local) add_column(table, a, rewritten, out);
       continue;
     }
     const ColumnDef& b = *it->second;
@@ -123,22 +136,27 @@ void alter_columns(const RelationDef& before, const RelationDef& after, bool rew
   }
 }
 
+// The same constraint before and after has the same OID: a renamed column changes its text
+// (the target's follows the rename by itself), a RENAME CONSTRAINT its name, a VALIDATE its
+// flag. Another OID is another constraint: the old one goes, the new one comes. (Dropping and
+// adding an unchanged primary key would fail under a foreign key that depends on it.)
 void alter_constraints(const RelationDef& before, const RelationDef& after, std::vector<std::string>& out) {
   const std::string table = "ALTER TABLE " + after.ref.qualified();
-  std::map<std::string, const ConstraintDef*> was, now;
-  for (const auto& k : before.constraints) was[k.name] = &k;
-  for (const auto& k : after.constraints) now[k.name] = &k;
-  for (const auto& [name, k] : was) {
-    auto it = now.find(name);
-    if (it == now.end() || it->second->def != k->def || it->second->type != k->type)
-      out.push_back(table + " DROP CONSTRAINT IF EXISTS " + quote_ident(name));
+  auto same = [](const ConstraintDef& a, const ConstraintDef& b) { return a.oid != 0 ? a.oid == b.oid : a.name == b.name; };
+  for (const auto& b : before.constraints) {
+    auto it = std::find_if(after.constraints.begin(), after.constraints.end(), [&](const ConstraintDef& a) { return same(a, b); });
+    if (it == after.constraints.end()) {
+      out.push_back(table + " DROP CONSTRAINT IF EXISTS " + quote_ident(b.name));
+    } else {
+      if (it->name != b.name)
+        out.push_back(table + " RENAME CONSTRAINT " + quote_ident(b.name) + " TO " + quote_ident(it->name));
+      if (!b.validated && it->validated) out.push_back(table + " VALIDATE CONSTRAINT " + quote_ident(it->name));
+    }
   }
-  for (const auto& [name, k] : now) {
-    auto it = was.find(name);
-    if (it == was.end() || it->second->def != k->def || it->second->type != k->type)
-      out.push_back(table + " ADD " + constraint_sql(*k));
-    else if (!it->second->validated && k->validated)
-      out.push_back(table + " VALIDATE CONSTRAINT " + quote_ident(name));
+  for (const auto& a : after.constraints) {
+    bool existed = std::any_of(before.constraints.begin(), before.constraints.end(),
+                               [&](const ConstraintDef& b) { return same(a, b); });
+    if (!existed) out.push_back(table + " ADD " + constraint_sql(a));
   }
 }
 
@@ -300,17 +318,34 @@ std::vector<std::string> replay_statements(const SchemaChange& c, bool rewritten
   }
   if (c.kind != ChangeKind::kCommand) return out;
   if (c.tag == "COMMENT") {
-    std::string kw = c.object_type == "table column" ? "COLUMN" : upper(c.object_type);
-    out.push_back("COMMENT ON " + kw + " " + c.identity + " IS " + (c.comment ? quote_literal(*c.comment) : "NULL"));
+    // Object kinds whose identity is also their name in COMMENT ON; others are not replayed.
+    static const std::map<std::string, std::string> kComment = {
+        {"table", "TABLE"}, {"table column", "COLUMN"}, {"view column", "COLUMN"},
+        {"materialized view column", "COLUMN"}, {"table constraint", "CONSTRAINT"}, {"view", "VIEW"},
+        {"materialized view", "MATERIALIZED VIEW"}, {"index", "INDEX"}, {"sequence", "SEQUENCE"},
+        {"function", "FUNCTION"}, {"procedure", "PROCEDURE"}, {"type", "TYPE"}, {"domain", "DOMAIN"},
+        {"schema", "SCHEMA"}, {"trigger", "TRIGGER"}, {"extension", "EXTENSION"}, {"foreign table", "FOREIGN TABLE"}};
+    auto kw = kComment.find(c.object_type);
+    if (kw != kComment.end())
+      out.push_back("COMMENT ON " + kw->second + " " + c.identity + " IS " + (c.comment ? quote_literal(*c.comment) : "NULL"));
     return out;
   }
+  static const std::set<std::string> kRenamable = {"function", "procedure", "type", "domain", "schema", "collation"};
   if (c.relation) {
     relation_command(c, rewritten, out);
-  } else if (c.before_identity && (c.rename_to || c.set_schema)) {
+  } else if (c.member_table && c.member_old_name && c.rename_to) {
+    out.push_back(c.object_type == "trigger"
+                      ? "ALTER TRIGGER " + quote_ident(*c.member_old_name) + " ON " + *c.member_table + " RENAME TO " +
+                            quote_ident(*c.rename_to)
+                      : "ALTER TABLE " + *c.member_table + " RENAME CONSTRAINT " + quote_ident(*c.member_old_name) +
+                            " TO " + quote_ident(*c.rename_to));
+  } else if (c.before_identity && (c.rename_to || c.set_schema) && kRenamable.count(c.object_type)) {
     std::string kw = upper(c.object_type);
     out.push_back("ALTER " + kw + " " + *c.before_identity +
                   (c.rename_to ? " RENAME TO " + quote_ident(*c.rename_to) : " SET SCHEMA " + quote_ident(*c.set_schema)));
   } else if (c.functiondef) {
+    // The body is the source's, checked there; the target's search_path may differ.
+    out.push_back("SET LOCAL check_function_bodies = off");
     out.push_back(*c.functiondef);
   } else if (c.triggerdef && !c.trigger_internal && c.trigger_table) {
     out.push_back("DROP TRIGGER IF EXISTS " + c.identity);

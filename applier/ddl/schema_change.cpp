@@ -101,12 +101,14 @@ RelationDef parse_relation(const Json& v) {
       col.generated = opt_string(c, "generated");
       col.identity = opt_string(c, "identity");
       col.collation = opt_string(c, "collation");
+      col.missing = opt_string(c, "missing");
       rel.columns.push_back(std::move(col));
     }
   }
   if (const Json* cons = member(v, "constraints"); cons != nullptr && cons->IsArray()) {
     for (const auto& c : cons->GetArray()) {
       ConstraintDef k;
+      k.oid = member(c, "oid") != nullptr ? static_cast<uint32_t>(int_of(c, "oid")) : 0;
       k.name = string_of(c, "name");
       k.def = string_of(c, "def");
       k.type = char_of(c, "type", 'c');
@@ -165,6 +167,8 @@ void parse_definition(const Json& def, const Json* before, SchemaChange& c) {
     c.before_identity = opt_string(*before, "identity");
     c.rename_to = opt_string(*before, "rename_to");
     c.set_schema = opt_string(*before, "set_schema");
+    c.member_table = opt_string(*before, "table");
+    c.member_old_name = opt_string(*before, "old_name");
   }
 }
 
@@ -180,6 +184,7 @@ SchemaChange parse_schema_change(std::string_view json) {
   std::string kind = string_of(doc, "ddl");
   if (kind == "create_as") {
     c.kind = ChangeKind::kCreateAs;
+    c.identity = opt_string(doc, "name").value_or("");  // the new table's name (its schema is not known yet)
     return c;
   }
   c.tag = string_of(doc, "tag");
@@ -192,6 +197,7 @@ SchemaChange parse_schema_change(std::string_view json) {
     if (objects == nullptr || !objects->IsArray()) malformed("\"objects\" is missing");
     for (const auto& o : objects->GetArray())
       c.dropped.push_back(DroppedObject{string_of(o, "object_type"), opt_string(o, "identity").value_or(""),
+                                        opt_string(o, "schema").value_or(""), opt_string(o, "name").value_or(""),
                                         bool_of(o, "original")});
   } else if (kind == "command") {
     c.object_type = string_of(doc, "object_type");
@@ -215,6 +221,9 @@ std::vector<RelationRef> tables_of(const SchemaChange& c) {
   if (c.relation) table_of(*c.relation);
   if (c.before) table_of(*c.before);
   if (c.trigger_table) out.push_back(*c.trigger_table);
+  for (const auto& d : c.dropped)
+    if (d.original && (d.object_type == "table" || d.object_type == "foreign table"))
+      out.push_back(RelationRef{0, d.schema, d.name, ""});
   return out;
 }
 

@@ -29,10 +29,12 @@ struct ColumnDef {
   bool notnull = false;
   bool local = true;  // false: inherited from a partitioned parent
   std::optional<std::string> default_expr, generated, identity, collation;
+  std::optional<std::string> missing;  // the value rows older than the column hold (atthasmissing), as text
 };
 
 struct ConstraintDef {
-  std::string name, def;
+  uint32_t oid = 0;  // the same constraint before and after a command (renamed, validated)
+  std::string name, def;  // def as pg_get_constraintdef writes it (NOT VALID included)
   char type = 'c';
   bool validated = true;
 };
@@ -70,6 +72,7 @@ struct TypeDef {
 
 struct DroppedObject {
   std::string object_type, identity;
+  std::string schema, name;  // for the table selection
   bool original = false;
 };
 
@@ -93,6 +96,8 @@ struct SchemaChange {
   std::optional<std::string> extension, extension_schema;
   // Renames and new schemas of objects that are not relations: the identity before.
   std::optional<std::string> before_identity, rename_to, set_schema;
+  // A trigger or table constraint renamed: its table and its old name.
+  std::optional<std::string> member_table, member_old_name;
   std::vector<DroppedObject> dropped;
 };
 

@@ -117,9 +117,46 @@ void ResyncDriver::empty_tables(int64_t id) {
   }
 }
 
+// A resync under way names its tables by OID in its plan: a table renamed or moved since
+// (a schema change after the one that asked for the copy) is still the one to copy, and one
+// the source dropped meanwhile is forgotten.
+core::CompiledSelection ResyncDriver::planned_tables(int64_t id, const pg::Connection& source) {
+  pg::Result planned = target_.exec_params(
+      "SELECT DISTINCT relid FROM dts.copy_chunk WHERE slot = $1 AND generation = $2", {opts_.slot, std::to_string(id)});
+  std::string oids;
+  for (int i = 0; i < PQntuples(planned.get()); ++i) oids += (oids.empty() ? "" : ",") + std::string(PQgetvalue(planned.get(), i, 0));
+  pg::Result r = source.exec_params(
+      "SELECT c.oid, n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+      "WHERE c.oid = ANY(('{' || $1 || '}')::oid[])", {oids});
+  core::CompiledSelection selection;
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    core::SelectedRelation rel;
+    rel.oid = static_cast<uint32_t>(std::strtoul(PQgetvalue(r.get(), i, 0), nullptr, 10));
+    rel.schema = PQgetvalue(r.get(), i, 1);
+    rel.name = PQgetvalue(r.get(), i, 2);
+    rel.kind = PQgetvalue(r.get(), i, 3)[0];
+    selection.selected.push_back(std::move(rel));
+  }
+  for (int i = 0; i < PQntuples(planned.get()); ++i) {
+    auto relid = static_cast<uint32_t>(std::strtoul(PQgetvalue(planned.get(), i, 0), nullptr, 10));
+    if (std::any_of(selection.selected.begin(), selection.selected.end(), [relid](const auto& s) { return s.oid == relid; }))
+      continue;
+    target_.exec_params("DELETE FROM dts.copy_chunk WHERE slot = $1 AND generation = $2 AND relid = $3",
+                        {opts_.slot, std::to_string(id), std::to_string(relid)});
+    engine_->reconciler().forget(relid);
+    spdlog::info("resync {}: table {} was dropped on the source meanwhile: not copied", id, relid);
+  }
+  return selection;
+}
+
 bool ResyncDriver::start(int64_t id, const std::string& tables, const std::string& exclude, bool resuming) {
   pg::Connection source = pg::Connection::open(opts_.source, "source");
-  core::CompiledSelection selection = core::TableSelection(tables, exclude).compile(source);
+  core::CompiledSelection selection =
+      resuming ? planned_tables(id, source) : core::TableSelection(tables, exclude).compile(source);
+  if (selection.selected.empty() && resuming) {
+    target_.exec_params("UPDATE dts.resync SET state = 'DONE', rows = 0, done_at = now() WHERE id = $1", {std::to_string(id)});
+    return true;
+  }
   if (selection.selected.empty()) throw Error(ErrorKind::kConfig, "--tables \"" + tables + "\" selects no table");
   tables_ = migrate::tables_to_copy(selection, source);
   if (resuming) {

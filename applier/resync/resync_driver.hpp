@@ -40,6 +40,7 @@ class ResyncDriver {
  private:
   bool start(int64_t id, const std::string& tables, const std::string& exclude, bool resuming);
   void empty_tables(int64_t id);
+  core::CompiledSelection planned_tables(int64_t id, const pg::Connection& source);
 
   const follow::FollowOptions& opts_;
   apply::ApplyEngine* engine_ = nullptr;

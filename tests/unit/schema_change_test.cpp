@@ -59,7 +59,7 @@ TEST(SchemaChange, ColumnChangesInOrderConstraintsDroppedFirstAddedLast) {
       "t",
       std::string("[") + kIdA +
           R"~(, {"attnum": 2, "name": "a", "type": "bigint", "notnull": true, "default": "5"}, {"attnum": 3, "name": "c", "type": "date", "default": "now()"}])~",
-      R"~([{"name": "t_a_check", "type": "c", "def": "CHECK (a > 0)", "validated": false}])~");
+      R"~([{"name": "t_a_check", "type": "c", "def": "CHECK (a > 0) NOT VALID", "validated": false}])~");
   auto out = replay(command("ALTER TABLE", after, before), true);
   std::vector<std::string> want = {
       R"~(ALTER TABLE "public"."t" DROP CONSTRAINT IF EXISTS "t_pkey")~",
@@ -70,6 +70,32 @@ TEST(SchemaChange, ColumnChangesInOrderConstraintsDroppedFirstAddedLast) {
       R"~(ALTER TABLE "public"."t" ADD CONSTRAINT "t_a_check" CHECK (a > 0) NOT VALID)~",
   };
   EXPECT_EQ(out, want);
+}
+
+TEST(SchemaChange, ColumnAddedWithADefaultEvaluatedOnceKeepsTheSourcesValue) {
+  std::string before = relation_json("t", std::string("[") + kIdA + "]");
+  std::string after = relation_json("t", std::string("[") + kIdA +
+      R"~(, {"attnum": 2, "name": "at", "type": "timestamp with time zone", "default": "now()", "missing": "2026-11-30 14:00:00+00"}])~");
+  std::vector<std::string> want = {
+      R"~(ALTER TABLE "public"."t" ADD COLUMN "at" timestamp with time zone DEFAULT '2026-11-30 14:00:00+00'::timestamp with time zone)~",
+      R"~(ALTER TABLE "public"."t" ALTER COLUMN "at" SET DEFAULT now())~"};
+  EXPECT_EQ(replay(command("ALTER TABLE", after, before)), want);
+}
+
+TEST(SchemaChange, AConstraintKeepsItsIdentityThroughRenames) {
+  // The primary key's column renamed and the constraint renamed: one constraint (same OID), so
+  // no drop and add (which a foreign key depending on it would refuse).
+  std::string before = relation_json("t", std::string("[") + kIdA + "]",
+      R"~([{"oid": "9", "name": "t_pkey", "type": "p", "def": "PRIMARY KEY (id)", "validated": true},
+          {"oid": "10", "name": "t_chk", "type": "c", "def": "CHECK (id > 0) NOT VALID", "validated": false}])~");
+  std::string after = relation_json("t", R"~([{"attnum": 1, "name": "key", "type": "integer", "notnull": true}])~",
+      R"~([{"oid": "9", "name": "t_key", "type": "p", "def": "PRIMARY KEY (key)", "validated": true},
+          {"oid": "10", "name": "t_chk", "type": "c", "def": "CHECK (key > 0)", "validated": true}])~");
+  std::vector<std::string> want = {
+      R"~(ALTER TABLE "public"."t" RENAME COLUMN "id" TO "key")~",
+      R"~(ALTER TABLE "public"."t" RENAME CONSTRAINT "t_pkey" TO "t_key")~",
+      R"~(ALTER TABLE "public"."t" VALIDATE CONSTRAINT "t_chk")~"};
+  EXPECT_EQ(replay(command("ALTER TABLE", after, before)), want);
 }
 
 TEST(SchemaChange, DropsOnlyWhatTheCommandDroppedItself) {
