@@ -65,7 +65,15 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
     spdlog::debug("schema change {} {} not replayed: outside the table selection", change.tag, change.identity);
     return;
   }
-  bool rewritten = change.relation && rewritten_.count({xid, change.relation->ref.relid}) > 0;
+  // The tables the source rewrote for this command: the table itself, or the partitions of a
+  // partitioned one (table_rewrite fires per partition; the command names the parent).
+  std::vector<ddl::RelationRef> copies;
+  if (change.relation) {
+    if (rewritten_.count({xid, change.relation->ref.relid}) > 0) copies.push_back(change.relation->ref);
+    for (const auto& p : change.relation->partitions)
+      if (rewritten_.count({xid, p.relid}) > 0) copies.push_back(p);
+  }
+  bool rewritten = !copies.empty();
   std::vector<std::string> statements = ddl::replay_statements(change, rewritten);
   if (statements.empty() && !rewritten && !created_as) return;
   // Rows held here were written in the old shape: they go first.
@@ -74,17 +82,20 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   TargetSession& session = current_session();
   schema_changed_ = true;
   if (rewritten && change.before) {
-    // Emptied in the shape it had; replica role: no foreign key trigger objects.
-    session.execute_simple("DELETE FROM ONLY " + change.before->ref.qualified(),
-                           ChangeContext{change.before->ref.qualified(), "", txn_commit_lsn_, "DELETE (a rewrite)"});
+    // Emptied in the shape it had (a partitioned table: every partition); replica role: no
+    // foreign key trigger objects.
+    std::string table = change.before->ref.qualified();
+    session.execute_simple((change.before->kind == 'p' ? "DELETE FROM " : "DELETE FROM ONLY ") + table,
+                           ChangeContext{table, "", txn_commit_lsn_, "DELETE (a rewrite)"});
   }
   for (const std::string& sql : statements) {
     spdlog::info("schema change at {}: {}", format_lsn(txn_commit_lsn_), sql);
     session.execute_simple(sql, ChangeContext{sql, "", txn_commit_lsn_, "the schema change"});
   }
-  if (rewritten || created_as) {
-    copy_again(change.relation->ref, session);
-    rewritten_.erase({xid, change.relation->ref.relid});
+  if (created_as) copies.push_back(change.relation->ref);
+  for (const auto& table : copies) {
+    copy_again(table, session);
+    rewritten_.erase({xid, table.relid});
   }
 }
 

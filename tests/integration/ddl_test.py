@@ -136,6 +136,7 @@ DDL_STEPS = [
     "BEGIN; CREATE TEMP TABLE scratch AS SELECT id FROM items WHERE id < 5; "
     "INSERT INTO items (id, name) SELECT id + 100000, 'via temp ' || id FROM scratch; COMMIT",
     "CREATE SEQUENCE seq_r; ALTER SEQUENCE seq_r RENAME TO seq_r2; ALTER SEQUENCE seq_r2 INCREMENT 5",
+    "ALTER TABLE events ALTER COLUMN v TYPE bigint; INSERT INTO events VALUES (6, 'e', 6)",  # rewrites each partition
 ]
 
 
