@@ -29,7 +29,9 @@ extern "C" {
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
+#include "parser/parse_type.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -254,6 +256,22 @@ void record_before(Node* tree) {
         remember_relation(s->relation);
       else if (s->object != nullptr)
         remember_object(s->objectType, s->object, "set_schema", s->newschema);
+      break;
+    }
+    case T_AlterEnumStmt: {
+      // RENAME VALUE: the end trigger sees only the labels as they now are.
+      auto* s = reinterpret_cast<AlterEnumStmt*>(tree);
+      if (s->oldVal != nullptr && s->newVal != nullptr) {
+        Oid type = typenameTypeId(nullptr, makeTypeNameFromNameList(s->typeName));
+        StringInfoData json;
+        initStringInfo(&json);
+        appendStringInfoString(&json, "{\"rename_value_from\": ");
+        escape_json(&json, s->oldVal);
+        appendStringInfoString(&json, ", \"rename_value_to\": ");
+        escape_json(&json, s->newVal);
+        appendStringInfoChar(&json, '}');
+        remember(type, json.data);
+      }
       break;
     }
     case T_CreateTableAsStmt:

@@ -251,13 +251,16 @@ void type_command(const SchemaChange& c, std::vector<std::string>& out) {
       std::string labels;
       for (const auto& l : t.labels) labels += (labels.empty() ? "" : ", ") + quote_literal(l);
       out.push_back("CREATE TYPE " + c.identity + " AS ENUM (" + labels + ")");
+    } else if (c.rename_value_from && c.rename_value_to) {
+      out.push_back("ALTER TYPE " + c.identity + " RENAME VALUE " + quote_literal(*c.rename_value_from) + " TO " +
+                    quote_literal(*c.rename_value_to));
     } else {
-      // ALTER TYPE ... ADD VALUE: every label, in order, each only if missing.
-      std::string prev;
-      for (const auto& l : t.labels) {
-        out.push_back("ALTER TYPE " + c.identity + " ADD VALUE IF NOT EXISTS " + quote_literal(l) +
-                      (prev.empty() ? "" : " AFTER " + quote_literal(prev)));
-        prev = l;
+      // ALTER TYPE ... ADD VALUE: every label, in order, each only if missing, placed after the
+      // label before it (the first one, before the label after it).
+      for (size_t i = 0; i < t.labels.size(); ++i) {
+        std::string at = i > 0 ? " AFTER " + quote_literal(t.labels[i - 1])
+                               : (t.labels.size() > 1 ? " BEFORE " + quote_literal(t.labels[1]) : "");
+        out.push_back("ALTER TYPE " + c.identity + " ADD VALUE IF NOT EXISTS " + quote_literal(t.labels[i]) + at);
       }
     }
   } else if (t.kind == 'c' && c.tag == "CREATE TYPE") {

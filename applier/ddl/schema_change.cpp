@@ -169,6 +169,8 @@ void parse_definition(const Json& def, const Json* before, SchemaChange& c) {
     c.set_schema = opt_string(*before, "set_schema");
     c.member_table = opt_string(*before, "table");
     c.member_old_name = opt_string(*before, "old_name");
+    c.rename_value_from = opt_string(*before, "rename_value_from");
+    c.rename_value_to = opt_string(*before, "rename_value_to");
   }
 }
 

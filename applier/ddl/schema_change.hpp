@@ -98,6 +98,8 @@ struct SchemaChange {
   std::optional<std::string> before_identity, rename_to, set_schema;
   // A trigger or table constraint renamed: its table and its old name.
   std::optional<std::string> member_table, member_old_name;
+  // An enum's label renamed (ALTER TYPE ... RENAME VALUE).
+  std::optional<std::string> rename_value_from, rename_value_to;
   std::vector<DroppedObject> dropped;
 };
 

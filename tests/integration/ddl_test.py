@@ -137,6 +137,9 @@ DDL_STEPS = [
     "INSERT INTO items (id, name) SELECT id + 100000, 'via temp ' || id FROM scratch; COMMIT",
     "CREATE SEQUENCE seq_r; ALTER SEQUENCE seq_r RENAME TO seq_r2; ALTER SEQUENCE seq_r2 INCREMENT 5",
     "ALTER TABLE events ALTER COLUMN v TYPE bigint; INSERT INTO events VALUES (6, 'e', 6)",  # rewrites each partition
+    "ALTER TYPE mood ADD VALUE 'awful' BEFORE 'sad'",
+    "ALTER TYPE mood RENAME VALUE 'ok' TO 'fine'",
+    "INSERT INTO people VALUES (2, 'awful'), (3, 'fine')",
 ]
 
 
