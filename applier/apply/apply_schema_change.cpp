@@ -67,11 +67,20 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   }
   // The tables the source rewrote for this command: the table itself, or the partitions of a
   // partitioned one (table_rewrite fires per partition; the command names the parent).
+  // Also a table whose copy the stream is still reconciled with, when its columns change: the
+  // chunks read after the change hold its rows in the new shape, copied in the old one (the
+  // copy's columns were fixed when it was planned). Once its copy is written, it is copied
+  // again; while a copy of it is still to come, that copy reads the new shape anyway.
+  bool columns_changed = change.before && change.relation && ddl::columns_differ(*change.before, *change.relation);
+  auto copy_of = [&](uint32_t relid) {
+    return rewritten_.count({xid, relid}) > 0 ||
+           (columns_changed && reconciler_.active() && reconciler_.table(relid) != nullptr && reconciler_.settled(relid));
+  };
   std::vector<ddl::RelationRef> copies;
   if (change.relation) {
-    if (rewritten_.count({xid, change.relation->ref.relid}) > 0) copies.push_back(change.relation->ref);
+    if (copy_of(change.relation->ref.relid)) copies.push_back(change.relation->ref);
     for (const auto& p : change.relation->partitions)
-      if (rewritten_.count({xid, p.relid}) > 0) copies.push_back(p);
+      if (copy_of(p.relid)) copies.push_back(p);
   }
   bool rewritten = !copies.empty();
   std::vector<std::string> statements = ddl::replay_statements(change, rewritten);

@@ -313,6 +313,15 @@ std::string create_table_sql(const RelationDef& r) {
   return s;
 }
 
+bool columns_differ(const RelationDef& before, const RelationDef& after) {
+  if (before.columns.size() != after.columns.size()) return true;
+  for (size_t i = 0; i < before.columns.size(); ++i) {
+    const ColumnDef &b = before.columns[i], &a = after.columns[i];
+    if (b.attnum != a.attnum || b.name != a.name || b.type != a.type) return true;
+  }
+  return false;
+}
+
 std::vector<std::string> replay_statements(const SchemaChange& c, bool rewritten) {
   std::vector<std::string> out;
   if (c.kind == ChangeKind::kDrop) {

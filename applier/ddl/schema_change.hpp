@@ -116,6 +116,9 @@ std::vector<std::string> replay_statements(const SchemaChange& change, bool rewr
 
 std::string create_table_sql(const RelationDef& rel);
 
+// Columns added, dropped, renamed or retyped between two states of a table.
+bool columns_differ(const RelationDef& before, const RelationDef& after);
+
 }  // namespace dts::ddl
 
 #endif

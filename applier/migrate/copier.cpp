@@ -1,5 +1,7 @@
 #include "migrate/copier.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -102,10 +104,9 @@ std::string bound_param(const std::optional<int64_t>& v) { return v ? std::to_st
 
 }  // namespace
 
-std::string chunk_read_sql(const TableToCopy& t, const Chunk& c) {
+std::string chunk_read_sql(const TableToCopy& t, const Chunk& c, const std::string& cols) {
   // A table with no column to copy (none at all, or only generated ones) still has rows:
   // `SELECT FROM t` gives them as rows of zero fields, which binary COPY carries.
-  std::string cols = column_list(t);
   std::string sql = "COPY (SELECT " + (cols.empty() ? "" : cols + " ") + "FROM ONLY " + qualified(t);
   std::string key = apply::quote_ident(t.key_column);
   std::string where = c.lo ? key + " >= " + std::to_string(*c.lo) : "";
@@ -114,10 +115,9 @@ std::string chunk_read_sql(const TableToCopy& t, const Chunk& c) {
   return sql + ") TO STDOUT (FORMAT binary)";
 }
 
-std::string chunk_write_sql(const TableToCopy& t) {
+std::string chunk_write_sql(const TableToCopy& t, const std::string& cols) {
   // `COPY t () FROM` is a syntax error: without a list COPY takes every column but the
   // generated ones, which is the same (empty) list.
-  std::string cols = column_list(t);
   return "COPY " + qualified(t) + (cols.empty() ? "" : " (" + cols + ")") + " FROM STDIN (FORMAT binary)";
 }
 
@@ -236,8 +236,33 @@ std::pair<std::string, std::string> chunk_snapshot(const pg::Connection& src, co
   }
 }
 
+// The columns to copy: the plan's, unless a schema change came between the plan and this
+// chunk (a column dropped, renamed or retyped on the source, or not on the target yet): then
+// those both sides have now with the same type, in the source's order (the source's in the
+// chunk's snapshot). The stream's replay of that change copies the table again
+// (apply/apply_schema_change.cpp), so what is left out here is not what the target ends with.
+std::string columns_now(const pg::Connection& src, const pg::Connection& dst, const TableToCopy& t) {
+  const char* sql = "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = $1::regclass "
+                    "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum";
+  pg::Result s = src.exec_params(sql, {std::to_string(t.oid)});
+  pg::Result d = dst.exec_params(sql, {qualified(t)});
+  std::vector<std::string> planned = t.columns, now;
+  bool same = PQntuples(s.get()) == static_cast<int>(planned.size()) && PQntuples(d.get()) == PQntuples(s.get());
+  for (int i = 0; i < PQntuples(s.get()); ++i) {
+    std::string name = PQgetvalue(s.get(), i, 0), type = PQgetvalue(s.get(), i, 1);
+    same = same && name == planned[static_cast<size_t>(i)];
+    for (int j = 0; j < PQntuples(d.get()); ++j)
+      if (name == PQgetvalue(d.get(), j, 0) && type == PQgetvalue(d.get(), j, 1)) now.push_back(name);
+  }
+  if (same && now.size() == planned.size()) return column_list(t);
+  spdlog::info("{}: its columns changed since the copy was planned; copying those both sides have", qualified(t));
+  std::string cols;
+  for (const auto& c : now) cols += (cols.empty() ? "" : ", ") + apply::quote_ident(c);
+  return cols;
+}
+
 void copy_one(const pg::Connection& src, const pg::Connection& dst, const ChunkRecord& record, const TableToCopy& t,
-              Chunk& c, uint64_t& bytes, const std::atomic<bool>& stop) {
+              Chunk& c, uint64_t& bytes, const std::atomic<bool>& stop, int tries = 3) {
   std::vector<std::string> id = {record.slot, std::to_string(t.oid), std::to_string(record.generation),
                                  std::to_string(c.index)};
   dst.exec_params("UPDATE dts.copy_chunk SET attempts = attempts + 1 "
@@ -247,11 +272,23 @@ void copy_one(const pg::Connection& src, const pg::Connection& dst, const ChunkR
   // for a range of a sixth of it, and then every chunk reads every page.
   if (c.lo || c.hi) src.exec("SET LOCAL enable_seqscan = off");
   dst.exec("BEGIN");
-  pg::Result in(PQexec(dst.get(), chunk_write_sql(t).c_str()));
+  std::string cols = columns_now(src, dst, t);
+  pg::Result in(PQexec(dst.get(), chunk_write_sql(t, cols).c_str()));
   if (PQresultStatus(in.get()) != PGRES_COPY_IN)
     throw Error(ErrorKind::kApply, "the target refused COPY into " + qualified(t) + ": " +
                                        std::string(PQresultErrorMessage(in.get())));
-  pg::Result out(PQexec(src.get(), chunk_read_sql(t, c).c_str()));
+  pg::Result out(PQexec(src.get(), chunk_read_sql(t, c, cols).c_str()));
+  const char* state = PQresultErrorField(out.get(), PG_DIAG_SQLSTATE);
+  if (PQresultStatus(out.get()) != PGRES_COPY_OUT && tries > 1 && state != nullptr && std::string(state) == "42703") {
+    // A column dropped or renamed after this chunk's snapshot: the snapshot's catalog still
+    // had it, the server's relation cache not. A snapshot taken now agrees with both.
+    PQputCopyEnd(dst.get(), "the source's columns changed");
+    while (PGresult* r = PQgetResult(dst.get())) PQclear(r);
+    dst.exec("ROLLBACK");
+    src.exec("ROLLBACK");
+    copy_one(src, dst, record, t, c, bytes, stop, tries - 1);
+    return;
+  }
   if (PQresultStatus(out.get()) != PGRES_COPY_OUT)
     throw Error(ErrorKind::kSource, "the source refused to copy " + qualified(t) + ": " +
                                         std::string(PQresultErrorMessage(out.get())));

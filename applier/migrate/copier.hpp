@@ -58,8 +58,10 @@ std::vector<TableToCopy> tables_to_copy(const core::CompiledSelection& selection
 std::vector<Chunk> plan_chunks(const std::vector<TableToCopy>& tables, uint64_t split_bytes);
 
 // The SQL that reads one chunk from the source, and the COPY that writes it on the target.
-std::string chunk_read_sql(const TableToCopy& t, const Chunk& c);
-std::string chunk_write_sql(const TableToCopy& t);
+// `columns`: those to copy (quoted, comma-separated); the plan's (TableToCopy::columns) unless a
+// schema change came since (copy_one).
+std::string chunk_read_sql(const TableToCopy& t, const Chunk& c, const std::string& columns);
+std::string chunk_write_sql(const TableToCopy& t, const std::string& columns);
 std::string chunk_range_text(const Chunk& c);  // "1000-1999", "-999", "5000-", "all"
 
 // dts.copy_chunk on the target: the plan of the copy of `slot`, and each chunk's completion
