@@ -25,13 +25,20 @@ extern "C" {
 #include "commands/tablecmds.h"
 #include "commands/trigger.h"
 #include "catalog/pg_constraint.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
 #include "commands/event_trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
 #include "parser/parse_type.h"
+#include "tcop/deparse_utility.h"
+#include "utils/acl.h"
+#include "utils/aclchk_internal.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -45,6 +52,7 @@ PG_FUNCTION_INFO_V1(dts_decoding_capture_sql_drop);
 PG_FUNCTION_INFO_V1(dts_decoding_capture_table_rewrite);
 PG_FUNCTION_INFO_V1(dts_decoding_ddl_before);
 PG_FUNCTION_INFO_V1(dts_decoding_new_ddl_key);
+PG_FUNCTION_INFO_V1(dts_decoding_grant_record);
 PGDLLEXPORT void _PG_init(void);
 }
 
@@ -233,6 +241,103 @@ void remember_member_rename(RenameStmt* s) {
   remember(objid, json.data);
 }
 
+// GRANT and REVOKE: pg_event_trigger_ddl_commands() names no object for them; the collected
+// command holds the statement as the server understood it (objects by OID, privileges as bits,
+// grantees as roles). Written back as that statement's parts.
+struct GrantTarget {
+  Oid classid;
+  const char* keyword;
+};
+
+bool grant_target(ObjectType type, GrantTarget* out) {
+  switch (type) {
+    case OBJECT_TABLE: *out = {RelationRelationId, "TABLE"}; return true;
+    case OBJECT_SEQUENCE: *out = {RelationRelationId, "SEQUENCE"}; return true;
+    case OBJECT_FUNCTION:
+    case OBJECT_PROCEDURE:
+    case OBJECT_ROUTINE: *out = {ProcedureRelationId, "ROUTINE"}; return true;
+    case OBJECT_SCHEMA: *out = {NamespaceRelationId, "SCHEMA"}; return true;
+    case OBJECT_TYPE:
+    case OBJECT_DOMAIN: *out = {TypeRelationId, "TYPE"}; return true;
+    default: return false;  // databases, tablespaces, languages, large objects, FDWs: not replayed
+  }
+}
+
+void json_string_array_item(StringInfo json, bool& first, const char* value) {
+  if (!first) appendStringInfoString(json, ", ");
+  first = false;
+  escape_json(json, value);
+}
+
+char* grant_json(const InternalGrant* g) {
+  GrantTarget target;
+  if (!grant_target(g->objtype, &target)) return nullptr;
+  StringInfoData json;
+  initStringInfo(&json);
+  appendStringInfo(&json, "{\"ddl\": \"grant\", \"is_grant\": %s, \"keyword\": \"%s\", \"objects\": [",
+                   g->is_grant ? "true" : "false", target.keyword);
+  bool first = true;
+  ListCell* lc;
+  foreach (lc, g->objects) {
+    ObjectAddress address;
+    ObjectAddressSet(address, target.classid, lfirst_oid(lc));
+    if (char* identity = getObjectIdentity(&address, true)) json_string_array_item(&json, first, identity);
+  }
+  appendStringInfoString(&json, "], \"relations\": [");
+  first = true;
+  if (target.classid == RelationRelationId) {
+    foreach (lc, g->objects) {
+      Oid relid = lfirst_oid(lc);
+      if (!first) appendStringInfoString(&json, ", ");
+      first = false;
+      appendStringInfoString(&json, "{\"schema\": ");
+      escape_json(&json, get_namespace_name(get_rel_namespace(relid)));
+      appendStringInfoString(&json, ", \"name\": ");
+      escape_json(&json, get_rel_name(relid));
+      appendStringInfoChar(&json, '}');
+    }
+  }
+  appendStringInfoString(&json, "], \"privileges\": [");
+  first = true;
+  if (g->all_privs && g->col_privs == NIL) {
+    json_string_array_item(&json, first, "ALL");
+  } else {
+    static const struct { AclMode bit; const char* name; } kPrivileges[] = {
+        {ACL_SELECT, "SELECT"}, {ACL_INSERT, "INSERT"}, {ACL_UPDATE, "UPDATE"}, {ACL_DELETE, "DELETE"},
+        {ACL_TRUNCATE, "TRUNCATE"}, {ACL_REFERENCES, "REFERENCES"}, {ACL_TRIGGER, "TRIGGER"},
+        {ACL_EXECUTE, "EXECUTE"}, {ACL_USAGE, "USAGE"}, {ACL_CREATE, "CREATE"}};
+    for (const auto& p : kPrivileges)
+      if (g->privileges & p.bit) json_string_array_item(&json, first, p.name);
+    // Column privileges: "SELECT (a, b)", names quoted here.
+    foreach (lc, g->col_privs) {
+      auto* priv = static_cast<AccessPriv*>(lfirst(lc));
+      StringInfoData item;
+      initStringInfo(&item);
+      appendStringInfoString(&item, priv->priv_name != nullptr ? priv->priv_name : "all");
+      appendStringInfoString(&item, " (");
+      ListCell* c;
+      bool first_col = true;
+      foreach (c, priv->cols) {
+        if (!first_col) appendStringInfoString(&item, ", ");
+        first_col = false;
+        appendStringInfoString(&item, quote_identifier(strVal(lfirst(c))));
+      }
+      appendStringInfoChar(&item, ')');
+      for (char* ch = item.data; *ch != '\0' && *ch != ' '; ++ch) *ch = static_cast<char>(pg_toupper(*ch));
+      json_string_array_item(&json, first, item.data);
+    }
+  }
+  appendStringInfoString(&json, "], \"grantees\": [");
+  first = true;
+  foreach (lc, g->grantees) {
+    Oid role = lfirst_oid(lc);
+    json_string_array_item(&json, first, role == ACL_ID_PUBLIC ? "PUBLIC" : quote_identifier(GetUserNameFromId(role, false)));
+  }
+  appendStringInfo(&json, "], \"grant_option\": %s, \"cascade\": %s}", g->grant_option ? "true" : "false",
+                   g->behavior == DROP_CASCADE ? "true" : "false");
+  return json.data;
+}
+
 void record_before(Node* tree) {
   switch (nodeTag(tree)) {
     case T_AlterTableStmt:
@@ -341,6 +446,17 @@ Datum dts_decoding_capture_table_rewrite(PG_FUNCTION_ARGS) {
   dts::plugin::emit_records(psprintf("SELECT r FROM dts_decoding.table_rewrite_record(%s) r WHERE r IS NOT NULL",
                                      quote_literal_cstr(GetCommandTagName(data->tag))));
   PG_RETURN_VOID();
+}
+
+// grant_record(command pg_ddl_command) returns text: the record of a GRANT or REVOKE, or NULL
+// for one on objects that are not replayed. (A pg_ddl_command comes only from
+// pg_event_trigger_ddl_commands(): the type has no input function.)
+Datum dts_decoding_grant_record(PG_FUNCTION_ARGS) {
+  auto* cmd = reinterpret_cast<CollectedCommand*>(PG_GETARG_POINTER(0));
+  if (cmd == nullptr || cmd->type != SCT_Grant) PG_RETURN_NULL();
+  char* json = dts::plugin::grant_json(cmd->d.grant.istmt);
+  if (json == nullptr) PG_RETURN_NULL();
+  PG_RETURN_TEXT_P(cstring_to_text(json));
 }
 
 // new_ddl_key() returns bytea: 32 bytes from the server's strong random source.

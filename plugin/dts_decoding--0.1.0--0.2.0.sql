@@ -129,6 +129,10 @@ CREATE FUNCTION @extschema@.ddl_before(objid oid) RETURNS text
 --
 -- Objects of the extension itself, temporary ones and those of an extension's own script are
 -- not the application's schema.
+CREATE FUNCTION @extschema@.grant_record(command pg_ddl_command) RETURNS text
+  AS 'MODULE_PATHNAME', 'dts_decoding_grant_record'
+  LANGUAGE C STRICT STABLE;
+
 CREATE FUNCTION @extschema@.ddl_end_records() RETURNS SETOF text
   LANGUAGE plpgsql
   SET search_path = pg_catalog, pg_temp
@@ -138,6 +142,11 @@ DECLARE
   body jsonb;
 BEGIN
   FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+    IF r.command_tag IN ('GRANT', 'REVOKE') THEN
+      body := @extschema@.grant_record(r.command)::jsonb;
+      IF body IS NOT NULL THEN RETURN NEXT body::text; END IF;
+      CONTINUE;
+    END IF;
     CONTINUE WHEN r.in_extension OR r.schema_name = '@extschema@' OR r.schema_name LIKE 'pg\_temp%'
                OR r.schema_name = 'pg_toast' OR (r.object_type = 'schema' AND r.object_identity = '@extschema@');
     body := jsonb_build_object('ddl', 'command', 'tag', r.command_tag, 'object_type', r.object_type,

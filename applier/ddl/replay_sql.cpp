@@ -322,8 +322,28 @@ bool columns_differ(const RelationDef& before, const RelationDef& after) {
   return false;
 }
 
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
+  return out;
+}
+
+// The source's statement again, from its parts (identities and role names come quoted).
+std::string grant_sql(const GrantDef& g) {
+  std::string on = " ON " + g.keyword + " " + joined(g.objects);
+  if (g.is_grant)
+    return "GRANT " + joined(g.privileges) + on + " TO " + joined(g.grantees) + (g.grant_option ? " WITH GRANT OPTION" : "");
+  return std::string("REVOKE ") + (g.grant_option ? "GRANT OPTION FOR " : "") + joined(g.privileges) + on + " FROM " +
+         joined(g.grantees) + (g.cascade ? " CASCADE" : "");
+}
+
 std::vector<std::string> replay_statements(const SchemaChange& c, bool rewritten) {
   std::vector<std::string> out;
+  if (c.kind == ChangeKind::kGrant) {
+    if (c.grant && !c.grant->objects.empty() && !c.grant->grantees.empty() && !c.grant->privileges.empty())
+      out.push_back(grant_sql(*c.grant));
+    return out;
+  }
   if (c.kind == ChangeKind::kDrop) {
     drop_objects(c, out);
     return out;

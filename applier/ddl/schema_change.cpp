@@ -189,6 +189,25 @@ SchemaChange parse_schema_change(std::string_view json) {
     c.identity = opt_string(doc, "name").value_or("");  // the new table's name (its schema is not known yet)
     return c;
   }
+  if (kind == "grant") {
+    c.kind = ChangeKind::kGrant;
+    c.tag = bool_of(doc, "is_grant") ? "GRANT" : "REVOKE";
+    GrantDef g;
+    g.is_grant = bool_of(doc, "is_grant");
+    g.keyword = string_of(doc, "keyword");
+    for (auto [key, list] : {std::pair{"objects", &g.objects}, {"privileges", &g.privileges}, {"grantees", &g.grantees}}) {
+      const Json* a = member(doc, key);
+      if (a == nullptr || !a->IsArray()) malformed(std::string("\"") + key + "\" is missing");
+      for (const auto& v : a->GetArray())
+        if (v.IsString()) list->emplace_back(v.GetString(), v.GetStringLength());
+    }
+    if (const Json* rels = member(doc, "relations"); rels != nullptr && rels->IsArray())
+      for (const auto& r : rels->GetArray()) c.grant_relations.push_back(RelationRef{0, string_of(r, "schema"), string_of(r, "name"), ""});
+    g.grant_option = bool_of(doc, "grant_option");
+    g.cascade = bool_of(doc, "cascade");
+    c.grant = std::move(g);
+    return c;
+  }
   c.tag = string_of(doc, "tag");
   if (kind == "rewrite") {
     c.kind = ChangeKind::kRewrite;
@@ -223,6 +242,7 @@ std::vector<RelationRef> tables_of(const SchemaChange& c) {
   if (c.relation) table_of(*c.relation);
   if (c.before) table_of(*c.before);
   if (c.trigger_table) out.push_back(*c.trigger_table);
+  out.insert(out.end(), c.grant_relations.begin(), c.grant_relations.end());
   for (const auto& d : c.dropped)
     if (d.original && (d.object_type == "table" || d.object_type == "foreign table"))
       out.push_back(RelationRef{0, d.schema, d.name, ""});

@@ -81,6 +81,17 @@ enum class ChangeKind {
   kDrop,      // objects a command dropped (sql_drop)
   kRewrite,   // a table rewritten (table_rewrite): its new rows are not in the stream
   kCreateAs,  // CREATE TABLE AS / SELECT INTO begins: its rows come before the table's record
+  kGrant,     // GRANT or REVOKE, as the statement's parts
+};
+
+struct GrantDef {
+  bool is_grant = true;
+  std::string keyword;                  // TABLE, SEQUENCE, ROUTINE, SCHEMA, TYPE
+  std::vector<std::string> objects;     // identities, quoted by the source
+  std::vector<std::string> privileges;  // ALL, SELECT, "UPDATE (a, b)" ...
+  std::vector<std::string> grantees;    // quoted role names, or PUBLIC
+  bool grant_option = false;
+  bool cascade = false;
 };
 
 struct SchemaChange {
@@ -101,6 +112,8 @@ struct SchemaChange {
   // An enum's label renamed (ALTER TYPE ... RENAME VALUE).
   std::optional<std::string> rename_value_from, rename_value_to;
   std::vector<DroppedObject> dropped;
+  std::optional<GrantDef> grant;
+  std::vector<RelationRef> grant_relations;  // the tables a grant is on, for the selection
 };
 
 // Throws Error(kProtocol) naming the field that is missing or malformed.

@@ -24,6 +24,21 @@ def Pair(index):  # noqa: N802 - reads like the class it returns
     return AppPair(f"it_ddl{index}", BASE_PORT + 2 * index)
 
 
+APP_SCHEMAS = "NOT IN ('pg_catalog', 'information_schema', 'dts', 'dts_decoding', 'pg_toast')"
+ACLS = f"""
+SELECT format('%s %s', c.oid::regclass, c.relacl) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname {APP_SCHEMAS} AND c.relacl IS NOT NULL
+UNION ALL SELECT format('%s.%s %s', a.attrelid::regclass, a.attname, a.attacl) FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname {APP_SCHEMAS} AND a.attacl IS NOT NULL
+UNION ALL SELECT format('%s %s', p.oid::regprocedure, p.proacl) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname {APP_SCHEMAS} AND p.proacl IS NOT NULL
+UNION ALL SELECT format('%s %s', nspname, nspacl) FROM pg_namespace WHERE nspname {APP_SCHEMAS} AND nspacl IS NOT NULL
+UNION ALL SELECT format('%s %s', t.oid::regtype, t.typacl) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE n.nspname {APP_SCHEMAS} AND t.typacl IS NOT NULL
+ORDER BY 1"""
+
+
 def app_tables(server_or_conninfo):
     rows = run_sql(server_or_conninfo,
                    "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -137,6 +152,12 @@ DDL_STEPS = [
     "INSERT INTO items (id, name) SELECT id + 100000, 'via temp ' || id FROM scratch; COMMIT",
     "CREATE SEQUENCE seq_r; ALTER SEQUENCE seq_r RENAME TO seq_r2; ALTER SEQUENCE seq_r2 INCREMENT 5",
     "ALTER TABLE events ALTER COLUMN v TYPE bigint; INSERT INTO events VALUES (6, 'e', 6)",  # rewrites each partition
+    "GRANT SELECT ON items, busy TO reader",
+    "GRANT SELECT (name), UPDATE (name) ON items TO reader WITH GRANT OPTION",
+    "GRANT USAGE ON SCHEMA archived TO reader; GRANT EXECUTE ON FUNCTION bumped(int) TO reader",
+    "REVOKE SELECT ON busy FROM reader",
+    "REVOKE EXECUTE ON FUNCTION bumped(int) FROM PUBLIC",
+    "GRANT USAGE ON TYPE mood TO reader; GRANT USAGE, SELECT ON SEQUENCE tickets TO reader",
     "ALTER TYPE mood ADD VALUE 'awful' BEFORE 'sad'",
     "ALTER TYPE mood RENAME VALUE 'ok' TO 'fine'",
     "INSERT INTO people VALUES (2, 'awful'), (3, 'fine')",
@@ -174,6 +195,8 @@ def schema_changes_replay_in_order_with_the_rows_around_them():
     rewrote were copied again."""
     with Pair(0) as pair:
         pair.src.sql(BASE_SCHEMA)
+        for side in (pair.src, pair.dst):
+            side.sql("CREATE ROLE reader")  # roles are the server's: not migrated (yet)
         m = Migrate(pair, "ddl0").start()
         m.wait_phase("STREAMING")
         stop = threading.Event()
@@ -203,6 +226,10 @@ def schema_changes_replay_in_order_with_the_rows_around_them():
         check(tables == app_tables(pair.target), f"tables differ: source {tables}, target {app_tables(pair.target)}")
         rows = check_equal(pair.src, pair.target_view(), tables)
         lines = check_same_schema(pair.src.conninfo, pair.target)
+        acls = [r[0] for r in run_sql(pair.src.conninfo, ACLS)]
+        check(acls == [r[0] for r in run_sql(pair.target, ACLS)],
+              f"privileges differ: source {acls}, target {[r[0] for r in run_sql(pair.target, ACLS)]}")
+        check(any("reader=" in a for a in acls), f"no grant to test: {acls}")
         check(resyncs >= 5, f"{resyncs} tables copied again: the rewrites and CREATE TABLE AS should have been")
         log = m.log()
         check(len(re.findall(r"schema change at ", log)) >= len(DDL_STEPS), "fewer statements replayed than steps")
@@ -220,6 +247,7 @@ def schema_changes_replay_in_order_with_the_rows_around_them():
         check(m.proc.wait(120) == 0, f"migrate did not end at the cutover: {m.log()[-1500:]}")
         FIGURES.append(f"{len(DDL_STEPS)} DDL steps + 2x8 concurrent ones under a writer ({counts['rounds']} rounds): "
                        f"{len(tables)} tables, {rows} rows equal, schema equal ({lines} lines of pg_dump), "
+                       f"{len(acls)} privilege lists equal, "
                        f"{resyncs} tables copied again after a rewrite or CREATE TABLE AS")
 
 

@@ -268,6 +268,7 @@ class Migrate:
     def start(self):
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, start_new_session=True)
+        Applier.started.append(self)  # stopped when the test ends, even a failed one
         return self
 
     def kill9(self):

@@ -98,6 +98,18 @@ TEST(SchemaChange, AConstraintKeepsItsIdentityThroughRenames) {
   EXPECT_EQ(replay(command("ALTER TABLE", after, before)), want);
 }
 
+TEST(SchemaChange, GrantsAndRevokesAreTheSourcesStatementAgain) {
+  auto grant = replay(R"~({"ddl": "grant", "is_grant": true, "keyword": "TABLE", "objects": ["public.t", "s.\"U\""],
+      "relations": [{"schema": "public", "name": "t"}], "privileges": ["SELECT", "UPDATE (a, \"B\")"],
+      "grantees": ["reader", "\"Writer\""], "grant_option": true, "cascade": false})~");
+  ASSERT_EQ(grant.size(), 1u);
+  EXPECT_EQ(grant[0], R"~(GRANT SELECT, UPDATE (a, "B") ON TABLE public.t, s."U" TO reader, "Writer" WITH GRANT OPTION)~");
+  auto revoke = replay(R"~({"ddl": "grant", "is_grant": false, "keyword": "ROUTINE", "objects": ["public.f(integer)"],
+      "privileges": ["EXECUTE"], "grantees": ["PUBLIC"], "grant_option": false, "cascade": true})~");
+  ASSERT_EQ(revoke.size(), 1u);
+  EXPECT_EQ(revoke[0], "REVOKE EXECUTE ON ROUTINE public.f(integer) FROM PUBLIC CASCADE");
+}
+
 TEST(SchemaChange, DropsOnlyWhatTheCommandDroppedItself) {
   auto out = replay(R"~({"ddl": "drop", "tag": "DROP TABLE", "objects": [
       {"object_type": "table", "identity": "public.u", "original": true},
