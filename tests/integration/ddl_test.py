@@ -361,7 +361,7 @@ def schema_changes_during_the_copy_end_equal():
     with Pair(6) as pair:
         pair.src.sql("CREATE EXTENSION dts_decoding;" + "".join(
             f"CREATE TABLE big{i} (id bigint PRIMARY KEY, v text, n int); "
-            f"INSERT INTO big{i} SELECT g, repeat(md5(g::text), 3), g FROM generate_series(1, 200000) g;" for i in range(4)))
+            f"INSERT INTO big{i} SELECT g, repeat(md5(g::text), 3), g FROM generate_series(1, 120000) g;" for i in range(4)))
         m = Migrate(pair, "during", "--jobs", "1", "--split-larger-than", "1MB").start()
 
         def chunks_done():
