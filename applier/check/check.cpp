@@ -12,6 +12,7 @@
 #include "check/privileges.hpp"
 #include "common/error.hpp"
 #include "common/parse.hpp"
+#include "common/text.hpp"
 #include "core/table_selection.hpp"
 #include "pg/connection.hpp"
 
@@ -26,10 +27,6 @@ Item failed(std::string name, std::string reason, std::string fix) {
   return Item{std::move(name), Status::kFailed, std::move(reason), std::move(fix), "", ""};
 }
 
-std::string first_line(const std::string& s) {
-  std::string out = s.substr(0, s.find('\n'));
-  return out.size() > 300 ? out.substr(0, 300) + "..." : out;
-}
 
 std::string list_of(const pqxx::result& r, size_t max = 10) {
   std::string out;

@@ -12,23 +12,13 @@
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
 #include "common/private_dir.hpp"
+#include "common/text.hpp"
 #include "migrate/migrate.hpp"
 
 namespace dts::check {
 namespace {
 
 using apply::quote_ident;
-
-std::string first_line(const std::string& s) {
-  std::string out = s.substr(0, s.find('\n'));
-  return out.size() > 300 ? out.substr(0, 300) + "..." : out;
-}
-
-std::string joined(const std::vector<std::string>& v, const char* sep = ", ") {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
-  return out;
-}
 
 std::string shortened(const std::vector<std::string>& v, size_t max = 10) {
   std::vector<std::string> head(v.begin(), v.begin() + static_cast<long>(std::min(max, v.size())));

@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "common/text.hpp"
 #include "ddl/schema_change.hpp"
 #include "pg/quote.hpp"
 
@@ -189,11 +190,11 @@ void alter_table(const RelationDef& before, const RelationDef& after, bool rewri
   alter_partitions(before, after, out);
 }
 
-std::string with_if_not_exists(const std::string& def, const std::string& head) {
-  // pg_get_indexdef writes "CREATE [UNIQUE] INDEX name ON ...".
-  size_t at = def.find(head);
-  if (at != 0) return def;
-  return head + " IF NOT EXISTS" + def.substr(head.size());
+// pg_get_indexdef writes "CREATE [UNIQUE] INDEX name ON ...".
+std::string index_if_not_exists(const std::string& def) {
+  for (std::string head : {"CREATE UNIQUE INDEX", "CREATE INDEX"})
+    if (def.rfind(head, 0) == 0) return head + " IF NOT EXISTS" + def.substr(head.size());
+  return def;
 }
 
 void relation_command(const SchemaChange& c, bool rewritten, std::vector<std::string>& out) {
@@ -214,13 +215,7 @@ void relation_command(const SchemaChange& c, bool rewritten, std::vector<std::st
       break;
     case 'i':
     case 'I':
-      if (r.indexdef && !r.constraint_index) {
-        if (c.tag == "CREATE INDEX") {
-          std::string def = *r.indexdef;
-          out.push_back(def.rfind("CREATE UNIQUE INDEX", 0) == 0 ? with_if_not_exists(def, "CREATE UNIQUE INDEX")
-                                                                  : with_if_not_exists(def, "CREATE INDEX"));
-        }
-      }
+      if (r.indexdef && !r.constraint_index && c.tag == "CREATE INDEX") out.push_back(index_if_not_exists(*r.indexdef));
       break;
     case 'S':
       if (!r.sequence || r.sequence->identity) break;  // an identity column's: the column makes it
@@ -248,9 +243,9 @@ void type_command(const SchemaChange& c, std::vector<std::string>& out) {
   const TypeDef& t = *c.type;
   if (t.kind == 'e') {
     if (c.tag == "CREATE TYPE") {
-      std::string labels;
-      for (const auto& l : t.labels) labels += (labels.empty() ? "" : ", ") + quote_literal(l);
-      out.push_back("CREATE TYPE " + c.identity + " AS ENUM (" + labels + ")");
+      std::vector<std::string> labels;
+      for (const auto& l : t.labels) labels.push_back(quote_literal(l));
+      out.push_back("CREATE TYPE " + c.identity + " AS ENUM (" + joined(labels) + ")");
     } else if (c.rename_value_from && c.rename_value_to) {
       out.push_back("ALTER TYPE " + c.identity + " RENAME VALUE " + quote_literal(*c.rename_value_from) + " TO " +
                     quote_literal(*c.rename_value_to));
@@ -264,9 +259,9 @@ void type_command(const SchemaChange& c, std::vector<std::string>& out) {
       }
     }
   } else if (t.kind == 'c' && c.tag == "CREATE TYPE") {
-    std::string attrs;
-    for (const auto& [name, type] : t.attributes) attrs += (attrs.empty() ? "" : ", ") + quote_ident(name) + " " + type;
-    out.push_back("CREATE TYPE " + c.identity + " AS (" + attrs + ")");
+    std::vector<std::string> attrs;
+    for (const auto& [name, type] : t.attributes) attrs.push_back(quote_ident(name) + " " + type);
+    out.push_back("CREATE TYPE " + c.identity + " AS (" + joined(attrs) + ")");
   } else if (t.kind == 'd' && c.tag == "CREATE DOMAIN") {
     std::string s = "CREATE DOMAIN " + c.identity + " AS " + t.base;
     if (t.default_expr) s += " DEFAULT " + *t.default_expr;
@@ -305,10 +300,10 @@ std::string create_table_sql(const RelationDef& r) {
     if (r.partition_key) s += " PARTITION BY " + *r.partition_key;
     return s;
   }
-  std::string body;
-  for (const auto& c : r.columns) body += (body.empty() ? "" : ", ") + column_sql(c);
-  for (const auto& k : r.constraints) body += (body.empty() ? "" : ", ") + constraint_sql(k);
-  std::string s = head + " (" + body + ")";
+  std::vector<std::string> body;
+  for (const auto& c : r.columns) body.push_back(column_sql(c));
+  for (const auto& k : r.constraints) body.push_back(constraint_sql(k));
+  std::string s = head + " (" + joined(body) + ")";
   if (r.partition_key) s += " PARTITION BY " + *r.partition_key;
   return s;
 }
@@ -320,12 +315,6 @@ bool columns_differ(const RelationDef& before, const RelationDef& after) {
     if (b.attnum != a.attnum || b.name != a.name || b.type != a.type) return true;
   }
   return false;
-}
-
-std::string joined(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
-  return out;
 }
 
 // The source's statement again, from its parts (identities and role names come quoted).

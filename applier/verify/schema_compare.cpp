@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "common/private_dir.hpp"
+#include "common/text.hpp"
 #include "migrate/migrate.hpp"
 
 namespace dts::verify {
@@ -24,11 +25,6 @@ std::string dump_schema(const std::string& conninfo, const std::vector<std::stri
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
-}
-
-std::string first_line(const std::string& statement) {
-  std::string line = statement.substr(0, statement.find('\n'));
-  return line.size() > 160 ? line.substr(0, 157) + "..." : line;
 }
 
 }  // namespace
@@ -62,12 +58,12 @@ SchemaResult compare_statements(const std::vector<std::string>& source, const st
   for (const auto& s : target) count[s]--;
   for (const auto& s : source)
     if (count[s] > 0) {
-      r.only_source.push_back(first_line(s));
+      r.only_source.push_back(first_line(s, 157));
       count[s]--;
     }
   for (const auto& s : target)
     if (count[s] < 0) {
-      r.only_target.push_back(first_line(s));
+      r.only_target.push_back(first_line(s, 157));
       count[s]++;
     }
   return r;
