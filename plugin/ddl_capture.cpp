@@ -56,6 +56,8 @@ PG_FUNCTION_INFO_V1(dts_decoding_grant_record);
 PGDLLEXPORT void _PG_init(void);
 }
 
+#include <initializer_list>
+
 namespace dts::plugin {
 namespace {
 
@@ -93,6 +95,26 @@ void remember(Oid objid, const char* json) {
   stash = s;
 }
 
+struct JsonField {
+  const char* key;
+  const char* value;
+};
+
+// {"key": "value", ...}, each escaped: the small records built here.
+char* json_object(std::initializer_list<JsonField> fields) {
+  StringInfoData json;
+  initStringInfo(&json);
+  appendStringInfoChar(&json, '{');
+  for (const JsonField& f : fields) {
+    if (json.len > 1) appendStringInfoString(&json, ", ");
+    escape_json(&json, f.key);
+    appendStringInfoString(&json, ": ");
+    escape_json(&json, f.value);
+  }
+  appendStringInfoChar(&json, '}');
+  return json.data;
+}
+
 // describe_relation() of the extension, as text.
 char* describe_relation(Oid relid) {
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
@@ -125,26 +147,12 @@ void remember_object(ObjectType type, Node* object, const char* key, const char*
   if (!OidIsValid(address.objectId)) return;
   char* identity = getObjectIdentity(&address, true);
   if (identity == nullptr) return;
-  StringInfoData json;
-  initStringInfo(&json);
-  appendStringInfoString(&json, "{\"identity\": ");
-  escape_json(&json, identity);
-  appendStringInfo(&json, ", \"%s\": ", key);
-  escape_json(&json, value);
-  appendStringInfoChar(&json, '}');
-  remember(address.objectId, json.data);
+  remember(address.objectId, json_object({{"identity", identity}, {key, value}}));
 }
 
 void remember_schema_rename(const char* old_name, const char* new_name) {
-  StringInfoData json;
-  initStringInfo(&json);
-  appendStringInfoString(&json, "{\"identity\": ");
-  escape_json(&json, quote_identifier(old_name));
-  appendStringInfoString(&json, ", \"rename_to\": ");
-  escape_json(&json, new_name);
-  appendStringInfoChar(&json, '}');
   Oid nsp = get_namespace_oid(old_name, true);
-  if (OidIsValid(nsp)) remember(nsp, json.data);
+  if (OidIsValid(nsp)) remember(nsp, json_object({{"identity", quote_identifier(old_name)}, {"rename_to", new_name}}));
 }
 
 constexpr size_t kKeyBytes = 32;
@@ -229,16 +237,8 @@ void remember_member_rename(RenameStmt* s) {
   if (!OidIsValid(objid)) return;
   ObjectAddress table;
   ObjectAddressSet(table, RelationRelationId, relid);
-  StringInfoData json;
-  initStringInfo(&json);
-  appendStringInfoString(&json, "{\"table\": ");
-  escape_json(&json, getObjectIdentity(&table, false));
-  appendStringInfoString(&json, ", \"old_name\": ");
-  escape_json(&json, s->subname);
-  appendStringInfoString(&json, ", \"rename_to\": ");
-  escape_json(&json, s->newname);
-  appendStringInfoChar(&json, '}');
-  remember(objid, json.data);
+  remember(objid, json_object({{"table", getObjectIdentity(&table, false)}, {"old_name", s->subname},
+                               {"rename_to", s->newname}}));
 }
 
 // GRANT and REVOKE: pg_event_trigger_ddl_commands() names no object for them; the collected
@@ -338,6 +338,16 @@ char* grant_json(const InternalGrant* g) {
   return json.data;
 }
 
+// An event trigger whose record comes from `function(tag)` of the extension (NULL: nothing to
+// record).
+void emit_tagged_record(FunctionCallInfo fcinfo, const char* trigger, const char* function) {
+  require_event_trigger(fcinfo, trigger);
+  if (capture_off()) return;
+  auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);
+  emit_records(psprintf("SELECT r FROM dts_decoding.%s(%s) r WHERE r IS NOT NULL", function,
+                        quote_literal_cstr(GetCommandTagName(data->tag))));
+}
+
 void record_before(Node* tree) {
   switch (nodeTag(tree)) {
     case T_AlterTableStmt:
@@ -368,14 +378,7 @@ void record_before(Node* tree) {
       auto* s = reinterpret_cast<AlterEnumStmt*>(tree);
       if (s->oldVal != nullptr && s->newVal != nullptr) {
         Oid type = typenameTypeId(nullptr, makeTypeNameFromNameList(s->typeName));
-        StringInfoData json;
-        initStringInfo(&json);
-        appendStringInfoString(&json, "{\"rename_value_from\": ");
-        escape_json(&json, s->oldVal);
-        appendStringInfoString(&json, ", \"rename_value_to\": ");
-        escape_json(&json, s->newVal);
-        appendStringInfoChar(&json, '}');
-        remember(type, json.data);
+        remember(type, json_object({{"rename_value_from", s->oldVal}, {"rename_value_to", s->newVal}}));
       }
       break;
     }
@@ -388,12 +391,7 @@ void record_before(Node* tree) {
           stmt->objtype == OBJECT_TABLE && stmt->into != nullptr && stmt->into->rel != nullptr &&
           stmt->into->rel->relpersistence == RELPERSISTENCE_PERMANENT &&
           !OidIsValid(RangeVarGetRelid(stmt->into->rel, NoLock, true))) {
-        StringInfoData json;
-        initStringInfo(&json);
-        appendStringInfoString(&json, "{\"ddl\": \"create_as\", \"name\": ");
-        escape_json(&json, stmt->into->rel->relname);
-        appendStringInfoChar(&json, '}');
-        sign_and_emit(json.data);
+        sign_and_emit(json_object({{"ddl", "create_as"}, {"name", stmt->into->rel->relname}}));
       }
       break;
     default:
@@ -431,20 +429,12 @@ Datum dts_decoding_capture_ddl_end(PG_FUNCTION_ARGS) {
 }
 
 Datum dts_decoding_capture_sql_drop(PG_FUNCTION_ARGS) {
-  dts::plugin::require_event_trigger(fcinfo, "capture_sql_drop");
-  if (dts::plugin::capture_off()) PG_RETURN_VOID();
-  auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);
-  dts::plugin::emit_records(psprintf("SELECT r FROM dts_decoding.sql_drop_record(%s) r WHERE r IS NOT NULL",
-                                     quote_literal_cstr(GetCommandTagName(data->tag))));
+  dts::plugin::emit_tagged_record(fcinfo, "capture_sql_drop", "sql_drop_record");
   PG_RETURN_VOID();
 }
 
 Datum dts_decoding_capture_table_rewrite(PG_FUNCTION_ARGS) {
-  dts::plugin::require_event_trigger(fcinfo, "capture_table_rewrite");
-  if (dts::plugin::capture_off()) PG_RETURN_VOID();
-  auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);
-  dts::plugin::emit_records(psprintf("SELECT r FROM dts_decoding.table_rewrite_record(%s) r WHERE r IS NOT NULL",
-                                     quote_literal_cstr(GetCommandTagName(data->tag))));
+  dts::plugin::emit_tagged_record(fcinfo, "capture_table_rewrite", "table_rewrite_record");
   PG_RETURN_VOID();
 }
 
