@@ -93,14 +93,18 @@ INSERT INTO many_types (amount, happened, tags, doc, blob, big, flag, uid, span,
 """
 
 
-class ManyTypesWriter(threading.Thread):
-    """Inserts, updates (often leaving the TOASTed column unchanged, sometimes rewriting it)
-    and deletes many_types rows until stopped; connection errors (restarts, read-only) are
-    ridden out."""
+class SourceWriter(threading.Thread):
+    """Calls `write(cur)` on the source until stopped, `pause` seconds apart; errors of a
+    read-only or restarting source are ridden out with a new connection."""
 
-    def __init__(self, server, seed=7):
+    pause = 0.002
+
+    def __init__(self, server, seed):
         super().__init__(daemon=True)
-        self.server, self.rng, self.stopping, self.ops = server, random.Random(seed), False, 0
+        self.server, self.rng, self.stopping = server, random.Random(seed), False
+
+    def write(self, cur):
+        raise NotImplementedError
 
     def run(self):
         import psycopg2
@@ -110,19 +114,7 @@ class ManyTypesWriter(threading.Thread):
                 if conn is None:
                     conn = self.server.connect()
                 with conn.cursor() as cur:
-                    op = self.rng.random()
-                    rid = self.rng.randint(1, 5000)
-                    if op < 0.4:
-                        cur.execute("UPDATE many_types SET flag = NOT flag, amount = amount + 1 WHERE id = %s", (rid,))
-                    elif op < 0.55:
-                        cur.execute("UPDATE many_types SET big = repeat(md5(random()::text), 300) WHERE id = %s", (rid,))
-                    elif op < 0.9:
-                        cur.execute("INSERT INTO many_types (amount, happened, tags, doc, blob, big, flag, uid, span, f8) "
-                                    "VALUES (1.5, now(), ARRAY['x'], '{\"k\": 1}', '\\x00ff', repeat('z', 5000), true, "
-                                    "gen_random_uuid(), interval '1 day', 0.1)")
-                    else:
-                        cur.execute("DELETE FROM many_types WHERE id = %s", (rid,))
-                self.ops += 1
+                    self.write(cur)
             except psycopg2.Error:
                 try:
                     conn.close()
@@ -130,25 +122,51 @@ class ManyTypesWriter(threading.Thread):
                     pass
                 conn = None
                 time.sleep(0.05)
-            time.sleep(0.002)
+            time.sleep(self.pause)
 
     def stop(self):
         self.stopping = True
         self.join(30)
 
 
-class DdlWriter(threading.Thread):
+class ManyTypesWriter(SourceWriter):
+    """Inserts, updates (often leaving the TOASTed column unchanged, sometimes rewriting it)
+    and deletes many_types rows until stopped."""
+
+    def __init__(self, server, seed=7):
+        super().__init__(server, seed)
+        self.ops = 0
+
+    def write(self, cur):
+        op = self.rng.random()
+        rid = self.rng.randint(1, 5000)
+        if op < 0.4:
+            cur.execute("UPDATE many_types SET flag = NOT flag, amount = amount + 1 WHERE id = %s", (rid,))
+        elif op < 0.55:
+            cur.execute("UPDATE many_types SET big = repeat(md5(random()::text), 300) WHERE id = %s", (rid,))
+        elif op < 0.9:
+            cur.execute("INSERT INTO many_types (amount, happened, tags, doc, blob, big, flag, uid, span, f8) "
+                        "VALUES (1.5, now(), ARRAY['x'], '{\"k\": 1}', '\\x00ff', repeat('z', 5000), true, "
+                        "gen_random_uuid(), interval '1 day', 0.1)")
+        else:
+            cur.execute("DELETE FROM many_types WHERE id = %s", (rid,))
+        self.ops += 1
+
+
+class DdlWriter(SourceWriter):
     """A schema change every `every` seconds (a new table with rows, a new column on a busy
     table, an index, a type change that rewrites a table, a column renamed), with rows written
-    to the new tables in between, until stopped; errors of a read-only or restarting source are
-    ridden out. `tables` lists the tables it made, for the final comparison."""
+    to the new tables in between, until stopped. `tables` lists the tables it made, for the
+    final comparison."""
+
+    pause = 0.01
 
     def __init__(self, server, every=2.0, seed=11):
-        super().__init__(daemon=True)
-        self.server, self.every, self.rng = server, every, random.Random(seed)
-        self.stopping, self.changes, self.tables = False, 0, []
+        super().__init__(server, seed)
+        self.every, self.changes, self.tables = every, 0, []
+        self.next_change = time.monotonic() + every
 
-    def step(self, cur):
+    def change(self, cur):
         n = self.changes
         kind = n % 5
         if kind == 0 or not self.tables:
@@ -166,36 +184,14 @@ class DdlWriter(threading.Thread):
             cur.execute(f"ALTER TABLE {self.tables[-1]} RENAME COLUMN v TO v{n}; "
                         f"UPDATE {self.tables[-1]} SET v{n} = 'renamed' WHERE id = 1")
 
-    def run(self):
-        import psycopg2
-        conn = None
-        next_change = time.monotonic() + self.every
-        while not self.stopping:
-            try:
-                if conn is None:
-                    conn = self.server.connect()
-                    conn.autocommit = True
-                with conn.cursor() as cur:
-                    if time.monotonic() >= next_change:
-                        self.step(cur)
-                        self.changes += 1
-                        next_change = time.monotonic() + self.every
-                    elif self.tables:
-                        t = self.rng.choice(self.tables)
-                        cur.execute(f"INSERT INTO {t} (id) VALUES (%s) ON CONFLICT DO NOTHING",
-                                    (self.rng.randint(501, 100000),))
-            except psycopg2.Error:
-                try:
-                    conn.close()
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
-                conn = None
-                time.sleep(0.05)
-            time.sleep(0.01)
-
-    def stop(self):
-        self.stopping = True
-        self.join(30)
+    def write(self, cur):
+        if time.monotonic() >= self.next_change:
+            self.change(cur)
+            self.changes += 1
+            self.next_change = time.monotonic() + self.every
+        elif self.tables:
+            t = self.rng.choice(self.tables)
+            cur.execute(f"INSERT INTO {t} (id) VALUES (%s) ON CONFLICT DO NOTHING", (self.rng.randint(501, 100000),))
 
 
 def rows_of(conninfo, table):
