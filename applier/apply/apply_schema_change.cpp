@@ -6,6 +6,8 @@
 // the stream's later changes of the table are skipped until the copy reads it.
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+
 #include "apply/apply_engine.hpp"
 #include "common/error.hpp"
 #include "ddl/record_signature.hpp"
@@ -37,8 +39,11 @@ bool ApplyEngine::schema_change_wanted(const ddl::SchemaChange& change) const {
 
 void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   std::optional<std::string_view> record = ddl::verified_record(content, ddl_key_);
-  if (!record && ddl_key_.empty() && !source_conninfo_.empty()) {
+  auto now = std::chrono::steady_clock::now();
+  if (!record && ddl_key_.empty() && !source_conninfo_.empty() && now - ddl_key_asked_ > std::chrono::seconds(30)) {
     // The extension may have been created (or updated to 0.2.0) since this applier started.
+    // Asked at most every 30 s: forged messages must not each cost a source connection.
+    ddl_key_asked_ = now;
     ddl_key_ = ddl::signing_key(pg::Connection::open(source_conninfo_, "source")).value_or("");
     record = ddl::verified_record(content, ddl_key_);
   }
