@@ -195,6 +195,25 @@ void check_ready(const CompleteOptions& o, const pg::Connection& src, const pg::
                  "COMMIT PREPARED or ROLLBACK PREPARED them first", prepared);
 }
 
+// A table being copied again (a resync, or the copy a schema change asked for) must be written
+// before the stop marker: the applier that copies it ends there. Everything the source
+// committed is applied first, so that every request is on the target.
+void wait_for_copies(const CompleteOptions& o, const pg::Connection& tgt, const follow::AppliedWatch& watch) {
+  if (tgt.query_value("SELECT to_regclass('dts.resync') IS NOT NULL") != "t") return;
+  auto deadline = Clock::now() + o.timeout;
+  watch.wait_applied(watch.write_marker(apply::kMarkerPrefix, "copies"),
+                     std::chrono::duration_cast<std::chrono::milliseconds>(o.timeout));
+  for (;;) {
+    std::string pending = tgt.query_value(
+        "SELECT count(*) FROM dts.resync WHERE slot = $1 AND state IN ('REQUESTED', 'COPYING')", {o.slot});
+    if (pending == "0") return;
+    if (Clock::now() > deadline)
+      throw Error(ErrorKind::kSource, pending + " tables were still being copied again after " +
+                                          std::to_string(o.timeout.count()) + " s; raise --timeout");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a poll, with the deadline above
+  }
+}
+
 // Marker round trips until one comes back within max_lag: the lag, measured end to end.
 void wait_lag(const CompleteOptions& o, const follow::AppliedWatch& watch) {
   auto deadline = Clock::now() + o.timeout;
@@ -269,6 +288,7 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
     spdlog::warn("the source is read-only from {}; to undo: {}", point, read_only->undo_sql());
     drain_writers(src, point, o, interrupted);
     check_quiet(src);
+    wait_for_copies(o, tgt, watch);
     double drained_ms = ms_since(t_start);
 
     // Everything committed on the source is before the stop marker: once it is applied, the
