@@ -7,7 +7,8 @@
 #   pg-cluster.sh start NAME PORT [SETTING=VALUE ...]   init (first time) and start
 #   pg-cluster.sh stop NAME                             stop it (data kept)
 #   pg-cluster.sh destroy NAME                          stop it and delete its directory
-#   pg-cluster.sh destroy-all                           every cluster under the root
+#   pg-cluster.sh destroy-all                           every cluster under the root (and the initdb template)
+#   pg-cluster.sh drop-template                         remove the initdb template clusters are copied from
 #   pg-cluster.sh conninfo NAME                         libpq conninfo of a started cluster
 set -euo pipefail
 
@@ -42,6 +43,25 @@ cluster_dir() {
   echo "$ROOT/$1"
 }
 
+# initdb once per server version, then a copy per cluster: a test suite makes ~200 clusters
+# and initdb costs three times a copy. The template is made aside and renamed into place, so
+# two scripts starting at once never copy a half-made one.
+init_data_dir() {
+  local data=$1 name=$2 version template
+  version=$("$PG_BIN/postgres" --version | awk '{print $3}')
+  template="$ROOT/.template-$version"
+  if [ ! -f "$template/PG_VERSION" ]; then
+    local making
+    making=$(as_pg mktemp -d "$ROOT/.template-making.XXXXXX")
+    as_pg "$PG_BIN/initdb" -D "$making/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$making.log" 2>&1 \
+      || { cat "$making.log" >&2; rm -rf "$making" "$making.log"; die "initdb failed for $name"; }
+    rm -f "$making.log"
+    as_pg mv -T "$making/data" "$template" 2>/dev/null || true  # another script made it first
+    rm -rf "$making"
+  fi
+  as_pg cp -a "$template" "$data" || die "could not copy the initialised template $template for $name"
+}
+
 cmd_start() {
   local name=${1:?usage: start NAME PORT [SETTING=VALUE ...]} port=${2:?usage: start NAME PORT}
   shift 2
@@ -57,9 +77,7 @@ cmd_start() {
   if [ ! -f "$dir/$MARK" ]; then
     [ -e "$dir" ] && die "$dir exists but was not made by this script; remove it or pick another name"
     as_pg mkdir -p "$dir"
-    as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir.initdb.log" 2>&1 \
-      || { cat "$dir.initdb.log" >&2; die "initdb failed for $name"; }
-    rm -f "$dir.initdb.log"
+    init_data_dir "$dir/data" "$name"
     as_pg tee -a "$dir/data/postgresql.conf" >/dev/null <<CONF
 # dts throwaway cluster
 listen_addresses = '127.0.0.1'
@@ -123,6 +141,11 @@ cmd_destroy_all() {
     [ -f "$mark" ] || continue
     cmd_destroy "$(basename "$(dirname "$mark")")"
   done
+  cmd_drop_template
+}
+
+cmd_drop_template() {
+  rm -rf "$ROOT"/.template-*
 }
 
 cmd_conninfo() {
@@ -136,6 +159,7 @@ case "${1:-}" in
   stop) shift; cmd_stop "$@" ;;
   destroy) shift; cmd_destroy "$@" ;;
   destroy-all) cmd_destroy_all ;;
+  drop-template) cmd_drop_template ;;
   conninfo) shift; cmd_conninfo "$@" ;;
   *) die "usage: pg-cluster.sh start NAME PORT [SETTING=VALUE ...] | stop NAME | destroy NAME | destroy-all | conninfo NAME" ;;
 esac

@@ -57,6 +57,7 @@ count regress "$n_ok" "$n_bad"
 # The fault suite runs in its short form here (10 kills); `make soak` runs the long one.
 for t in tests/integration/*_test.sh tests/integration/*_test.py tests/fault/*_test.py; do
   step "integration: $(basename "$t")"
+  started=$SECONDS
   # Python suites need Debian's python3, which has python3-psycopg2 (a pyenv python may not).
   case "$t" in
     *.py) out=$(/usr/bin/python3 "$t" 2>&1) ;;
@@ -70,10 +71,12 @@ for t in tests/integration/*_test.sh tests/integration/*_test.py tests/fault/*_t
   if [ -z "$p" ]; then p=0; f=1; fi
   [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
   count "$(basename "${t%.*}")" "$p" "$f"
+  echo "($((SECONDS - started)) s)"
 done
+bash scripts/pg-cluster.sh drop-template
 
-step "fuzzing the decoder (libFuzzer, ${DTS_FUZZ_SECONDS:-60} s)"
-out=$(tests/fuzz/run.sh "${DTS_FUZZ_SECONDS:-60}" 2>&1)
+step "fuzzing the decoder (libFuzzer, ${DTS_FUZZ_SECONDS:-30} s)"
+out=$(tests/fuzz/run.sh "${DTS_FUZZ_SECONDS:-30}" 2>&1)
 echo "$out"
 if echo "$out" | grep -q "fuzz: 1 passed"; then count fuzz 1 0; else count fuzz 0 1; fi
 
