@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "apply/relation_plan.hpp"
 #include "apply/sql_builder.hpp"
 #include "common/error.hpp"
 #include "dts/protocol.h"
@@ -30,17 +31,6 @@ constexpr size_t kCoalescedRows = 20000;
 std::string savepoint_name(uint32_t subxid) { return "dts_sub_" + std::to_string(subxid); }
 
 }  // namespace
-
-// What we build once per relation version.
-struct ApplyEngine::RelationPlan {
-  uint64_t version = 0;
-  std::string qualified;
-  std::string key_prefix;  // of its statement keys
-  std::vector<uint32_t> types;  // per column, see param_type_for
-  bool copyable = false;        // every column can travel by binary COPY
-  std::string copy_sql;
-  int coalesce = -1;            // row images may be merged per key (-1: not asked yet)
-};
 
 // A large transaction being applied as it streams in.
 struct ApplyEngine::Streamed {
@@ -121,7 +111,7 @@ ApplyStats ApplyEngine::stats() const {
 void ApplyEngine::commit_group() {
   finish_commit();  // the previous group's, waiting for its results if they are not all in
   flush_coalesced(coalesced_.take_all());
-  flush_inserts();
+  flush_held();
   if (!group_open_ || in_source_txn_) return;
   if (group_txns_ == 0) {  // only skipped transactions: nothing to record
     if (main_open_) main_->rollback();
@@ -185,7 +175,7 @@ void ApplyEngine::poll() {
 
 bool ApplyEngine::idle() const {
   return !in_source_txn_ && !group_open_ && !pending_commit_ && deferred_inserts_.empty() && stream_xid_ == 0 &&
-         streams_.empty() && main_->pending() == 0 && batch_.rows == 0;
+         streams_.empty() && main_->pending() == 0 && batch_.rows == 0 && set_batch_.empty();
 }
 
 void ApplyEngine::on_begin(uint32_t xid, Lsn final_lsn, int64_t) {
@@ -213,7 +203,7 @@ void ApplyEngine::on_commit(Lsn, Lsn end_lsn, int64_t commit_time) {
   // A batch stays within its source transaction, so that a rejected INSERT is reported with
   // that transaction's LSN. (Batching across the transactions of a group would save
   // statements for single-row transactions; not measured yet.)
-  flush_inserts();
+  flush_held();
   add_to_group(end_lsn, commit_time);
   // A schema change ends its group: what it made (an enum's new value) may be used only once
   // committed, and its locks go with the commit.
@@ -245,10 +235,11 @@ void ApplyEngine::on_relation(const decode::Relation& relation) {
   // same shape sent again (the source's cache was invalidated) keeps its statements, but what
   // the target has besides the key is asked again.
   auto plan = plans_.find(relation.relid);
-  if (plan != plans_.end()) plan->second->coalesce = -1;
+  if (plan != plans_.end()) plan->second->coalesce = plan->second->set_update = plan->second->set_delete = -1;
   // Held rows point at the old shape, which goes once this returns.
   if (!deferred_inserts_.empty()) finish_commit();
   flush_coalesced_of(relation.relid);
+  if (!set_batch_.empty() && set_batch_.shape().relation->relid == relation.relid) flush_set_batch();
   if (batch_.relation != nullptr && batch_.relation->relid == relation.relid) flush_inserts();
 }
 
@@ -273,28 +264,34 @@ void ApplyEngine::flush_coalesced_of(uint32_t relid) {
   if (coalesced_.has(relid)) flush_coalesced(coalesced_.take(relid));
 }
 
+// Merged rows have distinct keys and their tables no other unique index or trigger, so their
+// order does not matter: the inserts go first (batched, by COPY when large), then the updates
+// as set-based runs.
 void ApplyEngine::flush_coalesced(const std::vector<Coalescer::Batch>& batches) {
-  std::vector<const PendingRow*> whole;  // updates that carry every column: one statement per 100
+  std::vector<const PendingRow*> whole;  // complete rows of a table without set-based updates
   for (const auto& b : batches) {
     const decode::Relation& rel = *b.relation;
+    for (const PendingRow& row : b.rows) {
+      if (!row.is_insert) continue;
+      apply_insert(decode::RowChange{decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row.values});
+    }
+    flush_inserts();
     whole.clear();
     for (const PendingRow& row : b.rows) {
-      if (row.is_insert) {
-        decode::RowChange insert{decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row.values};
-        apply_insert(insert);
-        continue;
-      }
+      if (row.is_insert) continue;
+      decode::RowChange update{decode::RowKind::kUpdate, &rel, proto::OldTuple::kNone, nullptr, &row.values};
+      if (batch_change(update, row.lsn)) continue;
       bool complete = std::none_of(row.values.begin(), row.values.end(), [](const proto::Value& v) {
         return v.kind == proto::ValueKind::kUnchangedToast;
       });
       if (complete && rel.key_columns.size() < rel.columns.size()) {
         whole.push_back(&row);
       } else {
-        flush_inserts();
+        flush_set_batch();
         apply_update_values(rel, row.values, proto::OldTuple::kNone, nullptr, row.lsn);
       }
     }
-    flush_inserts();
+    flush_set_batch();
     update_rows(rel, whole);
   }
 }
@@ -424,7 +421,7 @@ void ApplyEngine::read_row_again(const decode::RowChange& row) {
                                    static_cast<uint32_t>(PQgetlength(found.get(), 0, static_cast<int>(i)))};
   }
   apply_row(decode::RowChange{decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &values});
-  flush_inserts();  // the values point into `found`
+  flush_held();  // the values point into `found`
 }
 
 void ApplyEngine::apply_row(const decode::RowChange& row) {
@@ -435,6 +432,7 @@ void ApplyEngine::apply_row(const decode::RowChange& row) {
     bool keeps_key = row.kind == decode::RowKind::kInsert ||
                      (row.kind == decode::RowKind::kUpdate && row.old_kind == proto::OldTuple::kNone);
     if (keeps_key && coalescable(rel)) {
+      flush_set_batch();  // merged rows are written later: what came before them goes first
       group_open_ = true;
       coalesced_.add(rel, row.kind == decode::RowKind::kInsert, *row.new_values, txn_commit_lsn_);
       if (coalesced_.rows() >= kCoalescedRows) flush_coalesced(coalesced_.take_all());
@@ -447,12 +445,18 @@ void ApplyEngine::apply_row(const decode::RowChange& row) {
     case decode::RowKind::kInsert: apply_insert(row); break;
     case decode::RowKind::kUpdate:
       flush_inserts();
-      apply_update(row);
+      if (!batch_change(row, txn_commit_lsn_)) {
+        flush_set_batch();
+        apply_update(row);
+      }
       if (stream_xid_ == 0) group_direct_updates_++;
       break;
     case decode::RowKind::kDelete:
       flush_inserts();
-      apply_delete(row);
+      if (!batch_change(row, txn_commit_lsn_)) {
+        flush_set_batch();
+        apply_delete(row);
+      }
       if (stream_xid_ == 0) group_direct_updates_++;
       break;
   }
@@ -461,6 +465,7 @@ void ApplyEngine::apply_row(const decode::RowChange& row) {
 void ApplyEngine::apply_insert(const decode::RowChange& row) {
   const decode::Relation& rel = *row.relation;
   const decode::Values& values = *row.new_values;
+  flush_set_batch();
   if (batch_.relation != &rel) flush_inserts();
   if (stream_xid_ == 0) group_open_ = true;
   if (batch_.rows == 0) {
@@ -475,6 +480,11 @@ void ApplyEngine::apply_insert(const decode::RowChange& row) {
                         ? kCopyRows
                         : std::max<size_t>(1, std::min(kInsertRows, 65535 / std::max<size_t>(1, rel.columns.size())));
   if (batch_.rows >= max_rows) flush_inserts();
+}
+
+void ApplyEngine::flush_held() {
+  flush_set_batch();
+  flush_inserts();
 }
 
 void ApplyEngine::flush_inserts() {
@@ -633,7 +643,7 @@ void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relati
     return;
   }
   for (const auto* r : relations) flush_coalesced_of(r->relid);
-  flush_inserts();
+  flush_held();
   std::vector<const decode::Relation*> truncated = relations;
   if (reconciler_.active() && !reconcile_truncate(truncated)) return;
   std::string names;
@@ -712,7 +722,7 @@ void ApplyEngine::end_stream(uint32_t xid, bool roll_back) {
 }
 
 void ApplyEngine::on_stream_start(uint32_t xid, bool first_segment) {
-  flush_inserts();
+  flush_held();
   // The source is streaming this transaction again from its start (after a reconnect):
   // throw away what we had of it.
   if (first_segment) end_stream(xid, true);
@@ -729,14 +739,14 @@ void ApplyEngine::on_stream_start(uint32_t xid, bool first_segment) {
 }
 
 void ApplyEngine::on_stream_stop() {
-  flush_inserts();
+  flush_held();
   if (Streamed* s = spooling()) s->spool->close();
   stream_xid_ = 0;
   current_stream_ = nullptr;
 }
 
 void ApplyEngine::on_stream_xid(uint32_t xid) {
-  flush_inserts();
+  flush_held();
   if (xid == stream_xid_) return;
   if (current_stream_ == nullptr)
     throw Error(ErrorKind::kProtocol, "a stream xid record outside a stream block (xid " + std::to_string(xid) + ")");
@@ -751,7 +761,7 @@ void ApplyEngine::on_stream_xid(uint32_t xid) {
 }
 
 void ApplyEngine::on_stream_abort(uint32_t xid, uint32_t subxid) {
-  flush_inserts();
+  flush_held();
   auto it = streams_.find(xid);
   if (it == streams_.end()) return;  // nothing of it was applied
   Streamed& s = *it->second;
@@ -773,7 +783,7 @@ void ApplyEngine::on_stream_abort(uint32_t xid, uint32_t subxid) {
 }
 
 void ApplyEngine::on_stream_commit(uint32_t xid, Lsn commit_lsn, Lsn end_lsn, int64_t commit_time) {
-  flush_inserts();
+  flush_held();
   if (commit_lsn < resume_lsn_) {  // applied before a restart: as in on_begin
     end_stream(xid, true);
     return;

@@ -25,6 +25,7 @@
 #include "apply/coalescer.hpp"
 #include "apply/copy_reconciler.hpp"
 #include "apply/params.hpp"
+#include "apply/set_batch.hpp"
 #include "apply/spool.hpp"
 #include "apply/sql_builder.hpp"
 #include "apply/target_session.hpp"
@@ -133,6 +134,15 @@ class ApplyEngine : public core::Applier {
                                             const PendingRow* const* rows, size_t n) const;
   void apply_update_values(const decode::Relation& rel, const decode::Values& newv, proto::OldTuple old_kind,
                            const decode::Values* oldv, Lsn lsn);
+  // Set-based UPDATEs and DELETEs (apply_set.cpp).
+  bool set_based(const decode::Relation& rel, const SetShape& shape);
+  bool batch_change(const decode::RowChange& row, Lsn lsn);
+  void flush_set_batch();
+  void send_set_row(TargetSession& session, RelationPlan& plan, size_t r);
+  std::string describe_set_row(size_t r) const;
+  std::shared_ptr<const KeyProbe> set_probe(const RelationPlan& plan) const;
+  // Sends every change held client-side: the set batch, then the insert batch.
+  void flush_held();
 
   std::string target_conninfo_;
   std::string client_encoding_;
@@ -191,6 +201,8 @@ class ApplyEngine : public core::Applier {
   Coalescer coalesced_;
   pg::Connection catalog_;  // target, outside the pipeline: what a table has besides its key
   InsertBatch batch_;
+  SetBatch set_batch_;
+  SetShape set_shape_;  // scratch of batch_change
   ParamSet params_;
   std::vector<uint32_t> types_;
   std::vector<size_t> set_columns_;  // scratch of apply_update_values

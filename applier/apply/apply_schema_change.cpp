@@ -92,7 +92,7 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   if (statements.empty() && !rewritten && !created_as) return;
   // Rows held here were written in the old shape: they go first.
   flush_coalesced(coalesced_.take_all());
-  flush_inserts();
+  flush_held();
   TargetSession& session = current_session();
   schema_changed_ = true;
   if (rewritten && change.before) {

@@ -215,6 +215,73 @@ std::string binary_copy_stream(const ParamSet& params, size_t rows, size_t ncols
   return data;
 }
 
+namespace {
+
+void put_be32(std::string& out, uint32_t v) {
+  for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+}  // namespace
+
+bool array_param(const decode::Column& column, const ParamSet& params, size_t rows, size_t stride, size_t offset,
+                 std::string& out, int& format) {
+  const char* const* values = params.values();
+  const int* lengths = params.lengths();
+  const int* formats = params.formats();
+  format = -1;
+  bool nulls = false;
+  for (size_t r = 0; r < rows; ++r) {
+    size_t i = r * stride + offset;
+    if (values[i] == nullptr) {
+      nulls = true;
+      continue;
+    }
+    if (format >= 0 && formats[i] != format) return false;
+    format = formats[i];
+  }
+  if (format < 0) format = 0;  // all NULL
+  out.clear();
+  if (format == 1) {
+    // array_recv's layout: dimensions, null flag, element type, then per dimension its
+    // length and lower bound, then each element as length (-1: NULL) and bytes.
+    put_be32(out, 1);
+    put_be32(out, nulls ? 1 : 0);
+    put_be32(out, column.type_oid);
+    put_be32(out, static_cast<uint32_t>(rows));
+    put_be32(out, 1);
+    for (size_t r = 0; r < rows; ++r) {
+      size_t i = r * stride + offset;
+      if (values[i] == nullptr) {
+        put_be32(out, 0xffffffffu);
+        continue;
+      }
+      put_be32(out, static_cast<uint32_t>(lengths[i]));
+      out.append(values[i], static_cast<size_t>(lengths[i]));
+    }
+    return true;
+  }
+  // Every element quoted (so no delimiter, brace or space inside it counts), with its quotes
+  // and backslashes escaped; NULL unquoted.
+  out.push_back('{');
+  for (size_t r = 0; r < rows; ++r) {
+    size_t i = r * stride + offset;
+    if (r > 0) out.push_back(',');
+    if (values[i] == nullptr) {
+      out += "NULL";
+      continue;
+    }
+    out.push_back('"');
+    for (int k = 0; k < lengths[i]; ++k) {
+      char c = values[i][k];
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.push_back(c);
+    }
+    out.push_back('"');
+  }
+  out.push_back('}');
+  return true;
+}
+
 bool binary_copy_type(uint32_t oid) {
   switch (oid) {
     case 24: case 2202: case 2203: case 2204: case 2205: case 2206: case 3734: case 3769: case 4089: case 4096:

@@ -58,6 +58,13 @@ bool binary_copy_type(uint32_t type_oid);
 // row a field count and each field as length + bytes.
 std::string binary_copy_stream(const ParamSet& params, size_t rows, size_t ncols);
 
+// One array parameter of `rows` values of one column, taken from a row-major ParamSet
+// (the value of row r is at r * stride + offset): the binary array format when the values
+// are binary (their element type is the column's), a text array literal when they are text.
+// False when they mix the two (then they cannot share an array).
+bool array_param(const decode::Column& column, const ParamSet& params, size_t rows, size_t stride, size_t offset,
+                 std::string& out, int& format);
+
 // A short text form of a value for error messages (numbers and text as they are, binary in
 // hex, long values cut).
 std::string describe_value(const decode::Column& column, const protocol::Value& value);

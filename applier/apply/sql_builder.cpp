@@ -129,6 +129,91 @@ std::string build_update_rows(const decode::Relation& rel, size_t rows) {
   return sql;
 }
 
+namespace {
+
+// unnest($1::T0[], ...) [WITH ORDINALITY] AS alias(m0, ..., s0, ...[, n])
+std::string unnest_batch(const decode::Relation& rel, const std::vector<size_t>& match, const std::vector<size_t>& set,
+                         bool ordinality, const char* alias) {
+  std::string sql = "unnest(";
+  std::string names;
+  int param = 1;
+  auto add = [&](size_t col, const std::string& name) {
+    if (param > 1) {
+      sql += ", ";
+      names += ", ";
+    }
+    sql += "$" + std::to_string(param++) + "::" + rel.columns[col].type_name + "[]";
+    names += name;
+  };
+  for (size_t i = 0; i < match.size(); ++i) add(match[i], "m" + std::to_string(i));
+  for (size_t i = 0; i < set.size(); ++i) add(set[i], "s" + std::to_string(i));
+  sql += ")";
+  if (ordinality) {
+    sql += " WITH ORDINALITY";
+    names += ", n";
+  }
+  return sql + " AS " + alias + "(" + names + ")";
+}
+
+std::string set_list(const decode::Relation& rel, const std::vector<size_t>& set, const char* from) {
+  std::string sql;
+  for (size_t i = 0; i < set.size(); ++i)
+    sql += (i > 0 ? ", " : "") + quote_ident(rel.columns[set[i]].name) + " = " + from + ".s" + std::to_string(i);
+  return sql;
+}
+
+// t.k0 = v.m0 AND ... (as text for types without equality).
+std::string key_join(const decode::Relation& rel, const std::vector<size_t>& match) {
+  std::string sql;
+  for (size_t i = 0; i < match.size(); ++i) {
+    const decode::Column& col = rel.columns[match[i]];
+    std::string m = "v.m" + std::to_string(i);
+    sql += i > 0 ? " AND " : "";
+    if (compare_as_text(col.type_oid))
+      sql += "t." + quote_ident(col.name) + "::text = " + m + "::text";
+    else
+      sql += "t." + quote_ident(col.name) + " = " + m;
+  }
+  return sql;
+}
+
+// WITH vr: the batch numbered within each old image; tr: the table's rows equal to an image,
+// numbered the same way; a change and a row pair up on (image, number).
+std::string full_match_ctes(const decode::Relation& rel, const std::vector<size_t>& match,
+                            const std::vector<size_t>& set) {
+  std::string image_v = "ROW(", image_t = "ROW(";
+  for (size_t i = 0; i < match.size(); ++i) {
+    image_v += (i > 0 ? ", " : "") + std::string("u.m") + std::to_string(i) + "::text";
+    image_t += (i > 0 ? ", " : "") + quote_ident(rel.columns[match[i]].name) + "::text";
+  }
+  image_v += ")::text";
+  image_t += ")::text";
+  return "WITH v AS (SELECT u.*, " + image_v + " AS img FROM " + unnest_batch(rel, match, set, true, "u") +
+         "), vr AS (SELECT v.*, row_number() OVER (PARTITION BY v.img ORDER BY v.n) AS occ FROM v)"
+         ", tr AS (SELECT r.toid, r.tid, r.img, row_number() OVER (PARTITION BY r.img ORDER BY r.toid, r.tid) AS occ"
+         " FROM (SELECT tableoid AS toid, ctid AS tid, " + image_t + " AS img FROM " + qualified_name(rel) +
+         ") AS r WHERE r.img IN (SELECT img FROM v)) ";
+}
+
+}  // namespace
+
+std::string build_update_set(const decode::Relation& rel, const std::vector<size_t>& match,
+                             const std::vector<size_t>& set, bool full) {
+  if (full)
+    return full_match_ctes(rel, match, set) + "UPDATE " + qualified_name(rel) + " AS t SET " + set_list(rel, set, "vr") +
+           " FROM vr JOIN tr ON tr.img = vr.img AND tr.occ = vr.occ WHERE t.tableoid = tr.toid AND t.ctid = tr.tid";
+  return "UPDATE " + qualified_name(rel) + " AS t SET " + set_list(rel, set, "v") + " FROM " +
+         unnest_batch(rel, match, set, false, "v") + " WHERE " + key_join(rel, match);
+}
+
+std::string build_delete_set(const decode::Relation& rel, const std::vector<size_t>& match, bool full) {
+  if (full)
+    return full_match_ctes(rel, match, {}) + "DELETE FROM " + qualified_name(rel) +
+           " AS t USING vr JOIN tr ON tr.img = vr.img AND tr.occ = vr.occ WHERE t.tableoid = tr.toid AND t.ctid = tr.tid";
+  return "DELETE FROM " + qualified_name(rel) + " AS t USING " + unnest_batch(rel, match, {}, false, "v") + " WHERE " +
+         key_join(rel, match);
+}
+
 std::string build_truncate(const std::vector<const decode::Relation*>& rels, bool cascade, bool restart_identity) {
   std::string sql = "TRUNCATE ";
   for (size_t i = 0; i < rels.size(); ++i) {

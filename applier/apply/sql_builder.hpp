@@ -42,6 +42,15 @@ std::string build_delete(const decode::Relation& rel, const RowMatch& match);
 // UPDATE t SET every non-key column FROM (VALUES (...), ...) matched on the key: `rows` rows of
 // distinct keys, parameters in column order per row, each cast to its column's type.
 std::string build_update_rows(const decode::Relation& rel, size_t rows);
+// Set-based statements for a batch of UPDATEs or DELETEs of one table: each column's values
+// travel as one array parameter (the `match` columns first, then the `set` ones), unnested
+// side by side. With a key, rows are joined on it (the caller keeps keys distinct in a batch).
+// With REPLICA IDENTITY FULL (`full`), each change takes exactly one row among those equal to
+// its old image: images are compared as the text of the row (NULL and '' differ there), and
+// the k-th change of an image takes the k-th such row, so duplicates are each changed once.
+std::string build_update_set(const decode::Relation& rel, const std::vector<size_t>& match,
+                             const std::vector<size_t>& set, bool full);
+std::string build_delete_set(const decode::Relation& rel, const std::vector<size_t>& match, bool full);
 std::string build_truncate(const std::vector<const decode::Relation*>& rels, bool cascade, bool restart_identity);
 
 // True for types without a default btree equality operator (json, xml, geometric types):

@@ -21,6 +21,8 @@ struct ApplyStats {
   int64_t applied_commit_time = 0;
   uint64_t spooled_transactions = 0;  // large transactions kept on disk until their commit
   uint64_t spool_peak_bytes = 0;
+  uint64_t set_statements = 0;  // set-based UPDATE and DELETE statements sent
+  uint64_t set_rows = 0;        // the changes they carried
 };
 
 // When a group of source transactions is committed on the target. The replicator owns it; the

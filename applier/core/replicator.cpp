@@ -132,6 +132,8 @@ void Replicator::copy_counters(const ApplyStats& st) {
   status_.changes_applied = st.changes;
   status_.spooled_transactions = st.spooled_transactions;
   status_.spool_peak_bytes = st.spool_peak_bytes;
+  status_.set_statements = st.set_statements;
+  status_.set_rows = st.set_rows;
 }
 
 void Replicator::report(bool stopping) {

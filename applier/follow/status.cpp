@@ -47,6 +47,10 @@ std::string status_json(const Status& s) {
   w.Uint64(s.spooled_transactions);
   w.Key("spool_peak_bytes");
   w.Uint64(s.spool_peak_bytes);
+  w.Key("set_statements");
+  w.Uint64(s.set_statements);
+  w.Key("set_rows");
+  w.Uint64(s.set_rows);
   w.Key("error");
   if (s.error.empty()) w.Null();
   else w.String(s.error.c_str());

@@ -1,0 +1,177 @@
+// Set-based UPDATEs and DELETEs: a run of them on one table goes as one statement per batch
+// (set_batch.hpp), its row count checked like any other before the origin moves.
+#include <algorithm>
+
+#include "apply/apply_engine.hpp"
+#include "apply/relation_plan.hpp"
+
+namespace dts::apply {
+namespace proto = dts::protocol;
+
+// Whether the target lets a run of changes of this table go at once: no trigger that fires
+// for replicated rows (it would see them in another order), no array column (an array of
+// arrays is not one), and for UPDATEs no unique or exclusion index but the identity's (an
+// intermediate order could collide on it where the source's order did not).
+bool ApplyEngine::set_based(const decode::Relation& rel, const SetShape& shape) {
+  RelationPlan& plan = plan_for(rel);
+  if (plan.set_delete < 0) {
+    // The key's column names as a text array literal, in byte order (as the query sorts them).
+    std::vector<std::string> names;
+    for (size_t k : rel.key_columns) names.push_back(rel.columns[k].name);
+    std::sort(names.begin(), names.end());
+    std::string keys = "{";
+    for (size_t i = 0; i < names.size(); ++i) {
+      keys += i > 0 ? ",\"" : "\"";
+      for (char c : names[i]) keys += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+      keys += '"';
+    }
+    keys += "}";
+    pg::Result r = catalog_.exec_params(
+        "SELECT to_regclass($1) IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) AND t.tgenabled IN ('A', 'R'))"
+        " AND NOT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid"
+        "   LEFT JOIN pg_type b ON b.oid = ty.typbasetype WHERE a.attrelid = to_regclass($1) AND a.attnum > 0"
+        "   AND NOT a.attisdropped AND (ty.typcategory = 'A' OR b.typcategory = 'A')),"
+        " NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND (i.indisunique OR i.indisexclusion)"
+        "   AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL OR $2::text[] = '{}' OR"
+        "        (SELECT array_agg(a.attname::text ORDER BY a.attname::text COLLATE \"C\") FROM pg_attribute a"
+        "         WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) IS DISTINCT FROM $2::text[]))",
+        {plan.qualified, keys});
+    plan.set_delete = std::string(PQgetvalue(r.get(), 0, 0)) == "t" ? 1 : 0;
+    plan.set_update = plan.set_delete == 1 && std::string(PQgetvalue(r.get(), 0, 1)) == "t" ? 1 : 0;
+  }
+  return (shape.is_delete ? plan.set_delete : plan.set_update) == 1;
+}
+
+// Takes an UPDATE or DELETE (of the source transaction committed at `lsn`) into the set batch;
+// false if it must go on its own.
+bool ApplyEngine::batch_change(const decode::RowChange& row, Lsn lsn) {
+  SetShape& shape = set_shape_;
+  if (!SetBatch::shape_of(row, shape) || !set_based(*row.relation, shape)) return false;
+  if (!set_batch_.accepts(shape, row)) flush_set_batch();
+  set_batch_.add(shape, row, lsn);
+  if (set_batch_.full()) flush_set_batch();
+  return true;
+}
+
+void ApplyEngine::flush_set_batch() {
+  if (set_batch_.empty()) return;
+  const SetShape& shape = set_batch_.shape();
+  const decode::Relation& rel = *shape.relation;
+  RelationPlan& plan = plan_for(rel);
+  TargetSession& session = current_session();
+  size_t n = set_batch_.rows();
+  size_t stride = set_batch_.stride();
+  const char* action = shape.is_delete ? "DELETE" : "UPDATE";
+  std::vector<std::string> arrays(stride);
+  std::vector<int> formats(stride);
+  bool arrays_ok = n > 1;
+  for (size_t j = 0; j < stride && arrays_ok; ++j) {
+    size_t col = j < shape.match.size() ? shape.match[j] : shape.set[j - shape.match.size()];
+    arrays_ok = array_param(rel.columns[col], set_batch_.params(), n, stride, j, arrays[j], formats[j]);
+  }
+  if (!arrays_ok) {  // one row, or values that cannot share an array: the single-row statements
+    for (size_t r = 0; r < n; ++r) send_set_row(session, plan, r);
+    set_batch_.clear();
+    return;
+  }
+  std::vector<const char*> values(stride);
+  std::vector<int> lengths(stride);
+  for (size_t j = 0; j < stride; ++j) {
+    values[j] = arrays[j].c_str();
+    lengths[j] = static_cast<int>(arrays[j].size());
+  }
+  std::string where = describe_set_row(0);
+  where += " to " + describe_set_row(n - 1) + ", " + std::to_string(n) + " rows";
+  ChangeContext context{plan.qualified, where, set_batch_.lsns().front(), action};
+  if (!shape.full) context.probe = set_probe(plan);
+  std::vector<uint32_t> types(stride, 0);  // each array typed by its cast in the statement
+  session.execute(plan.key_prefix + set_batch_.statement_key(), [&] { return set_batch_.statement(); }, types,
+                  static_cast<int>(stride), values.data(), lengths.data(), formats.data(), std::move(context), true, n);
+  stats_.set_statements++;
+  stats_.set_rows += n;
+  set_batch_.clear();
+}
+
+// Row r of the set batch as the single-row UPDATE or DELETE (the statements apply_update_values
+// and apply_delete prepare for that shape).
+void ApplyEngine::send_set_row(TargetSession& session, RelationPlan& plan, size_t r) {
+  const SetShape& shape = set_batch_.shape();
+  const decode::Relation& rel = *shape.relation;
+  size_t stride = set_batch_.stride();
+  const ParamSet& p = set_batch_.params();
+  size_t at = r * stride;
+  RowMatch& match = match_;
+  match.columns = shape.match;
+  match.is_null.assign(shape.match.size(), false);
+  match.one_row = shape.full;
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  std::vector<uint32_t> types;
+  std::string key = plan.key_prefix + (shape.is_delete ? "D" : "U");
+  auto add = [&](size_t j, size_t col) {
+    values.push_back(p.values()[at + j]);
+    lengths.push_back(p.lengths()[at + j]);
+    formats.push_back(p.formats()[at + j]);
+    types.push_back(plan.types[col]);
+  };
+  for (size_t j = 0; j < shape.set.size(); ++j) {
+    add(shape.match.size() + j, shape.set[j]);
+    key += std::to_string(shape.set[j]) + ",";
+  }
+  for (size_t i = 0; i < shape.match.size(); ++i) {
+    match.is_null[i] = p.values()[at + i] == nullptr;
+    if (!match.is_null[i]) add(i, shape.match[i]);
+  }
+  key += match_key(match);
+  ChangeContext context{plan.qualified, describe_set_row(r), set_batch_.lsns()[r], shape.is_delete ? "DELETE" : "UPDATE"};
+  session.execute(
+      key, [&] { return shape.is_delete ? build_delete(rel, match) : build_update(rel, shape.set, match); }, types,
+      static_cast<int>(values.size()), values.data(), lengths.data(), formats.data(), std::move(context), true);
+}
+
+// "(id)=(42)" for a batch with a key; "" with FULL.
+std::string ApplyEngine::describe_set_row(size_t r) const {
+  const SetShape& shape = set_batch_.shape();
+  if (shape.full) return "";
+  const decode::Relation& rel = *shape.relation;
+  const ParamSet& p = set_batch_.params();
+  size_t at = r * set_batch_.stride();
+  std::string names = "(", vals = "(";
+  for (size_t i = 0; i < shape.match.size(); ++i) {
+    const decode::Column& col = rel.columns[shape.match[i]];
+    names += (i > 0 ? ", " : "") + quote_ident(col.name);
+    vals += (i > 0 ? ", " : "") + describe_param(col, p.values()[at + i], p.lengths()[at + i], p.formats()[at + i]);
+  }
+  return names + ")=" + vals + ")";
+}
+
+// The keys of the batch, kept with its statement: if fewer rows match than were sent, they are
+// looked up one by one to name the missing ones.
+std::shared_ptr<const KeyProbe> ApplyEngine::set_probe(const RelationPlan& plan) const {
+  const SetShape& shape = set_batch_.shape();
+  const decode::Relation& rel = *shape.relation;
+  auto probe = std::make_shared<KeyProbe>();
+  probe->select_sql = "SELECT 1 FROM " + plan.qualified + " WHERE ";
+  for (size_t i = 0; i < shape.match.size(); ++i) {
+    const decode::Column& col = rel.columns[shape.match[i]];
+    probe->select_sql += (i > 0 ? " AND " : "") + quote_ident(col.name) + " = $" + std::to_string(i + 1);
+    probe->columns.push_back(col);
+    probe->types.push_back(plan.types[shape.match[i]]);
+  }
+  const ParamSet& p = set_batch_.params();
+  size_t n = set_batch_.rows(), stride = set_batch_.stride();
+  probe->rows = n;
+  probe->lsns = set_batch_.lsns();
+  for (size_t r = 0; r < n; ++r) {
+    for (size_t i = 0; i < shape.match.size(); ++i) {
+      size_t at = r * stride + i;
+      const char* v = p.values()[at];
+      probe->values.emplace_back(v != nullptr ? std::string(v, static_cast<size_t>(p.lengths()[at])) : "");
+      probe->formats.push_back(p.formats()[at]);
+    }
+  }
+  return probe;
+}
+
+}  // namespace dts::apply
