@@ -141,6 +141,8 @@ int main(int argc, char** argv) {
                 "while in progress (default 16MB)");
   f->add_flag("!--no-streaming", follow.streaming,
               "have the source hold large transactions until commit instead of streaming them");
+  f->add_flag("--no-packing", follow.no_packing,
+              "one transaction per replication message even in a backlog (packing needs dts_decoding.heartbeat())");
 
   dts::migrate::MigrateOptions migrate;
   std::string migrate_mode = "incremental";

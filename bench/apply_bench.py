@@ -178,7 +178,8 @@ def race_dts(run, end_lsn):
     t0 = time.monotonic()
     out = subprocess.run(["/usr/bin/time", "-f", "%M", APPLIER, "follow", "--source", conninfo(SRC_PORT),
                           "--target", conninfo(DST_PORT, db), "--slot", run_name("dts_slot", run),
-                          "--until-lsn", end_lsn], capture_output=True, text=True)
+                          "--until-lsn", end_lsn, *os.environ.get("DTS_FOLLOW_ARGS", "").split()],
+                         capture_output=True, text=True)
     secs = time.monotonic() - t0
     if out.returncode != 0:
         sys.exit(f"apply_bench: dts_applier failed: {out.stderr[-800:]}")
@@ -220,6 +221,9 @@ def main():
                   "wal_retrieve_retry_interval=100ms", f"fsync={args.fsync}", f"full_page_writes={args.fsync}")
     rows = []
     try:
+        # As a migration's source is set up (check's ddl_capture item): with it, follow can emit
+        # heartbeats, so small transactions travel packed (--no-packing in DTS_FOLLOW_ARGS: not).
+        sql(SRC_PORT, "CREATE EXTENSION dts_decoding")
         for w in args.workloads.split(","):
             dbs = prepare(w, args.pgbench_scale, args.repeat, args.rows)
             changes = backlog(w, args.rows, args.txns, args.pgbench_seconds)

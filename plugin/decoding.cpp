@@ -3,11 +3,13 @@
 extern "C" {
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "lib/stringinfo.h"
 #include "replication/logical.h"
 #include "replication/origin.h"
 #include "replication/output_plugin.h"
 #include "replication/reorderbuffer.h"
+#include "replication/walsender.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 }
@@ -18,6 +20,9 @@ extern "C" {
 
 namespace dts::plugin {
 namespace {
+
+// pack_transactions: finished transactions held in one message at most (besides message_bytes).
+constexpr int kMaxHeldXacts = 1000;
 
 // PG15 leaves progress reports to the plugin: without them a long transaction whose changes
 // are all filtered out makes the walsender time out. pgoutput reports every 100 changes.
@@ -41,6 +46,7 @@ void reset_out(DecodingSession* s) {
   }
   resetStringInfo(&s->out);
   s->out_records = 0;
+  s->held_xacts = 0;
   if (is_binary(s)) appendStringInfoChar(&s->out, static_cast<char>(dts::protocol::kVersion));
 }
 
@@ -174,6 +180,13 @@ void startup(LogicalDecodingContext* ctx, OutputPluginOptions* opt, bool is_init
                     errdetail("The server did not enable streaming for this decoding context."),
                     errhint("Drop the \"streaming\" option.")));
   ctx->streaming = ctx->streaming && s->opts.streaming;
+  // Over the SQL functions, the slot moves to the last record read when the call returns,
+  // and a transaction still held would be skipped.
+  if (!is_init && s->opts.pack_transactions && (!am_walsender || !is_binary(s)))
+    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                    errmsg("option \"pack_transactions\" needs the replication protocol and format binary"),
+                    errdetail("Through the SQL functions a transaction held for the next message would be skipped."),
+                    errhint("Drop the option, or decode with START_REPLICATION.")));
 
   s->relations = relation_cache_create(s->cxt, &s->opts);
   reset_out(s);
@@ -195,6 +208,15 @@ void begin_txn(LogicalDecodingContext* ctx, ReorderBufferTXN* txn) {
   }
 }
 
+// pack_transactions: a finished transaction waits for the next ones while the WAL already
+// holds more past its commit (a backlog): each replication message costs the walsender and
+// the client a round of system calls. Whatever comes next sends it (a transaction, a
+// message, a stream block); the client that asked for this emits a heartbeat message when
+// it waits, rather than trust a keepalive's position, which may be past a held transaction.
+bool hold_finished(const DecodingSession* s, const ReorderBufferTXN* txn) {
+  return s->opts.pack_transactions && s->held_xacts < kMaxHeldXacts && txn->end_lsn < GetFlushRecPtr(nullptr);
+}
+
 void commit_txn(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, XLogRecPtr commit_lsn) {
   DecodingSession* s = session_of(ctx);
   report_progress(s, true, !s->xact_begun);
@@ -202,7 +224,9 @@ void commit_txn(LogicalDecodingContext* ctx, ReorderBufferTXN* txn, XLogRecPtr c
   MemoryContext old = enter(s);
   s->ops->commit(s, txn, commit_lsn);
   s->xact_begun = false;
-  end_callback(s, true);
+  bool hold = hold_finished(s, txn);
+  if (hold) s->held_xacts++;
+  end_callback(s, !hold);
   leave(s, old);
 }
 

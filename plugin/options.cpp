@@ -52,6 +52,7 @@ const OptionSpec kOptions[] = {
      "true, false"},
     {"message_bytes", OptionKind::kInt, FIELD(message_bytes), 1024, 16 * 1024 * 1024,
      "an integer from 1024 to 16777216"},
+    {"pack_transactions", OptionKind::kBool, FIELD(pack_transactions), 0, 0, "true, false"},
 };
 
 #undef FIELD

@@ -24,6 +24,9 @@ struct DecodingOptions {
   bool streaming = false;
   bool publish_via_partition_root = false;
   int message_bytes = 65536;  // binary: a message is sent once this many bytes are pending
+  // binary, replication protocol only: while more WAL waits to be decoded, finished
+  // transactions wait for the next ones, to travel several to a message.
+  bool pack_transactions = false;
 };
 
 // Parses the DefElem list given to the output plugin; ERRORs on an unknown option or a bad

@@ -52,6 +52,7 @@ struct DecodingSession {
   bool xact_begun;  // begin (and origin) written for the current transaction
   bool in_stream;   // between stream start and stop
   TransactionId stream_xid;  // the (sub)transaction the last streamed change belonged to
+  int held_xacts;            // finished transactions in `out`, not sent yet (pack_transactions)
   int changes_since_progress;
 };
 

@@ -93,6 +93,9 @@ SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'forma
 SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'origin', 'some');
 SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'message_bytes', '10');
 SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'message_bytes', '99999999999');
+-- packing holds finished transactions for the next message: the SQL functions would skip them
+SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'pack_transactions', 'on');
+SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'pack_transactions', 'maybe');
 SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'messages', 'a,,b');
 SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'streaming', 'yes please');
 SELECT data FROM pg_logical_slot_peek_changes('regress_opts', NULL, NULL, 'format', 'json', 'include_xids', '2');

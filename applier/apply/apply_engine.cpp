@@ -264,90 +264,6 @@ void ApplyEngine::flush_coalesced_of(uint32_t relid) {
   if (coalesced_.has(relid)) flush_coalesced(coalesced_.take(relid));
 }
 
-// Merged rows have distinct keys and their tables no other unique index or trigger, so their
-// order does not matter: the inserts go first (batched, by COPY when large), then the updates
-// as set-based runs.
-void ApplyEngine::flush_coalesced(const std::vector<Coalescer::Batch>& batches) {
-  std::vector<const PendingRow*> whole;  // complete rows of a table without set-based updates
-  for (const auto& b : batches) {
-    const decode::Relation& rel = *b.relation;
-    for (const PendingRow& row : b.rows) {
-      if (!row.is_insert) continue;
-      apply_insert(decode::RowChange{decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row.values});
-    }
-    flush_inserts();
-    whole.clear();
-    for (const PendingRow& row : b.rows) {
-      if (row.is_insert) continue;
-      decode::RowChange update{decode::RowKind::kUpdate, &rel, proto::OldTuple::kNone, nullptr, &row.values};
-      if (batch_change(update, row.lsn)) continue;
-      bool complete = std::none_of(row.values.begin(), row.values.end(), [](const proto::Value& v) {
-        return v.kind == proto::ValueKind::kUnchangedToast;
-      });
-      if (complete && rel.key_columns.size() < rel.columns.size()) {
-        whole.push_back(&row);
-      } else {
-        flush_set_batch();
-        apply_update_values(rel, row.values, proto::OldTuple::kNone, nullptr, row.lsn);
-      }
-    }
-    flush_set_batch();
-    update_rows(rel, whole);
-  }
-}
-
-// The keys of the rows in params_ (n rows of every column), copied: if the target matches fewer
-// rows than sent, they are looked up one by one to name the missing ones.
-std::shared_ptr<const KeyProbe> ApplyEngine::key_probe(const decode::Relation& rel, const RelationPlan& plan,
-                                                       const PendingRow* const* rows, size_t n) const {
-  auto probe = std::make_shared<KeyProbe>();
-  probe->select_sql = "SELECT 1 FROM " + plan.qualified + " WHERE ";
-  for (size_t k = 0; k < rel.key_columns.size(); ++k) {
-    size_t c = rel.key_columns[k];
-    probe->select_sql += (k > 0 ? " AND " : "") + quote_ident(rel.columns[c].name) + " = $" + std::to_string(k + 1);
-    probe->columns.push_back(rel.columns[c]);
-    probe->types.push_back(plan.types[c]);
-  }
-  size_t ncols = rel.columns.size();
-  probe->rows = n;
-  for (size_t r = 0; r < n; ++r) {
-    probe->lsns.push_back(rows[r]->lsn);
-    for (size_t c : rel.key_columns) {
-      size_t i = r * ncols + c;
-      const char* v = params_.values()[i];
-      probe->values.emplace_back(v != nullptr ? std::string(v, static_cast<size_t>(params_.lengths()[i])) : "");
-      probe->formats.push_back(params_.formats()[i]);
-    }
-  }
-  return probe;
-}
-
-void ApplyEngine::update_rows(const decode::Relation& rel, const std::vector<const PendingRow*>& rows) {
-  if (rows.empty()) return;
-  RelationPlan& plan = plan_for(rel);
-  size_t ncols = rel.columns.size();
-  size_t per_statement = std::max<size_t>(1, std::min(kInsertRows, 65535 / ncols));
-  // The session first: getting it may send what waited for a pending commit, which must not
-  // run between filling the scratch parameters below and sending them.
-  TargetSession& session = current_session();
-  for (size_t done = 0; done < rows.size();) {
-    size_t n = std::min(per_statement, rows.size() - done);
-    params_.clear();
-    types_.clear();
-    for (size_t r = 0; r < n; ++r) {
-      for (size_t c = 0; c < ncols; ++c) params_.add(rel.columns[c], rows[done + r]->values[c]);
-      types_.insert(types_.end(), plan.types.begin(), plan.types.end());
-    }
-    std::string where = describe_key(rel, rows[done]->values, false);
-    if (n > 1) where += " to " + describe_key(rel, rows[done + n - 1]->values, false) + ", " + std::to_string(n) + " rows";
-    ChangeContext context{plan.qualified, where, txn_commit_lsn_, "UPDATE"};
-    context.probe = key_probe(rel, plan, rows.data() + done, n);
-    session.execute(plan.key_prefix + "M" + std::to_string(n), [&] { return build_update_rows(rel, n); }, types_,
-                    params_.size(), params_.values(), params_.lengths(), params_.formats(), std::move(context), true, n);
-    done += n;
-  }
-}
-
 std::string ApplyEngine::describe_key(const decode::Relation& rel, const decode::Values& values, bool key_only) const {
   if (rel.key_columns.empty()) return "";
   std::string names = "(", vals = "(";
@@ -676,6 +592,7 @@ void ApplyEngine::on_message(bool transactional, Lsn lsn, std::string_view prefi
       return;
     }
   }
+  if (!transactional && prefix == protocol::kHeartbeatPrefix) heartbeat_lsn_ = std::max(heartbeat_lsn_, lsn);
   if (transactional && !skipping_ && prefix == kStopMarkerPrefix) stop_lsn_ = lsn;
   if (transactional && !skipping_ && replay_ddl_ && prefix == ddl::kSchemaChangePrefix) apply_schema_change(lsn, content);
 }

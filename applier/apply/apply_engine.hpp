@@ -68,6 +68,7 @@ class ApplyEngine : public core::Applier {
   bool idle() const override;
   ApplyStats stats() const override;
   Lsn stop_lsn() const override { return stop_lsn_; }
+  Lsn heartbeat_lsn() const override { return heartbeat_lsn_; }
 
   // decode::EventHandler
   void on_record(uint8_t version, std::string_view raw) override;
@@ -211,6 +212,7 @@ class ApplyEngine : public core::Applier {
   ApplyStats stats_;
   core::CommitPolicy policy_;
   Lsn stop_lsn_ = 0;
+  Lsn heartbeat_lsn_ = 0;
 };
 
 }  // namespace dts::apply

@@ -60,6 +60,9 @@ class Applier : public decode::EventHandler {
   virtual ApplyStats stats() const = 0;
   // The LSN of a stop marker received (0: none): the replicator ends once it is applied.
   virtual Lsn stop_lsn() const = 0;
+  // The LSN of the last dts.heartbeat message received (0: none): the source sent every
+  // transaction that committed before it.
+  virtual Lsn heartbeat_lsn() const { return 0; }
 };
 
 }  // namespace dts::core

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "common/error.hpp"
+#include "common/text.hpp"
 #include "core/migration.hpp"
 #include "follow/throttle.hpp"
 
@@ -20,9 +21,12 @@ constexpr milliseconds kStatusInterval{1000};
 constexpr milliseconds kIdleWait{100};
 constexpr milliseconds kProbeInterval{200};
 constexpr uint64_t kCatchingUpBytes = 16 * 1024 * 1024;
+// Packing: how long follow waits, idle, before it asks the source for a heartbeat.
+constexpr milliseconds kHeartbeatInterval{300};
 
-stream::PluginOptions plugin_options(const follow::FollowOptions& o) {
+stream::PluginOptions plugin_options(const follow::FollowOptions& o, bool pack) {
   stream::PluginOptions p{{"format", "binary"}, {"proto_version", "1"}};
+  if (pack) p.emplace_back("pack_transactions", "on");
   if (!o.tables.empty()) p.emplace_back("include_tables", o.tables);
   if (!o.exclude.empty()) p.emplace_back("exclude_tables", o.exclude);
   if (o.streaming) p.emplace_back("streaming", "on");
@@ -44,6 +48,24 @@ Lsn Replicator::origin_progress(bool flushed) const {
   return v.empty() ? 0 : parse_lsn(v).value_or(0);
 }
 
+// Transactions travel several to a message only if this role can emit heartbeats: with them
+// held at the source, a keepalive's position may be past a transaction not sent yet, so an
+// idle slot moves only to a heartbeat received (see send_feedback).
+bool Replicator::can_pack() {
+  if (opts_.no_packing) return false;
+  try {
+    heartbeat_source_ = pg::Connection::open(opts_.source, "source");
+    return heartbeat_source_.query_value(
+               "SELECT to_regprocedure('dts_decoding.heartbeat()') IS NOT NULL"
+               " AND has_function_privilege('dts_decoding.heartbeat()', 'EXECUTE')"
+               " AND (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user)") == "t";
+  } catch (const Error& e) {
+    spdlog::warn("transactions are not packed: {}", first_line(e.what()));
+    heartbeat_source_.close();
+    return false;
+  }
+}
+
 void Replicator::connect() {
   control_ = pg::Connection::open(opts_.target, "target");
   source_ = std::make_unique<stream::ReplicationStream>(opts_.source);
@@ -58,7 +80,8 @@ void Replicator::connect() {
   resume_ = origin_progress(false);
   applier_ = make_applier_(resume_, source_->server_encoding(), policy_);
   if (!opts_.decoding_work_mem.empty()) source_->set_decoding_work_mem(opts_.decoding_work_mem);
-  source_->start(opts_.slot, resume_, plugin_options(opts_));
+  pack_ = can_pack();
+  source_->start(opts_.slot, resume_, plugin_options(opts_, pack_));
   spdlog::info("streaming from slot \"{}\" at {} into origin \"{}\"", opts_.slot, format_lsn(resume_),
                opts_.origin);
   status_.phase = phase_name(Phase::kStreaming);
@@ -75,6 +98,7 @@ void Replicator::receive() {
   reply_ = false;
   got_data_ = ev == stream::ReplicationStream::Event::kData;
   if (got_data_) {
+    status_.messages_received++;
     decoder_.decode(msg.data, msg.len, msg.wal_start, *applier_);
     received_ = std::max(received_, msg.wal_start);
     status_.bytes_received += msg.len;
@@ -107,6 +131,7 @@ void Replicator::receive() {
 // flight, up to the server's last keepalive, which held nothing more for us.
 void Replicator::send_feedback(bool stopping) {
   auto now = Clock::now();
+  if (pack_ && applier_->idle() && !got_data_) ask_heartbeat(now);
   if (!reply_ && !stopping && now - last_feedback_ < kFeedbackInterval) return;
   if (stopping) {
     applier_->commit_group();
@@ -115,15 +140,44 @@ void Replicator::send_feedback(bool stopping) {
   flushed_ = std::max(flushed_, origin_progress(true));
   Lsn confirm = flushed_;
   bool idle_now = applier_->idle() && !got_data_;
-  if (idle_now && flushed_ >= applier_->stats().applied_lsn && keepalive_end_ > confirm &&
-      received_ <= keepalive_end_) {
-    confirm = keepalive_end_;
-    caught_up_to_ = std::max(caught_up_to_, keepalive_end_);
+  Lsn sent_all = sent_everything_to();
+  if (idle_now && flushed_ >= applier_->stats().applied_lsn && sent_all > confirm) {
+    confirm = sent_all;
+    caught_up_to_ = std::max(caught_up_to_, sent_all);
   }
   // Idle, ask where the server is: its keepalive answer lets us confirm (and report) WAL
   // that held nothing for us, such as aborted or filtered transactions.
   source_->send_status(std::max(received_, confirm), confirm, confirm, idle_now);
   last_feedback_ = now;
+}
+
+// Where the source has sent everything up to: with packing, the last heartbeat received
+// (the plugin sends what it holds before it); otherwise the last keepalive, if nothing came
+// after it.
+Lsn Replicator::sent_everything_to() const {
+  if (pack_) return applier_->heartbeat_lsn();
+  return received_ <= keepalive_end_ ? keepalive_end_ : 0;
+}
+
+// With packing, idle: if the server is past what we know was sent, a heartbeat through the
+// slot brings whatever the plugin holds, and a position that can be confirmed; if not, a
+// keepalive is asked for, to learn where the server is.
+void Replicator::ask_heartbeat(Clock::time_point now) {
+  if (now - last_heartbeat_ < kHeartbeatInterval) return;
+  last_heartbeat_ = now;
+  if (keepalive_end_ <= std::max(flushed_, applier_->heartbeat_lsn())) {
+    source_->send_status(std::max(received_, flushed_), flushed_, flushed_, /*reply_requested=*/true);
+    return;
+  }
+  try {
+    if (!heartbeat_source_.is_ok()) heartbeat_source_ = pg::Connection::open(opts_.source, "source");
+    heartbeat_source_.query_value("SELECT dts_decoding.heartbeat()");
+    status_.heartbeats++;
+  } catch (const Error& e) {
+    // The replication connection reports a source that is gone; this one retries later.
+    spdlog::debug("heartbeat not emitted: {}", first_line(e.what()));
+    heartbeat_source_.close();
+  }
 }
 
 // The applier's counters, as the status file shows them.
@@ -190,8 +244,8 @@ void Replicator::watch_cutover() {
 // Reached: applied up to the end, or idle with the server having sent everything up to it.
 bool Replicator::reached_end() {
   if (!until_ || applier_->in_transaction()) return false;
-  bool idle = applier_->idle() && received_ <= keepalive_end_;
-  if (std::max(applier_->stats().applied_lsn, resume_) < *until_ && !(idle && keepalive_end_ >= *until_))
+  bool idle = applier_->idle();
+  if (std::max(applier_->stats().applied_lsn, resume_) < *until_ && !(idle && sent_everything_to() >= *until_))
     return false;
   applier_->commit_group();
   applier_->sync();

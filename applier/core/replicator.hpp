@@ -46,6 +46,9 @@ class Replicator {
   void copy_counters(const ApplyStats& st);
   void watch_cutover();
   bool reached_end();
+  bool can_pack();
+  Lsn sent_everything_to() const;
+  void ask_heartbeat(Clock::time_point now);
   Lsn origin_progress(bool flushed) const;
 
   const follow::FollowOptions& opts_;
@@ -54,6 +57,8 @@ class Replicator {
   std::function<void()> tick_;
   CommitPolicy policy_;
   pg::Connection control_;  // target, outside the applier's sessions: the origin's progress
+  pg::Connection heartbeat_source_;  // source, when transactions are packed
+  bool pack_ = false;
   std::unique_ptr<stream::ReplicationStream> source_;
   std::unique_ptr<Applier> applier_;
   decode::Decoder decoder_;
@@ -72,6 +77,7 @@ class Replicator {
   Clock::time_point last_feedback_ = Clock::now();
   Clock::time_point last_group_commit_ = Clock::now();
   Clock::time_point last_probe_{};
+  Clock::time_point last_heartbeat_{};
   Clock::time_point last_status_{};
   Clock::time_point last_stop_check_{};
   Clock::time_point rate_since_ = Clock::now();

@@ -25,6 +25,7 @@ struct FollowOptions {
   std::string status_file;
   std::string origin;  // default: "dts_" + slot
   bool streaming = true;
+  bool no_packing = false;  // one transaction per replication message, idle slot moved by keepalives
   std::string decoding_work_mem = "16MB";  // the walsender's logical_decoding_work_mem
   std::string copy_json;  // migrate: shown in the status file (see Status::copy_json)
   // migrate: watch dts.migration's stop_lsn for this slot, which complete records with its stop

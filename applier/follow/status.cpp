@@ -47,6 +47,10 @@ std::string status_json(const Status& s) {
   w.Uint64(s.spooled_transactions);
   w.Key("spool_peak_bytes");
   w.Uint64(s.spool_peak_bytes);
+  w.Key("messages_received");
+  w.Uint64(s.messages_received);
+  w.Key("heartbeats");
+  w.Uint64(s.heartbeats);
   w.Key("set_statements");
   w.Uint64(s.set_statements);
   w.Key("set_rows");

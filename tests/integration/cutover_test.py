@@ -186,7 +186,7 @@ def complete_under_pgbench_cuts_over_with_a_measured_window():
         try:
             wait_for("the application to write", lambda: len(writer.committed) > 50, 60)
             out = complete(pair, "--max-lag", "2000", "--sequence-shift", "1000", "--verify")
-            check(out.returncode == 0, f"complete exited {out.returncode}: {out.stderr[-1500:]}")
+            check(out.returncode == 0, f"complete exited {out.returncode}: {out.stderr[-3000:]}")
             m = re.search(r"read-only window: (\d+) ms", out.stdout)
             check(m is not None, f"no window in: {out.stdout}")
             window = int(m.group(1))
@@ -261,7 +261,7 @@ def complete_with_database_scope_leaves_other_databases_writable():
         try:
             wait_for("the application to write", lambda: len(writer.committed) > 20, 60)
             out = complete(pair, "--read-only-scope", "database")
-            check(out.returncode == 0, f"complete exited {out.returncode}: {out.stderr[-1500:]}")
+            check(out.returncode == 0, f"complete exited {out.returncode}: {out.stderr[-3000:]}")
             check('ALTER DATABASE "postgres" RESET default_transaction_read_only;' in out.stdout, out.stdout)
             wait_for("the application's writes to be refused", lambda: writer.refused > 0, 30)
             writer.stop()
