@@ -98,7 +98,7 @@ def prepare(workload, scale, repeat, rows):
         if workload == "update_delete":
             sql(port, FILL_ROWS.format(rows=rows), db)
             sql(port, "VACUUM ANALYZE bench_t", db)
-    sql(SRC_PORT, "CREATE PUBLICATION bench_pub FOR ALL TABLES")
+    sql(SRC_PORT, "CREATE PUBLICATION bench_pub FOR TABLES IN SCHEMA public")
     sql(SRC_PORT, "SELECT pg_create_logical_replication_slot('dts_slot', 'dts_decoding')")
     sql(SRC_PORT, "SELECT pg_create_logical_replication_slot('native_slot', 'pgoutput')")
     for i in range(2, repeat + 1):

@@ -45,7 +45,8 @@ Item ddl_capture_item(pqxx::nontransaction& t) {
     return warning("ddl_capture",
                    "the dts_decoding extension is not created in this database: schema changes made during the "
                    "migration are not captured (a changed table then stops the migration at its first row of the new "
-                   "shape, or its new columns are missed), and heartbeats for an idle source are not sent",
+                   "shape, or its new columns are missed), heartbeats for an idle source are not sent, and small "
+                   "transactions travel one per replication message",
                    "CREATE EXTENSION dts_decoding; (as a superuser, in the database being migrated)");
   std::string version = r[0][0].c_str();
   if (version == "0.1.0")

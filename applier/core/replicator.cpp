@@ -55,10 +55,11 @@ bool Replicator::can_pack() {
   if (opts_.no_packing) return false;
   try {
     heartbeat_source_ = pg::Connection::open(opts_.source, "source");
+    // CASE: has_function_privilege() raises an error for a function that does not exist.
     return heartbeat_source_.query_value(
-               "SELECT to_regprocedure('dts_decoding.heartbeat()') IS NOT NULL"
-               " AND has_function_privilege('dts_decoding.heartbeat()', 'EXECUTE')"
-               " AND (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user)") == "t";
+               "SELECT CASE WHEN to_regprocedure('dts_decoding.heartbeat()') IS NULL THEN false"
+               " ELSE has_function_privilege('dts_decoding.heartbeat()', 'EXECUTE')"
+               " AND (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user) END") == "t";
   } catch (const Error& e) {
     spdlog::warn("transactions are not packed: {}", first_line(e.what()));
     heartbeat_source_.close();

@@ -50,6 +50,8 @@ SCHEMA = '''
     CREATE TABLE p (id int, v text, PRIMARY KEY (id)) PARTITION BY RANGE (id);
     CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (20000);
     CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (20000) TO (40000);
+    CREATE TABLE ui (a int NOT NULL, b text NOT NULL, v int, UNIQUE (b, a));
+    ALTER TABLE ui REPLICA IDENTITY USING INDEX ui_b_a_key;
 '''
 FILL = '''
     INSERT INTO k SELECT g, 'v' || g, g / 7.0, '2026-01-01'::timestamptz + g * interval '1 min',
@@ -58,6 +60,7 @@ FILL = '''
       FROM generate_series(1, 30000) g;
     INSERT INTO "Odd ""Name""" SELECT g % 100, 'k ' || (g / 100), g FROM generate_series(1, 6000) g;
     INSERT INTO p SELECT g, 'p' || g FROM generate_series(1, 39999) g;
+    INSERT INTO ui SELECT g % 50, 'b' || (g / 50), g FROM generate_series(1, 5000) g;
 '''
 CHANGES = [
     # Every column but the large one, which stays an unchanged TOAST value where it is set.
@@ -71,8 +74,11 @@ CHANGES = [
     'DELETE FROM "Odd ""Name""" WHERE val % 3 = 0',
     "UPDATE p SET v = upper(v) WHERE id % 3 <> 0",
     "DELETE FROM p WHERE id % 7 = 0",
+    # A unique index as the replica identity (a key of two columns, in index order b, a).
+    "UPDATE ui SET v = v * 10 WHERE a % 2 = 0",
+    "DELETE FROM ui WHERE v % 3 = 0",
 ]
-TABLES = ["k", '"Odd ""Name"""', "p"]
+TABLES = ["k", '"Odd ""Name"""', "p", "ui"]
 
 
 @test
