@@ -4,6 +4,7 @@ extern "C" {
 #include "postgres.h"
 
 #include "access/xlog.h"
+#include "access/xloginsert.h"
 #include "access/xlogdefs.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -318,7 +319,20 @@ Datum dts_decoding_heartbeat(PG_FUNCTION_ARGS) {
                               "for replication."),
                     errhint("Run it as the role the migration uses, or ALTER ROLE ... REPLICATION.")));
   const char* now = timestamptz_to_str(GetCurrentTimestamp());
-  XLogRecPtr lsn = LogLogicalMessage(dts::protocol::kHeartbeatPrefix, now, strlen(now), false);
+  // LogLogicalMessage's record, marked unimportant: a heartbeat on an idle server must not
+  // count as activity, or the standby snapshot and checkpoint it provokes would be WAL past
+  // it, and the next heartbeat would follow (one every few seconds, forever).
+  xl_logical_message xlrec;
+  xlrec.dbId = MyDatabaseId;
+  xlrec.transactional = false;
+  xlrec.prefix_size = strlen(dts::protocol::kHeartbeatPrefix) + 1;
+  xlrec.message_size = strlen(now);
+  XLogBeginInsert();
+  XLogRegisterData(reinterpret_cast<char*>(&xlrec), SizeOfLogicalMessage);
+  XLogRegisterData(const_cast<char*>(dts::protocol::kHeartbeatPrefix), xlrec.prefix_size);
+  XLogRegisterData(const_cast<char*>(now), xlrec.message_size);
+  XLogSetRecordFlags(XLOG_INCLUDE_ORIGIN | XLOG_MARK_UNIMPORTANT);
+  XLogRecPtr lsn = XLogInsert(RM_LOGICALMSG_ID, XLOG_LOGICAL_MESSAGE);
   XLogFlush(lsn);
   PG_RETURN_LSN(lsn);
 }

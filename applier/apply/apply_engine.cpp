@@ -86,7 +86,9 @@ ApplyEngine::RelationPlan& ApplyEngine::plan_for(const decode::Relation& rel) {
 }
 
 TargetSession& ApplyEngine::current_session() {
-  if (current_stream_ != nullptr) return *current_stream_->session;
+  // A spooled stream block has no session: what is sent meanwhile (merged rows of the group,
+  // written out on a quiet moment) belongs to the main session.
+  if (current_stream_ != nullptr && current_stream_->session) return *current_stream_->session;
   finish_commit();
   ensure_main_transaction();
   return *main_;
@@ -235,7 +237,8 @@ void ApplyEngine::on_relation(const decode::Relation& relation) {
   // same shape sent again (the source's cache was invalidated) keeps its statements, but what
   // the target has besides the key is asked again.
   auto plan = plans_.find(relation.relid);
-  if (plan != plans_.end()) plan->second->coalesce = plan->second->set_update = plan->second->set_delete = -1;
+  if (plan != plans_.end())
+    plan->second->coalesce = plan->second->set_update = plan->second->set_delete = plan->second->set_full = -1;
   // Held rows point at the old shape, which goes once this returns.
   if (!deferred_inserts_.empty()) finish_commit();
   flush_coalesced_of(relation.relid);

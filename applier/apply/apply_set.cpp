@@ -17,9 +17,11 @@ constexpr size_t kValuesRows = 100;
 }  // namespace
 
 // Whether the target lets a run of changes of this table go at once: no trigger that fires
-// for replicated rows (it would see them in another order), no array column (an array of
-// arrays is not one), and for UPDATEs no unique or exclusion index but the identity's (an
-// intermediate order could collide on it where the source's order did not).
+// for replicated rows (it would see them in another order); no column that cannot travel in
+// an array unnested side by side (an array, which would flatten; a composite, which unnest
+// expands into its fields; a type whose array delimiter is not a comma, such as PostGIS's);
+// for UPDATEs no unique or exclusion index but the identity's (an intermediate order could
+// collide on it where the source's order did not); under FULL identity no index at all.
 bool ApplyEngine::set_based(const decode::Relation& rel, const SetShape& shape) {
   RelationPlan& plan = plan_for(rel);
   if (plan.set_delete < 0) {
@@ -39,15 +41,21 @@ bool ApplyEngine::set_based(const decode::Relation& rel, const SetShape& shape) 
         " AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) AND t.tgenabled IN ('A', 'R'))"
         " AND NOT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid"
         "   LEFT JOIN pg_type b ON b.oid = ty.typbasetype WHERE a.attrelid = to_regclass($1) AND a.attnum > 0"
-        "   AND NOT a.attisdropped AND (ty.typcategory = 'A' OR b.typcategory = 'A')),"
+        "   AND NOT a.attisdropped AND (coalesce(b.typcategory, ty.typcategory) = 'A'"
+        "   OR coalesce(b.typtype, ty.typtype) = 'c' OR ty.typdelim <> ',')),"
         " NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND (i.indisunique OR i.indisexclusion)"
         "   AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL OR $2::text[] = '{}' OR"
         "        (SELECT array_agg(a.attname::text ORDER BY a.attname::text COLLATE \"C\") FROM pg_attribute a"
-        "         WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) IS DISTINCT FROM $2::text[]))",
+        "         WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) IS DISTINCT FROM $2::text[])),"
+        " NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1))",
         {plan.qualified, keys});
     plan.set_delete = std::string(PQgetvalue(r.get(), 0, 0)) == "t" ? 1 : 0;
     plan.set_update = plan.set_delete == 1 && std::string(PQgetvalue(r.get(), 0, 1)) == "t" ? 1 : 0;
+    plan.set_full = plan.set_delete == 1 && std::string(PQgetvalue(r.get(), 0, 2)) == "t" ? 1 : 0;
   }
+  // Under FULL identity a batch reads the whole table once: better than a scan per change, but
+  // not than the index the single-row statement can use when the target has one.
+  if (shape.full && plan.set_full != 1) return false;
   return (shape.is_delete ? plan.set_delete : plan.set_update) == 1;
 }
 

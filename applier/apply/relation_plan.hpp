@@ -20,6 +20,7 @@ struct ApplyEngine::RelationPlan {
   int coalesce = -1;            // row images may be merged per key (-1: not asked yet)
   int set_update = -1;          // UPDATEs may go set-based (apply_set.cpp; -1: not asked yet)
   int set_delete = -1;          // DELETEs may
+  int set_full = -1;            // changes under REPLICA IDENTITY FULL may (the target has no index)
 };
 
 }  // namespace dts::apply

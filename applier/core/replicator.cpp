@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <thread>
 
 #include "common/error.hpp"
@@ -23,6 +24,13 @@ constexpr milliseconds kProbeInterval{200};
 constexpr uint64_t kCatchingUpBytes = 16 * 1024 * 1024;
 // Packing: how long follow waits, idle, before it asks the source for a heartbeat.
 constexpr milliseconds kHeartbeatInterval{300};
+
+// "dts_decoding 0.3.0 (protocol 1)": pack_transactions came with 0.3.0.
+bool plugin_packs(const std::string& version) {
+  int major = 0, minor = 0;
+  if (std::sscanf(version.c_str(), "dts_decoding %d.%d", &major, &minor) != 2) return false;
+  return major > 0 || minor >= 3;
+}
 
 stream::PluginOptions plugin_options(const follow::FollowOptions& o, bool pack) {
   stream::PluginOptions p{{"format", "binary"}, {"proto_version", "1"}};
@@ -55,11 +63,20 @@ bool Replicator::can_pack() {
   if (opts_.no_packing) return false;
   try {
     heartbeat_source_ = pg::Connection::open(opts_.source, "source");
-    // CASE: has_function_privilege() raises an error for a function that does not exist.
-    return heartbeat_source_.query_value(
-               "SELECT CASE WHEN to_regprocedure('dts_decoding.heartbeat()') IS NULL THEN false"
-               " ELSE has_function_privilege('dts_decoding.heartbeat()', 'EXECUTE')"
-               " AND (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user) END") == "t";
+    // CASE: has_function_privilege() raises an error for a function that does not exist. A
+    // standby cannot write a heartbeat.
+    bool can = heartbeat_source_.query_value(
+                   "SELECT CASE WHEN to_regprocedure('dts_decoding.heartbeat()') IS NULL THEN false"
+                   " ELSE has_function_privilege('dts_decoding.heartbeat()', 'EXECUTE')"
+                   " AND (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user)"
+                   " AND NOT pg_is_in_recovery() END") == "t";
+    // The library the walsender loads must know the option (0.3.0 and later).
+    if (can && !plugin_packs(heartbeat_source_.query_value("SELECT dts_decoding.version()"))) {
+      spdlog::info("transactions are not packed: the source's dts_decoding library is older than 0.3.0");
+      can = false;
+    }
+    if (!can) heartbeat_source_.close();
+    return can;
   } catch (const Error& e) {
     spdlog::warn("transactions are not packed: {}", first_line(e.what()));
     heartbeat_source_.close();
@@ -99,6 +116,7 @@ void Replicator::receive() {
   reply_ = false;
   got_data_ = ev == stream::ReplicationStream::Event::kData;
   if (got_data_) {
+    last_data_ = Clock::now();
     status_.messages_received++;
     decoder_.decode(msg.data, msg.len, msg.wal_start, *applier_);
     received_ = std::max(received_, msg.wal_start);
@@ -132,7 +150,9 @@ void Replicator::receive() {
 // flight, up to the server's last keepalive, which held nothing more for us.
 void Replicator::send_feedback(bool stopping) {
   auto now = Clock::now();
-  if (pack_ && applier_->idle() && !got_data_) ask_heartbeat(now);
+  // Not only when idle: a streamed transaction being applied keeps the applier busy while
+  // small ones held at the source would wait.
+  if (pack_ && !got_data_ && now - last_data_ >= kHeartbeatInterval) ask_heartbeat(now);
   if (!reply_ && !stopping && now - last_feedback_ < kFeedbackInterval) return;
   if (stopping) {
     applier_->commit_group();

@@ -78,6 +78,7 @@ class Replicator {
   Clock::time_point last_group_commit_ = Clock::now();
   Clock::time_point last_probe_{};
   Clock::time_point last_heartbeat_{};
+  Clock::time_point last_data_ = Clock::now();
   Clock::time_point last_status_{};
   Clock::time_point last_stop_check_{};
   Clock::time_point rate_since_ = Clock::now();

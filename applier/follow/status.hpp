@@ -27,8 +27,8 @@ struct Status {
   // Large transactions kept on disk until their commit because every apply session was busy.
   uint64_t spooled_transactions = 0;
   uint64_t spool_peak_bytes = 0;
-  uint64_t messages_received = 0;
-  uint64_t heartbeats = 0;  // asked of the source while idle (packing)  // replication messages with data (transactions travel several to one when packed)
+  uint64_t messages_received = 0;  // with data (transactions travel several to one when packed)
+  uint64_t heartbeats = 0;         // asked of the source while quiet (packing)
   uint64_t set_statements = 0;
   uint64_t set_rows = 0;
   std::string error;

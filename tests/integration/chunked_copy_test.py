@@ -158,7 +158,9 @@ def changes_during_the_copy_end_exact():
             writer.join()
         # A row read again takes a snapshot of the source as it is now, ahead of the stream;
         # the reconciler retires (and logs its counts) at the first transaction past it. On a
-        # live source one always comes; here the writer has stopped, so write one.
+        # live source one always comes; here the writer has stopped, so write one — once the
+        # writer's changes are applied, so that no read made while applying them is after it.
+        m.wait_applied(pair.src.lsn())
         pair.src.sql("UPDATE wiped SET v = 'last' WHERE id = 1")
         m.wait_applied(pair.src.lsn())
         m.stop()

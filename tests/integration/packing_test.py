@@ -103,5 +103,24 @@ def a_held_transaction_is_brought_by_a_heartbeat_not_skipped():
         check(pair.dst.value("SELECT count(*) FROM s") == 1, "a restart applied the transaction twice")
 
 
+@test
+def a_source_shutdown_is_not_held_up_by_packing():
+    """A walsender shutting down waits until its client reports everything as replicated. With
+    packing the client confirms only heartbeats and applied commits, and no heartbeat can be
+    written during a shutdown: with wal_sender_timeout = 0 the source would never stop. Then
+    follow reconnects and goes on."""
+    with Pair(2, "wal_sender_timeout=0") as pair:
+        slot = setup(pair)
+        a = Applier(pair.src, pair.dst, slot).start()
+        small_transactions(pair.src, 2000)
+        a.wait_applied(pair.src.lsn())
+        pair.src.restart()  # pg_ctl stop -m fast -w -t 60: fails if the walsender never ends
+        pair.src.sql("INSERT INTO s VALUES (-1, -1)")
+        a.wait_applied(pair.src.lsn())
+        check(a.proc.poll() is None, f"follow did not survive the source's restart: {a.tail()}")
+        a.stop()
+        check_equal(pair.src, pair.dst, ["s"])
+
+
 if __name__ == "__main__":
     main("packing_test")

@@ -50,6 +50,8 @@ SCHEMA = '''
     CREATE TABLE p (id int, v text, PRIMARY KEY (id)) PARTITION BY RANGE (id);
     CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (20000);
     CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (20000) TO (40000);
+    CREATE TYPE addr AS (street text, n int);
+    CREATE TABLE comp (id int PRIMARY KEY, a addr, q int);
     CREATE TABLE ui (a int NOT NULL, b text NOT NULL, v int, UNIQUE (b, a));
     ALTER TABLE ui REPLICA IDENTITY USING INDEX ui_b_a_key;
 '''
@@ -61,6 +63,7 @@ FILL = '''
     INSERT INTO "Odd ""Name""" SELECT g % 100, 'k ' || (g / 100), g FROM generate_series(1, 6000) g;
     INSERT INTO p SELECT g, 'p' || g FROM generate_series(1, 39999) g;
     INSERT INTO ui SELECT g % 50, 'b' || (g / 50), g FROM generate_series(1, 5000) g;
+    INSERT INTO comp SELECT g, ROW('street ' || g, g)::addr, g FROM generate_series(1, 3000) g;
 '''
 CHANGES = [
     # Every column but the large one, which stays an unchanged TOAST value where it is set.
@@ -77,8 +80,11 @@ CHANGES = [
     # A unique index as the replica identity (a key of two columns, in index order b, a).
     "UPDATE ui SET v = v * 10 WHERE a % 2 = 0",
     "DELETE FROM ui WHERE v % 3 = 0",
+    # A composite column (unnest would expand it into its fields: these go one by one).
+    "UPDATE comp SET a = ROW('moved', q)::addr, q = -q WHERE id % 2 = 0",
+    "DELETE FROM comp WHERE id % 3 = 0",
 ]
-TABLES = ["k", '"Odd ""Name"""', "p", "ui"]
+TABLES = ["k", '"Odd ""Name"""', "p", "ui", "comp"]
 
 
 @test
@@ -113,11 +119,15 @@ def replica_identity_full_duplicates_and_nulls():
             ALTER TABLE f REPLICA IDENTITY FULL;
             CREATE TABLE fu (a int UNIQUE, b text);
             ALTER TABLE fu REPLICA IDENTITY FULL;
+            CREATE TABLE fi (a int, b text);
+            ALTER TABLE fi REPLICA IDENTITY FULL;
+            CREATE INDEX ON fi (a);
         ''')
         fill = '''INSERT INTO f SELECT g % 2000, CASE WHEN g % 3 = 0 THEN NULL ELSE 'b' || (g % 2000) END,
                                    json_build_object('x', g % 2000) FROM generate_series(1, 6000) g;
                   INSERT INTO f SELECT g, '', NULL FROM generate_series(1, 500) g;
-                  INSERT INTO fu SELECT g, 'u' FROM generate_series(1, 3000) g;'''
+                  INSERT INTO fu SELECT g, 'u' FROM generate_series(1, 3000) g;
+                  INSERT INTO fi SELECT g % 700, 'i' FROM generate_series(1, 2100) g;'''
         pair.src.sql(fill)
         pair.dst.sql(fill)
         slot = pair.slot()
@@ -135,9 +145,12 @@ def replica_identity_full_duplicates_and_nulls():
             # A unique index: FULL UPDATEs go one by one (a set could collide midway), DELETEs set-based.
             "UPDATE fu SET a = -a WHERE a >= 2000",
             "UPDATE fu SET a = -a + 1 WHERE a < 0",
-            "DELETE FROM fu WHERE a % 10 = 0")
+            "DELETE FROM fu WHERE a % 10 = 0",
+            # An index on the target: one by one, the index serving each change.
+            "UPDATE fi SET b = 'j' WHERE ctid IN (SELECT min(ctid) FROM fi GROUP BY a)",
+            "DELETE FROM fi WHERE a % 7 = 0")
         st = status_after(pair.src, pair.dst, slot, *STREAM)
-        rows = check_equal(pair.src, pair.dst, ["f", "fu"])
+        rows = check_equal(pair.src, pair.dst, ["f", "fu", "fi"])
         check(st["set_rows"] > 5000, f"FULL identity changes did not go set-based: {st}")
         print(f"       {st['set_rows']} changes set-based, {rows} rows compared (duplicates included)")
 
