@@ -237,8 +237,7 @@ void ApplyEngine::on_relation(const decode::Relation& relation) {
   // same shape sent again (the source's cache was invalidated) keeps its statements, but what
   // the target has besides the key is asked again.
   auto plan = plans_.find(relation.relid);
-  if (plan != plans_.end())
-    plan->second->coalesce = plan->second->set_update = plan->second->set_delete = plan->second->set_full = -1;
+  if (plan != plans_.end()) plan->second->facts_asked = false;
   // Held rows point at the old shape, which goes once this returns.
   if (!deferred_inserts_.empty()) finish_commit();
   flush_coalesced_of(relation.relid);
@@ -247,20 +246,8 @@ void ApplyEngine::on_relation(const decode::Relation& relation) {
 }
 
 bool ApplyEngine::coalescable(const decode::Relation& rel) {
-  RelationPlan& plan = plan_for(rel);
-  if (plan.coalesce >= 0) return plan.coalesce == 1;
-  plan.coalesce = 0;
   if (rel.key_columns.empty() || rel.identity == proto::ReplicaIdentity::kFull) return false;
-  // Merging images per key changes the order rows are written in: only where no other unique
-  // or exclusion index could object to an intermediate order, and no trigger watches.
-  std::string ok = catalog_.query_value(
-      "SELECT to_regclass($1) IS NOT NULL"
-      " AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1)"
-      "   AND (i.indisunique OR i.indisexclusion) AND NOT i.indisprimary AND NOT i.indisreplident)"
-      " AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) AND t.tgenabled IN ('A', 'R'))",
-      {plan.qualified});
-  plan.coalesce = ok == "t" ? 1 : 0;
-  return plan.coalesce == 1;
+  return ask_target_facts(rel).coalesce;
 }
 
 void ApplyEngine::flush_coalesced_of(uint32_t relid) {
@@ -436,14 +423,10 @@ void ApplyEngine::send_inserts(TargetSession& session, InsertBatch& batch) {
   std::string where = batch.first_key;
   if (rows > 1 && !rel.key_columns.empty()) {
     // The last row's key, read back from its parameters: one of these rows failed.
-    std::string names = "(", vals = "(";
-    size_t last = (rows - 1) * ncols;
-    for (size_t k = 0; k < rel.key_columns.size(); ++k) {
-      size_t c = rel.key_columns[k];
-      names += (k > 0 ? ", " : "") + quote_ident(rel.columns[c].name);
-      vals += (k > 0 ? ", " : "") + describe_param(rel.columns[c], values[last + c], lengths[last + c], formats[last + c]);
-    }
-    where += " to " + names + ")=" + vals + "), " + std::to_string(rows) + " rows";
+    std::vector<size_t> positions;
+    for (size_t c : rel.key_columns) positions.push_back((rows - 1) * ncols + c);
+    where += " to " + describe_param_key(rel, rel.key_columns, batch.params, positions) + ", " + std::to_string(rows) +
+             " rows";
   }
   ChangeContext context{plan.qualified, where, batch.lsn, "INSERT"};
   bool all_binary = std::all_of(formats, formats + batch.params.size(), [](int f) { return f == 1; });

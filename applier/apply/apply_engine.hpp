@@ -136,6 +136,7 @@ class ApplyEngine : public core::Applier {
   void apply_update_values(const decode::Relation& rel, const decode::Values& newv, proto::OldTuple old_kind,
                            const decode::Values* oldv, Lsn lsn);
   // Set-based UPDATEs and DELETEs (apply_set.cpp).
+  const RelationPlan& ask_target_facts(const decode::Relation& rel);
   bool set_based(const decode::Relation& rel, const SetShape& shape);
   bool batch_change(const decode::RowChange& row, Lsn lsn);
   void flush_set_batch();

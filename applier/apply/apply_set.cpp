@@ -14,49 +14,82 @@ namespace {
 // Rows of one UPDATE ... FROM (VALUES ...), for merged rows of a table without set-based UPDATEs.
 constexpr size_t kValuesRows = 100;
 
+// A multi-row statement's keys, kept with it: if fewer rows match than were sent, they are
+// looked up one by one to name the missing ones. The caller adds each row's values.
+std::shared_ptr<KeyProbe> new_key_probe(const decode::Relation& rel, const std::string& qualified,
+                                        const std::vector<uint32_t>& types, const std::vector<size_t>& columns) {
+  auto probe = std::make_shared<KeyProbe>();
+  probe->select_sql = "SELECT 1 FROM " + qualified + " WHERE ";
+  for (size_t i = 0; i < columns.size(); ++i) {
+    probe->select_sql += (i > 0 ? " AND " : "") + quote_ident(rel.columns[columns[i]].name) + " = $" +
+                         std::to_string(i + 1);
+    probe->columns.push_back(rel.columns[columns[i]]);
+    probe->types.push_back(types[columns[i]]);
+  }
+  return probe;
+}
+
+void add_probe_value(KeyProbe& probe, const ParamSet& params, size_t at) {
+  const char* v = params.values()[at];
+  probe.values.emplace_back(v != nullptr ? std::string(v, static_cast<size_t>(params.lengths()[at])) : "");
+  probe.formats.push_back(params.formats()[at]);
+}
+
 }  // namespace
 
-// Whether the target lets a run of changes of this table go at once: no trigger that fires
-// for replicated rows (it would see them in another order); no column that cannot travel in
-// an array unnested side by side (an array, which would flatten; a composite, which unnest
-// expands into its fields; a type whose array delimiter is not a comma, such as PostGIS's);
-// for UPDATEs no unique or exclusion index but the identity's (an intermediate order could
-// collide on it where the source's order did not); under FULL identity no index at all.
-bool ApplyEngine::set_based(const decode::Relation& rel, const SetShape& shape) {
+// What the target lets the engine do with this table's changes, in one query per relation
+// version. Merging images per key, or sending a run of changes at once, changes the order rows
+// are written in: only where no trigger fires for replicated rows (it would see another order)
+// and no unique or exclusion index could object to an intermediate order where the source's
+// did not — besides the primary key and replica identity index for merging, besides an index
+// on exactly the key's columns for set-based UPDATEs. Set-based also needs columns that can
+// travel in arrays unnested side by side (not an array, which would flatten; not a composite,
+// which unnest expands into its fields; not a type whose array delimiter is not a comma, such
+// as PostGIS's), and under FULL identity no index at all: a batch reads the whole table once,
+// better than a scan per change but not than the index a single-row statement can use.
+const ApplyEngine::RelationPlan& ApplyEngine::ask_target_facts(const decode::Relation& rel) {
   RelationPlan& plan = plan_for(rel);
-  if (plan.set_delete < 0) {
-    // The key's column names as a text array literal, in byte order (as the query sorts them).
-    std::vector<std::string> names;
-    for (size_t k : rel.key_columns) names.push_back(rel.columns[k].name);
-    std::sort(names.begin(), names.end());
-    std::string keys = "{";
-    for (size_t i = 0; i < names.size(); ++i) {
-      keys += i > 0 ? ",\"" : "\"";
-      for (char c : names[i]) keys += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
-      keys += '"';
-    }
-    keys += "}";
-    pg::Result r = catalog_.exec_params(
-        "SELECT to_regclass($1) IS NOT NULL"
-        " AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) AND t.tgenabled IN ('A', 'R'))"
-        " AND NOT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid"
-        "   LEFT JOIN pg_type b ON b.oid = ty.typbasetype WHERE a.attrelid = to_regclass($1) AND a.attnum > 0"
-        "   AND NOT a.attisdropped AND (coalesce(b.typcategory, ty.typcategory) = 'A'"
-        "   OR coalesce(b.typtype, ty.typtype) = 'c' OR ty.typdelim <> ',')),"
-        " NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND (i.indisunique OR i.indisexclusion)"
-        "   AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL OR $2::text[] = '{}' OR"
-        "        (SELECT array_agg(a.attname::text ORDER BY a.attname::text COLLATE \"C\") FROM pg_attribute a"
-        "         WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) IS DISTINCT FROM $2::text[])),"
-        " NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1))",
-        {plan.qualified, keys});
-    plan.set_delete = std::string(PQgetvalue(r.get(), 0, 0)) == "t" ? 1 : 0;
-    plan.set_update = plan.set_delete == 1 && std::string(PQgetvalue(r.get(), 0, 1)) == "t" ? 1 : 0;
-    plan.set_full = plan.set_delete == 1 && std::string(PQgetvalue(r.get(), 0, 2)) == "t" ? 1 : 0;
+  if (plan.facts_asked) return plan;
+  // The key's column names as a text array literal, in byte order (as the query sorts them).
+  std::vector<std::string> names;
+  for (size_t k : rel.key_columns) names.push_back(rel.columns[k].name);
+  std::sort(names.begin(), names.end());
+  std::string keys = "{";
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) keys += ',';
+    append_array_element(keys, names[i].data(), names[i].size());
   }
-  // Under FULL identity a batch reads the whole table once: better than a scan per change, but
-  // not than the index the single-row statement can use when the target has one.
-  if (shape.full && plan.set_full != 1) return false;
-  return (shape.is_delete ? plan.set_delete : plan.set_update) == 1;
+  keys += "}";
+  pg::Result r = catalog_.exec_params(
+      "WITH t AS (SELECT to_regclass($1) AS oid),"
+      " unique_index AS (SELECT i.* FROM pg_index i, t WHERE i.indrelid = t.oid AND (i.indisunique OR i.indisexclusion))"
+      " SELECT t.oid IS NOT NULL"
+      "   AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = t.oid AND g.tgenabled IN ('A', 'R')),"
+      " NOT EXISTS (SELECT 1 FROM unique_index i WHERE NOT i.indisprimary AND NOT i.indisreplident),"
+      " NOT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid"
+      "   LEFT JOIN pg_type b ON b.oid = ty.typbasetype WHERE a.attrelid = t.oid AND a.attnum > 0"
+      "   AND NOT a.attisdropped AND (coalesce(b.typcategory, ty.typcategory) = 'A'"
+      "   OR coalesce(b.typtype, ty.typtype) = 'c' OR ty.typdelim <> ',')),"
+      " NOT EXISTS (SELECT 1 FROM unique_index i WHERE i.indexprs IS NOT NULL OR i.indpred IS NOT NULL"
+      "   OR $2::text[] = '{}' OR (SELECT array_agg(a.attname::text ORDER BY a.attname::text COLLATE \"C\")"
+      "   FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) IS DISTINCT FROM $2::text[]),"
+      " NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = t.oid)"
+      " FROM t",
+      {plan.qualified, keys});
+  auto yes = [&](int col) { return std::string(PQgetvalue(r.get(), 0, col)) == "t"; };
+  bool free_order = yes(0);  // the table exists and no trigger watches
+  plan.coalesce = free_order && yes(1);
+  plan.set_delete = free_order && yes(2);
+  plan.set_update = plan.set_delete && yes(3);
+  plan.set_full = plan.set_delete && yes(4);
+  plan.facts_asked = true;
+  return plan;
+}
+
+bool ApplyEngine::set_based(const decode::Relation& rel, const SetShape& shape) {
+  const RelationPlan& plan = ask_target_facts(rel);
+  if (shape.full && !plan.set_full) return false;
+  return shape.is_delete ? plan.set_delete : plan.set_update;
 }
 
 // Takes an UPDATE or DELETE (of the source transaction committed at `lsn`) into the set batch;
@@ -150,43 +183,20 @@ void ApplyEngine::send_set_row(TargetSession& session, RelationPlan& plan, size_
 std::string ApplyEngine::describe_set_row(size_t r) const {
   const SetShape& shape = set_batch_.shape();
   if (shape.full) return "";
-  const decode::Relation& rel = *shape.relation;
-  const ParamSet& p = set_batch_.params();
-  size_t at = r * set_batch_.stride();
-  std::string names = "(", vals = "(";
-  for (size_t i = 0; i < shape.match.size(); ++i) {
-    const decode::Column& col = rel.columns[shape.match[i]];
-    names += (i > 0 ? ", " : "") + quote_ident(col.name);
-    vals += (i > 0 ? ", " : "") + describe_param(col, p.values()[at + i], p.lengths()[at + i], p.formats()[at + i]);
-  }
-  return names + ")=" + vals + ")";
+  std::vector<size_t> positions;
+  for (size_t i = 0; i < shape.match.size(); ++i) positions.push_back(r * set_batch_.stride() + i);
+  return describe_param_key(*shape.relation, shape.match, set_batch_.params(), positions);
 }
 
-// The keys of the batch, kept with its statement: if fewer rows match than were sent, they are
-// looked up one by one to name the missing ones.
+// The batch's keys: the match columns, first in each row of its parameters.
 std::shared_ptr<const KeyProbe> ApplyEngine::set_probe(const RelationPlan& plan) const {
   const SetShape& shape = set_batch_.shape();
-  const decode::Relation& rel = *shape.relation;
-  auto probe = std::make_shared<KeyProbe>();
-  probe->select_sql = "SELECT 1 FROM " + plan.qualified + " WHERE ";
-  for (size_t i = 0; i < shape.match.size(); ++i) {
-    const decode::Column& col = rel.columns[shape.match[i]];
-    probe->select_sql += (i > 0 ? " AND " : "") + quote_ident(col.name) + " = $" + std::to_string(i + 1);
-    probe->columns.push_back(col);
-    probe->types.push_back(plan.types[shape.match[i]]);
-  }
-  const ParamSet& p = set_batch_.params();
+  auto probe = new_key_probe(*shape.relation, plan.qualified, plan.types, shape.match);
   size_t n = set_batch_.rows(), stride = set_batch_.stride();
   probe->rows = n;
   probe->lsns = set_batch_.lsns();
-  for (size_t r = 0; r < n; ++r) {
-    for (size_t i = 0; i < shape.match.size(); ++i) {
-      size_t at = r * stride + i;
-      const char* v = p.values()[at];
-      probe->values.emplace_back(v != nullptr ? std::string(v, static_cast<size_t>(p.lengths()[at])) : "");
-      probe->formats.push_back(p.formats()[at]);
-    }
-  }
+  for (size_t r = 0; r < n; ++r)
+    for (size_t i = 0; i < shape.match.size(); ++i) add_probe_value(*probe, set_batch_.params(), r * stride + i);
   return probe;
 }
 
@@ -222,28 +232,15 @@ void ApplyEngine::flush_coalesced(const std::vector<Coalescer::Batch>& batches) 
   }
 }
 
-// The keys of the rows in params_ (n rows of every column), copied: if the target matches fewer
-// rows than sent, they are looked up one by one to name the missing ones.
+// The keys of the rows in params_ (n rows of every column).
 std::shared_ptr<const KeyProbe> ApplyEngine::key_probe(const decode::Relation& rel, const RelationPlan& plan,
                                                        const PendingRow* const* rows, size_t n) const {
-  auto probe = std::make_shared<KeyProbe>();
-  probe->select_sql = "SELECT 1 FROM " + plan.qualified + " WHERE ";
-  for (size_t k = 0; k < rel.key_columns.size(); ++k) {
-    size_t c = rel.key_columns[k];
-    probe->select_sql += (k > 0 ? " AND " : "") + quote_ident(rel.columns[c].name) + " = $" + std::to_string(k + 1);
-    probe->columns.push_back(rel.columns[c]);
-    probe->types.push_back(plan.types[c]);
-  }
+  auto probe = new_key_probe(rel, plan.qualified, plan.types, rel.key_columns);
   size_t ncols = rel.columns.size();
   probe->rows = n;
   for (size_t r = 0; r < n; ++r) {
     probe->lsns.push_back(rows[r]->lsn);
-    for (size_t c : rel.key_columns) {
-      size_t i = r * ncols + c;
-      const char* v = params_.values()[i];
-      probe->values.emplace_back(v != nullptr ? std::string(v, static_cast<size_t>(params_.lengths()[i])) : "");
-      probe->formats.push_back(params_.formats()[i]);
-    }
+    for (size_t c : rel.key_columns) add_probe_value(*probe, params_, r * ncols + c);
   }
   return probe;
 }

@@ -1,5 +1,7 @@
 #include "apply/params.hpp"
 
+#include "pg/quote.hpp"
+
 #include <cstring>
 #include <string>
 
@@ -260,26 +262,38 @@ bool array_param(const decode::Column& column, const ParamSet& params, size_t ro
     }
     return true;
   }
-  // Every element quoted (so no delimiter, brace or space inside it counts), with its quotes
-  // and backslashes escaped; NULL unquoted.
   out.push_back('{');
   for (size_t r = 0; r < rows; ++r) {
     size_t i = r * stride + offset;
     if (r > 0) out.push_back(',');
-    if (values[i] == nullptr) {
+    if (values[i] == nullptr)
       out += "NULL";
-      continue;
-    }
-    out.push_back('"');
-    for (int k = 0; k < lengths[i]; ++k) {
-      char c = values[i][k];
-      if (c == '"' || c == '\\') out.push_back('\\');
-      out.push_back(c);
-    }
-    out.push_back('"');
+    else
+      append_array_element(out, values[i], static_cast<size_t>(lengths[i]));
   }
   out.push_back('}');
   return true;
+}
+
+void append_array_element(std::string& out, const char* data, size_t len) {
+  out.push_back('"');
+  for (size_t k = 0; k < len; ++k) {
+    if (data[k] == '"' || data[k] == '\\') out.push_back('\\');
+    out.push_back(data[k]);
+  }
+  out.push_back('"');
+}
+
+std::string describe_param_key(const decode::Relation& rel, const std::vector<size_t>& columns, const ParamSet& params,
+                               const std::vector<size_t>& positions) {
+  std::string names = "(", vals = "(";
+  for (size_t i = 0; i < columns.size(); ++i) {
+    const decode::Column& col = rel.columns[columns[i]];
+    size_t at = positions[i];
+    names += (i > 0 ? ", " : "") + pg::quote_ident(col.name);
+    vals += (i > 0 ? ", " : "") + describe_param(col, params.values()[at], params.lengths()[at], params.formats()[at]);
+  }
+  return names + ")=" + vals + ")";
 }
 
 bool binary_copy_type(uint32_t oid) {

@@ -58,6 +58,10 @@ bool binary_copy_type(uint32_t type_oid);
 // row a field count and each field as length + bytes.
 std::string binary_copy_stream(const ParamSet& params, size_t rows, size_t ncols);
 
+// Appends one element of a text array literal: quoted, its quotes and backslashes escaped (so
+// no delimiter, brace or space inside it counts).
+void append_array_element(std::string& out, const char* data, size_t len);
+
 // One array parameter of `rows` values of one column, taken from a row-major ParamSet
 // (the value of row r is at r * stride + offset): the binary array format when the values
 // are binary (their element type is the column's), a text array literal when they are text.
@@ -70,6 +74,9 @@ bool array_param(const decode::Column& column, const ParamSet& params, size_t ro
 std::string describe_value(const decode::Column& column, const protocol::Value& value);
 // The same for a value already turned into a parameter.
 std::string describe_param(const decode::Column& column, const char* data, int len, int format);
+// "("a", "b")=(1, 'x')": `columns` of `rel` with the parameters at `positions` of `params`.
+std::string describe_param_key(const decode::Relation& rel, const std::vector<size_t>& columns, const ParamSet& params,
+                               const std::vector<size_t>& positions);
 
 }  // namespace dts::apply
 

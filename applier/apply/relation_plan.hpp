@@ -17,10 +17,12 @@ struct ApplyEngine::RelationPlan {
   std::vector<uint32_t> types;  // per column, see param_type_for
   bool copyable = false;        // every column can travel by binary COPY
   std::string copy_sql;
-  int coalesce = -1;            // row images may be merged per key (-1: not asked yet)
-  int set_update = -1;          // UPDATEs may go set-based (apply_set.cpp; -1: not asked yet)
-  int set_delete = -1;          // DELETEs may
-  int set_full = -1;            // changes under REPLICA IDENTITY FULL may (the target has no index)
+  // What the target's table allows, asked once (ask_target_facts in apply_set.cpp):
+  bool facts_asked = false;
+  bool coalesce = false;    // row images may be merged per key
+  bool set_update = false;  // UPDATEs may go set-based
+  bool set_delete = false;  // DELETEs may
+  bool set_full = false;    // changes under REPLICA IDENTITY FULL may (the target has no index)
 };
 
 }  // namespace dts::apply

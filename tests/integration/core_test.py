@@ -23,12 +23,6 @@ class Pair(SlotPair):
     def __init__(self, index, *settings):
         super().__init__("it_core", index, BASE_PORT + 2 * index, *settings)
 
-    def origin_lsn(self, slot="it"):
-        """Where the target's origin stands (in memory: what the next start resumes from)."""
-        v = self.dst.value("SELECT remote_lsn::text FROM pg_replication_origin_status WHERE external_id = %s",
-                           (f"dts_{slot}",))
-        return lsn_value(v) if v else 0
-
 
 
 def reported_lsn(log_text):

@@ -158,6 +158,12 @@ class SlotPair:
         self.src.sql("SELECT pg_create_logical_replication_slot(%s, 'dts_decoding')", (name,))
         return name
 
+    def origin_lsn(self, slot="it"):
+        """Where the target's origin stands (in memory: what the next start resumes from)."""
+        v = self.dst.value("SELECT remote_lsn::text FROM pg_replication_origin_status WHERE external_id = %s",
+                           (f"dts_{slot}",))
+        return lsn_value(v) if v else 0
+
     def close(self):
         self.src.destroy()
         self.dst.destroy()

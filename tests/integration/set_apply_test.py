@@ -11,7 +11,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Applier, SlotPair, check, check_equal, create_on_both, lsn_value, main, run_to,  # noqa: E402
+from harness import (Applier, SlotPair, check, check_equal, create_on_both, main, run_to,  # noqa: E402
                      test)
 
 BASE_PORT = int(os.environ.get("DTS_SET_APPLY_TEST_PORT", "26800"))
@@ -22,11 +22,6 @@ class Pair(SlotPair):
     def __init__(self, index, *settings):
         super().__init__("it_set", index, BASE_PORT + 2 * index, *settings)
 
-    def origin_lsn(self, slot="it"):
-        v = self.dst.value("SELECT remote_lsn::text FROM pg_replication_origin_status WHERE external_id = %s",
-                           (f"dts_{slot}",))
-        return lsn_value(v) if v else 0
-
 
 def in_one_transaction(server, *statements):
     with server.connect() as c, c.cursor() as cur:
@@ -34,6 +29,14 @@ def in_one_transaction(server, *statements):
         for s in statements:
             cur.execute(s)
         c.commit()
+
+
+def equal_tables(pair, schema, fill):
+    """The same tables and rows on both sides, then the slot (the rows are not in the stream)."""
+    create_on_both(pair.src, pair.dst, schema)
+    pair.src.sql(fill)
+    pair.dst.sql(fill)
+    return pair.slot()
 
 
 def status_after(source, target, slot, *extra):
@@ -91,10 +94,7 @@ TABLES = ["k", '"Odd ""Name"""', "p", "ui", "comp"]
 def large_updates_and_deletes_go_set_based_and_end_equal():
     """Streamed (applied as they arrive) and not streamed (applied at commit, in a group)."""
     with Pair(0) as pair:
-        create_on_both(pair.src, pair.dst, SCHEMA)
-        pair.src.sql(FILL)
-        pair.dst.sql(FILL)
-        slot = pair.slot()
+        slot = equal_tables(pair, SCHEMA, FILL)
         in_one_transaction(pair.src, *CHANGES)
         st = status_after(pair.src, pair.dst, slot, *STREAM)
         rows = check_equal(pair.src, pair.dst, TABLES)
@@ -114,7 +114,7 @@ def replica_identity_full_duplicates_and_nulls():
     """Identical rows: each change takes exactly one; NULLs match NULLs; json compares as text;
     a row updated twice in one transaction."""
     with Pair(1) as pair:
-        create_on_both(pair.src, pair.dst, '''
+        slot = equal_tables(pair, '''
             CREATE TABLE f (a int, b text, c json);
             ALTER TABLE f REPLICA IDENTITY FULL;
             CREATE TABLE fu (a int UNIQUE, b text);
@@ -122,15 +122,11 @@ def replica_identity_full_duplicates_and_nulls():
             CREATE TABLE fi (a int, b text);
             ALTER TABLE fi REPLICA IDENTITY FULL;
             CREATE INDEX ON fi (a);
-        ''')
-        fill = '''INSERT INTO f SELECT g % 2000, CASE WHEN g % 3 = 0 THEN NULL ELSE 'b' || (g % 2000) END,
+        ''', '''INSERT INTO f SELECT g % 2000, CASE WHEN g % 3 = 0 THEN NULL ELSE 'b' || (g % 2000) END,
                                    json_build_object('x', g % 2000) FROM generate_series(1, 6000) g;
                   INSERT INTO f SELECT g, '', NULL FROM generate_series(1, 500) g;
                   INSERT INTO fu SELECT g, 'u' FROM generate_series(1, 3000) g;
-                  INSERT INTO fi SELECT g % 700, 'i' FROM generate_series(1, 2100) g;'''
-        pair.src.sql(fill)
-        pair.dst.sql(fill)
-        slot = pair.slot()
+                  INSERT INTO fi SELECT g % 700, 'i' FROM generate_series(1, 2100) g;''')
         in_one_transaction(
             pair.src,
             # One row of each group of duplicates (the source picks which: the target may pick
@@ -160,15 +156,11 @@ def key_changes_swaps_and_rows_changed_again_keep_their_order():
     """Between set-based runs: UPDATEs of the key (one by one), unique values swapped through
     a temporary one, a row deleted and inserted again, the same row updated in turn."""
     with Pair(2) as pair:
-        create_on_both(pair.src, pair.dst, '''
+        slot = equal_tables(pair, '''
             CREATE TABLE s (id int PRIMARY KEY, code int UNIQUE, v int);
             CREATE TABLE r (id int PRIMARY KEY, v int);
-        ''')
-        fill = '''INSERT INTO s SELECT g, g, 0 FROM generate_series(1, 5000) g;
-                  INSERT INTO r SELECT g, 0 FROM generate_series(1, 20000) g;'''
-        pair.src.sql(fill)
-        pair.dst.sql(fill)
-        slot = pair.slot()
+        ''', '''INSERT INTO s SELECT g, g, 0 FROM generate_series(1, 5000) g;
+                  INSERT INTO r SELECT g, 0 FROM generate_series(1, 20000) g;''')
         in_one_transaction(
             pair.src,
             "UPDATE r SET v = 1",

@@ -3,12 +3,14 @@
 
 #include "apply/copy_reconciler.hpp"
 #include "pg/snapshot.hpp"
+#include "values.hpp"
 
 using dts::apply::CopiedChunk;
 using dts::apply::CopiedTable;
 using dts::apply::CopyReconciler;
 using dts::apply::RowFate;
 using dts::pg::Snapshot;
+using dts::test::int_value;
 namespace proto = dts::protocol;
 
 TEST(Snapshot, ParsesAndDecidesVisibility) {
@@ -51,13 +53,6 @@ dts::decode::Relation relation() {
   rel.columns = {id, v};
   rel.key_columns = {0};
   return rel;
-}
-
-proto::Value int_value(int64_t v) {
-  proto::Value out;
-  out.kind = proto::ValueKind::kInt;
-  out.int_value = v;
-  return out;
 }
 
 CopiedChunk chunk(std::optional<int64_t> lo, std::optional<int64_t> hi, const char* snapshot) {

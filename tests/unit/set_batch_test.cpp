@@ -2,11 +2,10 @@
 // parameters.
 #include <gtest/gtest.h>
 
-#include <cstring>
-
 #include "apply/params.hpp"
 #include "apply/set_batch.hpp"
 #include "apply/sql_builder.hpp"
+#include "values.hpp"
 
 using dts::apply::SetBatch;
 using dts::apply::SetShape;
@@ -14,6 +13,9 @@ using dts::decode::Relation;
 using dts::decode::RowChange;
 using dts::decode::RowKind;
 using dts::decode::Values;
+using dts::test::int_value;
+using dts::test::text_value;
+using dts::test::value_of_kind;
 namespace proto = dts::protocol;
 
 namespace {
@@ -36,31 +38,11 @@ Relation full_identity() {
   return r;
 }
 
-proto::Value integer(int64_t v) {
-  proto::Value out;
-  out.kind = proto::ValueKind::kInt;
-  out.int_value = v;
-  return out;
-}
-
-proto::Value text(const char* s) {
-  proto::Value out;
-  out.kind = proto::ValueKind::kText;
-  out.bytes = proto::Bytes{reinterpret_cast<const uint8_t*>(s), std::strlen(s)};
-  return out;
-}
-
-proto::Value kind(proto::ValueKind k) {
-  proto::Value out;
-  out.kind = k;
-  return out;
-}
-
 }  // namespace
 
 TEST(SetBatch, UpdatesKeepingTheirKeyShareABatchUntilAKeyRepeats) {
   Relation r = keyed();
-  Values a{integer(1), text("x"), text("{}")}, b{integer(2), text("y"), text("{}")};
+  Values a{int_value(1), text_value("x"), text_value("{}")}, b{int_value(2), text_value("y"), text_value("{}")};
   RowChange ua{RowKind::kUpdate, &r, proto::OldTuple::kNone, nullptr, &a};
   RowChange ub{RowKind::kUpdate, &r, proto::OldTuple::kNone, nullptr, &b};
   SetShape shape;
@@ -84,8 +66,9 @@ TEST(SetBatch, UpdatesKeepingTheirKeyShareABatchUntilAKeyRepeats) {
 
 TEST(SetBatch, AnUpdateOfTheKeyOrAnotherShapeDoesNotJoin) {
   Relation r = keyed();
-  Values oldkey{integer(1)}, row{integer(2), text("y"), text("{}")}, partial{integer(3), text("z"),
-                                                                               kind(proto::ValueKind::kUnchangedToast)};
+  Values oldkey{int_value(1)};
+  Values row{int_value(2), text_value("y"), text_value("{}")};
+  Values partial{int_value(3), text_value("z"), value_of_kind(proto::ValueKind::kUnchangedToast)};
   SetShape shape;
   EXPECT_FALSE(SetBatch::shape_of(RowChange{RowKind::kUpdate, &r, proto::OldTuple::kKey, &oldkey, &row}, shape));
   SetBatch batch;
@@ -106,8 +89,8 @@ TEST(SetBatch, AnUpdateOfTheKeyOrAnotherShapeDoesNotJoin) {
 
 TEST(SetBatch, FullIdentityTakesDuplicatesButNotARowItChanged) {
   Relation r = full_identity();
-  Values one{integer(1), kind(proto::ValueKind::kNull), text("{}")};
-  Values two{integer(2), kind(proto::ValueKind::kNull), text("{}")};
+  Values one{int_value(1), value_of_kind(proto::ValueKind::kNull), text_value("{}")};
+  Values two{int_value(2), value_of_kind(proto::ValueKind::kNull), text_value("{}")};
   SetShape shape;
   RowChange d1{RowKind::kDelete, &r, proto::OldTuple::kFull, &one, nullptr};
   ASSERT_TRUE(SetBatch::shape_of(d1, shape));
@@ -131,7 +114,7 @@ TEST(SetBatch, FullIdentityTakesDuplicatesButNotARowItChanged) {
   ASSERT_TRUE(SetBatch::shape_of(u21, shape));
   EXPECT_FALSE(updates.accepts(shape, u21));
   // A FULL update that leaves a large value unchanged has no complete new image.
-  Values partial{integer(3), text("z"), kind(proto::ValueKind::kUnchangedToast)};
+  Values partial{int_value(3), text_value("z"), value_of_kind(proto::ValueKind::kUnchangedToast)};
   EXPECT_FALSE(SetBatch::shape_of(RowChange{RowKind::kUpdate, &r, proto::OldTuple::kFull, &one, &partial}, shape));
 }
 
@@ -142,7 +125,7 @@ TEST(SetBatch, IsBoundedInRows) {
   std::vector<Values> rows;
   rows.reserve(SetBatch::kMaxRows);
   for (size_t i = 0; i < SetBatch::kMaxRows; ++i) {
-    rows.push_back(Values{integer(static_cast<int64_t>(i)), text("v"), text("{}")});
+    rows.push_back(Values{int_value(static_cast<int64_t>(i)), text_value("v"), text_value("{}")});
     RowChange u{RowKind::kUpdate, &r, proto::OldTuple::kNone, nullptr, &rows.back()};
     ASSERT_TRUE(SetBatch::shape_of(u, shape));
     ASSERT_TRUE(batch.accepts(shape, u));
@@ -166,10 +149,10 @@ TEST(Params, ArrayParametersBinaryTextAndNull) {
   Relation r = keyed();
   dts::apply::ParamSet p;
   // Two rows of (id, v): ints go binary, text goes binary (text's binary form is its bytes).
-  p.add(r.columns[0], integer(5));
-  p.add(r.columns[1], text("a\"b"));
-  p.add(r.columns[0], integer(6));
-  p.add(r.columns[1], kind(proto::ValueKind::kNull));
+  p.add(r.columns[0], int_value(5));
+  p.add(r.columns[1], text_value("a\"b"));
+  p.add(r.columns[0], int_value(6));
+  p.add(r.columns[1], value_of_kind(proto::ValueKind::kNull));
   std::string out;
   int format = -1;
   ASSERT_TRUE(dts::apply::array_param(r.columns[0], p, 2, 2, 0, out, format));
@@ -185,16 +168,16 @@ TEST(Params, ArrayParametersBinaryTextAndNull) {
   // Values of a type without a binary form travel as text: a quoted array literal.
   dts::decode::Column mood{"m", 16400, -1, "public.mood", false};
   dts::apply::ParamSet q;
-  q.add(mood, text("ha\"p\\py"));
-  q.add(mood, kind(proto::ValueKind::kNull));
-  q.add(mood, text("a,b}"));
+  q.add(mood, text_value("ha\"p\\py"));
+  q.add(mood, value_of_kind(proto::ValueKind::kNull));
+  q.add(mood, text_value("a,b}"));
   ASSERT_TRUE(dts::apply::array_param(mood, q, 3, 1, 0, out, format));
   EXPECT_EQ(format, 0);
   EXPECT_EQ(out, "{\"ha\\\"p\\\\py\",NULL,\"a,b}\"}");
   // Mixed formats cannot share an array.
   dts::decode::Column numeric{"n", 1700, -1, "numeric", false};
   dts::apply::ParamSet m;
-  m.add(numeric, integer(1));  // an integer value of a non-integer column goes as text
+  m.add(numeric, int_value(1));  // an integer value of a non-integer column goes as text
   proto::Value bin;
   bin.kind = proto::ValueKind::kBinary;
   bin.bytes = proto::Bytes{reinterpret_cast<const uint8_t*>("\0\0"), 2};
