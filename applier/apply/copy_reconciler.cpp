@@ -149,6 +149,20 @@ void CopyReconciler::finish_reading(uint32_t relid, int index) {
   changed_.notify_all();
 }
 
+void CopyReconciler::give_back(uint32_t relid, int index) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // The transactions its snapshot saw were skipped; any newer snapshot sees them too.
+    if (CopiedChunk* c = find(relid, index)) c->state = ChunkState::kPending;
+  }
+  changed_.notify_all();
+}
+
+bool CopyReconciler::applier_waits() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return settling_ != 0;
+}
+
 void CopyReconciler::fail(const std::string& why) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -161,7 +175,8 @@ void CopyReconciler::wait_for_chunk() {
   std::unique_lock<std::mutex> lock(mu_);
   changed_.wait(lock, [this] {
     CopiedChunk* c = find(waiting_for_.first, waiting_for_.second);
-    return !failure_.empty() || c == nullptr || c->state == ChunkState::kDone;
+    // Given back, it is pending: the change is skipped now (reconcile_row asks again).
+    return !failure_.empty() || c == nullptr || c->state != ChunkState::kReading;
   });
   if (!failure_.empty()) throw Error(ErrorKind::kApply, "the copy of a table being copied again failed: " + failure_);
 }
@@ -174,7 +189,9 @@ bool CopyReconciler::settled(uint32_t relid) const {
 
 void CopyReconciler::wait_until_settled(uint32_t relid) {
   std::unique_lock<std::mutex> lock(mu_);
+  settling_ = relid;
   changed_.wait(lock, [&] { return !failure_.empty() || all_written(tables_, relid); });
+  settling_ = 0;
   if (!failure_.empty()) throw Error(ErrorKind::kApply, "the copy of a table being copied again failed: " + failure_);
 }
 

@@ -77,6 +77,12 @@ class CopyReconciler {
   // transaction whose change of the chunk was skipped (read the chunk in a newer one).
   bool start_reading(uint32_t relid, int index, const pg::Snapshot& snapshot, Lsn snapshot_lsn);
   void finish_reading(uint32_t relid, int index);  // its rows are committed on the target
+  // A chunk being read is not copied after all (the target's columns are behind the source's):
+  // it is pending again, and read later in a newer snapshot.
+  void give_back(uint32_t relid, int index);
+  // Whether the applier waits for every chunk of a table to be written (a truncate): a chunk
+  // given back must then be copied as it can, not wait for the applier.
+  bool applier_waits() const;
   void fail(const std::string& why);               // a worker failed: waiters throw
   // The applier, after RowFate::kWait (with nothing of its own uncommitted): until the chunk
   // it waits for is written.
@@ -120,6 +126,7 @@ class CopyReconciler {
   std::condition_variable changed_;
   std::string failure_;
   std::pair<uint32_t, int> waiting_for_{0, -1};
+  uint32_t settling_ = 0;  // the table wait_until_settled() waits for
   std::unordered_map<uint32_t, CopiedTable> tables_;
   std::unordered_map<uint32_t, std::unordered_map<int64_t, pg::Snapshot>> rows_read_;
   Lsn horizon_ = 0;  // the latest WAL position a chunk was read at

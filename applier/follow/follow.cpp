@@ -56,7 +56,7 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
         resync::ResyncDriver& driver;
         ~StopResync() { driver.stop(); }
       } stop_resync{resync};
-      replicator.on_tick([&resync] { resync.tick(); });
+      replicator.on_tick([&resync, &status] { resync.tick(status.applied_lsn); });
       replicator.run(stop);
       if (status.phase != core::phase_name(core::Phase::kCompleted))
         status.phase = core::phase_name(core::Phase::kStopped);

@@ -239,59 +239,53 @@ std::pair<std::string, std::string> chunk_snapshot(const pg::Connection& src, co
 // The columns to copy: the plan's, unless a schema change came between the plan and this
 // chunk (a column dropped, renamed or retyped on the source, or not on the target yet): then
 // those both sides have now with the same type, in the source's order (the source's in the
-// chunk's snapshot). The stream's replay of that change copies the table again
-// (apply/apply_schema_change.cpp), so what is left out here is not what the target ends with.
-std::string columns_now(const pg::Connection& src, const pg::Connection& dst, const TableToCopy& t) {
+// chunk's snapshot). For the first copy, the stream's replay of that change copies the table
+// again (apply/apply_schema_change.cpp), so what is left out here is not what the target ends
+// with; a copy made while the stream runs waits for the target to catch up instead
+// (ChunkRecord::on_shape_differs).
+struct ChunkColumns {
+  std::string list;
+  bool complete = true;  // every column the source has, the target has with the same type
+  std::string source_shape;  // the source's names and types, to tell one shape from another
+};
+
+ChunkColumns columns_now(const pg::Connection& src, const pg::Connection& dst, const TableToCopy& t) {
   const char* sql = "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = $1::regclass "
                     "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum";
   pg::Result s = src.exec_params(sql, {std::to_string(t.oid)});
   pg::Result d = dst.exec_params(sql, {qualified(t)});
   std::vector<std::string> planned = t.columns, now;
+  ChunkColumns out;
   bool same = PQntuples(s.get()) == static_cast<int>(planned.size()) && PQntuples(d.get()) == PQntuples(s.get());
   for (int i = 0; i < PQntuples(s.get()); ++i) {
     std::string name = PQgetvalue(s.get(), i, 0), type = PQgetvalue(s.get(), i, 1);
+    out.source_shape += apply::quote_ident(name) + " " + type + ", ";
     same = same && name == planned[static_cast<size_t>(i)];
     for (int j = 0; j < PQntuples(d.get()); ++j)
       if (name == PQgetvalue(d.get(), j, 0) && type == PQgetvalue(d.get(), j, 1)) now.push_back(name);
   }
-  if (same && now.size() == planned.size()) return column_list(t);
-  spdlog::info("{}: its columns changed since the copy was planned; copying those both sides have", qualified(t));
-  std::string cols;
-  for (const auto& c : now) cols += (cols.empty() ? "" : ", ") + apply::quote_ident(c);
-  return cols;
+  out.complete = now.size() == static_cast<size_t>(PQntuples(s.get()));
+  if (same && now.size() == planned.size()) {
+    out.list = column_list(t);
+    return out;
+  }
+  for (const auto& c : now) out.list += (out.list.empty() ? "" : ", ") + apply::quote_ident(c);
+  return out;
 }
 
-void copy_one(const pg::Connection& src, const pg::Connection& dst, const ChunkRecord& record, const TableToCopy& t,
-              Chunk& c, uint64_t& bytes, const std::atomic<bool>& stop, int tries = 3) {
-  std::vector<std::string> id = {record.slot, std::to_string(t.oid), std::to_string(record.generation),
-                                 std::to_string(c.index)};
-  dst.exec_params("UPDATE dts.copy_chunk SET attempts = attempts + 1 "
-                  "WHERE slot = $1 AND relid = $2 AND generation = $3 AND chunk = $4", id);
-  auto [snapshot, snapshot_lsn] = chunk_snapshot(src, record, t, c);
-  // A key range is read through the key's index: the planner would rather scan the whole table
-  // for a range of a sixth of it, and then every chunk reads every page.
-  if (c.lo || c.hi) src.exec("SET LOCAL enable_seqscan = off");
-  dst.exec("BEGIN");
-  std::string cols = columns_now(src, dst, t);
-  pg::Result in(PQexec(dst.get(), chunk_write_sql(t, cols).c_str()));
-  if (PQresultStatus(in.get()) != PGRES_COPY_IN)
-    throw Error(ErrorKind::kApply, "the target refused COPY into " + qualified(t) + ": " +
-                                       std::string(PQresultErrorMessage(in.get())));
-  pg::Result out(PQexec(src.get(), chunk_read_sql(t, c, cols).c_str()));
-  const char* state = PQresultErrorField(out.get(), PG_DIAG_SQLSTATE);
-  if (PQresultStatus(out.get()) != PGRES_COPY_OUT && tries > 1 && state != nullptr && std::string(state) == "42703") {
-    // A column dropped or renamed after this chunk's snapshot: the snapshot's catalog still
-    // had it, the server's relation cache not. A snapshot taken now agrees with both.
-    PQputCopyEnd(dst.get(), "the source's columns changed");
+// Ends both sides' transactions of a chunk not copied.
+void abandon_chunk(const pg::Connection& src, const pg::Connection& dst, const char* why) {
+  if (PQtransactionStatus(dst.get()) == PQTRANS_ACTIVE) {
+    PQputCopyEnd(dst.get(), why);
     while (PGresult* r = PQgetResult(dst.get())) PQclear(r);
-    dst.exec("ROLLBACK");
-    src.exec("ROLLBACK");
-    copy_one(src, dst, record, t, c, bytes, stop, tries - 1);
-    return;
   }
-  if (PQresultStatus(out.get()) != PGRES_COPY_OUT)
-    throw Error(ErrorKind::kSource, "the source refused to copy " + qualified(t) + ": " +
-                                        std::string(PQresultErrorMessage(out.get())));
+  dst.exec("ROLLBACK");
+  src.exec("ROLLBACK");
+}
+
+// Pumps the chunk's rows from the source's COPY OUT into the target's COPY IN, both open.
+void transfer_chunk(const pg::Connection& src, const pg::Connection& dst, const TableToCopy& t, Chunk& c,
+                    uint64_t& bytes, const std::atomic<bool>& stop) {
   char* buf = nullptr;
   int len;
   while ((len = PQgetCopyData(src.get(), &buf, 0)) > 0) {
@@ -318,15 +312,66 @@ void copy_one(const pg::Connection& src, const pg::Connection& dst, const ChunkR
   if (PQresultStatus(dst_done.get()) != PGRES_COMMAND_OK)
     throw Error(ErrorKind::kApply, "the target rejected the data of " + qualified(t) + ": " +
                                        std::string(PQresultErrorMessage(dst_done.get())));
-  uint64_t rows = std::strtoull(PQcmdTuples(dst_done.get()), nullptr, 10);
+  c.rows = std::strtoull(PQcmdTuples(dst_done.get()), nullptr, 10);
   while (PGresult* r = PQgetResult(dst.get())) PQclear(r);
+}
+
+enum class Attempt { kCopied, kAgain };
+
+Attempt copy_attempt(const pg::Connection& src, const pg::Connection& dst, const ChunkRecord& record,
+                     const TableToCopy& t, Chunk& c, uint64_t& bytes, const std::atomic<bool>& stop, int& tries) {
+  auto [snapshot, snapshot_lsn] = chunk_snapshot(src, record, t, c);
+  // A key range is read through the key's index: the planner would rather scan the whole table
+  // for a range of a sixth of it, and then every chunk reads every page.
+  if (c.lo || c.hi) src.exec("SET LOCAL enable_seqscan = off");
+  dst.exec("BEGIN");
+  ChunkColumns cols = columns_now(src, dst, t);
+  if (!cols.complete && record.on_shape_differs) {
+    if (!record.on_shape_differs(t, c, cols.source_shape, snapshot_lsn)) {
+      abandon_chunk(src, dst, "the target's columns are behind the source's");
+      return Attempt::kAgain;
+    }
+    spdlog::warn("{}: the target lacks columns the source has ({}) though it has every schema change up to the "
+                 "chunk's snapshot; copying those both sides have", qualified(t), cols.source_shape);
+  } else if (cols.list != column_list(t)) {
+    spdlog::info("{}: its columns changed since the copy was planned; copying those both sides have", qualified(t));
+  }
+  pg::Result in(PQexec(dst.get(), chunk_write_sql(t, cols.list).c_str()));
+  if (PQresultStatus(in.get()) != PGRES_COPY_IN)
+    throw Error(ErrorKind::kApply, "the target refused COPY into " + qualified(t) + ": " +
+                                       std::string(PQresultErrorMessage(in.get())));
+  pg::Result out(PQexec(src.get(), chunk_read_sql(t, c, cols.list).c_str()));
+  const char* state = PQresultErrorField(out.get(), PG_DIAG_SQLSTATE);
+  if (PQresultStatus(out.get()) != PGRES_COPY_OUT && tries > 1 && state != nullptr && std::string(state) == "42703") {
+    // A column dropped or renamed after this chunk's snapshot: the snapshot's catalog still
+    // had it, the server's relation cache not. A snapshot taken now agrees with both.
+    abandon_chunk(src, dst, "the source's columns changed");
+    tries--;
+    return Attempt::kAgain;
+  }
+  if (PQresultStatus(out.get()) != PGRES_COPY_OUT)
+    throw Error(ErrorKind::kSource, "the source refused to copy " + qualified(t) + ": " +
+                                        std::string(PQresultErrorMessage(out.get())));
+  transfer_chunk(src, dst, t, c, bytes, stop);
   // The chunk and the record that it is done commit together: all there or not at all.
   dst.exec_params("UPDATE dts.copy_chunk SET snapshot = $5, snapshot_lsn = $6::pg_lsn, rows = $7, bytes = $8, "
                   "done_at = now() WHERE slot = $1 AND relid = $2 AND generation = $3 AND chunk = $4",
-                  {id[0], id[1], id[2], id[3], snapshot, snapshot_lsn, std::to_string(rows), std::to_string(c.bytes.load())});
+                  {record.slot, std::to_string(t.oid), std::to_string(record.generation), std::to_string(c.index),
+                   snapshot, snapshot_lsn, std::to_string(c.rows.load()), std::to_string(c.bytes.load())});
   dst.exec("COMMIT");
   src.exec("COMMIT");
-  c.rows = rows;
+  return Attempt::kCopied;
+}
+
+void copy_one(const pg::Connection& src, const pg::Connection& dst, const ChunkRecord& record, const TableToCopy& t,
+              Chunk& c, uint64_t& bytes, const std::atomic<bool>& stop) {
+  dst.exec_params("UPDATE dts.copy_chunk SET attempts = attempts + 1 "
+                  "WHERE slot = $1 AND relid = $2 AND generation = $3 AND chunk = $4",
+                  {record.slot, std::to_string(t.oid), std::to_string(record.generation), std::to_string(c.index)});
+  int tries = 3;
+  while (copy_attempt(src, dst, record, t, c, bytes, stop, tries) == Attempt::kAgain) {
+    if (stop.load()) throw Stopped("the copy of " + qualified(t) + " was stopped");
+  }
   c.done = true;
   if (record.on_written) record.on_written(t, c);
 }

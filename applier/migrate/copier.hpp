@@ -83,6 +83,12 @@ struct ChunkRecord {
   std::function<bool(const TableToCopy&, const Chunk&, const std::string& snapshot, const std::string& lsn)>
       on_snapshot;
   std::function<void(const TableToCopy&, const Chunk&)> on_written;  // its rows are committed
+  // The source, in the chunk's snapshot (`shape`: its columns and types), has columns the target
+  // lacks: true to copy those both sides have, false to read the chunk again later (the chunk
+  // is handed back; a copy made while the stream runs waits for the stream to bring the schema
+  // change). Unset: copy those both sides have.
+  std::function<bool(const TableToCopy&, const Chunk&, const std::string& shape, const std::string& lsn)>
+      on_shape_differs;
 };
 
 struct CopyResult {

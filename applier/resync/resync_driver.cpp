@@ -41,7 +41,8 @@ void ResyncDriver::stop() {
   error_ = nullptr;
 }
 
-void ResyncDriver::tick() {
+void ResyncDriver::tick(Lsn applied) {
+  applied_ = applied;
   if (engine_ == nullptr) return;
   if (active_ != 0) {
     if (!finished_) return;
@@ -199,7 +200,10 @@ bool ResyncDriver::start(int64_t id, const std::string& tables, const std::strin
         if (!s) throw Error(ErrorKind::kSource, "the source gave a malformed snapshot: " + snapshot);
         return reconciler.start_reading(t.oid, c.index, *s, parse_lsn(lsn).value_or(0));
       },
-      [&reconciler](const migrate::TableToCopy& t, const migrate::Chunk& c) { reconciler.finish_reading(t.oid, c.index); }};
+      [&reconciler](const migrate::TableToCopy& t, const migrate::Chunk& c) { reconciler.finish_reading(t.oid, c.index); },
+      [this](const migrate::TableToCopy& t, const migrate::Chunk& c, const std::string& shape, const std::string& lsn) {
+        return shape_differs(t, c, shape, parse_lsn(lsn).value_or(0));
+      }};
   active_ = id;
   finished_ = false;
   copier_ = std::thread([this, &reconciler] {
@@ -216,6 +220,32 @@ bool ResyncDriver::start(int64_t id, const std::string& tables, const std::strin
     finished_ = true;
   });
   return true;
+}
+
+// A chunk whose snapshot sees columns the target lacks: a column added, renamed or retyped on
+// the source, whose schema change the stream has not applied yet. Copying the columns both
+// sides have would lose the others for good (the stream's replay of the change cannot tell),
+// so the chunk is handed back and read again once the stream has applied every transaction
+// committed before this snapshot's position. If the target still lacks them then, with the
+// source's columns unchanged, they will not come (replay off, or the target changed by hand):
+// the columns both sides have are copied, as the first copy does.
+bool ResyncDriver::shape_differs(const migrate::TableToCopy& t, const migrate::Chunk& c, const std::string& shape,
+                                 Lsn lsn) {
+  apply::CopyReconciler& reconciler = engine_->reconciler();
+  {
+    std::lock_guard<std::mutex> lock(deferred_mu_);
+    auto it = deferred_.find(t.oid);
+    if (it != deferred_.end() && it->second.first == shape && applied_.load() >= it->second.second) return true;
+    if (it == deferred_.end() || it->second.first != shape) deferred_[t.oid] = {shape, lsn};
+  }
+  // The applier waits for a table's copy to be written (a truncate): it cannot bring the change.
+  if (reconciler.applier_waits()) return true;
+  reconciler.give_back(t.oid, c.index);
+  spdlog::info("{}.{}: the source has columns the target lacks yet ({}); chunk {} is read again once the stream has "
+               "applied the schema change", t.schema, t.name, shape, c.index);
+  while (applied_.load() < lsn && !stop_.load() && !reconciler.applier_waits())
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  return false;
 }
 
 }  // namespace dts::resync

@@ -9,6 +9,8 @@
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,10 +36,13 @@ class ResyncDriver {
   void attach(apply::ApplyEngine& engine);
   // Between messages: picks up a request, starts its copy, records it done once every chunk is
   // written. A failed copy is thrown here (the stream must not go on skipping its changes).
-  void tick();
+  // `applied`: the position up to which every source transaction is applied on the target.
+  void tick(Lsn applied);
   void stop();
 
  private:
+  bool shape_differs(const migrate::TableToCopy& t, const migrate::Chunk& c, const std::string& shape, Lsn lsn);
+
   bool start(int64_t id, const std::string& tables, const std::string& exclude, bool resuming);
   void empty_tables(int64_t id);
   core::CompiledSelection planned_tables(int64_t id, const pg::Connection& source);
@@ -55,6 +60,11 @@ class ResyncDriver {
   std::vector<migrate::Chunk> chunks_;
   migrate::ChunkRecord record_;
   std::chrono::steady_clock::time_point last_check_{};
+  std::atomic<Lsn> applied_{0};
+  // Per table, a shape of the source's columns the target was found to lack, and the WAL
+  // position read with it (shape_differs).
+  std::mutex deferred_mu_;
+  std::map<uint32_t, std::pair<std::string, Lsn>> deferred_;
 };
 
 }  // namespace dts::resync
