@@ -95,6 +95,7 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   flush_held();
   TargetSession& session = current_session();
   schema_changed_ = true;
+  if (rewritten) wait_for_copies(copies);
   if (rewritten && change.before) {
     // Emptied in the shape it had (a partitioned table: every partition); replica role: no
     // foreign key trigger objects.
@@ -110,6 +111,17 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   for (const auto& table : copies) {
     copy_again(table, session);
     rewritten_.erase({xid, table.relid});
+  }
+}
+
+// A table rewritten again while an earlier copy of it is read: emptied only once that copy is
+// written, so that no chunk commits its rows after the emptying (they would stay beside the
+// new copy's), and no worker of the earlier copy reads a chunk of the new one.
+void ApplyEngine::wait_for_copies(const std::vector<ddl::RelationRef>& tables) {
+  for (const auto& t : tables) {
+    if (reconciler_.settled(t.relid)) continue;
+    finish_commit();
+    reconciler_.wait_until_settled(t.relid);
   }
 }
 

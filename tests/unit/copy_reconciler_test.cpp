@@ -1,6 +1,8 @@
 // The copy's snapshots and the reconciliation of the stream with them.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "apply/copy_reconciler.hpp"
 #include "pg/snapshot.hpp"
 #include "values.hpp"
@@ -163,4 +165,32 @@ TEST(CopyReconciler, AChunkNotReadYetSkipsAndItsSnapshotMustSeeWhatItSkipped) {
   r.wait_for_chunk();  // returns at once
   EXPECT_EQ(r.fate(ins), RowFate::kApply);
   EXPECT_TRUE(r.settled(42));
+}
+
+// A chunk handed back by its copy worker (the target's columns were behind the source's) is
+// pending again: the applier waiting for it goes on, skipping its changes, and the chunk's next
+// snapshot must see them.
+TEST(CopyReconciler, AChunkGivenBackIsPendingAgain) {
+  auto rel = relation();
+  CopyReconciler r;
+  CopiedTable t;
+  t.key_column = "id";
+  CopiedChunk pending;
+  pending.index = 0;
+  pending.state = dts::apply::ChunkState::kPending;
+  t.chunks = {pending};
+  r.add(42, t, 0);
+  ASSERT_TRUE(r.start_reading(42, 0, *Snapshot::parse("650:700:"), 950));
+  dts::decode::Values row = {int_value(5), proto::Value{}};
+  dts::decode::RowChange ins{dts::decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row};
+  r.begin(710, 960);  // not seen by the snapshot being read
+  EXPECT_EQ(r.fate(ins), RowFate::kWait);
+  std::thread worker([&r] { r.give_back(42, 0); });
+  r.wait_for_chunk();  // returns once the chunk is given back, not written
+  worker.join();
+  EXPECT_FALSE(r.settled(42));
+  EXPECT_TRUE(r.copied(rel, row, false));  // skipped now: the chunk read later holds it
+  EXPECT_FALSE(r.start_reading(42, 0, *Snapshot::parse("650:700:"), 970));  // does not see 710
+  EXPECT_TRUE(r.start_reading(42, 0, *Snapshot::parse("720:720:"), 980));
+  EXPECT_FALSE(r.applier_waits());
 }
