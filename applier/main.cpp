@@ -26,6 +26,7 @@
 #include "serve/http_api.hpp"
 #include "serve/jobs_cli.hpp"
 #include "serve/token.hpp"
+#include "roles/roles.hpp"
 #include "verify/verify.hpp"
 
 namespace {
@@ -179,6 +180,18 @@ int main(int argc, char** argv) {
   m->add_flag("--no-owner", migrate.no_owner,
               "objects on the target belong to the target role instead of their source owners (pg_restore --no-owner)");
   m->add_flag("--no-privileges", migrate.no_privileges, "leave out the source's GRANTs (pg_restore --no-privileges)");
+  m->add_flag("--roles", migrate.roles,
+              "first create the source's roles the target lacks (attributes, password verifiers, memberships, "
+              "settings); existing ones are checked, not changed");
+
+  std::string roles_source, roles_target;
+  bool roles_dry_run = false, roles_json = false;
+  auto* rl = app.add_subcommand("roles", "create the source's roles on the target (what migrate --roles does) and "
+                                         "report what is left to do, with the statements to run");
+  rl->add_option("--source", roles_source, "libpq conninfo of the source")->required()->envname("DTS_SOURCE");
+  rl->add_option("--target", roles_target, "libpq conninfo of the target")->required()->envname("DTS_TARGET");
+  rl->add_flag("--dry-run", roles_dry_run, "change nothing: say what would be created");
+  rl->add_flag("--json", roles_json, "print JSON instead of text");
 
   dts::check::CheckOptions check;
   bool check_json = false;
@@ -357,6 +370,14 @@ int main(int argc, char** argv) {
       verify.wait_timeout = std::chrono::seconds(verify_wait_s);
       verify.schema = !verify_no_schema;
       return dts::verify::run_verify(verify, verify_json);
+    }
+    if (rl->parsed()) {
+      auto report = dts::roles::copy_roles(
+          dts::roles::read_source_roles(dts::pg::Connection::open(roles_source, "source")),
+          dts::pg::Connection::open(roles_target, "target"), roles_dry_run);
+      std::fputs((roles_json ? dts::roles::render_json(report) + "\n" : dts::roles::render_text(report)).c_str(), stdout);
+      // 0: nothing left to do; 1: some roles need the statements shown.
+      return std::any_of(report.notes.begin(), report.notes.end(), [](const auto& n) { return !n.statement.empty(); }) ? 1 : 0;
     }
     if (c->parsed()) {
       std::vector<dts::core::SelectedRelation> selected;

@@ -31,6 +31,7 @@
 #include "migrate/copy_progress.hpp"
 #include "migrate/job_lock.hpp"
 #include "pg/connection.hpp"
+#include "roles/roles.hpp"
 
 extern char** environ;
 
@@ -147,6 +148,19 @@ void run_prechecks(const MigrateOptions& o, bool restart) {
   for (const auto& b : blocking) names += (names.empty() ? "" : ", ") + b.name;
   throw Error(ErrorKind::kConfig, "prechecks FAILED: " + names + ". Fix them (see above), or, knowing the consequence, "
                                   "pass --skip-check " + blocking.front().name);
+}
+
+// The source's roles, before the checks that the schema's owners exist (a restart finds them
+// there: they are checked, not created again).
+void copy_roles(const MigrateOptions& o) {
+  roles::RolesReport r = roles::copy_roles(roles::read_source_roles(pg::Connection::open(o.source, "source")),
+                                           pg::Connection::open(o.target, "target"), false);
+  spdlog::info("roles: {} created, {} already on the target, {} memberships, {} settings", r.created, r.existing,
+               r.memberships, r.settings);
+  for (const auto& n : r.notes) {
+    if (n.statement.empty()) continue;
+    spdlog::warn("role {}: {}; run on the target: {}", n.role, n.detail, n.statement);
+  }
 }
 
 // The restore's options for ownership and grants, and how the summary says what was done.
@@ -505,6 +519,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       return follow::kExitOk;
     }
     if (at != core::Phase::kStreaming && at != core::Phase::kCatchingUp) {
+      if (opts.roles) copy_roles(opts);
       run_prechecks(opts, !phase.empty());
       TempDir work;  // before the slot: a TMPDIR that cannot be used leaves nothing behind
       create_chunk_table(target);

@@ -36,6 +36,7 @@ struct MigrateOptions {
   // owner (the target role must be able to assign it: check's `roles` item) and its grants.
   bool no_owner = false;       // pg_restore --no-owner: objects belong to the target role
   bool no_privileges = false;  // pg_restore --no-privileges: the source's GRANTs are left out
+  bool roles = false;  // the source's roles on the target first (roles/roles.hpp)
 };
 
 int run_migrate(const MigrateOptions& options, const std::atomic<bool>& stop);
