@@ -24,6 +24,8 @@
 #include "follow/status.hpp"
 #include "migrate/migrate.hpp"
 #include "serve/http_api.hpp"
+#include "server/server_commands.hpp"
+#include "server/server_migrate.hpp"
 #include "serve/jobs_cli.hpp"
 #include "serve/token.hpp"
 #include "roles/roles.hpp"
@@ -117,6 +119,8 @@ int main(int argc, char** argv) {
   app.add_flag("--version", version, "print the version and exit");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  std::string log_tag;  // each database's migrate of a job over several, in the job's log
+  app.add_option("--log-tag", log_tag, "a word after each log line's level (e.g. the database)")->group("");
 
   dts::follow::FollowOptions follow;
   std::string resume_mode = "auto";
@@ -180,6 +184,12 @@ int main(int argc, char** argv) {
   m->add_flag("--no-owner", migrate.no_owner,
               "objects on the target belong to the target role instead of their source owners (pg_restore --no-owner)");
   m->add_flag("--no-privileges", migrate.no_privileges, "leave out the source's GRANTs (pg_restore --no-privileges)");
+  dts::server::DatabaseScope migrate_databases;
+  m->add_option("--databases", migrate_databases.names,
+                "several databases as one job (comma-separated; roles first, each database created on the target "
+                "as on the source, a slot <slot>_db<oid> each)")
+      ->delimiter(',');
+  m->add_flag("--all-databases", migrate_databases.all, "every database of the source that accepts connections");
   m->add_flag("--roles", migrate.roles,
               "first create the source's roles the target lacks (attributes, password verifiers, memberships, "
               "settings); existing ones are checked, not changed");
@@ -219,6 +229,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 86400));
   v->add_flag("--json", verify_json, "print JSON instead of a table");
   v->add_flag("--repair", verify.repair, "copy the tables that differ again (resync) and compare them once more");
+  dts::server::DatabaseScope verify_databases;
+  v->add_option("--databases", verify_databases.names, "as given to migrate --databases")->delimiter(',');
+  v->add_flag("--all-databases", verify_databases.all, "as given to migrate --all-databases");
   bool verify_no_schema = false;
   v->add_flag("--no-schema", verify_no_schema, "compare the rows only, not the schemas (pg_dump --schema-only of both)");
 
@@ -243,6 +256,10 @@ int main(int argc, char** argv) {
   k->add_option("--read-only-scope", scope,
                 "cluster: ALTER SYSTEM, reaches existing sessions; database: ALTER DATABASE, disconnects its sessions")
       ->check(CLI::IsMember({"cluster", "database"}));
+  k->add_option("--databases", complete.databases.names, "cut over these databases' migrations in one window "
+                                                         "(as given to migrate --databases)")
+      ->delimiter(',');
+  k->add_flag("--all-databases", complete.databases.all, "as given to migrate --all-databases");
   k->add_option("--timeout", complete_timeout_s, "seconds to wait for the lag to come down (default 600)")
       ->check(CLI::Range(1, 86400));
   k->add_option("--drain-timeout", drain_timeout_s,
@@ -293,6 +310,9 @@ int main(int argc, char** argv) {
   x->add_option("--source", cancel.source, "libpq conninfo of the source")->required()->envname("DTS_SOURCE");
   x->add_option("--target", cancel.target, "libpq conninfo of the target")->required()->envname("DTS_TARGET");
   x->add_option("--slot", cancel.slot, "the migration's slot (default dts_migrate)")->check(kSlotName);
+  dts::server::DatabaseScope cancel_databases;
+  x->add_option("--databases", cancel_databases.names, "as given to migrate --databases")->delimiter(',');
+  x->add_flag("--all-databases", cancel_databases.all, "as given to migrate --all-databases");
 
   dts::resync::ResyncOptions resync;
   auto* rs = app.add_subcommand("resync", "copy tables of a running migration again while its stream goes on");
@@ -314,7 +334,9 @@ int main(int argc, char** argv) {
   scrub_passwords(argc, argv);
   auto logger = spdlog::stderr_color_mt("dts");
   spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  std::string tag;  // a database's name, taken literally
+  for (char ch : log_tag) tag += ch == '%' ? std::string("%%") : std::string(1, ch);
+  spdlog::set_pattern(tag.empty() ? "%Y-%m-%d %H:%M:%S.%e %^%l%$ %v" : "%Y-%m-%d %H:%M:%S.%e %^%l%$ [" + tag + "] %v");
   spdlog::set_level(spdlog::level::from_str(log_level));
 
   const std::string command = app.get_subcommands().empty() ? "dts_applier" : app.get_subcommands().front()->get_name();
@@ -338,7 +360,9 @@ int main(int argc, char** argv) {
       std::signal(SIGTERM, on_signal);
       return dts::follow::run_follow(follow, g_stop);
     }
-    if (x->parsed()) return dts::cancel::run_cancel(cancel);
+    if (x->parsed())
+      return cancel_databases.several() ? dts::server::run_cancel_databases(cancel, cancel_databases)
+                                        : dts::cancel::run_cancel(cancel);
     if (rs->parsed()) {
       std::signal(SIGINT, on_signal);
       std::signal(SIGTERM, on_signal);
@@ -369,6 +393,7 @@ int main(int argc, char** argv) {
     if (v->parsed()) {
       verify.wait_timeout = std::chrono::seconds(verify_wait_s);
       verify.schema = !verify_no_schema;
+      if (verify_databases.several()) return dts::server::run_verify_databases(verify, verify_databases, verify_json);
       return dts::verify::run_verify(verify, verify_json);
     }
     if (rl->parsed()) {
@@ -394,6 +419,7 @@ int main(int argc, char** argv) {
       require_status_file(migrate.status_file);
       std::signal(SIGINT, on_signal);
       std::signal(SIGTERM, on_signal);
+      if (migrate_databases.several()) return dts::server::run_server_migrate(migrate, migrate_databases, g_stop);
       return dts::migrate::run_migrate(migrate, g_stop);
     }
     std::fputs(app.help().c_str(), stdout);

@@ -16,6 +16,7 @@
 #include "follow/follow.hpp"
 #include "migrate/migrate.hpp"
 #include "pg/connection.hpp"
+#include "server/databases.hpp"
 #include "verify/verify.hpp"
 
 namespace dts::complete {
@@ -235,6 +236,127 @@ void wait_lag(const CompleteOptions& o, const follow::AppliedWatch& watch) {
 
 }  // namespace
 
+namespace {
+
+// One database's migration in the cutover: its connections, its slot's watch, its stop marker.
+struct Leg {
+  std::string name;  // the database, for a job over several; "" for one
+  CompleteOptions o;  // its source, target and slot
+  pg::Connection src, tgt;
+  std::unique_ptr<follow::AppliedWatch> watch;
+  std::string origin;
+  bool has_state = false;
+  Lsn stop = 0;
+  int sequences = 0;
+};
+using Legs = std::vector<std::unique_ptr<Leg>>;
+
+std::string leg_label(const Leg& leg) { return leg.name.empty() ? "" : "database " + leg.name + ": "; }
+
+Legs make_legs(const CompleteOptions& o) {
+  Legs legs;
+  auto add = [&legs](const std::string& name, CompleteOptions lo) {
+    auto leg = std::make_unique<Leg>();
+    leg->name = name;
+    leg->o = std::move(lo);
+    leg->src = pg::Connection::open(leg->o.source, "source");
+    leg->tgt = pg::Connection::open(leg->o.target, "target");
+    verify::prepare_session(leg->src);  // its own writes (markers) stay possible when read-only
+    verify::prepare_session(leg->tgt);
+    leg->origin = "dts_" + leg->o.slot;
+    leg->watch = std::make_unique<follow::AppliedWatch>(leg->src, leg->tgt, leg->origin);
+    leg->has_state = leg->tgt.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") == "t";
+    legs.push_back(std::move(leg));
+  };
+  if (!o.databases.several()) {
+    add("", o);
+    return legs;
+  }
+  if (o.scope != ReadOnlyScope::kCluster)
+    throw Error(ErrorKind::kConfig, "several databases cut over in one window need --read-only-scope cluster");
+  for (const auto& db : server::resolve(o.databases, o.source, o.target, o.slot)) {
+    CompleteOptions lo = o;
+    lo.source = db.source;
+    lo.target = db.target;
+    lo.slot = db.slot;
+    add(db.name, std::move(lo));
+  }
+  return legs;
+}
+
+// verify of every database after the window; "" if all are equal, else what to print.
+std::string verify_legs(const Legs& legs, std::string& line) {
+  auto t_verify = Clock::now();
+  size_t tables = 0;
+  for (const auto& leg : legs) {
+    verify::VerifyOptions vo;
+    vo.source = leg->o.source;
+    vo.target = leg->o.target;
+    vo.slot = leg->o.slot;
+    vo.tables = leg->o.tables;
+    vo.exclude = leg->o.exclude;
+    vo.wait_for_applier = false;  // nothing moves on a read-only source
+    std::vector<verify::TableResult> results = verify::verify_tables(vo, leg->src, leg->tgt);
+    verify::SchemaResult schema = verify::verify_schema(vo, leg->src, leg->tgt);
+    size_t bad = 0;
+    for (const auto& r : results) bad += r.equal() ? 0 : 1;
+    if (!schema.equal()) return leg_label(*leg) + verify::render_schema(schema) + "verify found the schemas different";
+    if (bad > 0)
+      return leg_label(*leg) + verify::render_table(results) + "verify found differences in " + std::to_string(bad) + " tables";
+    tables += results.size();
+  }
+  char buf[200];
+  std::snprintf(buf, sizeof(buf), "  verify: all %zu tables equal, schema equal%s (%.0f ms, after the window)\n", tables,
+                legs.size() > 1 ? " in every database" : "", ms_since(t_verify));
+  line = buf;
+  return "";
+}
+
+// The slots and origins go once every applier has stopped at its marker.
+void drop_slots(const Legs& legs) {
+  for (const auto& leg : legs) {
+    // Recorded before the slot goes: an applier that starts now finds the migration completed
+    // rather than a missing slot.
+    if (leg->has_state)
+      leg->tgt.exec_params("UPDATE dts.migration SET phase = $2, updated_at = now() WHERE slot = $1",
+                           {leg->o.slot, core::phase_name(core::Phase::kCompleted)});
+    auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (leg->src.query_value("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
+                                {leg->o.slot}) != "0" && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    cancel::drop_slot(leg->src, leg->o.slot, std::chrono::seconds(30));
+    cancel::drop_origin(leg->tgt, leg->origin, std::chrono::seconds(30));
+  }
+}
+
+void print_done(const CompleteOptions& o, const Legs& legs, double window_ms, double drained_ms, double applied_ms,
+                const std::string& verify_line, const std::string& undo_sql) {
+  int sequences = 0;
+  std::string slots, origins;
+  for (const auto& leg : legs) {
+    sequences += leg->sequences;
+    slots += (slots.empty() ? "\"" : ", \"") + leg->o.slot + "\"";
+    origins += (origins.empty() ? "\"" : ", \"") + leg->origin + "\"";
+  }
+  std::string where = legs.size() > 1 ? "the databases of " + pg::redact_conninfo(o.target)
+                                      : pg::redact_conninfo(o.target);
+  std::printf("cutover complete: the target holds everything the source committed%s\n"
+              "  read-only window: %.0f ms (transactions drained %.0f ms, last changes applied %.0f ms, "
+              "%d sequences copied with shift %lld)\n%s"
+              "  slot %s dropped on the source, origin %s dropped on the target\n"
+              "next steps:\n"
+              "  1. point the application at the target: %s\n"
+              "  2. the source stays read-only; to make it writable again, run on it:\n"
+              "       %s\n"
+              "  3. once the application runs on the target, retire the source\n",
+              legs.size() > 1 ? (" (" + std::to_string(legs.size()) + " databases)").c_str() : "", window_ms,
+              drained_ms, applied_ms, sequences, static_cast<long long>(o.sequence_shift), verify_line.c_str(),
+              slots.c_str(), origins.c_str(), where.c_str(), undo_sql.c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace
+
 int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted) {
   try {
     core::TableSelection(o.tables, o.exclude);  // a malformed list stops us before the source goes read-only
@@ -244,8 +366,7 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
   }
   std::unique_ptr<ReadOnlySwitch> read_only;
   bool target_ready = false;
-  bool has_state = false;
-  Lsn stop = 0;
+  Legs legs;
   auto undo_after = [&](const std::string& what) {
     spdlog::error("{}", what);
     if (read_only && read_only->enabled() && !target_ready) {
@@ -256,13 +377,14 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
         spdlog::error("could not make the source writable again ({}); run on it: {}", undo_error.what(),
                       read_only->undo_sql());
       }
-      if (stop != 0 && has_state) {
+      for (const auto& leg : legs) {
+        if (leg->stop == 0 || !leg->has_state) continue;
         try {
-          pg::Connection t = pg::Connection::open(o.target, "target");
-          record_stop(t, o.slot, "");
+          pg::Connection t = pg::Connection::open(leg->o.target, "target");
+          record_stop(t, leg->o.slot, "");
         } catch (const std::exception& e) {
           spdlog::error("could not clear the stop marker in dts.migration ({}); run on the target: UPDATE dts.migration "
-                        "SET stop_lsn = NULL WHERE slot = '{}'", e.what(), o.slot);
+                        "SET stop_lsn = NULL WHERE slot = '{}'", e.what(), leg->o.slot);
         }
         spdlog::warn("the applier stops at the stop marker it may have applied: run `dts_applier migrate` again to "
                      "go on following");
@@ -272,98 +394,51 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
     }
   };
   try {
-    pg::Connection src = pg::Connection::open(o.source, "source");
-    pg::Connection tgt = pg::Connection::open(o.target, "target");
-    verify::prepare_session(src);  // its own writes (markers) stay possible when read-only
-    verify::prepare_session(tgt);
-    std::string origin = "dts_" + o.slot;
-    follow::AppliedWatch watch(src, tgt, origin);
-    has_state = tgt.query_value("SELECT to_regclass('dts.migration') IS NOT NULL") == "t";
-    check_ready(o, src, tgt, watch, has_state);
-    wait_lag(o, watch);
+    legs = make_legs(o);
+    for (const auto& leg : legs) check_ready(leg->o, leg->src, leg->tgt, *leg->watch, leg->has_state);
+    for (const auto& leg : legs) wait_lag(leg->o, *leg->watch);
 
-    read_only = std::make_unique<ReadOnlySwitch>(src, o.source, o.scope);
+    // One switch for every database (cluster scope reaches them all), one window.
+    const Leg& first = *legs.front();
+    read_only = std::make_unique<ReadOnlySwitch>(first.src, first.o.source, o.scope);
     auto t_start = Clock::now();
     std::string point = read_only->enable();
     spdlog::warn("the source is read-only from {}; to undo: {}", point, read_only->undo_sql());
-    drain_writers(src, point, o, interrupted);
-    check_quiet(src);
-    wait_for_copies(o, tgt, watch);
+    drain_writers(first.src, point, o, interrupted);
+    check_quiet(first.src);
+    for (const auto& leg : legs) wait_for_copies(leg->o, leg->tgt, *leg->watch);
     double drained_ms = ms_since(t_start);
 
-    // Everything committed on the source is before the stop marker: once it is applied, the
-    // target holds it all, and the applier stops by itself.
-    stop = watch.write_marker(apply::kStopMarkerPrefix, "complete");
-    if (has_state) record_stop(tgt, o.slot, format_lsn(stop));
-    watch.wait_applied(stop, std::chrono::duration_cast<std::chrono::milliseconds>(o.timeout), &interrupted);
-    check_quiet(src);
+    // Everything committed on the source is before the stop markers: once they are applied,
+    // the target holds it all, and each applier stops by itself.
+    for (const auto& leg : legs) {
+      leg->stop = leg->watch->write_marker(apply::kStopMarkerPrefix, "complete");
+      if (leg->has_state) record_stop(leg->tgt, leg->o.slot, format_lsn(leg->stop));
+    }
+    for (const auto& leg : legs)
+      leg->watch->wait_applied(leg->stop, std::chrono::duration_cast<std::chrono::milliseconds>(o.timeout), &interrupted);
+    check_quiet(first.src);
     double applied_ms = ms_since(t_start);
-    int sequences = migrate::copy_sequences(src, tgt, o.sequence_shift);
+    for (const auto& leg : legs) {
+      leg->sequences = migrate::copy_sequences(leg->src, leg->tgt, o.sequence_shift);
+      spdlog::info("{}stop marker at {} applied; {} sequences copied (shift {})", leg_label(*leg), format_lsn(leg->stop),
+                   leg->sequences, o.sequence_shift);
+    }
     double window_ms = ms_since(t_start);
     target_ready = true;
-    spdlog::info("stop marker at {} applied; {} sequences copied (shift {})", format_lsn(stop), sequences,
-                 o.sequence_shift);
 
     std::string verify_line;
     if (o.verify) {
-      verify::VerifyOptions vo;
-      vo.source = o.source;
-      vo.target = o.target;
-      vo.slot = o.slot;
-      vo.tables = o.tables;
-      vo.exclude = o.exclude;
-      vo.wait_for_applier = false;  // nothing moves on a read-only source
-      auto t_verify = Clock::now();
-      std::vector<verify::TableResult> results = verify::verify_tables(vo, src, tgt);
-      verify::SchemaResult schema = verify::verify_schema(vo, src, tgt);
-      size_t bad = 0;
-      for (const auto& r : results) bad += r.equal() ? 0 : 1;
-      if (!schema.equal()) {
-        std::fputs(verify::render_schema(schema).c_str(), stdout);
-        std::printf("verify found the schemas different: the slot is kept and the source stays read-only.\n"
+      std::string differences = verify_legs(legs, verify_line);
+      if (!differences.empty()) {
+        std::printf("%s: the slots are kept and the source stays read-only.\n"
                     "Look into it before pointing the application at the target; to make the source writable "
-                    "again: %s\n", read_only->undo_sql().c_str());
+                    "again: %s\n", differences.c_str(), read_only->undo_sql().c_str());
         return follow::kExitFailed;
       }
-      if (bad > 0) {
-        std::fputs(verify::render_table(results).c_str(), stdout);
-        std::printf("verify found differences in %zu tables: the slot is kept and the source stays read-only.\n"
-                    "Look into them before pointing the application at the target; to make the source writable "
-                    "again: %s\n", bad, read_only->undo_sql().c_str());
-        return follow::kExitFailed;
-      }
-      char line[160];
-      std::snprintf(line, sizeof(line), "  verify: all %zu tables equal, schema equal (%.0f ms, after the window)\n",
-                    results.size(), ms_since(t_verify));
-      verify_line = line;
     }
-
-    // Recorded before the slot goes: an applier that starts now finds the migration completed
-    // rather than a missing slot.
-    if (has_state)
-      tgt.exec_params("UPDATE dts.migration SET phase = $2, updated_at = now() WHERE slot = $1",
-                      {o.slot, core::phase_name(core::Phase::kCompleted)});
-    // The applier has stopped at the marker (or is stopping): the slot and origin go.
-    auto deadline = Clock::now() + std::chrono::seconds(30);
-    while (src.query_value("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
-                           {o.slot}) != "0" && Clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    cancel::drop_slot(src, o.slot, std::chrono::seconds(30));
-    cancel::drop_origin(tgt, origin, std::chrono::seconds(30));
-
-    std::printf("cutover complete: the target holds everything the source committed\n"
-                "  read-only window: %.0f ms (transactions drained %.0f ms, last changes applied %.0f ms, "
-                "%d sequences copied with shift %lld)\n%s"
-                "  slot \"%s\" dropped on the source, origin \"%s\" dropped on the target\n"
-                "next steps:\n"
-                "  1. point the application at the target: %s\n"
-                "  2. the source stays read-only; to make it writable again, run on it:\n"
-                "       %s\n"
-                "  3. once the application runs on the target, retire the source\n",
-                window_ms, drained_ms, applied_ms, sequences, static_cast<long long>(o.sequence_shift),
-                verify_line.c_str(), o.slot.c_str(), origin.c_str(), pg::redact_conninfo(o.target).c_str(),
-                read_only->undo_sql().c_str());
-    std::fflush(stdout);
+    drop_slots(legs);
+    print_done(o, legs, window_ms, drained_ms, applied_ms, verify_line, read_only->undo_sql());
     return follow::kExitOk;
   } catch (const Error& e) {
     undo_after(e.what());

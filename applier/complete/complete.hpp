@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <string>
 
+#include "server/databases.hpp"
+
 namespace dts::complete {
 
 enum class ReadOnlyScope {
@@ -32,6 +34,8 @@ struct CompleteOptions {
   ReadOnlyScope scope = ReadOnlyScope::kCluster;
   std::chrono::seconds timeout{600};       // for the lag to come down
   std::chrono::seconds drain_timeout{30};  // for transactions begun before read-only to end
+  // Several databases (server/databases.hpp): each one's migration, all in one read-only window.
+  server::DatabaseScope databases;
 };
 
 // 0 done; 1 failed (the source is writable again if the failure came before the target was

@@ -97,9 +97,9 @@ int run_child(const std::vector<std::string>& argv, const std::vector<std::strin
   args.push_back(nullptr);
   for (auto& e : env_copy) envp.push_back(e.data());
   envp.push_back(nullptr);
-  int err_fd = open(err_path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+  int err_fd = err_path.empty() ? -1 : open(err_path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
   int out_fd = out_path.empty() ? -1 : open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (err_fd < 0 || (!out_path.empty() && out_fd < 0)) {
+  if ((!err_path.empty() && err_fd < 0) || (!out_path.empty() && out_fd < 0)) {
     std::string why = std::strerror(errno);
     if (err_fd >= 0) close(err_fd);
     if (out_fd >= 0) close(out_fd);
@@ -111,7 +111,7 @@ int run_child(const std::vector<std::string>& argv, const std::vector<std::strin
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent) _exit(127);  // migrate is already gone
-    dup2(err_fd, STDERR_FILENO);
+    if (err_fd >= 0) dup2(err_fd, STDERR_FILENO);
     if (out_fd >= 0) dup2(out_fd, STDOUT_FILENO);
     execvpe(args[0], args.data(), envp.data());
     const char msg[] = ": could not run it (is it installed and on PATH?)\n";
@@ -120,7 +120,7 @@ int run_child(const std::vector<std::string>& argv, const std::vector<std::strin
     (void)ignored;
     _exit(127);
   }
-  close(err_fd);
+  if (err_fd >= 0) close(err_fd);
   if (out_fd >= 0) close(out_fd);
   if (pid < 0) throw Error(ErrorKind::kInternal, "could not start " + argv[0] + ": " + std::strerror(errno));
   setpgid(pid, pid);  // also here: whichever of the two runs first, the group exists before any signal

@@ -1,5 +1,7 @@
 #include "migrate/job_lock.hpp"
 
+#include <unistd.h>
+
 #include <thread>
 
 #include "common/error.hpp"
@@ -16,6 +18,10 @@ std::string lock_key(const std::string& slot) { return "dts_migrate:" + slot; }
 }  // namespace
 
 std::string job_application_name(const std::string& slot) { return lock_key(slot).substr(0, 63); }
+
+std::string run_application_name(const std::string& slot) {
+  return (lock_key(slot) + "#" + std::to_string(getpid())).substr(0, 63);
+}
 
 bool try_job_lock(const pg::Connection& target, const std::string& slot) {
   return target.query_value(std::string("SELECT pg_try_advisory_lock(") + kLockSpace + ", hashtext($1))",
@@ -55,18 +61,30 @@ bool connection_lost(const pg::Connection& c) {
   return conn == nullptr || PQconsumeInput(conn) == 0 || PQstatus(conn) != CONNECTION_OK;
 }
 
-std::vector<int> job_sessions(const pg::Connection& c, const std::string& slot) {
-  pg::Result r = c.exec_params("SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                               {job_application_name(slot)});
+namespace {
+
+// The job's sessions, any run's (cancel) or this run's only (a migrate that stops: another
+// run of the job may be starting, and its sessions are not ours to end).
+const char* kJobSessions = "FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND CASE WHEN $3 THEN "
+                           "application_name = $2 ELSE application_name = $1 OR "
+                           "left(application_name, length($1) + 1) = $1 || '#' END";
+
+std::vector<std::string> session_params(const std::string& slot, bool this_run) {
+  return {job_application_name(slot), run_application_name(slot), this_run ? "true" : "false"};
+}
+
+}  // namespace
+
+std::vector<int> job_sessions(const pg::Connection& c, const std::string& slot, bool this_run) {
+  pg::Result r = c.exec_params(std::string("SELECT pid ") + kJobSessions, session_params(slot, this_run));
   std::vector<int> pids;
   for (int i = 0; i < PQntuples(r.get()); ++i) pids.push_back(std::atoi(PQgetvalue(r.get(), i, 0)));
   return pids;
 }
 
-int terminate_job_sessions(const pg::Connection& c, const std::string& slot) {
-  return std::atoi(c.query_value("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                 "WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                                 {job_application_name(slot)}).c_str());
+int terminate_job_sessions(const pg::Connection& c, const std::string& slot, bool this_run) {
+  return std::atoi(c.query_value(std::string("SELECT count(pg_terminate_backend(pid)) ") + kJobSessions,
+                                 session_params(slot, this_run)).c_str());
 }
 
 }  // namespace dts::migrate

@@ -6,8 +6,10 @@
 // terminating that session (migrate notices within a fraction of a second, stops its copy
 // workers and tools and exits), then takes the lock itself so that none starts while it
 // removes the slot, origin and state. Every session of the job — migrate's own and those of
-// the pg_dump and pg_restore it runs — carries the application_name job_application_name(slot),
-// which lets cancel wait for (and, when the process is gone, end) what is left of it.
+// the pg_dump and pg_restore it runs — carries the application_name run_application_name(slot),
+// the job's name and the run's pid, which lets cancel wait for (and, when the process is gone,
+// end) what is left of the job, and a stopping run end what its tools left without touching
+// the sessions of the next run of the job, which may already be starting.
 #ifndef DTS_APPLIER_MIGRATE_JOB_LOCK_HPP
 #define DTS_APPLIER_MIGRATE_JOB_LOCK_HPP
 
@@ -19,8 +21,10 @@
 
 namespace dts::migrate {
 
-// "dts_migrate:<slot>" (PostgreSQL keeps the first 63 bytes).
+// "dts_migrate:<slot>" (PostgreSQL keeps the first 63 bytes): the job's name.
 std::string job_application_name(const std::string& slot);
+// "dts_migrate:<slot>#<pid>": what this run's sessions (its tools' too) are called.
+std::string run_application_name(const std::string& slot);
 
 // Takes the job's lock on `target`, waiting up to `wait` for a holder that is going away (a
 // migrate killed a moment ago); throws Error(kConfig) naming the session that holds it.
@@ -34,10 +38,11 @@ int job_lock_holder(const pg::Connection& target, const std::string& slot);
 // reads what has arrived, and is cheap enough to ask every few tens of milliseconds.
 bool connection_lost(const pg::Connection& c);
 
-// Backend pids of the job's sessions on this server, other than `c`'s own.
-std::vector<int> job_sessions(const pg::Connection& c, const std::string& slot);
+// Backend pids of the job's sessions on this server (any run's, or `this_run`'s only), other
+// than `c`'s own.
+std::vector<int> job_sessions(const pg::Connection& c, const std::string& slot, bool this_run = false);
 // Terminates them; returns how many were asked to end.
-int terminate_job_sessions(const pg::Connection& c, const std::string& slot);
+int terminate_job_sessions(const pg::Connection& c, const std::string& slot, bool this_run = false);
 
 }  // namespace dts::migrate
 

@@ -153,14 +153,7 @@ void run_prechecks(const MigrateOptions& o, bool restart) {
 // The source's roles, before the checks that the schema's owners exist (a restart finds them
 // there: they are checked, not created again).
 void copy_roles(const MigrateOptions& o) {
-  roles::RolesReport r = roles::copy_roles(roles::read_source_roles(pg::Connection::open(o.source, "source")),
-                                           pg::Connection::open(o.target, "target"), false);
-  spdlog::info("roles: {} created, {} already on the target, {} memberships, {} settings", r.created, r.existing,
-               r.memberships, r.settings);
-  for (const auto& n : r.notes) {
-    if (n.statement.empty()) continue;
-    spdlog::warn("role {}: {}; run on the target: {}", n.role, n.detail, n.statement);
-  }
+  roles::copy_and_log(pg::Connection::open(o.source, "source"), pg::Connection::open(o.target, "target"));
 }
 
 // The restore's options for ownership and grants, and how the summary says what was done.
@@ -200,9 +193,9 @@ int stopped(const MigrateOptions& o, const pg::Connection& target, bool by_signa
   // A tool that needed SIGKILL may have left a query running on its server (a CREATE INDEX goes
   // on until it next talks to its client): end what is left of the job's sessions.
   try {
-    int ended = terminate_job_sessions(target, o.slot);
+    int ended = terminate_job_sessions(target, o.slot, /*this_run=*/true);
     pg::Connection source = pg::Connection::open(o.source, "source");
-    ended += terminate_job_sessions(source, o.slot);
+    ended += terminate_job_sessions(source, o.slot, /*this_run=*/true);
     if (ended > 0) spdlog::warn("ended {} sessions the stopped tools left on the servers", ended);
   } catch (const Error& e) {
     spdlog::warn("could not look for sessions the stopped tools left: {}", e.what());
@@ -414,7 +407,7 @@ std::string copy_and_build(const MigrateOptions& opts, const pg::Connection& tar
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   CopyFigures figures;
   if (!building_started) {
-    SnapshotWatch watch(opts.source, job_application_name(opts.slot), opts.slot);
+    SnapshotWatch watch(opts.source, run_application_name(opts.slot), opts.slot);
     std::vector<bool> reported(tables.size(), false);
     ChunkRecord record{opts.slot, 0, nullptr, nullptr, nullptr};
     CopyResult copied = copy_chunks(opts.source, opts.target, record, tables, chunks, opts.jobs, [&] {
@@ -486,7 +479,7 @@ int finish_full_copy(const MigrateOptions& opts, const pg::Connection& target, c
 
 int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
   // Every session of the job, the tools' included, says whose it is (see job_lock.hpp).
-  setenv("PGAPPNAME", job_application_name(opts.slot).c_str(), 1);
+  setenv("PGAPPNAME", run_application_name(opts.slot).c_str(), 1);
   pg::Connection target;  // the lifeline: holds the job's lock for as long as migrate runs
   // SIGINT/SIGTERM, or cancel terminated the lifeline: stop the tools and the copy, then exit.
   StopCheck should_stop = [&] { return stop.load() || connection_lost(target); };

@@ -77,6 +77,26 @@ std::string conninfo_without_password(const std::string& conninfo, std::string& 
   return out;
 }
 
+std::string conninfo_with_dbname(const std::string& conninfo, const std::string& dbname) {
+  std::string out;
+  auto add = [&out](const char* keyword, const char* value) {
+    out += std::string(out.empty() ? "" : " ") + keyword + "='";
+    for (const char* c = value; *c != '\0'; ++c) {
+      if (*c == '\'' || *c == '\\') out += '\\';
+      out += *c;
+    }
+    out += '\'';
+  };
+  bool parsed = each_option(conninfo, [&](const char* keyword, const char* value) {
+    if (std::strcmp(keyword, "dbname") != 0) add(keyword, value);
+  });
+  if (!parsed)
+    throw Error(ErrorKind::kConfig, "a connection string is neither a libpq conninfo (key=value ...) nor a "
+                                    "postgresql:// URI; correct --source / --target");
+  add("dbname", dbname.c_str());
+  return out;
+}
+
 std::string sqlstate(const PGresult* r) {
   const char* s = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
   return s != nullptr ? s : "";

@@ -305,12 +305,16 @@ std::string create_statement(const Role& role, bool plain) {
   return sql;
 }
 
-std::string setting_statement(const std::string& role, const std::string& setting, const std::string& database) {
+std::string set_clause(const std::string& setting) {
   size_t eq = setting.find('=');
   std::string name = setting.substr(0, eq), value = eq == std::string::npos ? "" : setting.substr(eq + 1);
+  return " SET " + quote_ident(name) + " TO " + (list_setting(name) ? list_literals(value) : quote_literal(value));
+}
+
+std::string setting_statement(const std::string& role, const std::string& setting, const std::string& database) {
   std::string sql = "ALTER ROLE " + quote_ident(role);
   if (!database.empty()) sql += " IN DATABASE " + quote_ident(database);
-  return sql + " SET " + quote_ident(name) + " TO " + (list_setting(name) ? list_literals(value) : quote_literal(value));
+  return sql + set_clause(setting);
 }
 
 SourceRoles read_source_roles(const pg::Connection& source) {
@@ -338,6 +342,15 @@ RolesReport copy_roles(const SourceRoles& roles, const pg::Connection& target, b
   for (const auto& m : roles.memberships) copier.membership(m, report);
   for (const auto& r : roles.roles) copier.settings(r, report);
   return report;
+}
+
+RolesReport copy_and_log(const pg::Connection& source, const pg::Connection& target) {
+  RolesReport r = copy_roles(read_source_roles(source), target, false);
+  spdlog::info("roles: {} created, {} already on the target, {} memberships, {} settings", r.created, r.existing,
+               r.memberships, r.settings);
+  for (const auto& n : r.notes)
+    if (!n.statement.empty()) spdlog::warn("role {}: {}; run on the target: {}", n.role, n.detail, n.statement);
+  return r;
 }
 
 const char* kind_name(RoleNote::Kind kind) {

@@ -61,12 +61,17 @@ SourceRoles read_source_roles(const pg::Connection& source);
 // Creates what the target lacks (dry_run: only says what it would do).
 RolesReport copy_roles(const SourceRoles& roles, const pg::Connection& target, bool dry_run);
 
+// copy_roles, with the report in the log: a line of counts, a warning per thing left to do.
+RolesReport copy_and_log(const pg::Connection& source, const pg::Connection& target);
+
 std::string render_text(const RolesReport& report);
 std::string render_json(const RolesReport& report);
 const char* kind_name(RoleNote::Kind kind);
 
 // The CREATE ROLE statement for `role` (without the superuser-only attributes when `plain`).
 std::string create_statement(const Role& role, bool plain);
+// " SET name TO value" from a pg_db_role_setting entry ("name=value"), for ALTER ROLE / DATABASE.
+std::string set_clause(const std::string& setting);
 // ALTER ROLE ... SET from a pg_db_role_setting entry ("name=value"); `database`: IN DATABASE.
 std::string setting_statement(const std::string& role, const std::string& setting, const std::string& database = "");
 

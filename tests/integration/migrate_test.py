@@ -395,7 +395,7 @@ def stopping_stops_the_copy():
                                          (GATE_POST, "pg_restore", 1)):
                 p = start_job(pair, "--mode", "full")
                 names = blocked_at(pair, p, gate, sessions)
-                check(names == {"dts_migrate:dts_migrate"}, f"the job's sessions at gate {gate} are named {names}")
+                check(names == {f"dts_migrate:dts_migrate#{p.pid}"}, f"the job's sessions at gate {gate} are named {names}")
                 job = job_processes(p.pid)
                 comms = sorted(info[4] for info in job.values())
                 check(tool is None or tool in comms, f"no {tool} among the job's processes at gate {gate}: {comms}")
