@@ -14,6 +14,7 @@
 #include "core/table_selection.hpp"
 #include "follow/applied_watch.hpp"
 #include "follow/follow.hpp"
+#include "migrate/large_objects.hpp"
 #include "migrate/migrate.hpp"
 #include "pg/connection.hpp"
 #include "server/databases.hpp"
@@ -248,6 +249,7 @@ struct Leg {
   bool has_state = false;
   Lsn stop = 0;
   int sequences = 0;
+  migrate::LargeObjectSync large_objects;  // brought up to date in the window
 };
 using Legs = std::vector<std::unique_ptr<Leg>>;
 
@@ -331,10 +333,11 @@ void drop_slots(const Legs& legs) {
 
 void print_done(const CompleteOptions& o, const Legs& legs, double window_ms, double drained_ms, double applied_ms,
                 const std::string& verify_line, const std::string& undo_sql) {
-  int sequences = 0;
+  int sequences = 0, large_objects = 0;
   std::string slots, origins;
   for (const auto& leg : legs) {
     sequences += leg->sequences;
+    large_objects += leg->large_objects.created + leg->large_objects.changed + leg->large_objects.removed;
     slots += (slots.empty() ? "\"" : ", \"") + leg->o.slot + "\"";
     origins += (origins.empty() ? "\"" : ", \"") + leg->origin + "\"";
   }
@@ -342,7 +345,7 @@ void print_done(const CompleteOptions& o, const Legs& legs, double window_ms, do
                                       : pg::redact_conninfo(o.target);
   std::printf("cutover complete: the target holds everything the source committed%s\n"
               "  read-only window: %.0f ms (transactions drained %.0f ms, last changes applied %.0f ms, "
-              "%d sequences copied with shift %lld)\n%s"
+              "%d sequences copied with shift %lld, %d large objects brought up to date)\n%s"
               "  slot %s dropped on the source, origin %s dropped on the target\n"
               "next steps:\n"
               "  1. point the application at the target: %s\n"
@@ -350,7 +353,7 @@ void print_done(const CompleteOptions& o, const Legs& legs, double window_ms, do
               "       %s\n"
               "  3. once the application runs on the target, retire the source\n",
               legs.size() > 1 ? (" (" + std::to_string(legs.size()) + " databases)").c_str() : "", window_ms,
-              drained_ms, applied_ms, sequences, static_cast<long long>(o.sequence_shift), verify_line.c_str(),
+              drained_ms, applied_ms, sequences, static_cast<long long>(o.sequence_shift), large_objects, verify_line.c_str(),
               slots.c_str(), origins.c_str(), where.c_str(), undo_sql.c_str());
   std::fflush(stdout);
 }
@@ -420,6 +423,10 @@ int run_complete(const CompleteOptions& o, const std::atomic<bool>& interrupted)
     check_quiet(first.src);
     double applied_ms = ms_since(t_start);
     for (const auto& leg : legs) {
+      leg->large_objects = migrate::sync_large_objects(leg->src, leg->tgt);
+      if (leg->large_objects.created + leg->large_objects.changed + leg->large_objects.removed +
+              leg->large_objects.unchanged > 0)
+        spdlog::info("{}large objects: {}", leg_label(*leg), leg->large_objects.summary());
       leg->sequences = migrate::copy_sequences(leg->src, leg->tgt, o.sequence_shift);
       spdlog::info("{}stop marker at {} applied; {} sequences copied (shift {})", leg_label(*leg), format_lsn(leg->stop),
                    leg->sequences, o.sequence_shift);

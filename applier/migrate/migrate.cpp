@@ -30,6 +30,7 @@
 #include "migrate/copier.hpp"
 #include "migrate/copy_progress.hpp"
 #include "migrate/job_lock.hpp"
+#include "migrate/large_objects.hpp"
 #include "pg/connection.hpp"
 #include "roles/roles.hpp"
 
@@ -154,6 +155,15 @@ void run_prechecks(const MigrateOptions& o, bool restart) {
 // there: they are checked, not created again).
 void copy_roles(const MigrateOptions& o) {
   roles::copy_and_log(pg::Connection::open(o.source, "source"), pg::Connection::open(o.target, "target"));
+}
+
+// Large objects, which the stream does not carry: copied once here, brought up to date again by
+// complete inside the read-only window (migrate/large_objects.hpp).
+void copy_large_objects(const MigrateOptions& o) {
+  pg::Connection source = pg::Connection::open(o.source, "source");
+  if (count_large_objects(source).objects == 0) return;
+  LargeObjectSync done = sync_large_objects(source, pg::Connection::open(o.target, "target"));
+  spdlog::info("large objects: {}; complete brings them up to date again in its read-only window", done.summary());
 }
 
 // The restore's options for ownership and grants, and how the summary says what was done.
@@ -519,6 +529,7 @@ int run_migrate(const MigrateOptions& opts, const std::atomic<bool>& stop) {
       std::optional<CopyPlan> plan = saved_plan(opts, target, phase);
       if (!plan) plan = start_copy(opts, target, table_selection, !phase.empty(), work, should_stop);
       copy_summary = copy_and_build(opts, target, *plan, at == core::Phase::kBuildingIndexes, work, should_stop);
+      copy_large_objects(opts);
     }
     if (!opts.incremental) {
       if (copy_summary.empty())
