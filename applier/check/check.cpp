@@ -4,12 +4,14 @@
 #include <rapidjson/writer.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <pqxx/pqxx>
 
 #include "apply/sql_builder.hpp"
 #include "check/privileges.hpp"
+#include "check/server_checks.hpp"
 #include "common/error.hpp"
 #include "common/parse.hpp"
 #include "common/text.hpp"
@@ -196,6 +198,39 @@ std::optional<core::CompiledSelection> select_tables(const CheckOptions& o, std:
   return compiled;
 }
 
+// Large objects travel outside the stream: copied after the tables and compared again (an md5
+// of each on both sides) inside complete's read-only window, which they lengthen.
+void large_objects_item(pqxx::nontransaction& t, std::vector<Item>& items) {
+  pqxx::row r = t.exec1("SELECT count(*), pg_total_relation_size('pg_largeobject'), "
+                        "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR "
+                        "current_setting('lo_compat_privileges')::bool FROM pg_largeobject_metadata");
+  long count = r[0].as<long>();
+  double mb = r[1].as<double>() / (1024.0 * 1024.0);
+  if (count == 0) {
+    items.push_back(passed("large_objects", "no large objects"));
+    return;
+  }
+  if (!r[2].as<bool>()) {
+    pqxx::result unreadable = t.exec(
+        "SELECT m.oid::text FROM pg_largeobject_metadata m WHERE NOT pg_has_role(m.lomowner, 'USAGE') AND NOT EXISTS "
+        "(SELECT 1 FROM aclexplode(m.lomacl) a WHERE a.privilege_type = 'SELECT' AND (a.grantee = 0 OR "
+        "pg_has_role(a.grantee, 'USAGE'))) ORDER BY m.oid LIMIT 20");
+    if (!unreadable.empty()) {
+      items.push_back(failed("large_objects", "large objects the source role may not read: " + list_of(unreadable),
+                             "GRANT SELECT ON LARGE OBJECT <oid> TO the source role for each, or migrate as a superuser"));
+      return;
+    }
+  }
+  // The window reads every object on both sides for its md5: about 200 MB/s each here.
+  double seconds = mb / 200.0;
+  char reason[256];
+  std::snprintf(reason, sizeof(reason), "%ld large objects (%.1f MB): copied after the tables, compared and brought up "
+                "to date inside complete's read-only window (about %.1f s of it)", count, mb, seconds);
+  items.push_back(seconds < 5 ? passed("large_objects", reason)
+                              : warning("large_objects", reason, "move large objects into bytea columns (which the "
+                                        "stream carries), or plan the longer window"));
+}
+
 void check_tables(const CheckOptions& o, std::vector<Item>& items, pqxx::connection& src,
                   std::vector<core::SelectedRelation>* selection) {
   pqxx::nontransaction t(src);
@@ -240,10 +275,7 @@ void check_tables(const CheckOptions& o, std::vector<Item>& items, pqxx::connect
                               : failed("foreign_keys", "foreign keys point at tables that are not selected: " + list_of(fks),
                                        "select the referenced tables too, or exclude the referencing ones"));
 
-  long lobs = t.exec("SELECT count(*) FROM pg_largeobject_metadata")[0][0].as<long>();
-  items.push_back(lobs == 0 ? passed("large_objects", "no large objects")
-                            : warning("large_objects", std::to_string(lobs) + " large objects: logical decoding does not carry them",
-                                      "move them into bytea columns, or copy them separately during the cutover"));
+  large_objects_item(t, items);
 
   // Names that differ only in case are distinct here, but one of them is lost by every tool or
   // script that does not quote identifiers (and by case-insensitive file systems in dumps).
@@ -329,6 +361,15 @@ core::CompiledSelection compile_selection(const CheckOptions& o, pqxx::nontransa
   }
 }
 
+namespace {
+
+int group_rank(const std::string& name) {
+  static const std::vector<std::string> order = {"source", "users", "databases", "hba", "replica identity", "misc"};
+  return static_cast<int>(std::find(order.begin(), order.end(), std::string(group_of(name))) - order.begin());
+}
+
+}  // namespace
+
 std::vector<Item> run_checks(const CheckOptions& o, std::vector<core::SelectedRelation>* selection) {
   std::vector<Item> items;
   std::unique_ptr<pqxx::connection> src, tgt;
@@ -344,8 +385,13 @@ std::vector<Item> run_checks(const CheckOptions& o, std::vector<core::SelectedRe
     if (src) {
       check_extension_create(items, *src, *tgt);
       check_schema_restore(o, items, *src, *tgt);
+      check_server(o, items);
     }
   }
+  // By the runbook's groups, in the order of item_names() within each.
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    return group_rank(a.name) < group_rank(b.name);
+  });
   return items;
 }
 
@@ -356,8 +402,27 @@ const std::vector<std::string>& item_names() {
       "logical_decoding_work_mem", "ddl_capture", "long_transactions", "table_selection", "replica_identity",
       "unlogged_tables", "foreign_keys", "large_objects", "name_clash", "generated_columns", "identity_columns",
       "read_privilege", "read_only_switch", "target_reachable", "version_order", "target_empty", "encoding", "collation",
-      "extensions", "target_privileges", "extension_create", "roles", "grant_roles", "schema_restore"};
+      "extensions", "target_privileges", "extension_create", "roles", "grant_roles", "schema_restore",
+      "users", "user_passwords", "databases", "hba", "tablespaces", "event_triggers", "foreign_servers", "publications"};
   return names;
+}
+
+const char* group_of(const std::string& name) {
+  static const std::vector<std::pair<const char*, std::vector<std::string>>> groups = {
+      {"source", {"source_reachable", "wal_level", "replication_slots", "wal_senders", "replication_privilege",
+                  "replication_connection", "output_plugin", "wal_sender_timeout", "max_slot_wal_keep_size",
+                  "logical_decoding_work_mem", "ddl_capture", "long_transactions", "read_privilege", "read_only_switch"}},
+      {"users", {"users", "user_passwords", "roles", "grant_roles"}},
+      {"databases", {"databases", "target_reachable", "version_order", "target_empty", "encoding", "collation",
+                     "target_privileges", "schema_restore"}},
+      {"hba", {"hba"}},
+      {"replica identity", {"table_selection", "replica_identity", "unlogged_tables", "foreign_keys", "name_clash",
+                            "generated_columns", "identity_columns"}},
+      {"misc", {"extensions", "extension_create", "large_objects", "tablespaces", "event_triggers", "foreign_servers",
+                "publications"}}};
+  for (const auto& [group, names] : groups)
+    if (std::find(names.begin(), names.end(), name) != names.end()) return group;
+  return "misc";
 }
 
 const char* status_name(Status s) {
@@ -382,7 +447,12 @@ std::string render_table(const std::vector<Item>& items) {
   size_t w = 4;
   for (const auto& i : items) w = std::max(w, i.name.size());
   std::string out;
+  std::string group;
   for (const auto& i : items) {
+    if (group != group_of(i.name)) {
+      group = group_of(i.name);
+      out += "[" + group + "]\n";
+    }
     char head[128];
     std::snprintf(head, sizeof(head), "%-*s  %-7s  ", static_cast<int>(w), i.name.c_str(), status_name(i.status));
     out += head + i.reason + "\n";
@@ -419,6 +489,8 @@ std::string render_json(const std::vector<Item>& items, const std::vector<core::
     w.StartObject();
     w.Key("name");
     w.String(i.name.c_str());
+    w.Key("group");
+    w.String(group_of(i.name));
     w.Key("status");
     w.String(status_name(i.status));
     w.Key("reason");

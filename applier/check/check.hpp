@@ -42,6 +42,8 @@ const std::vector<std::string>& item_names();
 // source cannot be read or the patterns are malformed).
 std::vector<Item> run_checks(const CheckOptions& options, std::vector<core::SelectedRelation>* selection = nullptr);
 const char* status_name(Status s);
+// The runbook's group of an item: source, users, databases, hba, replica identity, misc.
+const char* group_of(const std::string& name);
 // The worst status: what the exit code reports (0 passed, 1 warnings, 2 failed).
 Status overall(const std::vector<Item>& items);
 std::string render_table(const std::vector<Item>& items);

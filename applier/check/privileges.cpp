@@ -20,11 +20,6 @@ namespace {
 
 using apply::quote_ident;
 
-std::string shortened(const std::vector<std::string>& v, size_t max = 10) {
-  std::vector<std::string> head(v.begin(), v.begin() + static_cast<long>(std::min(max, v.size())));
-  return joined(head) + (v.size() > max ? ", ... (" + std::to_string(v.size()) + " in all)" : "");
-}
-
 std::vector<std::string> column(const pqxx::result& r, int col = 0) {
   std::vector<std::string> out;
   for (const auto& row : r) out.emplace_back(row[col].c_str());

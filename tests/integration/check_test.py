@@ -67,7 +67,7 @@ def every_problem_is_reported_with_its_fix():
         expect = {
             "replica_identity": ("FAILED", "nokey_updated", "REPLICA IDENTITY FULL"),
             "unlogged_tables": ("WARNING", "scratch", "SET LOGGED"),
-            "large_objects": ("WARNING", "1 large objects", "bytea"),
+            "large_objects": ("PASSED", "1 large objects", ""),  # copied, and again in the window
             "identity_columns": ("WARNING", "ident", "sequence"),
             "wal_sender_timeout": ("WARNING", "is 0", "wal_sender_timeout = '60s'"),
             "output_plugin": ("FAILED", "output_plugin_libraries", "output_plugin_libraries"),

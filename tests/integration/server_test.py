@@ -173,5 +173,44 @@ def databases_the_source_lacks_are_refused_by_name():
         check(pair.dst.value("SELECT count(*) FROM pg_roles WHERE rolname !~ '^pg_'") == 1, "something was created")
 
 
+@test
+def check_reports_the_runbooks_groups():
+    """check's server-wide items, each in its group: roles the target lacks and one it cannot
+    take, a login role the target's pg_hba.conf has no line for (tried: a warning, since the
+    application's logins, not the migration, would fail), the databases of each side, large objects with their window cost,
+    an event trigger and a foreign server."""
+    with Pair(2) as pair:
+        pair.src.sql("CREATE ROLE web LOGIN PASSWORD 'web pw'")
+        pair.src.sql("CREATE ROLE ops SUPERUSER")
+        pair.src.sql("CREATE DATABASE extra")
+        pair.src.sql("SELECT lo_from_bytea(0, 'abc')")
+        pair.src.sql("CREATE FUNCTION noop() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN END$$")
+        pair.src.sql("CREATE EVENT TRIGGER audit ON ddl_command_end EXECUTE FUNCTION noop()")
+        pair.src.sql("CREATE EXTENSION postgres_fdw")
+        pair.src.sql("CREATE SERVER elsewhere FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host 'example.invalid')")
+        data = pair.dst.value("SHOW data_directory")
+        pair.dst.sql("COPY (SELECT unnest(ARRAY['local all all trust', 'host all postgres 127.0.0.1/32 trust', "
+                     "'host replication all 127.0.0.1/32 trust', 'host all admin 127.0.0.1/32 trust'])) TO %s",
+                     (os.path.join(data, "pg_hba.conf"),))
+        pair.dst.sql("SELECT pg_reload_conf()")
+        out = subprocess.run([APPLIER, "check", "--source", pair.src.conninfo, "--target", pair.target, "--json"],
+                             capture_output=True, text=True, timeout=120)
+        items = {i["name"]: i for i in json.loads(out.stdout)["items"]}
+        expect = {"users": ("WARNING", "users", "ops, web"), "hba": ("WARNING", "hba", "web"),
+                  "databases": ("PASSED", "databases", "extra"), "large_objects": ("PASSED", "misc", "1 large objects"),
+                  "event_triggers": ("WARNING", "misc", "audit"), "foreign_servers": ("WARNING", "misc", "elsewhere"),
+                  "replica_identity": ("PASSED", "replica identity", "")}
+        for name, (status, group, words) in expect.items():
+            i = items.get(name)
+            check(i is not None and i["status"] == status and i["group"] == group and words in i["reason"],
+                  f"check item {name}: {i}")
+        check(out.returncode == 1, f"check exited {out.returncode} with warnings and no FAILED item")
+        text = subprocess.run([APPLIER, "check", "--source", pair.src.conninfo, "--target", pair.target],
+                              capture_output=True, text=True, timeout=120).stdout
+        groups = [line for line in text.splitlines() if line.startswith("[")]
+        check(groups == ["[source]", "[users]", "[databases]", "[hba]", "[replica identity]", "[misc]"],
+              f"the table's groups: {groups}")
+
+
 if __name__ == "__main__":
     main("server_test")
