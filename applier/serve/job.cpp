@@ -101,18 +101,59 @@ std::string format_iso8601(int64_t t) {
   return buf;
 }
 
+// "databases": an array of names, or "*" for every one; "roles": a boolean.
+bool parse_databases(const rapidjson::Value& body, JobSettings& s, std::string& error) {
+  auto d = body.FindMember("databases");
+  if (d != body.MemberEnd()) {
+    if (d->value.IsString() && std::string(d->value.GetString()) == "*") {
+      s.all_databases = true;
+    } else if (d->value.IsArray() && !d->value.Empty() && d->value.Size() <= 1000) {
+      for (const auto& v : d->value.GetArray()) {
+        std::string name = v.IsString() ? v.GetString() : "";
+        if (name.empty() || name.size() > 63 || name.find(',') != std::string::npos ||
+            name.find('\0') != std::string::npos) {
+          error = "field \"databases\" must hold database names (1 to 63 characters, no commas)";
+          return false;
+        }
+        s.databases.push_back(name);
+      }
+    } else {
+      error = "field \"databases\" must be an array of database names, or \"*\" for every database of the source";
+      return false;
+    }
+  }
+  auto r = body.FindMember("roles");
+  if (r != body.MemberEnd()) {
+    if (!r->value.IsBool()) {
+      error = "field \"roles\" must be true or false";
+      return false;
+    }
+    s.roles = r->value.GetBool();
+  }
+  return true;
+}
+
+std::vector<std::string> JobSettings::database_args() const {
+  if (all_databases) return {"--all-databases"};
+  if (databases.empty()) return {};
+  std::string list;
+  for (const auto& d : databases) list += (list.empty() ? "" : ",") + d;
+  return {"--databases", list};
+}
+
 bool parse_settings(const rapidjson::Value& body, JobSettings& s, std::string& error) {
   if (!body.IsObject()) {
     error = "the body must be a JSON object";
     return false;
   }
   static const std::set<std::string> known = {"name", "source", "target", "tables", "exclude", "mode", "jobs",
-                                              "splitSizeMB", "bandwidthLimitMBps", "resumeMode", "startTime", "start"};
+                                              "splitSizeMB", "bandwidthLimitMBps", "resumeMode", "startTime", "start",
+                                              "databases", "roles"};
   for (auto it = body.MemberBegin(); it != body.MemberEnd(); ++it) {
     std::string key = it->name.GetString();
     if (known.count(key) == 0) {
       error = "unknown field \"" + key.substr(0, 64) + "\"; the fields are name, source, target, tables, exclude, mode, "
-              "jobs, splitSizeMB, bandwidthLimitMBps, resumeMode, startTime, start";
+              "jobs, splitSizeMB, bandwidthLimitMBps, resumeMode, startTime, start, databases, roles";
       return false;
     }
   }
@@ -175,6 +216,7 @@ bool parse_settings(const rapidjson::Value& body, JobSettings& s, std::string& e
     }
     s.start_time = *t;
   }
+  if (!parse_databases(body, s, error)) return false;
   auto st = body.FindMember("start");
   if (st != body.MemberEnd()) {
     if (!st->value.IsBool()) {
@@ -228,12 +270,48 @@ std::string settings_json(const JobSettings& s, bool for_display) {
   w.Double(s.bandwidth_limit_mb_per_s);
   key_string(w, "resumeMode", s.resume_auto ? "auto" : "manual");
   if (s.start_time != 0) key_string(w, "startTime", format_iso8601(s.start_time));
+  if (s.all_databases) {
+    key_string(w, "databases", "*");
+  } else if (!s.databases.empty()) {
+    w.Key("databases");
+    w.StartArray();
+    for (const auto& d : s.databases) w.String(d.c_str());
+    w.EndArray();
+  }
+  if (s.roles) {
+    w.Key("roles");
+    w.Bool(true);
+  }
   if (!for_display) {
     w.Key("start");
     w.Bool(s.start);
   }
   w.EndObject();
   return std::string(buf.GetString(), buf.GetSize());
+}
+
+// A job over several databases: each one's phase, lag and error (its status file's).
+void write_databases(Writer& w, const rapidjson::Value* progress) {
+  const rapidjson::Value* list = progress != nullptr ? array_of(*progress, "databases") : nullptr;
+  if (list == nullptr) return;
+  w.Key("databases");
+  w.StartArray();
+  for (const auto& d : list->GetArray()) {
+    if (!d.IsObject()) continue;
+    const rapidjson::Value* st = d.HasMember("status") && d["status"].IsObject() ? &d["status"] : nullptr;
+    w.StartObject();
+    key_string(w, "database", string_of(d, "database"));
+    key_string(w, "slot", string_of(d, "slot"));
+    key_string(w, "phase", st != nullptr ? string_of(*st, "phase") : "PREPARING");
+    w.Key("delayMillisecond");
+    w.Int64(st != nullptr ? int_of(*st, "lag_ms") : 0);
+    w.Key("lagBytes");
+    w.Int64(st != nullptr ? int_of(*st, "lag_bytes") : 0);
+    key_string(w, "appliedLsn", st != nullptr ? string_of(*st, "applied_lsn") : "");
+    key_string(w, "error", st != nullptr ? string_of(*st, "error") : "");
+    w.EndObject();
+  }
+  w.EndArray();
 }
 
 void write_job_model(Writer& w, const Job& job) {
@@ -325,6 +403,7 @@ void write_job_model(Writer& w, const Job& job) {
   w.Double(copy != nullptr ? double_of(*copy, "longest_snapshot_seconds") : 0);
   w.EndObject();
 
+  write_databases(w, has ? &p : nullptr);
   w.Key("realtimeProgress");
   w.StartObject();
   w.Key("delayMillisecond");

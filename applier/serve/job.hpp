@@ -43,6 +43,13 @@ struct JobSettings {
   bool resume_auto = true;
   int64_t start_time = 0;  // Unix seconds; 0: at once
   bool start = true;       // queue at once (false: wait for POST .../start)
+  // Several databases as one job (server/databases.hpp): names, or every one ("databases": "*");
+  // the source's roles first ("roles", implied by several databases).
+  std::vector<std::string> databases;
+  bool all_databases = false;
+  bool roles = false;
+  // The command-line options that say which databases (--databases a,b / --all-databases).
+  std::vector<std::string> database_args() const;
 };
 
 // Reads settings from a JSON object. On a bad request returns false with `error` naming the

@@ -222,6 +222,9 @@ void JobManager::launch_migrate(Job& job) {
   if (!s.exclude.empty()) args.insert(args.end(), {"--exclude", s.exclude});
   if (s.bandwidth_limit_mb_per_s > 0)
     args.insert(args.end(), {"--bandwidth-limit", std::to_string(s.bandwidth_limit_mb_per_s)});
+  std::vector<std::string> dbs = s.database_args();
+  args.insert(args.end(), dbs.begin(), dbs.end());
+  if (s.roles) args.push_back("--roles");
   spawn(job, ChildKind::kMigrate, args);
   job.status = JobStatus::kPreparing;
   job.started_at = now_unix();
@@ -452,6 +455,8 @@ ActionResult JobManager::complete(int64_t id, const CompleteRequest& r) {
   std::vector<std::string> args = {"complete", "--slot", j->slot(), "--max-lag", std::to_string(r.max_lag_ms),
                                    "--sequence-shift", std::to_string(r.sequence_shift)};
   if (r.verify) args.push_back("--verify");
+  std::vector<std::string> dbs = j->settings.database_args();
+  args.insert(args.end(), dbs.begin(), dbs.end());
   spawn(*j, ChildKind::kComplete, args);
   return ActionResult::ok();
 }
@@ -463,7 +468,10 @@ ActionResult JobManager::verify(int64_t id) {
   if (j->status != JobStatus::kSynchronizeRealtimeData && j->status != JobStatus::kCompleted)
     return conflict(*j, "verify compares a job that streams (SYNCHRONIZE_REALTIME_DATA) or is COMPLETED");
   if (has_child(id, ChildKind::kVerify)) return conflict(*j, "a verify is already running for it");
-  spawn(*j, ChildKind::kVerify, {"verify", "--slot", j->slot(), "--json"});
+  std::vector<std::string> args = {"verify", "--slot", j->slot(), "--json"};
+  std::vector<std::string> dbs = j->settings.database_args();
+  args.insert(args.end(), dbs.begin(), dbs.end());
+  spawn(*j, ChildKind::kVerify, args);
   j->verify.status = "RUNNING";
   j->verify.report.clear();
   persist(*j);
@@ -477,6 +485,9 @@ ActionResult JobManager::resync(int64_t id, const std::string& tables, const std
   if (j->status != JobStatus::kSynchronizeRealtimeData)
     return conflict(*j, "resync copies tables of a job that streams (SYNCHRONIZE_REALTIME_DATA) again");
   if (has_child(id, ChildKind::kResync)) return conflict(*j, "a resync is already running for it");
+  if (!j->settings.database_args().empty())
+    return conflict(*j, "a job over several databases: run dts_applier resync against the table's database, "
+                        "with its slot (" + j->slot() + "_db<oid of the database>)");
   std::vector<std::string> args = {"resync", "--slot", j->slot(), "--tables", tables};
   if (!exclude.empty()) args.insert(args.end(), {"--exclude", exclude});
   spawn(*j, ChildKind::kResync, args);
@@ -500,7 +511,10 @@ ActionResult JobManager::cancel(int64_t id) {
     j->stop_requested_at = now_unix();
   }
   j->queued = false;
-  spawn(*j, ChildKind::kCancel, {"cancel", "--slot", j->slot()});
+  std::vector<std::string> args = {"cancel", "--slot", j->slot()};
+  std::vector<std::string> dbs = j->settings.database_args();
+  args.insert(args.end(), dbs.begin(), dbs.end());
+  spawn(*j, ChildKind::kCancel, args);
   persist(*j);
   return ActionResult::ok();
 }

@@ -27,7 +27,7 @@ namespace dts::server {
 namespace {
 
 // Least advanced first: a job is where its slowest database is.
-const std::vector<std::string> kPhaseOrder = {"STARTING", "RECONNECTING", "PREPARING", "COPYING", "BUILDING_INDEXES",
+const std::vector<std::string> kPhaseOrder = {"PREPARING", "COPYING", "BUILDING_INDEXES", "STARTING", "RECONNECTING",
                                               "CATCHING_UP", "STREAMING", "STOPPED", "DONE", "COMPLETED"};
 
 size_t phase_rank(const std::string& phase) {
@@ -144,7 +144,8 @@ std::string combined_status(const std::vector<SourceDatabase>& dbs, const std::v
     rapidjson::Document d;
     d.Parse(i < statuses.size() ? statuses[i].c_str() : "");
     bool ok = !d.HasParseError() && d.IsObject();
-    std::string p = ok && d.HasMember("phase") && d["phase"].IsString() ? d["phase"].GetString() : "STARTING";
+    // No status yet: its migrate is preparing (STARTING is follow's, once the copy is done).
+    std::string p = ok && d.HasMember("phase") && d["phase"].IsString() ? d["phase"].GetString() : "PREPARING";
     if (p == "FAILED") failed = true;
     if (!failed && phase_rank(p) < phase_rank(phase)) phase = p;
     if (ok && d.HasMember("error") && d["error"].IsString() && error.empty() && d["error"].GetStringLength() > 0)

@@ -337,6 +337,60 @@ def jobs_queue_beyond_max_jobs_and_scheduled_ones_wait_for_their_time():
             serve.cleanup()
 
 
+@test
+def a_job_over_every_database_streams_each_and_cuts_over_once():
+    """A job with "databases": "*" and "roles": the model shows each database's phase and lag, the
+    status page a row per database; verify compares every database, complete cuts them all over;
+    bad database fields answer 400 naming the field."""
+    with Pair(5) as pair:
+        pair.src.sql("CREATE ROLE owner_a LOGIN PASSWORD 'a pw'")
+        pair.src.sql("CREATE DATABASE db_a OWNER owner_a")
+        pair.src.sql("CREATE DATABASE db_b")
+        for db in ("db_a", "db_b"):
+            run_sql(pair.src.conninfo.replace("dbname=postgres", f"dbname={db}"),
+                    "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g")
+        serve = Serve(pair.target, HTTP_PORT)
+        try:
+            for bad in ({"databases": "db_a"}, {"databases": []}, {"databases": ["a,b"]}, {"roles": "yes"}):
+                status, body = serve.call("POST", "/api/jobs", job_body(pair, **bad))
+                field = next(iter(bad))
+                check(status == 400 and f'field "{field}"' in (body["errorMsg"] or ""), f"{bad}: {status} {body}")
+            status, body = serve.call("POST", "/api/jobs", job_body(pair, databases="*", roles=True))
+            check(status == 201 and body["model"]["settings"]["databases"] == "*", f"create: {status} {body}")
+            job = body["model"]
+            serve.wait_status(job["id"], "SYNCHRONIZE_REALTIME_DATA")
+            wait_for("every database to stream", lambda: all(
+                d["phase"] == "STREAMING" for d in serve.job(job["id"]).get("databases", [{"phase": ""}])), 120)
+            model = serve.job(job["id"])
+            dbs = {d["database"]: d for d in model.get("databases", [])}
+            check(set(dbs) == {"db_a", "db_b", "postgres"} and all(d["phase"] == "STREAMING" for d in dbs.values()),
+                  f"databases in the model: {model.get('databases')}")
+            run_sql(pair.src.conninfo.replace("dbname=postgres", "dbname=db_b"), "INSERT INTO t VALUES (0, 'late')")
+            dom = chromium_page(serve, f"#token={serve.token}", os.path.join(serve.base, "dbs.png"))
+            shown = set(re.findall(r'data-database="([^"]+)"', dom))
+            check(shown == {"db_a", "db_b", "postgres"}, f"databases on the status page: {shown}")
+            status, body = serve.call("POST", f"/api/jobs/{job['id']}/verify")
+            wait_for("verify to finish", lambda: serve.job(job["id"])["verify"]["status"] != "RUNNING", 180)
+            v = serve.job(job["id"])["verify"]
+            check(v["status"] == "EQUAL" and len(v["result"]["databases"]) == 3, f"verify: {v}")
+            status, body = serve.call("POST", f"/api/jobs/{job['id']}/complete", {"maxLagMs": 2000})
+            check(status == 200, f"complete: {status} {body}")
+            done = serve.wait_status(job["id"], "COMPLETED")
+            check(done["error"] is None, f"error: {done['error']}")
+            for db in ("db_a", "db_b"):
+                src = pair.src.conninfo.replace("dbname=postgres", f"dbname={db}")
+                dst = pair.target.replace("dbname=app", f"dbname={db}")
+                a = run_sql(src, "SELECT count(*), md5(string_agg(v, ',' ORDER BY id)) FROM t")
+                check(a == run_sql(dst, "SELECT count(*), md5(string_agg(v, ',' ORDER BY id)) FROM t"), f"{db} differs")
+            owner = pair.dst.value("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'db_a'")
+            check(owner == "owner_a", f"db_a belongs to {owner} on the target")
+            check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "slots left")
+        finally:
+            pair.src.sql("ALTER SYSTEM RESET default_transaction_read_only")
+            pair.src.sql("SELECT pg_reload_conf()")
+            serve.cleanup()
+
+
 def status_page(serve, job_id):
     """The page in headless Chromium, opened with the token in its fragment as a user would: a
     screenshot, and the job's row and bars from the DOM."""
