@@ -234,6 +234,78 @@ def crash_soak_kills_the_applier_at_random_moments():
                 m.stop()
 
 
+def kill_job(m):
+    """SIGKILL to a job over several databases: each database's migrate first, then the job."""
+    children = subprocess.run(["pgrep", "-P", str(m.proc.pid)], capture_output=True, text=True).stdout.split()
+    for pid in children:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    m.kill9()
+
+
+@test
+def crash_soak_over_two_databases_with_one_cutover():
+    """One job over two databases (migrate --databases), pgbench writing in both: the job and
+    its databases' migrates killed with SIGKILL at random moments of the copy and the stream,
+    restarted each time; then one cutover for both, and every row compared in each."""
+    rng = random.Random(SEED + 2)
+    dbs = ("db_a", "db_b")
+    with Pair(9) as pair:
+        conn = {db: (pair.src.conninfo.replace("dbname=postgres", f"dbname={db}"),
+                     pair.target.replace("dbname=app", f"dbname={db}")) for db in dbs}
+        for db in dbs:
+            pair.src.sql(f"CREATE DATABASE {db}")
+            subprocess.run(["psql", "-qX", "-d", conn[db][0], "-c", "CREATE EXTENSION dts_decoding",
+                            "-c", "CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(12,2))",
+                            "-c", "INSERT INTO items SELECT g, 'item ' || g, g / 7.0 FROM generate_series(1, 200000) g"],
+                           check=True, capture_output=True)
+            pgbench(pair.src, "-i", "-q", "-s", "2", dbname=db)
+        benches = [Pgbench(pair.src, rate=150, dbname=db) for db in dbs]
+        kills = collections.Counter()
+        m = Migration(pair.src.conninfo, pair.target, "--databases", ",".join(dbs), "--jobs", "1",
+                      "--split-larger-than", "1MB")
+        try:
+            for i in range(max(KILLS // 2, 2)):
+                m.start()
+                phases = ("COPYING", "BUILDING_INDEXES", "STREAMING", "CATCHING_UP") if i < 2 else ("STREAMING", "CATCHING_UP")
+                at = m.wait_phase(phases, 300)
+                deadline = time.monotonic() + rng.uniform(0, 1.5)
+                while time.monotonic() < deadline and m.proc.poll() is None:
+                    time.sleep(0.01)
+                at = m.phase().get("phase", at)
+                kill_job(m)
+                kills[{"COPYING": "copy", "BUILDING_INDEXES": "index build"}.get(at, "streaming")] += 1
+                # The databases' migrates are gone with the job: none holds its slot any more.
+                wait_for("the killed job's slots to be free", lambda: pair.src.value(
+                    "SELECT count(*) FROM pg_replication_slots WHERE active") == 0, 60)
+            m.start()
+            m.wait_phase(("STREAMING",), 300)
+            out = complete(pair, "--databases", ",".join(dbs))
+            check(out.returncode == 0 and "(2 databases)" in out.stdout, f"complete: {out.stdout[-800:]} {out.stderr[-1500:]}")
+            check(m.wait_exit(120) == 0, f"the job did not end at the cutover: {m.tail()}")
+            for b in benches:
+                b.stop()
+            compared = 0
+            for db in dbs:
+                tables = ["items", "pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
+                n, lost, duplicated, details = compare_rows(conn[db][0], conn[db][1], tables)
+                check(lost == 0 and duplicated == 0, f"{db}: {lost} rows lost, {duplicated} duplicated: {details}")
+                compared += n
+            line = (f"crash soak over two databases: {sum(kills.values())} kills of the job "
+                    f"({', '.join(f'{k} {v}' for k, v in sorted(kills.items()))}), one cutover, {compared} rows "
+                    f"compared, 0 lost, 0 duplicated")
+            FIGURES.append(line)
+            print("    " + line)
+        finally:
+            for b in benches:
+                b.stop()
+            m.stop()
+            pair.src.sql("ALTER SYSTEM RESET default_transaction_read_only")
+            pair.src.sql("SELECT pg_reload_conf()")
+
+
 @test
 def connection_faults_recover_in_auto_mode_and_stop_cleanly_in_manual():
     with Pair(1) as pair:

@@ -305,13 +305,13 @@ class Migrate:
         return self.proc.wait(60)
 
 
-def pgbench_args(server, *args):
-    return ["pgbench", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", *args, "postgres"]
+def pgbench_args(server, *args, dbname="postgres"):
+    return ["pgbench", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", *args, dbname]
 
 
-def pgbench(server, *args):
+def pgbench(server, *args, dbname="postgres"):
     """Runs pgbench to its end (initialising, or a timed run); a failure fails the test."""
-    out = subprocess.run(pgbench_args(server, *args), capture_output=True, text=True)
+    out = subprocess.run(pgbench_args(server, *args, dbname=dbname), capture_output=True, text=True)
     if out.returncode != 0:
         raise Failure(f"pgbench {' '.join(args)} failed: {out.stderr[-500:]}")
     return out
@@ -320,14 +320,14 @@ def pgbench(server, *args):
 class Pgbench:
     """pgbench writing in the background, at a fixed rate, until stopped (or refused)."""
 
-    def __init__(self, server, clients=2, rate=300):
-        self.server, self.clients, self.rate, self.proc = server, clients, rate, None
+    def __init__(self, server, clients=2, rate=300, dbname="postgres"):
+        self.server, self.clients, self.rate, self.proc, self.dbname = server, clients, rate, None, dbname
         self.start()
 
     def start(self):
         self.output = None
         self.proc = subprocess.Popen(pgbench_args(self.server, "-n", "-c", str(self.clients), "-T", "3600", "-R",
-                                                  str(self.rate)),
+                                                  str(self.rate), dbname=self.dbname),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def ensure(self):
