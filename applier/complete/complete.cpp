@@ -282,7 +282,15 @@ Legs make_legs(const CompleteOptions& o) {
     lo.target = db.target;
     lo.slot = db.slot;
     add(db.name, std::move(lo));
+    // A database cut over by an earlier complete that failed further on: nothing left for it.
+    const Leg& leg = *legs.back();
+    if (leg.has_state && core::parse_phase(leg.tgt.query_value("SELECT phase FROM dts.migration WHERE slot = $1",
+                                                               {leg.o.slot})) == core::Phase::kCompleted) {
+      spdlog::info("database {}: already cut over", db.name);
+      legs.pop_back();
+    }
   }
+  if (legs.empty()) throw Error(ErrorKind::kConfig, "every database of the job is already cut over");
   return legs;
 }
 
