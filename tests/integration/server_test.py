@@ -46,6 +46,12 @@ SOURCE = """
 CREATE ROLE shop_owner LOGIN PASSWORD 'shop pw';
 CREATE ROLE analyst LOGIN PASSWORD 'analyst pw';
 CREATE ROLE clerk LOGIN PASSWORD 'clerk pw' IN ROLE analyst;
+CREATE ROLE staff NOLOGIN;
+CREATE ROLE "Auditor" LOGIN PASSWORD 'audit pw' CONNECTION LIMIT 3 IN ROLE staff;
+CREATE ROLE batch LOGIN PASSWORD 'batch pw' VALID UNTIL '2031-01-01 00:00:00+00';
+GRANT staff TO shop_owner WITH ADMIN OPTION;
+ALTER ROLE clerk SET statement_timeout = '30s';
+ALTER ROLE batch SET search_path = shop, public;
 CREATE DATABASE shop OWNER shop_owner;
 CREATE DATABASE analytics;
 CREATE DATABASE "Mixed DB" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;
@@ -154,8 +160,15 @@ def a_whole_server_moves_in_one_job_with_one_cutover():
         check(len(report["databases"]) == 4, f"verify reported {len(report['databases'])} databases")
         password_logins(pair.dst)
         for role, password, db in (("shop_owner", "shop pw", "shop"), ("analyst", "analyst pw", "analytics"),
-                                   ("clerk", "clerk pw", "analytics")):
+                                   ("clerk", "clerk pw", "analytics"), ("Auditor", "audit pw", "shop"),
+                                   ("batch", "batch pw", "Mixed DB")):
             psycopg2.connect(host="127.0.0.1", port=pair.dst.port, dbname=db, user=role, password=password).close()
+        roles = ("SELECT r.rolname, r.rolcanlogin, r.rolconnlimit, r.rolvaliduntil, s.setconfig, "
+                 "array(SELECT g.rolname || ':' || m.admin_option FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+                 "WHERE m.member = r.oid ORDER BY 1) FROM pg_roles r LEFT JOIN pg_db_role_setting s ON s.setrole = r.oid "
+                 "AND s.setdatabase = 0 WHERE r.rolname IN ('shop_owner', 'analyst', 'clerk', 'staff', 'Auditor', 'batch') "
+                 "ORDER BY 1")
+        check(pair.src.sql(roles) == pair.dst.sql(roles), f"roles differ: {pair.dst.sql(roles)}")
         slots = pair.src.value("SELECT count(*) FROM pg_replication_slots")
         check(slots == 0, f"{slots} slots left on the source")
         pair.src.sql("ALTER SYSTEM RESET default_transaction_read_only")
