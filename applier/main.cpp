@@ -282,6 +282,8 @@ int main(int argc, char** argv) {
                  "default ~/.dts-serve)");
   sv->add_option("--max-jobs", serve.max_jobs, "jobs running at once; more wait in the queue (default 4)")
       ->check(CLI::Range(1, 256));
+  sv->add_option("--tls-cert", serve.tls_cert, "serve HTTPS with this certificate (PEM; with --tls-key)");
+  sv->add_option("--tls-key", serve.tls_key, "the certificate's private key (PEM)");
 
   dts::serve::JobsCliOptions jobs_cli;
   auto* jc = app.add_subcommand("jobs", "talk to a running serve: list, show, create, start, stop, resume, complete, "
@@ -291,7 +293,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"list", "show", "create", "start", "stop", "resume", "complete", "verify", "cancel",
                              "resync"}));
   jc->add_option("id", jobs_cli.id, "the job's id (all but list and create)")->check(CLI::PositiveNumber);
-  jc->add_option("--server", jobs_cli.server, "serve's URL (default http://127.0.0.1:8888)");
+  jc->add_option("--server", jobs_cli.server, "serve's URL (default http://127.0.0.1:8888; https://... for serve --tls-cert)");
+  jc->add_option("--ca-file", jobs_cli.ca_file, "https: the CA or self-signed certificate to trust (PEM; default the system's)");
   jc->add_option("--token-file", jobs_cli.token_file,
                  "file whose first line is the API token (default: WORK_DIR/api-token, for a loopback --server)");
   jobs_cli.work_dir = dts::serve::default_work_dir();

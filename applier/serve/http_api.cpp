@@ -8,8 +8,10 @@
 
 #include <strings.h>
 
+#include <cerrno>
 #include <climits>
 #include <cstring>
+#include <memory>
 #include <thread>
 
 #include "check/check.hpp"
@@ -162,6 +164,29 @@ std::string metrics_text(JobManager& jobs) {
 
 // What every request passes before its route: the token, the origin; and the envelope of
 // errors that no route answered. `token` must outlive the server.
+// HTTP, or HTTPS with the certificate and key given (OpenSSL through cpp-httplib, which Debian
+// builds with it). Null, with the reason logged, when the files cannot be used.
+std::unique_ptr<httplib::Server> make_server(const ServeOptions& o) {
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    spdlog::error("--tls-cert and --tls-key go together: give both (PEM files), or neither for plain HTTP");
+    return nullptr;
+  }
+  if (o.tls_cert.empty()) return std::make_unique<httplib::Server>();
+  for (const auto* f : {&o.tls_cert, &o.tls_key}) {
+    if (access(f->c_str(), R_OK) != 0) {
+      spdlog::error("{} {}: cannot be read ({})", f == &o.tls_cert ? "--tls-cert" : "--tls-key", *f, std::strerror(errno));
+      return nullptr;
+    }
+  }
+  auto svr = std::make_unique<httplib::SSLServer>(o.tls_cert.c_str(), o.tls_key.c_str());
+  if (!svr->is_valid()) {
+    spdlog::error("--tls-cert {} / --tls-key {}: not a PEM certificate and its private key (or they do not match)",
+                  o.tls_cert, o.tls_key);
+    return nullptr;
+  }
+  return svr;
+}
+
 void add_guards(httplib::Server& svr, const std::string& token) {
   svr.set_pre_routing_handler([&token](const httplib::Request& req, httplib::Response& res) {
     // Only the liveness probe is open: everything else, the status page too, needs the token.
@@ -360,6 +385,9 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
     spdlog::error("{}", e.what());
     return e.kind() == ErrorKind::kConfig ? 2 : 1;
   }
+  // TLS files checked before anything starts.
+  std::unique_ptr<httplib::Server> server_owner = make_server(o);
+  if (!server_owner) return 2;
   // The jobs' processes are this same binary.
   char exe[PATH_MAX] = {0};
   ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -373,7 +401,8 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
     return e.kind() == ErrorKind::kConfig ? 2 : 1;
   }
 
-  httplib::Server svr;
+  httplib::Server& svr = *server_owner;
+  const char* scheme = o.tls_cert.empty() ? "http" : "https";
   svr.set_payload_max_length(1 << 20);
   add_guards(svr, token);
   svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {
@@ -396,11 +425,11 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
     jobs->shutdown();
     return 1;
   }
-  spdlog::info("serving on http://{}:{}, jobs kept in {}", host, port, pg::redact_conninfo(o.state));
+  spdlog::info("serving on {}://{}:{}, jobs kept in {}", scheme, host, port, pg::redact_conninfo(o.state));
   // Where the token is, never the token itself: the log may be read by others.
   spdlog::info("every request but GET /health needs Authorization: Bearer <the token in {}>; the jobs CLI reads it "
-               "{}; the status page: http://{}:{}/#token=<that token>",
-               token_source, o.token_file.empty() ? "from there" : "with --token-file", host, port);
+               "{}; the status page: {}://{}:{}/#token=<that token>",
+               token_source, o.token_file.empty() ? "from there" : "with --token-file", scheme, host, port);
   // Nothing may escape a thread's body (std::terminate). A server that ends by itself ends
   // serve as a stop would, with a failure's exit code.
   std::atomic<bool> server_ended{false};

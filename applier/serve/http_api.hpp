@@ -21,6 +21,9 @@ struct ServeOptions {
   std::string state;       // conninfo of the database that keeps the jobs (schema dts)
   std::string work_dir;    // status files and logs of the jobs' processes, the API token (0700)
   int max_jobs = 4;        // jobs running at once; more wait, queued
+  // HTTPS: the certificate (chain) and its private key, PEM; both or neither.
+  std::string tls_cert;
+  std::string tls_key;
 };
 
 // Runs until `stop`; returns the exit code (2: bad options, 1: could not serve).

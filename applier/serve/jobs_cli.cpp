@@ -94,7 +94,15 @@ int run_jobs_cli(const JobsCliOptions& o) {
   }
   httplib::Client cli(o.server);
   if (!cli.is_valid()) {
-    std::fprintf(stderr, "--server %s is not a URL like http://127.0.0.1:8888\n", o.server.c_str());
+    std::fprintf(stderr, "--server %s is not a URL like http://127.0.0.1:8888 or https://host:8888\n", o.server.c_str());
+    return 2;
+  }
+  if (o.server.rfind("https://", 0) == 0) {
+    // The server's certificate is always verified: against --ca-file, or the system's CAs.
+    cli.enable_server_certificate_verification(true);
+    if (!o.ca_file.empty()) cli.set_ca_cert_path(o.ca_file.c_str());
+  } else if (!o.ca_file.empty()) {
+    std::fprintf(stderr, "--ca-file is for an https:// --server\n");
     return 2;
   }
   cli.set_connection_timeout(5);
@@ -108,6 +116,12 @@ int run_jobs_cli(const JobsCliOptions& o) {
                                                           resync_body(o), "application/json")
                                                : cli.Post(("/api/jobs/" + id + "/" + o.action).c_str(), headers, "",
                                                           "application/json");
+  if (!res && res.error() == httplib::Error::SSLServerVerification) {
+    std::fprintf(stderr, "%s: its TLS certificate could not be verified%s; pass --ca-file with the CA that signed it "
+                 "(or, self-signed, the certificate itself)\n", o.server.c_str(),
+                 o.ca_file.empty() ? " against the system's CAs" : (" against " + o.ca_file).c_str());
+    return 1;
+  }
   if (!res) {
     std::fprintf(stderr, "cannot reach %s (%s): is `dts_applier serve` running there?\n", o.server.c_str(),
                  httplib::to_string(res.error()).c_str());

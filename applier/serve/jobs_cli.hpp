@@ -11,6 +11,7 @@ namespace dts::serve {
 struct JobsCliOptions {
   std::string server = "http://127.0.0.1:8888";
   std::string token_file;  // without it: <work_dir>/api-token, sent only to a loopback server
+  std::string ca_file;     // https: the CA (or self-signed certificate) to trust, PEM; default the system's
   std::string work_dir;    // serve's work directory (default ~/.dts-serve)
   std::string action;  // list, show, create, start, stop, resume, complete, verify, cancel, resync
   int64_t id = 0;

@@ -231,5 +231,55 @@ def serve_refuses_a_work_dir_or_token_file_that_other_accounts_can_reach():
         subprocess.run(["rm", "-rf", base])
 
 
+def self_signed(directory):
+    """A certificate for 127.0.0.1 and its key, made with openssl."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@test
+def serve_speaks_https_with_a_certificate_and_the_jobs_cli_and_page_follow():
+    """serve --tls-cert/--tls-key: the API over HTTPS (the token still required), plain HTTP
+    refused on that port, the jobs CLI verifying the certificate (--ca-file; without it an
+    unknown CA fails), the status page over HTTPS; bad TLS options refused before anything starts."""
+    state = Server("it_sauth_tls", BASE_PORT + 5)
+    serve = None
+    tmp = tempfile.mkdtemp(prefix="dts-it-tls-")
+    try:
+        cert, key = self_signed(tmp)
+        serve = Serve(state.conninfo, HTTP_PORT + 5, tls=(cert, key))
+        check(serve.call("GET", "/health", token=None)[0] == 200, "GET /health over https")
+        check(serve.call("GET", "/api/jobs", token=None)[0] == 401, "https without the token is not refused")
+        status, body = serve.call("POST", "/api/jobs", {"source": state.conninfo, "target": state.conninfo, "start": False})
+        check(status == 201, f"create over https: {status} {body}")
+        serve.scheme, serve.tls = "http", None  # plain HTTP to the HTTPS port
+        plain = serve.call("GET", "/health", token=None)
+        serve.scheme, serve.tls = "https", (cert, key)
+        check(plain[0] in (0, 400), f"plain HTTP on the HTTPS port answered {plain}")
+        out = serve.jobs_cli("list")
+        check(out.returncode == 0 and re.search(r"^1 ", out.stdout, re.M), f"jobs list over https: {out.stdout} {out.stderr}")
+        out = serve.jobs_cli("list", "--no-ca")
+        check(out.returncode != 0 and "certificate" in (out.stderr + out.stdout).lower(),
+              f"the jobs CLI trusted an unknown certificate: {out.returncode} {out.stdout} {out.stderr}")
+        dom = chromium_page(serve, f"#token={serve.token}")
+        check('data-job-id="1"' in dom, f"the status page over https shows no job: {dom[:600]}")
+        serve.cleanup()
+        serve = None
+        work = os.path.join(tmp, "work")
+        for extra, words in (((["--tls-cert", cert]), "go together"),
+                             ((["--tls-cert", cert, "--tls-key", cert]), "not a PEM certificate and its private key"),
+                             ((["--tls-cert", os.path.join(tmp, "none.pem"), "--tls-key", key]), "cannot be read")):
+            out = start_serve(work, *extra)
+            check(out.returncode == 2 and words in out.stderr, f"{extra}: exit {out.returncode}: {out.stderr[-600:]}")
+    finally:
+        if serve:
+            serve.cleanup()
+        state.destroy()
+        subprocess.run(["rm", "-rf", tmp])
+
+
 if __name__ == "__main__":
     main("serve_auth_test")

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import urllib.error
@@ -21,8 +22,12 @@ TOKEN_FILE = "api-token"
 
 
 class Serve:
-    def __init__(self, state, port, *extra, token=None, home=None):
+    def __init__(self, state, port, *extra, token=None, home=None, tls=None):
+        """`tls`: (certificate, key) PEM paths: serve speaks HTTPS, and the client trusts that
+        certificate (self-signed, for 127.0.0.1)."""
         self.port, self.token, self.state, self.extra, self.home = port, token, state, extra, home
+        self.tls = tls
+        self.scheme = "https" if tls else "http"
         # The log and a given token file live beside the work directory, not in it: serve checks
         # what is in its work directory.
         self.base = home or tempfile.mkdtemp(prefix=f"dts-it-serve-{port}-")
@@ -37,6 +42,8 @@ class Serve:
         args = [APPLIER, "serve", "--listen", f"127.0.0.1:{self.port}", "--state", self.state, *self.extra]
         if not self.home:
             args += ["--work-dir", self.work]
+        if self.tls:
+            args += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         if self.token:
             path = os.path.join(self.base, "token")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -68,7 +75,7 @@ class Serve:
     def call(self, method, path, body=None, token="default", raw=None, headers=None, auth=None):
         """(status, parsed JSON or text); `auth` is a whole Authorization header, overriding `token`."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
+        req = urllib.request.Request(f"{self.scheme}://127.0.0.1:{self.port}{path}", data=data, method=method)
         req.add_header("Content-Type", "application/json")
         tok = self.token if token == "default" else token
         if auth is not None:
@@ -78,7 +85,8 @@ class Serve:
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=60) as r:
+            context = ssl.create_default_context(cafile=self.tls[0]) if self.tls else None
+            with urllib.request.urlopen(req, timeout=60, context=context) as r:
                 text, status, self.last_headers = r.read().decode(), r.status, dict(r.headers)
         except urllib.error.HTTPError as e:
             text, status, self.last_headers = e.read().decode(), e.code, dict(e.headers)
@@ -108,7 +116,10 @@ class Serve:
 
     def jobs_cli(self, *args, env=None):
         """`dts_applier jobs ...` against this serve, with no token flag unless `args` has one."""
-        cmd = [APPLIER, "jobs", *args, "--server", f"http://127.0.0.1:{self.port}"]
+        cmd = [APPLIER, "jobs", *args, "--server", f"{self.scheme}://127.0.0.1:{self.port}"]
+        if self.tls and "--ca-file" not in args and "--no-ca" not in args:
+            cmd += ["--ca-file", self.tls[0]]
+        cmd = [c for c in cmd if c != "--no-ca"]
         if not self.home and "--token-file" not in args and "--work-dir" not in args:
             cmd += ["--work-dir", self.work]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env or self.env())
@@ -135,11 +146,13 @@ def chromium_page(serve, fragment, shot=None):
     `fragment` (e.g. "#token=..."); a screenshot to `shot` if given."""
     chromium = shutil.which("chromium")
     check(chromium is not None, "chromium is not installed (scripts/install-deps.sh installs it)")
-    url = f"http://127.0.0.1:{serve.port}/{fragment}"
+    url = f"{serve.scheme}://127.0.0.1:{serve.port}/{fragment}"
     profile = tempfile.mkdtemp(prefix="dts-it-chromium-")
     try:
         flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--window-size=1280,800"]
+        if serve.tls:
+            flags.append("--ignore-certificate-errors")  # a self-signed test certificate
         if shot:
             subprocess.run(flags + [f"--screenshot={shot}", url], capture_output=True, timeout=120)
         return subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
