@@ -20,12 +20,13 @@ struct LargeObject {
   std::string acl;
 };
 
-// Every large object with its content's md5, owner and privileges.
-std::map<uint32_t, LargeObject> list(const pg::Connection& c) {
+// Every large object with its owner and privileges, and its content's md5 unless `digests` is
+// false (nothing to compare it with: the first copy into a target that has none).
+std::map<uint32_t, LargeObject> list(const pg::Connection& c, bool digests = true) {
   const char* columns = "SELECT oid, pg_get_userbyid(lomowner), coalesce(lomacl::text, ''), ";
   pg::Result r;
   try {
-    r = c.exec(std::string(columns) + "md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY oid");
+    r = c.exec(std::string(columns) + (digests ? "md5(lo_get(oid))" : "''") + " FROM pg_largeobject_metadata ORDER BY oid");
   } catch (const Error& e) {
     // 54000: one is too large for a bytea (over 1 GB): no digest for any; each is copied again.
     if (e.sqlstate() != "54000") throw;
@@ -122,7 +123,10 @@ LargeObjectCount count_large_objects(const pg::Connection& source) {
 
 LargeObjectSync sync_large_objects(const pg::Connection& source, const pg::Connection& target) {
   LargeObjectSync out;
-  std::map<uint32_t, LargeObject> want = list(source), have = list(target);
+  // The target's first: when it has none, the source's contents need no digest (each server
+  // reads every object whole for one).
+  std::map<uint32_t, LargeObject> have = list(target);
+  std::map<uint32_t, LargeObject> want = list(source, !have.empty());
   std::set<std::string> missing_owners;
   for (const auto& [oid, lo] : want) {
     auto it = have.find(oid);
