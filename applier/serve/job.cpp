@@ -1,10 +1,12 @@
 #include "serve/job.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <ctime>
 #include <set>
 
+#include "check/check.hpp"
 #include "common/error.hpp"
 #include "core/table_selection.hpp"
 #include "pg/connection.hpp"
@@ -122,6 +124,23 @@ bool parse_databases(const rapidjson::Value& body, JobSettings& s, std::string& 
       return false;
     }
   }
+  auto k = body.FindMember("skipChecks");
+  if (k != body.MemberEnd()) {
+    const auto& names = check::item_names();
+    if (!k->value.IsArray() || k->value.Size() > names.size()) {
+      error = "field \"skipChecks\" must be an array of check item names";
+      return false;
+    }
+    for (const auto& v : k->value.GetArray()) {
+      std::string name = v.IsString() ? v.GetString() : "";
+      if (std::find(names.begin(), names.end(), name) == names.end()) {
+        error = "field \"skipChecks\" names no check item \"" + name.substr(0, 64) + "\"; the items are those "
+                "POST /api/check reports (\"name\")";
+        return false;
+      }
+      s.skip_checks.push_back(name);
+    }
+  }
   auto r = body.FindMember("roles");
   if (r != body.MemberEnd()) {
     if (!r->value.IsBool()) {
@@ -148,12 +167,12 @@ bool parse_settings(const rapidjson::Value& body, JobSettings& s, std::string& e
   }
   static const std::set<std::string> known = {"name", "source", "target", "tables", "exclude", "mode", "jobs",
                                               "splitSizeMB", "bandwidthLimitMBps", "resumeMode", "startTime", "start",
-                                              "databases", "roles"};
+                                              "databases", "roles", "skipChecks"};
   for (auto it = body.MemberBegin(); it != body.MemberEnd(); ++it) {
     std::string key = it->name.GetString();
     if (known.count(key) == 0) {
       error = "unknown field \"" + key.substr(0, 64) + "\"; the fields are name, source, target, tables, exclude, mode, "
-              "jobs, splitSizeMB, bandwidthLimitMBps, resumeMode, startTime, start, databases, roles";
+              "jobs, splitSizeMB, bandwidthLimitMBps, resumeMode, startTime, start, databases, roles, skipChecks";
       return false;
     }
   }
@@ -281,6 +300,12 @@ std::string settings_json(const JobSettings& s, bool for_display) {
   if (s.roles) {
     w.Key("roles");
     w.Bool(true);
+  }
+  if (!s.skip_checks.empty()) {
+    w.Key("skipChecks");
+    w.StartArray();
+    for (const auto& c : s.skip_checks) w.String(c.c_str());
+    w.EndArray();
   }
   if (!for_display) {
     w.Key("start");

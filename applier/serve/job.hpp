@@ -48,6 +48,8 @@ struct JobSettings {
   std::vector<std::string> databases;
   bool all_databases = false;
   bool roles = false;
+  // Check items (check::item_names()) whose FAILED does not stop the job's start (--skip-check).
+  std::vector<std::string> skip_checks;
   // The command-line options that say which databases (--databases a,b / --all-databases).
   std::vector<std::string> database_args() const;
 };

@@ -225,6 +225,7 @@ void JobManager::launch_migrate(Job& job) {
   std::vector<std::string> dbs = s.database_args();
   args.insert(args.end(), dbs.begin(), dbs.end());
   if (s.roles) args.push_back("--roles");
+  for (const auto& c : s.skip_checks) args.insert(args.end(), {"--skip-check", c});
   spawn(job, ChildKind::kMigrate, args);
   job.status = JobStatus::kPreparing;
   job.started_at = now_unix();

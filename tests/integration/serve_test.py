@@ -391,6 +391,31 @@ def a_job_over_every_database_streams_each_and_cuts_over_once():
             serve.cleanup()
 
 
+@test
+def a_job_with_a_failed_check_starts_only_when_the_item_is_skipped_by_name():
+    """The target already holds a table: check's target_empty item FAILS, so the job fails
+    before it creates anything, naming the item; the same job with "skipChecks":
+    ["target_empty"] runs. Unknown item names and wrong types answer 400."""
+    with Pair(6) as pair:
+        pair.src.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        pair.dst_app("CREATE TABLE already_here (id int)")
+        serve = Serve(pair.target, HTTP_PORT)
+        try:
+            for bad in ({"skipChecks": ["nope"]}, {"skipChecks": "target_empty"}, {"skipChecks": [1]}):
+                status, body = serve.call("POST", "/api/jobs", job_body(pair, **bad))
+                check(status == 400 and 'field "skipChecks"' in (body["errorMsg"] or ""), f"{bad}: {status} {body}")
+            status, body = serve.call("POST", "/api/jobs", job_body(pair))
+            failed = serve.wait_status(body["model"]["id"], "FAILED")
+            check("target_empty" in (failed["error"] or {}).get("message", ""), f"the failure: {failed['error']}")
+            check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "a failed check left a slot")
+            status, body = serve.call("POST", "/api/jobs", job_body(pair, skipChecks=["target_empty"]))
+            check(status == 201 and body["model"]["settings"]["skipChecks"] == ["target_empty"], f"{status} {body}")
+            serve.wait_status(body["model"]["id"], "SYNCHRONIZE_REALTIME_DATA")
+            check(pair.dst_app("SELECT count(*) FROM t")[0][0] == 1, "the skipped check's job copied nothing")
+        finally:
+            serve.cleanup()
+
+
 def status_page(serve, job_id):
     """The page in headless Chromium, opened with the token in its fragment as a user would: a
     screenshot, and the job's row and bars from the DOM."""
