@@ -559,8 +559,10 @@ void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relati
 bool ApplyEngine::reconcile_truncate(std::vector<const decode::Relation*>& relations) {
   for (const auto* rel : relations) {
     if (reconciler_.settled(rel->relid)) continue;
+    // A table being copied again: no chunk may be half read when the truncate decides which
+    // chunks' rows go (those not read yet will read the table after it).
     finish_commit();
-    reconciler_.wait_until_settled(rel->relid);  // a table being copied again: once it is written
+    reconciler_.wait_not_reading(rel->relid);
   }
   for (const std::string& sql : reconciler_.truncate(relations))
     current_session().execute_simple(sql, ChangeContext{"", "", txn_commit_lsn_, "TRUNCATE"});

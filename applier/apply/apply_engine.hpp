@@ -113,7 +113,7 @@ class ApplyEngine : public core::Applier {
   void flush_inserts();
   void apply_row(const decode::RowChange& row);
   void apply_schema_change(Lsn lsn, std::string_view content);
-  void wait_for_copies(const std::vector<ddl::RelationRef>& tables);
+  void wait_for_copies(const std::vector<ddl::RelationRef>& tables, TargetSession& session);
   bool schema_change_wanted(const ddl::SchemaChange& change) const;
   void copy_again(const ddl::RelationRef& table, TargetSession& session);
   bool reconcile_row(const decode::RowChange& row);

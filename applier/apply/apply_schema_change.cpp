@@ -95,7 +95,7 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   flush_held();
   TargetSession& session = current_session();
   schema_changed_ = true;
-  if (rewritten) wait_for_copies(copies);
+  if (rewritten) wait_for_copies(copies, session);
   if (rewritten && change.before) {
     // Emptied in the shape it had (a partitioned table: every partition); replica role: no
     // foreign key trigger objects.
@@ -114,14 +114,22 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   }
 }
 
-// A table rewritten again while an earlier copy of it is read: emptied only once that copy is
-// written, so that no chunk commits its rows after the emptying (they would stay beside the
-// new copy's), and no worker of the earlier copy reads a chunk of the new one.
-void ApplyEngine::wait_for_copies(const std::vector<ddl::RelationRef>& tables) {
+// A table rewritten again while an earlier copy of it is under way: emptied only once no chunk
+// of that copy is being read (one in flight would commit its rows after the emptying, beside
+// the new copy's), and the earlier copy's chunks not read yet are withdrawn in the same target
+// transaction (their workers find their dts.copy_chunk rows gone and skip them; the reconciler
+// knows the copies apart by generation). Waiting for chunks being read cannot hang: a worker
+// whose COPY waits for a lock of ours gives its chunk back within its lock_timeout.
+void ApplyEngine::wait_for_copies(const std::vector<ddl::RelationRef>& tables, TargetSession& session) {
   for (const auto& t : tables) {
-    if (reconciler_.settled(t.relid)) continue;
-    finish_commit();
-    reconciler_.wait_until_settled(t.relid);
+    if (reconciler_.table(t.relid) == nullptr) continue;
+    if (!reconciler_.settled(t.relid)) {
+      finish_commit();
+      reconciler_.wait_not_reading(t.relid);
+    }
+    session.execute_simple("DELETE FROM dts.copy_chunk WHERE slot = " + quote_literal(slot_) + " AND relid = " +
+                               std::to_string(t.relid) + " AND snapshot IS NULL",
+                           ChangeContext{t.qualified(), "", txn_commit_lsn_, "withdrawing an earlier copy"});
   }
 }
 
@@ -154,6 +162,7 @@ void ApplyEngine::copy_again(const ddl::RelationRef& table, TargetSession& sessi
   chunk.index = 0;
   chunk.state = ChunkState::kPending;
   copied.chunks.push_back(std::move(chunk));
+  copied.generation = kUnknownGeneration;  // the request's id: when the resync driver takes it up
   reconciler_.add(table.relid, std::move(copied), 0);
   // (A savepoint rolled back around the schema change of a streamed transaction is not seen
   // here: its table stays skipped. Known gap, README.)

@@ -49,7 +49,7 @@ void CopyReconciler::load(const pg::Connection& target, const std::string& slot,
   // `resume`, and those not written yet (a resync under way: their changes are skipped until
   // they are read).
   pg::Result r = target.exec_params(
-      "SELECT relid, key_column, chunk, lo, hi, snapshot, coalesce(snapshot_lsn, '0/0')::text FROM dts.copy_chunk c "
+      "SELECT relid, key_column, chunk, lo, hi, snapshot, coalesce(snapshot_lsn, '0/0')::text, generation FROM dts.copy_chunk c "
       "WHERE slot = $1 AND generation = (SELECT max(generation) FROM dts.copy_chunk d "
       "  WHERE d.slot = c.slot AND d.relid = c.relid) "
       "AND (snapshot IS NULL OR snapshot_lsn > $2::pg_lsn)",
@@ -73,6 +73,7 @@ void CopyReconciler::load(const pg::Connection& target, const std::string& slot,
     }
     CopiedTable& t = tables[relid];
     t.key_column = PQgetvalue(r.get(), i, 1);
+    t.generation = parse_int64(PQgetvalue(r.get(), i, 7), "a chunk's generation");
     t.chunks.push_back(std::move(c));
   }
   for (auto& [relid, t] : tables) add(relid, std::move(t), horizon);
@@ -128,9 +129,22 @@ CopiedChunk* CopyReconciler::find(uint32_t relid, int index) {
   return nullptr;
 }
 
-bool CopyReconciler::start_reading(uint32_t relid, int index, const pg::Snapshot& snapshot, Lsn snapshot_lsn) {
+CopiedChunk* CopyReconciler::find(uint32_t relid, int64_t generation, int index) {
+  auto t = tables_.find(relid);
+  if (t == tables_.end() || t->second.generation != generation) return nullptr;  // another copy's
+  return find(relid, index);
+}
+
+void CopyReconciler::adopt(uint32_t relid, int64_t generation) {
   std::lock_guard<std::mutex> lock(mu_);
-  CopiedChunk* c = find(relid, index);
+  auto t = tables_.find(relid);
+  if (t != tables_.end() && t->second.generation == kUnknownGeneration) t->second.generation = generation;
+}
+
+bool CopyReconciler::start_reading(uint32_t relid, int64_t generation, int index, const pg::Snapshot& snapshot,
+                                   Lsn snapshot_lsn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CopiedChunk* c = find(relid, generation, index);
   if (c == nullptr) return true;
   for (uint32_t xid : c->skipped)
     if (!snapshot.sees(xid)) return false;  // committed in the WAL, not visible yet: a moment later it is
@@ -141,26 +155,33 @@ bool CopyReconciler::start_reading(uint32_t relid, int index, const pg::Snapshot
   return true;
 }
 
-void CopyReconciler::finish_reading(uint32_t relid, int index) {
+void CopyReconciler::finish_reading(uint32_t relid, int64_t generation, int index) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (CopiedChunk* c = find(relid, index)) c->state = ChunkState::kDone;
+    if (CopiedChunk* c = find(relid, generation, index)) c->state = ChunkState::kDone;
   }
   changed_.notify_all();
 }
 
-void CopyReconciler::give_back(uint32_t relid, int index) {
+void CopyReconciler::give_back(uint32_t relid, int64_t generation, int index) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     // The transactions its snapshot saw were skipped; any newer snapshot sees them too.
-    if (CopiedChunk* c = find(relid, index)) c->state = ChunkState::kPending;
+    CopiedChunk* c = find(relid, generation, index);
+    if (c != nullptr && c->state == ChunkState::kReading) c->state = ChunkState::kPending;
   }
   changed_.notify_all();
 }
 
-bool CopyReconciler::applier_waits() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return settling_ != 0;
+void CopyReconciler::wait_not_reading(uint32_t relid) {
+  std::unique_lock<std::mutex> lock(mu_);
+  changed_.wait(lock, [&] {
+    auto t = tables_.find(relid);
+    return !failure_.empty() || t == tables_.end() ||
+           std::none_of(t->second.chunks.begin(), t->second.chunks.end(),
+                        [](const CopiedChunk& c) { return c.state == ChunkState::kReading; });
+  });
+  if (!failure_.empty()) throw Error(ErrorKind::kApply, "the copy of a table being copied again failed: " + failure_);
 }
 
 void CopyReconciler::fail(const std::string& why) {
@@ -185,14 +206,6 @@ void CopyReconciler::wait_for_chunk() {
 bool CopyReconciler::settled(uint32_t relid) const {
   std::lock_guard<std::mutex> lock(mu_);
   return all_written(tables_, relid);
-}
-
-void CopyReconciler::wait_until_settled(uint32_t relid) {
-  std::unique_lock<std::mutex> lock(mu_);
-  settling_ = relid;
-  changed_.wait(lock, [&] { return !failure_.empty() || all_written(tables_, relid); });
-  settling_ = 0;
-  if (!failure_.empty()) throw Error(ErrorKind::kApply, "the copy of a table being copied again failed: " + failure_);
 }
 
 pg::Result CopyReconciler::read_row_now(const pg::Connection& source, const decode::Relation& rel, int64_t key) {
@@ -305,17 +318,25 @@ RowFate CopyReconciler::fate(const decode::RowChange& row) {
   return whole ? RowFate::kInsertNew : RowFate::kReadNew;
 }
 
-std::vector<std::string> CopyReconciler::truncate(std::vector<const decode::Relation*>& relations) const {
+std::vector<std::string> CopyReconciler::truncate(std::vector<const decode::Relation*>& relations) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::string> deletes;
   std::vector<const decode::Relation*> whole;
   for (const auto* rel : relations) {
     auto found = tables_.find(rel->relid);
-    const CopiedTable* t = found == tables_.end() ? nullptr : &found->second;
+    CopiedTable* t = found == tables_.end() ? nullptr : &found->second;
     std::vector<const CopiedChunk*> older;
-    if (t != nullptr)
-      for (const auto& c : t->chunks)
+    if (t != nullptr) {
+      for (auto& c : t->chunks) {
+        if (c.state == ChunkState::kPending) {
+          // Nothing of it on the target yet; read later, it must read the table after this
+          // truncate (start_reading refuses a snapshot that does not see it).
+          if (c.skipped.empty() || c.skipped.back() != xid_) c.skipped.push_back(xid_);
+          continue;
+        }
         if (!c.snapshot.sees(xid_)) older.push_back(&c);
+      }
+    }
     if (t == nullptr || older.size() == t->chunks.size()) {
       whole.push_back(rel);
       continue;

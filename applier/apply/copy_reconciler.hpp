@@ -47,9 +47,16 @@ struct CopiedChunk {
   std::vector<uint32_t> skipped;  // pending: transactions whose changes of it were skipped
 };
 
+// A copy again that the stream asked for (a rewrite) before the resync driver took it up:
+// its request's id (the chunks' generation) is not known yet (CopyReconciler::adopt).
+constexpr int64_t kUnknownGeneration = -1;
+
 struct CopiedTable {
   std::string key_column;  // empty: the table is one chunk
   std::vector<CopiedChunk> chunks;  // by lo
+  // The copy's generation in dts.copy_chunk (0: the migration's; a resync's id). A copy worker
+  // of an older, superseded copy of the table finds nothing of its own here.
+  int64_t generation = 0;
 };
 
 // What becomes of a change of a copied table.
@@ -75,21 +82,24 @@ class CopyReconciler {
   void forget(uint32_t relid);
   // The copy workers of a resync: a chunk's snapshot is taken; false if it does not see a
   // transaction whose change of the chunk was skipped (read the chunk in a newer one).
-  bool start_reading(uint32_t relid, int index, const pg::Snapshot& snapshot, Lsn snapshot_lsn);
-  void finish_reading(uint32_t relid, int index);  // its rows are committed on the target
-  // A chunk being read is not copied after all (the target's columns are behind the source's):
-  // it is pending again, and read later in a newer snapshot.
-  void give_back(uint32_t relid, int index);
-  // Whether the applier waits for every chunk of a table to be written (a truncate): a chunk
-  // given back must then be copied as it can, not wait for the applier.
-  bool applier_waits() const;
+  bool start_reading(uint32_t relid, int64_t generation, int index, const pg::Snapshot& snapshot, Lsn snapshot_lsn);
+  void finish_reading(uint32_t relid, int64_t generation, int index);  // its rows are committed on the target
+  // A chunk being read is not copied after all (the target's columns are behind the source's,
+  // or its COPY waited too long for a lock the applier holds): it is pending again, and read
+  // later in a newer snapshot.
+  void give_back(uint32_t relid, int64_t generation, int index);
+  // The resync driver took up the stream's request for the table: its id is the copy's generation.
+  void adopt(uint32_t relid, int64_t generation);
+  // The applier, before it empties a table copied again or truncates one being copied (with
+  // nothing of its own uncommitted): until no chunk of it is being read. Chunks not read yet
+  // hold nothing on the target; a worker never waits on the applier for long (lock_timeout).
+  void wait_not_reading(uint32_t relid);
   void fail(const std::string& why);               // a worker failed: waiters throw
   // The applier, after RowFate::kWait (with nothing of its own uncommitted): until the chunk
   // it waits for is written.
   void wait_for_chunk();
-  // Every chunk of the table is written (a truncate of it waits for that).
+  // Every chunk of the table is written.
   bool settled(uint32_t relid) const;
-  void wait_until_settled(uint32_t relid);
   // One row read again from the source in `snapshot` (taken before `snapshot_lsn`): for that
   // key, the snapshot decides from now on, as a chunk of one row.
   void add_row_read(uint32_t relid, int64_t key, pg::Snapshot snapshot, Lsn snapshot_lsn);
@@ -113,20 +123,20 @@ class CopyReconciler {
   // A truncate: the rows of a chunk whose snapshot saw it came after it, those of a chunk that
   // did not are older and go. Keeps in `relations` the tables to truncate whole and returns
   // the DELETEs that remove the older chunks of the others.
-  std::vector<std::string> truncate(std::vector<const decode::Relation*>& relations) const;
+  std::vector<std::string> truncate(std::vector<const decode::Relation*>& relations);
   const CopiedTable* table(uint32_t relid) const;
 
  private:
   enum class Held { kNo, kYes, kWait };
   Held held(const decode::Relation& rel, const decode::Values& values, bool key_only);
   CopiedChunk* find(uint32_t relid, int index);
+  CopiedChunk* find(uint32_t relid, int64_t generation, int index);
 
   mutable std::mutex mu_;
   std::atomic<bool> active_{false};  // !tables_.empty(), changed on the applier's thread only
   std::condition_variable changed_;
   std::string failure_;
   std::pair<uint32_t, int> waiting_for_{0, -1};
-  uint32_t settling_ = 0;  // the table wait_until_settled() waits for
   std::unordered_map<uint32_t, CopiedTable> tables_;
   std::unordered_map<uint32_t, std::unordered_map<int64_t, pg::Snapshot>> rows_read_;
   Lsn horizon_ = 0;  // the latest WAL position a chunk was read at

@@ -311,13 +311,25 @@ void transfer_chunk(const pg::Connection& src, const pg::Connection& dst, const 
   pg::Result dst_done(PQgetResult(dst.get()));
   if (PQresultStatus(dst_done.get()) != PGRES_COMMAND_OK)
     throw Error(ErrorKind::kApply, "the target rejected the data of " + qualified(t) + ": " +
-                                       std::string(PQresultErrorMessage(dst_done.get())));
+                                       std::string(PQresultErrorMessage(dst_done.get())), pg::sqlstate(dst_done.get()));
   c.rows = std::strtoull(PQcmdTuples(dst_done.get()), nullptr, 10);
   while (PGresult* r = PQgetResult(dst.get())) PQclear(r);
 }
 
-enum class Attempt { kCopied, kAgain };
+enum class Attempt { kCopied, kAgain, kWithdrawn };
 
+// A chunk not copied now: both transactions end, and the copy made while the stream runs waits
+// as its record says before the chunk is read again.
+Attempt hand_back(const pg::Connection& src, const pg::Connection& dst, const ChunkRecord& record,
+                  const TableToCopy& t, const Chunk& c, const char* why, const std::string& lsn) {
+  abandon_chunk(src, dst, why);
+  if (record.on_handed_back) record.on_handed_back(t, c, lsn);
+  return Attempt::kAgain;
+}
+
+// The chunk's rows, read in its snapshot and written in one target transaction with its
+// record. kWithdrawn: a later copy of the table superseded this one (its dts.copy_chunk row
+// is gone), and nothing was written.
 Attempt copy_attempt(const pg::Connection& src, const pg::Connection& dst, const ChunkRecord& record,
                      const TableToCopy& t, Chunk& c, uint64_t& bytes, const std::atomic<bool>& stop, int& tries) {
   auto [snapshot, snapshot_lsn] = chunk_snapshot(src, record, t, c);
@@ -325,21 +337,25 @@ Attempt copy_attempt(const pg::Connection& src, const pg::Connection& dst, const
   // for a range of a sixth of it, and then every chunk reads every page.
   if (c.lo || c.hi) src.exec("SET LOCAL enable_seqscan = off");
   dst.exec("BEGIN");
+  // While the stream runs, the applier may hold a lock this COPY needs and wait for the chunk:
+  // the worker gives way instead (the chunk is handed back and read again).
+  if (record.on_handed_back) dst.exec("SET LOCAL lock_timeout = '1s'");
   ChunkColumns cols = columns_now(src, dst, t);
-  if (!cols.complete && record.on_shape_differs) {
-    if (!record.on_shape_differs(t, c, cols.source_shape, snapshot_lsn)) {
-      abandon_chunk(src, dst, "the target's columns are behind the source's");
-      return Attempt::kAgain;
-    }
+  if (!cols.complete && record.copy_common_columns) {
+    if (!record.copy_common_columns(t, c, cols.source_shape, snapshot_lsn))
+      return hand_back(src, dst, record, t, c, "the target's columns are behind the source's", snapshot_lsn);
     spdlog::warn("{}: the target lacks columns the source has ({}) though it has every schema change up to the "
                  "chunk's snapshot; copying those both sides have", qualified(t), cols.source_shape);
   } else if (cols.list != column_list(t)) {
     spdlog::info("{}: its columns changed since the copy was planned; copying those both sides have", qualified(t));
   }
   pg::Result in(PQexec(dst.get(), chunk_write_sql(t, cols.list).c_str()));
-  if (PQresultStatus(in.get()) != PGRES_COPY_IN)
+  if (PQresultStatus(in.get()) != PGRES_COPY_IN) {
+    if (record.on_handed_back && pg::sqlstate(in.get()) == "55P03")
+      return hand_back(src, dst, record, t, c, "lock timeout", "");
     throw Error(ErrorKind::kApply, "the target refused COPY into " + qualified(t) + ": " +
-                                       std::string(PQresultErrorMessage(in.get())));
+                                       std::string(PQresultErrorMessage(in.get())), pg::sqlstate(in.get()));
+  }
   pg::Result out(PQexec(src.get(), chunk_read_sql(t, c, cols.list).c_str()));
   const char* state = PQresultErrorField(out.get(), PG_DIAG_SQLSTATE);
   if (PQresultStatus(out.get()) != PGRES_COPY_OUT && tries > 1 && state != nullptr && std::string(state) == "42703") {
@@ -352,12 +368,23 @@ Attempt copy_attempt(const pg::Connection& src, const pg::Connection& dst, const
   if (PQresultStatus(out.get()) != PGRES_COPY_OUT)
     throw Error(ErrorKind::kSource, "the source refused to copy " + qualified(t) + ": " +
                                         std::string(PQresultErrorMessage(out.get())));
-  transfer_chunk(src, dst, t, c, bytes, stop);
+  try {
+    transfer_chunk(src, dst, t, c, bytes, stop);
+  } catch (const Error& e) {
+    // A row of the chunk waited too long on one the applier has not committed (a unique key).
+    if (!record.on_handed_back || e.sqlstate() != "55P03") throw;
+    return hand_back(src, dst, record, t, c, "lock timeout", "");
+  }
   // The chunk and the record that it is done commit together: all there or not at all.
-  dst.exec_params("UPDATE dts.copy_chunk SET snapshot = $5, snapshot_lsn = $6::pg_lsn, rows = $7, bytes = $8, "
-                  "done_at = now() WHERE slot = $1 AND relid = $2 AND generation = $3 AND chunk = $4",
-                  {record.slot, std::to_string(t.oid), std::to_string(record.generation), std::to_string(c.index),
-                   snapshot, snapshot_lsn, std::to_string(c.rows.load()), std::to_string(c.bytes.load())});
+  pg::Result recorded = dst.exec_params(
+      "UPDATE dts.copy_chunk SET snapshot = $5, snapshot_lsn = $6::pg_lsn, rows = $7, bytes = $8, "
+      "done_at = now() WHERE slot = $1 AND relid = $2 AND generation = $3 AND chunk = $4",
+      {record.slot, std::to_string(t.oid), std::to_string(record.generation), std::to_string(c.index),
+       snapshot, snapshot_lsn, std::to_string(c.rows.load()), std::to_string(c.bytes.load())});
+  if (std::string(PQcmdTuples(recorded.get())) == "0") {
+    abandon_chunk(src, dst, "withdrawn");
+    return Attempt::kWithdrawn;
+  }
   dst.exec("COMMIT");
   src.exec("COMMIT");
   return Attempt::kCopied;
@@ -365,14 +392,22 @@ Attempt copy_attempt(const pg::Connection& src, const pg::Connection& dst, const
 
 void copy_one(const pg::Connection& src, const pg::Connection& dst, const ChunkRecord& record, const TableToCopy& t,
               Chunk& c, uint64_t& bytes, const std::atomic<bool>& stop) {
-  dst.exec_params("UPDATE dts.copy_chunk SET attempts = attempts + 1 "
-                  "WHERE slot = $1 AND relid = $2 AND generation = $3 AND chunk = $4",
-                  {record.slot, std::to_string(t.oid), std::to_string(record.generation), std::to_string(c.index)});
+  pg::Result started = dst.exec_params(
+      "UPDATE dts.copy_chunk SET attempts = attempts + 1 WHERE slot = $1 AND relid = $2 AND generation = $3 AND chunk = $4",
+      {record.slot, std::to_string(t.oid), std::to_string(record.generation), std::to_string(c.index)});
+  Attempt done = std::string(PQcmdTuples(started.get())) == "0" && record.on_snapshot ? Attempt::kWithdrawn : Attempt::kAgain;
   int tries = 3;
-  while (copy_attempt(src, dst, record, t, c, bytes, stop, tries) == Attempt::kAgain) {
+  while (done == Attempt::kAgain) {
     if (stop.load()) throw Stopped("the copy of " + qualified(t) + " was stopped");
+    done = copy_attempt(src, dst, record, t, c, bytes, stop, tries);
   }
   c.done = true;
+  if (done == Attempt::kWithdrawn) {
+    // A later copy of the table took over (a rewrite on the source): nothing of this one is written.
+    c.rows = 0;
+    spdlog::info("{}: chunk {} of an earlier copy withdrawn (the table is copied again)", qualified(t), c.index);
+    return;
+  }
   if (record.on_written) record.on_written(t, c);
 }
 

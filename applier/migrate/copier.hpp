@@ -83,12 +83,16 @@ struct ChunkRecord {
   std::function<bool(const TableToCopy&, const Chunk&, const std::string& snapshot, const std::string& lsn)>
       on_snapshot;
   std::function<void(const TableToCopy&, const Chunk&)> on_written;  // its rows are committed
-  // The source, in the chunk's snapshot (`shape`: its columns and types), has columns the target
-  // lacks: true to copy those both sides have, false to read the chunk again later (the chunk
-  // is handed back; a copy made while the stream runs waits for the stream to bring the schema
-  // change). Unset: copy those both sides have.
+  // The source, in the chunk's snapshot (`shape`: its columns and types, `lsn` the snapshot's
+  // position), has columns the target lacks: true to copy those both sides have, false to hand
+  // the chunk back and read it again later. Unset: copy those both sides have.
   std::function<bool(const TableToCopy&, const Chunk&, const std::string& shape, const std::string& lsn)>
-      on_shape_differs;
+      copy_common_columns;
+  // A chunk handed back, both sides' transactions ended: waits as long as is useful before it is
+  // read again (`lsn`: the stream must have applied everything before it; empty: the COPY waited
+  // too long for a lock, held by the applier). Set for a copy made while the stream runs, whose
+  // target sessions also wait at most a second for a lock.
+  std::function<void(const TableToCopy&, const Chunk&, const std::string& lsn)> on_handed_back;
 };
 
 struct CopyResult {

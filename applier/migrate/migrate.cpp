@@ -419,7 +419,7 @@ std::string copy_and_build(const MigrateOptions& opts, const pg::Connection& tar
   if (!building_started) {
     SnapshotWatch watch(opts.source, run_application_name(opts.slot), opts.slot);
     std::vector<bool> reported(tables.size(), false);
-    ChunkRecord record{opts.slot, 0, nullptr, nullptr, nullptr};
+    ChunkRecord record{opts.slot, 0, nullptr, nullptr, nullptr, nullptr};
     CopyResult copied = copy_chunks(opts.source, opts.target, record, tables, chunks, opts.jobs, [&] {
       watch.sample();
       figures.seconds = elapsed();

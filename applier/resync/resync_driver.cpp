@@ -177,6 +177,7 @@ bool ResyncDriver::start(int64_t id, const std::string& tables, const std::strin
     for (size_t i = 0; i < tables_.size(); ++i) {
       apply::CopiedTable ct;
       ct.key_column = tables_[i].key_column;
+      ct.generation = id;
       for (const auto& c : chunks_) {
         if (c.table != i) continue;
         apply::CopiedChunk cc;
@@ -193,16 +194,28 @@ bool ResyncDriver::start(int64_t id, const std::string& tables, const std::strin
   spdlog::info("resync {}: copying {} tables again, {} chunks{}, while the stream goes on", id, tables_.size(), todo,
                resuming ? " (resumed)" : "");
   apply::CopyReconciler& reconciler = engine_->reconciler();
+  // A copy again the stream asked for (a rewrite) is known to the reconciler by this id from now on.
+  for (const auto& t : tables_) reconciler.adopt(t.oid, id);
+  {
+    std::lock_guard<std::mutex> lock(deferred_mu_);
+    deferred_.clear();
+  }
   record_ = migrate::ChunkRecord{opts_.slot, id,
-      [&reconciler](const migrate::TableToCopy& t, const migrate::Chunk& c, const std::string& snapshot,
-                    const std::string& lsn) {
+      [&reconciler, id](const migrate::TableToCopy& t, const migrate::Chunk& c, const std::string& snapshot,
+                        const std::string& lsn) {
         auto s = pg::Snapshot::parse(snapshot);
         if (!s) throw Error(ErrorKind::kSource, "the source gave a malformed snapshot: " + snapshot);
-        return reconciler.start_reading(t.oid, c.index, *s, parse_lsn(lsn).value_or(0));
+        return reconciler.start_reading(t.oid, id, c.index, *s, parse_lsn(lsn).value_or(0));
       },
-      [&reconciler](const migrate::TableToCopy& t, const migrate::Chunk& c) { reconciler.finish_reading(t.oid, c.index); },
-      [this](const migrate::TableToCopy& t, const migrate::Chunk& c, const std::string& shape, const std::string& lsn) {
-        return shape_differs(t, c, shape, parse_lsn(lsn).value_or(0));
+      [&reconciler, id](const migrate::TableToCopy& t, const migrate::Chunk& c) {
+        reconciler.finish_reading(t.oid, id, c.index);
+      },
+      [this](const migrate::TableToCopy& t, const migrate::Chunk&, const std::string& shape, const std::string& lsn) {
+        return copy_common_columns(t, shape, parse_lsn(lsn).value_or(0));
+      },
+      [this, &reconciler, id](const migrate::TableToCopy& t, const migrate::Chunk& c, const std::string& lsn) {
+        reconciler.give_back(t.oid, id, c.index);
+        wait_before_reading_again(t, c, lsn.empty() ? 0 : parse_lsn(lsn).value_or(0));
       }};
   active_ = id;
   finished_ = false;
@@ -229,23 +242,26 @@ bool ResyncDriver::start(int64_t id, const std::string& tables, const std::strin
 // committed before this snapshot's position. If the target still lacks them then, with the
 // source's columns unchanged, they will not come (replay off, or the target changed by hand):
 // the columns both sides have are copied, as the first copy does.
-bool ResyncDriver::shape_differs(const migrate::TableToCopy& t, const migrate::Chunk& c, const std::string& shape,
-                                 Lsn lsn) {
-  apply::CopyReconciler& reconciler = engine_->reconciler();
-  {
-    std::lock_guard<std::mutex> lock(deferred_mu_);
-    auto it = deferred_.find(t.oid);
-    if (it != deferred_.end() && it->second.first == shape && applied_.load() >= it->second.second) return true;
-    if (it == deferred_.end() || it->second.first != shape) deferred_[t.oid] = {shape, lsn};
-  }
-  // The applier waits for a table's copy to be written (a truncate): it cannot bring the change.
-  if (reconciler.applier_waits()) return true;
-  reconciler.give_back(t.oid, c.index);
-  spdlog::info("{}.{}: the source has columns the target lacks yet ({}); chunk {} is read again once the stream has "
-               "applied the schema change", t.schema, t.name, shape, c.index);
-  while (applied_.load() < lsn && !stop_.load() && !reconciler.applier_waits())
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+bool ResyncDriver::copy_common_columns(const migrate::TableToCopy& t, const std::string& shape, Lsn lsn) {
+  std::lock_guard<std::mutex> lock(deferred_mu_);
+  auto it = deferred_.find(t.oid);
+  if (it != deferred_.end() && it->second.first == shape && applied_.load() >= it->second.second) return true;
+  if (it == deferred_.end() || it->second.first != shape) deferred_[t.oid] = {shape, lsn};
   return false;
+}
+
+// A chunk handed back (both its transactions ended, so nothing is held meanwhile): for the
+// stream to pass `lsn`, or a moment for the applier to commit the lock it held (lsn 0).
+void ResyncDriver::wait_before_reading_again(const migrate::TableToCopy& t, const migrate::Chunk& c, Lsn lsn) {
+  if (lsn == 0) {
+    spdlog::debug("{}.{}: chunk {} waited a second for a lock the applier holds; read again in a moment", t.schema,
+                  t.name, c.index);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    return;
+  }
+  spdlog::info("{}.{}: the source has columns the target lacks yet; chunk {} is read again once the stream has applied "
+               "the schema change", t.schema, t.name, c.index);
+  while (applied_.load() < lsn && !stop_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
 }
 
 }  // namespace dts::resync

@@ -41,7 +41,8 @@ class ResyncDriver {
   void stop();
 
  private:
-  bool shape_differs(const migrate::TableToCopy& t, const migrate::Chunk& c, const std::string& shape, Lsn lsn);
+  bool copy_common_columns(const migrate::TableToCopy& t, const std::string& shape, Lsn lsn);
+  void wait_before_reading_again(const migrate::TableToCopy& t, const migrate::Chunk& c, Lsn lsn);
 
   bool start(int64_t id, const std::string& tables, const std::string& exclude, bool resuming);
   void empty_tables(int64_t id);
@@ -61,8 +62,8 @@ class ResyncDriver {
   migrate::ChunkRecord record_;
   std::chrono::steady_clock::time_point last_check_{};
   std::atomic<Lsn> applied_{0};
-  // Per table, a shape of the source's columns the target was found to lack, and the WAL
-  // position read with it (shape_differs).
+  // Per table of the copy under way, a shape of the source's columns the target was found to
+  // lack, and the WAL position read with it (copy_common_columns).
   std::mutex deferred_mu_;
   std::map<uint32_t, std::pair<std::string, Lsn>> deferred_;
 };

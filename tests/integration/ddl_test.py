@@ -441,6 +441,22 @@ def a_table_rewritten_again_while_it_is_copied_again_is_copied_once():
 
 
 @test
+def rewrites_in_one_transaction_and_a_lock_the_copy_needs_do_not_hang_the_applier():
+    """While t is copied again: one source transaction adds a column (its replay takes t's lock
+    in the applier's open transaction) and then rewrites t, which waits for the chunk being read
+    — whose COPY needs that lock, so it must give way (lock_timeout) rather than deadlock; then
+    one transaction rewrites t twice, the second before the first's copy can even start (the
+    earlier request is withdrawn, not waited for). t ends equal, schema too."""
+    log, rows = changed_while_copied_again(9, "locked", [
+        "BEGIN; ALTER TABLE t ADD COLUMN z int; ALTER TABLE t ALTER COLUMN pad TYPE varchar(300); COMMIT",
+        "BEGIN; ALTER TABLE t ALTER COLUMN pad TYPE varchar(400); ALTER TABLE t ALTER COLUMN v TYPE varchar(100); "
+        "UPDATE t SET v = 'twice' WHERE id % 999 = 0; COMMIT"])
+    copies = log.count("is copied again after this schema change")
+    check(copies >= 3, f"{copies} copies again asked for: the test proves nothing")
+    FIGURES.append(f"a lock the copy needs and two rewrites in one transaction while copied again: {rows} rows equal")
+
+
+@test
 def a_forged_schema_change_message_is_not_replayed():
     """Any role may write a dts.ddl message with pg_logical_emit_message. One that drops a table,
     unsigned or with a made-up signature, is ignored (with a warning naming its LSN); the

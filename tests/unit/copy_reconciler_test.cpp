@@ -153,15 +153,15 @@ TEST(CopyReconciler, AChunkNotReadYetSkipsAndItsSnapshotMustSeeWhatItSkipped) {
   dts::decode::Values row = {int_value(5), proto::Value{}};
   r.begin(700, 900);
   EXPECT_TRUE(r.copied(rel, row, false));  // skipped: the chunk, read later, will hold it
-  EXPECT_FALSE(r.start_reading(42, 0, *Snapshot::parse("650:700:"), 950));  // does not see 700 yet
-  EXPECT_TRUE(r.start_reading(42, 0, *Snapshot::parse("650:750:"), 950));
+  EXPECT_FALSE(r.start_reading(42, 0, 0, *Snapshot::parse("650:700:"), 950));  // does not see 700 yet
+  EXPECT_TRUE(r.start_reading(42, 0, 0, *Snapshot::parse("650:750:"), 950));
   r.begin(720, 960);  // seen by the snapshot: in the chunk
   EXPECT_TRUE(r.copied(rel, row, false));
   r.begin(760, 970);  // not seen: wait until the chunk is written
   dts::decode::RowChange ins{dts::decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row};
   EXPECT_EQ(r.fate(ins), RowFate::kWait);
   EXPECT_FALSE(r.settled(42));
-  r.finish_reading(42, 0);
+  r.finish_reading(42, 0, 0);
   r.wait_for_chunk();  // returns at once
   EXPECT_EQ(r.fate(ins), RowFate::kApply);
   EXPECT_TRUE(r.settled(42));
@@ -180,17 +180,66 @@ TEST(CopyReconciler, AChunkGivenBackIsPendingAgain) {
   pending.state = dts::apply::ChunkState::kPending;
   t.chunks = {pending};
   r.add(42, t, 0);
-  ASSERT_TRUE(r.start_reading(42, 0, *Snapshot::parse("650:700:"), 950));
+  ASSERT_TRUE(r.start_reading(42, 0, 0, *Snapshot::parse("650:700:"), 950));
   dts::decode::Values row = {int_value(5), proto::Value{}};
   dts::decode::RowChange ins{dts::decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row};
   r.begin(710, 960);  // not seen by the snapshot being read
   EXPECT_EQ(r.fate(ins), RowFate::kWait);
-  std::thread worker([&r] { r.give_back(42, 0); });
+  std::thread worker([&r] { r.give_back(42, 0, 0); });
   r.wait_for_chunk();  // returns once the chunk is given back, not written
   worker.join();
   EXPECT_FALSE(r.settled(42));
   EXPECT_TRUE(r.copied(rel, row, false));  // skipped now: the chunk read later holds it
-  EXPECT_FALSE(r.start_reading(42, 0, *Snapshot::parse("650:700:"), 970));  // does not see 710
-  EXPECT_TRUE(r.start_reading(42, 0, *Snapshot::parse("720:720:"), 980));
-  EXPECT_FALSE(r.applier_waits());
+  EXPECT_FALSE(r.start_reading(42, 0, 0, *Snapshot::parse("650:700:"), 970));  // does not see 710
+  EXPECT_TRUE(r.start_reading(42, 0, 0, *Snapshot::parse("720:720:"), 980));
+}
+
+// A copy again the stream asked for is known by its generation once the driver adopts it: a
+// worker of an earlier, superseded copy of the table reads nothing of it and writes nothing
+// into its state.
+TEST(CopyReconciler, AnEarlierCopysWorkerDoesNotTouchTheNewCopy) {
+  CopyReconciler r;
+  CopiedTable t;
+  CopiedChunk pending;
+  pending.index = 0;
+  pending.state = dts::apply::ChunkState::kPending;
+  t.chunks = {pending};
+  t.generation = dts::apply::kUnknownGeneration;
+  r.add(42, t, 0);
+  EXPECT_TRUE(r.start_reading(42, 7, 0, *Snapshot::parse("650:700:"), 950));  // generation 7's: not this copy
+  r.finish_reading(42, 7, 0);
+  EXPECT_FALSE(r.settled(42));
+  r.adopt(42, 9);
+  r.adopt(42, 10);  // adopted once
+  r.finish_reading(42, 10, 0);
+  EXPECT_FALSE(r.settled(42));
+  ASSERT_TRUE(r.start_reading(42, 9, 0, *Snapshot::parse("650:700:"), 950));
+  r.wait_not_reading(43);  // another table: at once
+  r.finish_reading(42, 9, 0);
+  EXPECT_TRUE(r.settled(42));
+  r.wait_not_reading(42);  // written: at once
+}
+
+// A truncate of a table whose chunks are not read yet: they hold nothing to delete, and each
+// must be read in a snapshot that sees the truncate.
+TEST(CopyReconciler, ATruncateOfChunksNotReadYetIsSeenByTheirSnapshots) {
+  auto rel = relation();
+  CopyReconciler r;
+  CopiedTable t;
+  t.key_column = "id";
+  t.chunks = {chunk(std::nullopt, 100, "400:500:")};  // read, before transaction 800
+  CopiedChunk pending;
+  pending.index = 1;
+  pending.lo = 100;
+  pending.state = dts::apply::ChunkState::kPending;
+  t.chunks.push_back(pending);
+  r.add(42, t, 0);
+  r.begin(800, 900);
+  std::vector<const dts::decode::Relation*> relations = {&rel};
+  std::vector<std::string> deletes = r.truncate(relations);
+  ASSERT_EQ(deletes.size(), 1u);  // the read chunk's range only
+  EXPECT_NE(deletes[0].find("\"id\" < 100"), std::string::npos) << deletes[0];
+  EXPECT_TRUE(relations.empty());
+  EXPECT_FALSE(r.start_reading(42, 0, 1, *Snapshot::parse("790:800:"), 950));  // does not see the truncate
+  EXPECT_TRUE(r.start_reading(42, 0, 1, *Snapshot::parse("801:801:"), 960));
 }
