@@ -20,7 +20,9 @@ std::string lock_key(const std::string& slot) { return "dts_migrate:" + slot; }
 std::string job_application_name(const std::string& slot) { return lock_key(slot).substr(0, 63); }
 
 std::string run_application_name(const std::string& slot) {
-  return (lock_key(slot) + "#" + std::to_string(getpid())).substr(0, 63);
+  // PostgreSQL keeps 63 bytes: the job's name gives way, the run's pid stays whole.
+  std::string pid = "#" + std::to_string(getpid());
+  return lock_key(slot).substr(0, 63 - pid.size()) + pid;
 }
 
 bool try_job_lock(const pg::Connection& target, const std::string& slot) {
@@ -65,9 +67,14 @@ namespace {
 
 // The job's sessions, any run's (cancel) or this run's only (a migrate that stops: another
 // run of the job may be starting, and its sessions are not ours to end).
+// Any run's: the name the job's sessions had before runs were named, or "<job>#<pid>", the
+// job's name cut to make room for the pid when the whole is 63 bytes (only then may a cut name
+// stand for a longer one).
 const char* kJobSessions = "FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND CASE WHEN $3 THEN "
                            "application_name = $2 ELSE application_name = $1 OR "
-                           "left(application_name, length($1) + 1) = $1 || '#' END";
+                           "substring(application_name FROM '^(.*)#[0-9]+$') = $1 OR (length(application_name) = 63 "
+                           "AND left($1, length(substring(application_name FROM '^(.*)#[0-9]+$'))) = "
+                           "substring(application_name FROM '^(.*)#[0-9]+$')) END";
 
 std::vector<std::string> session_params(const std::string& slot, bool this_run) {
   return {job_application_name(slot), run_application_name(slot), this_run ? "true" : "false"};

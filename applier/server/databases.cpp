@@ -41,15 +41,20 @@ std::vector<std::string> privilege_statements(const pg::Connection& source, cons
 }
 
 std::string create_database_sql(const pg::Connection& source, const pg::Connection& target, const SourceDatabase& db) {
+  // The locale provider came in 15 (ICU), its locale column was renamed in 17 (with 'b', builtin).
+  long version = std::stol(source.query_value("SELECT current_setting('server_version_num')"));
+  std::string provider = version >= 150000 ? "datlocprovider" : "'c'";
+  std::string locale = version >= 170000 ? "coalesce(datlocale, '')" : version >= 150000 ? "coalesce(daticulocale, '')" : "''";
   pg::Result r = source.exec_params(
-      "SELECT pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, coalesce(daticulocale, ''), "
+      "SELECT pg_encoding_to_char(encoding), datcollate, datctype, " + provider + ", " + locale + ", "
       "pg_get_userbyid(datdba), datconnlimit FROM pg_database WHERE oid = $1", {std::to_string(db.oid)});
   if (PQntuples(r.get()) != 1) throw Error(ErrorKind::kSource, "database " + db.name + " is gone from the source");
   std::string sql = "CREATE DATABASE " + quote_ident(db.name) + " WITH TEMPLATE template0 ENCODING " +
                     quote_literal(PQgetvalue(r.get(), 0, 0)) + " LC_COLLATE " + quote_literal(PQgetvalue(r.get(), 0, 1)) +
                     " LC_CTYPE " + quote_literal(PQgetvalue(r.get(), 0, 2));
-  if (PQgetvalue(r.get(), 0, 3)[0] == 'i')
-    sql += " LOCALE_PROVIDER icu ICU_LOCALE " + quote_literal(PQgetvalue(r.get(), 0, 4));
+  char provider_kind = PQgetvalue(r.get(), 0, 3)[0];
+  if (provider_kind == 'i') sql += " LOCALE_PROVIDER icu ICU_LOCALE " + quote_literal(PQgetvalue(r.get(), 0, 4));
+  if (provider_kind == 'b') sql += " LOCALE_PROVIDER builtin BUILTIN_LOCALE " + quote_literal(PQgetvalue(r.get(), 0, 4));
   std::string owner = PQgetvalue(r.get(), 0, 5);
   if (target.query_value("SELECT count(*) FROM pg_roles WHERE rolname = $1", {owner}) == "1")
     sql += " OWNER " + quote_ident(owner);
@@ -95,12 +100,16 @@ bool create_on_target(const pg::Connection& source, const pg::Connection& target
   std::string sql = create_database_sql(source, target, db);
   spdlog::info("database {}: {}", db.name, sql);
   target.exec(sql);
+  // The database's settings, and its roles' (ALTER ROLE ... IN DATABASE: the roles exist by now).
   pg::Result settings = source.exec_params(
-      "SELECT unnest(setconfig) FROM pg_db_role_setting WHERE setdatabase = $1 AND setrole = 0 ORDER BY 1",
-      {std::to_string(db.oid)});
+      "SELECT coalesce(pg_get_userbyid(NULLIF(setrole, 0)), ''), unnest(setconfig) FROM pg_db_role_setting "
+      "WHERE setdatabase = $1 ORDER BY 1, 2", {std::to_string(db.oid)});
   std::vector<std::string> statements = privilege_statements(source, db);
-  for (int i = 0; i < PQntuples(settings.get()); ++i)
-    statements.push_back("ALTER DATABASE " + quote_ident(db.name) + roles::set_clause(PQgetvalue(settings.get(), i, 0)));
+  for (int i = 0; i < PQntuples(settings.get()); ++i) {
+    std::string role = PQgetvalue(settings.get(), i, 0), setting = PQgetvalue(settings.get(), i, 1);
+    statements.push_back(role.empty() ? "ALTER DATABASE " + quote_ident(db.name) + roles::set_clause(setting)
+                                      : roles::setting_statement(role, setting, db.name));
+  }
   for (const auto& s : statements) {
     try {
       target.exec(s);

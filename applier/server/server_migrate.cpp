@@ -90,8 +90,13 @@ void write_combined(const migrate::MigrateOptions& o, const std::vector<SourceDa
                     const std::vector<Child>& children) {
   if (o.status_file.empty()) return;
   std::vector<std::string> statuses;
-  for (const auto& c : children) statuses.push_back(read_file(c.status_file));
-  std::string json = combined_status(dbs, statuses, o.slot);
+  std::vector<int> failed_codes;
+  for (const auto& c : children) {
+    statuses.push_back(read_file(c.status_file));
+    int code = c.exit_code.load();
+    failed_codes.push_back(code > 0 && !c.stopped.load() ? code : 0);
+  }
+  std::string json = combined_status(dbs, statuses, o.slot, failed_codes);
   std::string tmp = o.status_file + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
@@ -128,7 +133,7 @@ std::vector<std::string> child_arguments(const migrate::MigrateOptions& o) {
 }
 
 std::string combined_status(const std::vector<SourceDatabase>& dbs, const std::vector<std::string>& statuses,
-                            const std::string& slot) {
+                            const std::string& slot, const std::vector<int>& failed_codes) {
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
   std::string phase = "COMPLETED", error;
@@ -146,13 +151,19 @@ std::string combined_status(const std::vector<SourceDatabase>& dbs, const std::v
     bool ok = !d.HasParseError() && d.IsObject();
     // No status yet: its migrate is preparing (STARTING is follow's, once the copy is done).
     std::string p = ok && d.HasMember("phase") && d["phase"].IsString() ? d["phase"].GetString() : "PREPARING";
+    int code = i < failed_codes.size() ? failed_codes[i] : 0;
+    if (code != 0) {
+      // Killed, or ended by an error before it could say so in its status file.
+      p = "FAILED";
+      if (error.empty()) error = dbs[i].name + ": its migrate exited with code " + std::to_string(code);
+    }
     if (p == "FAILED") failed = true;
     if (!failed && phase_rank(p) < phase_rank(phase)) phase = p;
     if (ok && d.HasMember("error") && d["error"].IsString() && error.empty() && d["error"].GetStringLength() > 0)
       error = dbs[i].name + ": " + d["error"].GetString();
     auto num = [&](const char* key) -> uint64_t { return ok && d.HasMember(key) && d[key].IsUint64() ? d[key].GetUint64() : 0; };
     lag_ms = std::max<int64_t>(lag_ms, static_cast<int64_t>(num("lag_ms")));
-    lag_bytes += num("lag_bytes");
+    lag_bytes = std::max(lag_bytes, num("lag_bytes"));  // the same WAL: the furthest behind
     transactions += num("transactions_applied");
     changes += num("changes_applied");
     std::optional<Lsn> lsn = ok && d.HasMember("applied_lsn") && d["applied_lsn"].IsString()

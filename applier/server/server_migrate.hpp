@@ -25,9 +25,10 @@ int run_server_migrate(const migrate::MigrateOptions& options, const DatabaseSco
 std::vector<std::string> child_arguments(const migrate::MigrateOptions& o);
 
 // The databases' status files as one: "phase" the least advanced of theirs (FAILED if any
-// failed), totals, and "databases" with each one's status.
+// failed, or its migrate exited with a non-zero code in `failed_codes`), totals, and
+// "databases" with each one's status.
 std::string combined_status(const std::vector<SourceDatabase>& dbs, const std::vector<std::string>& statuses,
-                            const std::string& slot);
+                            const std::string& slot, const std::vector<int>& failed_codes);
 
 }  // namespace dts::server
 

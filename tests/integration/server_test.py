@@ -56,6 +56,7 @@ CREATE DATABASE shop OWNER shop_owner;
 CREATE DATABASE analytics;
 CREATE DATABASE "Mixed DB" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;
 ALTER DATABASE shop SET work_mem = '6MB';
+ALTER ROLE batch IN DATABASE shop SET work_mem = '7MB';
 REVOKE CONNECT ON DATABASE analytics FROM PUBLIC;
 GRANT CONNECT ON DATABASE analytics TO analyst;
 """
@@ -169,6 +170,9 @@ def a_whole_server_moves_in_one_job_with_one_cutover():
                  "AND s.setdatabase = 0 WHERE r.rolname IN ('shop_owner', 'analyst', 'clerk', 'staff', 'Auditor', 'batch') "
                  "ORDER BY 1")
         check(pair.src.sql(roles) == pair.dst.sql(roles), f"roles differ: {pair.dst.sql(roles)}")
+        in_db = ("SELECT r.rolname, d.datname, s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+                 "JOIN pg_database d ON d.oid = s.setdatabase ORDER BY 1, 2")
+        check(pair.dst.sql(in_db) == [("batch", "shop", ["work_mem=7MB"])], f"per-database role settings: {pair.dst.sql(in_db)}")
         slots = pair.src.value("SELECT count(*) FROM pg_replication_slots")
         check(slots == 0, f"{slots} slots left on the source")
         pair.src.sql("ALTER SYSTEM RESET default_transaction_read_only")
