@@ -75,8 +75,8 @@ for t in tests/integration/*_test.sh tests/integration/*_test.py tests/fault/*_t
 done
 bash scripts/pg-cluster.sh drop-template
 
-step "fuzzing the decoder (libFuzzer, ${DTS_FUZZ_SECONDS:-20} s)"
-out=$(tests/fuzz/run.sh "${DTS_FUZZ_SECONDS:-20}" 2>&1)
+step "fuzzing the decoder (libFuzzer, ${DTS_FUZZ_SECONDS:-10} s)"
+out=$(tests/fuzz/run.sh "${DTS_FUZZ_SECONDS:-10}" 2>&1)
 echo "$out"
 if echo "$out" | grep -q "fuzz: 1 passed"; then count fuzz 1 0; else count fuzz 0 1; fi
 

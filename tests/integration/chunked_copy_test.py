@@ -184,8 +184,9 @@ def no_snapshot_is_held_for_much_longer_than_a_chunk():
     migrate itself, against the copy's duration: with 40 chunks copied one at a time it must
     be well under a third of it (the old copy held one snapshot for all of it)."""
     with Pair(2) as pair:
+        # Large enough that migrate's samples (one per half second of copy) catch chunks in flight.
         pair.src.sql("CREATE TABLE big (id bigint PRIMARY KEY, v text);"
-                     "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 400000) g")
+                     "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 800000) g")
         m = Migrate(pair, "xmin", "--mode", "full", "--jobs", "1", "--split-larger-than", "2MB").start()
         check(m.proc.wait(300) == 0, f"migrate failed: {m.log()[-1500:]}")
         copy = m.status_json().get("copy") or {}
