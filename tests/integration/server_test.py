@@ -191,6 +191,29 @@ def databases_the_source_lacks_are_refused_by_name():
 
 
 @test
+def cancel_over_several_databases_removes_every_slot_origin_and_state():
+    """migrate --databases a,b streaming, then cancel --databases a,b: the job stops, every
+    database's slot is gone from the source, its origin and dts.migration row from the target."""
+    with Pair(3) as pair:
+        for db in ("a", "b"):
+            pair.src.sql(f"CREATE DATABASE {db}")
+            run_sql(on(pair.src.conninfo, db), "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        m = Migrate(pair, "cancel", "--databases", "a,b").start()
+        m.wait_phase("STREAMING", 180)
+        check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 2, "not one slot per database")
+        out = subprocess.run([APPLIER, "cancel", "--source", pair.src.conninfo, "--target", pair.target,
+                              "--databases", "a,b"], capture_output=True, text=True, timeout=300)
+        check(out.returncode == 0, f"cancel --databases: {out.returncode} {out.stderr[-1200:]}")
+        wait_for("the job to end", lambda: m.proc.poll() is not None, 60)
+        check(pair.src.value("SELECT count(*) FROM pg_replication_slots") == 0, "slots left on the source")
+        for db in ("a", "b"):
+            left = run_sql(on(pair.target, db), "SELECT (SELECT count(*) FROM pg_replication_origin), "
+                                                "to_regclass('dts.migration') IS NOT NULL AND "
+                                                "(SELECT count(*) FROM dts.migration) > 0")
+            check(left == [(0, False)], f"{db}: origin or state left on the target: {left}")
+
+
+@test
 def check_reports_the_runbooks_groups():
     """check's server-wide items, each in its group: roles the target lacks and one it cannot
     take, a login role the target's pg_hba.conf has no line for (tried: a warning, since the
