@@ -4,13 +4,16 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -103,6 +106,24 @@ void write_combined(const migrate::MigrateOptions& o, const std::vector<SourceDa
     out << json << "\n";
   }
   std::rename(tmp.c_str(), o.status_file.c_str());
+}
+
+// Where the databases' migrates write their status files: beside the job's own (`<status
+// file>.databases`, made 0700 and reused by the next run, so a job killed with SIGKILL leaves
+// nothing behind), or a private temporary directory when the job has no status file.
+std::string status_dir(const migrate::MigrateOptions& o, std::optional<PrivateDir>& temporary) {
+  if (o.status_file.empty()) {
+    temporary.emplace("dts-databases");
+    return temporary->path;
+  }
+  std::string dir = o.status_file + ".databases";
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    throw Error(ErrorKind::kConfig, "cannot make " + dir + " for the databases' status files: " + std::strerror(errno));
+  struct stat st {};
+  if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0)
+    throw Error(ErrorKind::kConfig, dir + " (beside --status-file) must be a directory of this user that no other "
+                                          "account can enter (chmod 700), not a link; remove it to let migrate make it");
+  return dir;
 }
 
 void prepare_target(const migrate::MigrateOptions& o, const std::vector<SourceDatabase>& dbs) {
@@ -206,7 +227,8 @@ int run_server_migrate(const migrate::MigrateOptions& o, const DatabaseScope& sc
   for (const auto& db : dbs) names += (names.empty() ? "" : ", ") + db.name + " (slot " + db.slot + ")";
   spdlog::info("migrating {} databases as one job: {}", dbs.size(), names);
   prepare_target(o, dbs);
-  PrivateDir dir("dts-databases");
+  std::optional<PrivateDir> temporary;
+  std::string dir = status_dir(o, temporary);
   std::string exe = own_executable();
   std::vector<Child> children(dbs.size());
   std::atomic<bool> failed{false};
@@ -214,7 +236,8 @@ int run_server_migrate(const migrate::MigrateOptions& o, const DatabaseScope& sc
   std::vector<std::thread> threads;
   for (size_t i = 0; i < dbs.size(); ++i) {
     children[i].db = &dbs[i];
-    children[i].status_file = dir.path + "/" + std::to_string(i) + ".json";
+    children[i].status_file = dir + "/" + std::to_string(i) + ".json";
+    std::remove(children[i].status_file.c_str());  // an earlier run's: not this run's progress
     threads.emplace_back([&, i] {
       run_database(exe, o, children[i], should_stop);
       if (children[i].exit_code != follow::kExitOk && !children[i].stopped) failed = true;
