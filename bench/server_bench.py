@@ -100,21 +100,22 @@ def dts(args):
          conninfo(DST_PORT), "--jobs", str(args.jobs), "--slot", "bench_server"])
 
 
-def roles_by_dumpall():
-    dump = subprocess.Popen(["pg_dumpall", "--roles-only", "-h", "127.0.0.1", "-p", str(SRC_PORT), "-U", "postgres"],
+def dumpall_into_target(*options):
+    """pg_dumpall of the source (with `options`) replayed on the target by psql."""
+    dump = subprocess.Popen(["pg_dumpall", *options, "-h", "127.0.0.1", "-p", str(SRC_PORT), "-U", "postgres"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     restore = subprocess.run(["psql", "-qX", "-h", "127.0.0.1", "-p", str(DST_PORT), "-U", "postgres", "-d", "postgres"],
                              stdin=dump.stdout, capture_output=True, text=True)
     dump.stdout.close()
     if dump.wait() != 0 or restore.returncode != 0:
-        sys.exit(f"server_bench: pg_dumpall --roles-only | psql failed: {restore.stderr[-800:]}")
+        sys.exit(f"server_bench: pg_dumpall {' '.join(options)} | psql failed: {restore.stderr[-800:]}")
 
 
 def pgcopydb(args):
     # pgcopydb creates no database, and its own role copy (pgcopydb copy roles, clone --roles)
     # fails on this stack: it replays pg_dumpall's output statement by statement, and pg_dumpall
     # 15.14 starts it with psql's \restrict. The roles go through psql instead (timed too).
-    roles_by_dumpall()
+    dumpall_into_target("--roles-only")
     for db in databases(args.databases):
         sql(DST_PORT, f"CREATE DATABASE {db} OWNER app_owner")
         with tempfile.TemporaryDirectory() as d:
@@ -123,13 +124,7 @@ def pgcopydb(args):
 
 
 def dumpall(_args):
-    dump = subprocess.Popen(["pg_dumpall", "-h", "127.0.0.1", "-p", str(SRC_PORT), "-U", "postgres"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    restore = subprocess.run(["psql", "-qX", "-h", "127.0.0.1", "-p", str(DST_PORT), "-U", "postgres", "-d", "postgres"],
-                             stdin=dump.stdout, capture_output=True, text=True)
-    dump.stdout.close()
-    if dump.wait() != 0 or restore.returncode != 0:
-        sys.exit(f"server_bench: pg_dumpall | psql failed: {restore.stderr[-800:]}")
+    dumpall_into_target()
 
 
 def streaming(status_path):

@@ -56,44 +56,45 @@ std::string redact_conninfo(const std::string& conninfo) {
   return parsed ? out : "(unparsable conninfo)";
 }
 
-std::string conninfo_without_password(const std::string& conninfo, std::string& password) {
+namespace {
+
+void append_option(std::string& out, const char* keyword, const char* value) {
+  out += std::string(out.empty() ? "" : " ") + keyword + "='";
+  for (const char* c = value; *c != '\0'; ++c) {
+    if (*c == '\'' || *c == '\\') out += '\\';
+    out += *c;
+  }
+  out += '\'';
+}
+
+// The options of a conninfo or URI again, as a quoted conninfo, those `keep` accepts. Never the
+// text itself when it does not parse: it may hold the password.
+template <typename Keep>
+std::string rebuilt(const std::string& conninfo, Keep keep) {
   std::string out;
   bool parsed = each_option(conninfo, [&](const char* keyword, const char* value) {
-    if (std::strcmp(keyword, "password") == 0) {
-      password = value;
-      return;
-    }
-    out += std::string(out.empty() ? "" : " ") + keyword + "='";
-    for (const char* c = value; *c != '\0'; ++c) {
-      if (*c == '\'' || *c == '\\') out += '\\';
-      out += *c;
-    }
-    out += '\'';
+    if (keep(keyword, value)) append_option(out, keyword, value);
   });
-  // Never the text itself: it may hold the password, and it would go on a command line.
   if (!parsed)
     throw Error(ErrorKind::kConfig, "a connection string is neither a libpq conninfo (key=value ...) nor a "
                                     "postgresql:// URI; correct --source / --target");
   return out;
 }
 
-std::string conninfo_with_dbname(const std::string& conninfo, const std::string& dbname) {
-  std::string out;
-  auto add = [&out](const char* keyword, const char* value) {
-    out += std::string(out.empty() ? "" : " ") + keyword + "='";
-    for (const char* c = value; *c != '\0'; ++c) {
-      if (*c == '\'' || *c == '\\') out += '\\';
-      out += *c;
-    }
-    out += '\'';
-  };
-  bool parsed = each_option(conninfo, [&](const char* keyword, const char* value) {
-    if (std::strcmp(keyword, "dbname") != 0) add(keyword, value);
+}  // namespace
+
+std::string conninfo_without_password(const std::string& conninfo, std::string& password) {
+  // The password goes apart: the result may go on a command line.
+  return rebuilt(conninfo, [&password](const char* keyword, const char* value) {
+    if (std::strcmp(keyword, "password") != 0) return true;
+    password = value;
+    return false;
   });
-  if (!parsed)
-    throw Error(ErrorKind::kConfig, "a connection string is neither a libpq conninfo (key=value ...) nor a "
-                                    "postgresql:// URI; correct --source / --target");
-  add("dbname", dbname.c_str());
+}
+
+std::string conninfo_with_dbname(const std::string& conninfo, const std::string& dbname) {
+  std::string out = rebuilt(conninfo, [](const char* keyword, const char*) { return std::strcmp(keyword, "dbname") != 0; });
+  append_option(out, "dbname", dbname.c_str());
   return out;
 }
 

@@ -305,6 +305,16 @@ class Migrate:
         return self.proc.wait(60)
 
 
+def password_logins(server):
+    """The server's pg_hba.conf asks every role but postgres for its password (md5: SCRAM
+    verifiers answer it too)."""
+    data = server.value("SHOW data_directory")
+    server.sql("COPY (SELECT unnest(ARRAY['local all all trust', 'host all postgres 127.0.0.1/32 trust', "
+               "'host replication all 127.0.0.1/32 trust', 'host all all 127.0.0.1/32 md5'])) TO %s",
+               (os.path.join(data, "pg_hba.conf"),))
+    server.sql("SELECT pg_reload_conf()")
+
+
 def pgbench_args(server, *args, dbname="postgres"):
     return ["pgbench", "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", *args, dbname]
 

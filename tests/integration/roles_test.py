@@ -15,7 +15,7 @@ import sys
 import psycopg2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, AppPair, Migrate, check, main, run_sql, test  # noqa: E402
+from harness import APPLIER, AppPair, Migrate, check, main, password_logins, run_sql, test  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_ROLES_TEST_PORT", "26900"))
 
@@ -45,14 +45,6 @@ MEMBERSHIPS = ("SELECT r.rolname, m.rolname, am.admin_option FROM pg_auth_member
 def Pair(index):  # noqa: N802 - reads like the class it returns
     return AppPair(f"it_roles{index}", BASE_PORT + 2 * index)
 
-
-def password_logins(server):
-    """The server's pg_hba.conf asks every role but postgres for its password."""
-    data = server.value("SHOW data_directory")
-    server.sql("COPY (SELECT unnest(ARRAY['local all all trust', 'host all postgres 127.0.0.1/32 trust', "
-               "'host replication all 127.0.0.1/32 trust', 'host all all 127.0.0.1/32 md5'])) TO %s",
-               (os.path.join(data, "pg_hba.conf"),))
-    server.sql("SELECT pg_reload_conf()")
 
 
 def run_roles(source, target, *extra):

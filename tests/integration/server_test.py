@@ -17,8 +17,8 @@ import threading
 import psycopg2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (APPLIER, AppPair, Migrate, check, check_equal, main, run_sql, test,  # noqa: E402
-                     wait_for)
+from harness import (APPLIER, AppPair, Migrate, check, check_equal, main, password_logins, run_sql,  # noqa: E402
+                     test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_SERVER_TEST_PORT", "26950"))
 
@@ -84,13 +84,6 @@ def pgbench_db(pair, db, *args):
                          capture_output=True, text=True)
     check(out.returncode == 0, f"pgbench {args} in {db} failed: {out.stderr[-500:]}")
 
-
-def password_logins(server):
-    data = server.value("SHOW data_directory")
-    server.sql("COPY (SELECT unnest(ARRAY['local all all trust', 'host all postgres 127.0.0.1/32 trust', "
-               "'host replication all 127.0.0.1/32 trust', 'host all all 127.0.0.1/32 md5'])) TO %s",
-               (os.path.join(data, "pg_hba.conf"),))
-    server.sql("SELECT pg_reload_conf()")
 
 
 @test

@@ -74,6 +74,17 @@ void two_chunks(CopyReconciler& r) {
   r.add(42, t, 1000);
 }
 
+// Table 42 copied in one chunk, keyed on id, not read yet (a resync's, or a copy again's).
+void one_pending_chunk(CopyReconciler& r, int64_t generation = 0) {
+  CopiedTable t;
+  t.key_column = "id";
+  CopiedChunk pending;
+  pending.state = dts::apply::ChunkState::kPending;
+  t.chunks = {pending};
+  t.generation = generation;
+  r.add(42, t, 0);
+}
+
 }  // namespace
 
 TEST(CopyReconciler, SkipsWhatTheRowsChunkSaw) {
@@ -143,13 +154,7 @@ TEST(CopyReconciler, TablesOutsideTheCopyAreApplied) {
 TEST(CopyReconciler, AChunkNotReadYetSkipsAndItsSnapshotMustSeeWhatItSkipped) {
   auto rel = relation();
   CopyReconciler r;
-  CopiedTable t;
-  t.key_column = "id";
-  CopiedChunk pending;
-  pending.index = 0;
-  pending.state = dts::apply::ChunkState::kPending;
-  t.chunks = {pending};
-  r.add(42, t, 0);
+  one_pending_chunk(r);
   dts::decode::Values row = {int_value(5), proto::Value{}};
   r.begin(700, 900);
   EXPECT_TRUE(r.copied(rel, row, false));  // skipped: the chunk, read later, will hold it
@@ -173,13 +178,7 @@ TEST(CopyReconciler, AChunkNotReadYetSkipsAndItsSnapshotMustSeeWhatItSkipped) {
 TEST(CopyReconciler, AChunkGivenBackIsPendingAgain) {
   auto rel = relation();
   CopyReconciler r;
-  CopiedTable t;
-  t.key_column = "id";
-  CopiedChunk pending;
-  pending.index = 0;
-  pending.state = dts::apply::ChunkState::kPending;
-  t.chunks = {pending};
-  r.add(42, t, 0);
+  one_pending_chunk(r);
   ASSERT_TRUE(r.start_reading(42, 0, 0, *Snapshot::parse("650:700:"), 950));
   dts::decode::Values row = {int_value(5), proto::Value{}};
   dts::decode::RowChange ins{dts::decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row};
@@ -199,13 +198,7 @@ TEST(CopyReconciler, AChunkGivenBackIsPendingAgain) {
 // into its state.
 TEST(CopyReconciler, AnEarlierCopysWorkerDoesNotTouchTheNewCopy) {
   CopyReconciler r;
-  CopiedTable t;
-  CopiedChunk pending;
-  pending.index = 0;
-  pending.state = dts::apply::ChunkState::kPending;
-  t.chunks = {pending};
-  t.generation = dts::apply::kUnknownGeneration;
-  r.add(42, t, 0);
+  one_pending_chunk(r, dts::apply::kUnknownGeneration);
   EXPECT_TRUE(r.start_reading(42, 7, 0, *Snapshot::parse("650:700:"), 950));  // generation 7's: not this copy
   r.finish_reading(42, 7, 0);
   EXPECT_FALSE(r.settled(42));
