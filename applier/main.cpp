@@ -107,6 +107,9 @@ int failed_with(const std::string& command, std::string message, bool config, co
 constexpr const char* kTablesHelp =
     "only these tables: schema.table patterns, comma-separated; * and ? wildcards; unquoted names fold to lower "
     "case, double-quote the others (\"My Schema\".\"a,b\"); a partitioned table brings its partitions";
+constexpr const char* kApplyWorkersHelp =
+    "target sessions applying source transactions at once, committed in source order (default: the target's "
+    "max_parallel_workers_per_gather, 1 to 4, fewer if its connections are short)";
 constexpr const char* kExcludeHelp = "leave out these tables: patterns as for --tables";
 
 }  // namespace
@@ -146,6 +149,7 @@ int main(int argc, char** argv) {
                 "while in progress (default 16MB)");
   f->add_flag("!--no-streaming", follow.streaming,
               "have the source hold large transactions until commit instead of streaming them");
+  f->add_option("--apply-workers", follow.apply_workers, kApplyWorkersHelp)->check(CLI::Range(1, 16));
   f->add_flag("--no-packing", follow.no_packing,
               "one transaction per replication message even in a backlog (packing needs dts_decoding.heartbeat())");
 
@@ -173,6 +177,7 @@ int main(int argc, char** argv) {
   std::string migrate_resume = "auto";
   m->add_option("--resume-mode", migrate_resume, "auto: reconnect after a lost connection; manual: stop (exit code 3)")
       ->check(CLI::IsMember({"auto", "manual"}));
+  m->add_option("--apply-workers", migrate.apply_workers, kApplyWorkersHelp)->check(CLI::Range(1, 16));
   m->add_option("--decoding-work-mem", migrate.decoding_work_mem,
                 "mode incremental: logical_decoding_work_mem of the source's walsender (default 16MB)");
   m->add_flag("!--no-streaming", migrate.streaming,

@@ -40,16 +40,17 @@ struct ApplyEngine::Streamed {
 };
 
 ApplyEngine::ApplyEngine(std::string target_conninfo, std::string client_encoding, std::string origin, Lsn resume_lsn,
-                         core::CommitPolicy policy)
+                         core::CommitPolicy policy, size_t workers, Lsn serial_until, ParallelState* parallel)
     : target_conninfo_(std::move(target_conninfo)),
       client_encoding_(std::move(client_encoding)),
       origin_(std::move(origin)),
+      serial_until_(serial_until),
+      parallel_state_(parallel),
       resume_lsn_(resume_lsn),
       policy_(policy) {
   SpoolDirectory::remove_orphans();
   catalog_ = pg::Connection::open(target_conninfo_, "target");
-  main_ = new_session();
-  main_->setup_origin(origin_);
+  open_lanes(workers);
   stats_.applied_lsn = resume_lsn;
 }
 
@@ -91,14 +92,14 @@ TargetSession& ApplyEngine::current_session() {
   if (current_stream_ != nullptr && current_stream_->session) return *current_stream_->session;
   finish_commit();
   ensure_main_transaction();
-  return *main_;
+  return main();
 }
 
 void ApplyEngine::ensure_main_transaction() {
   group_open_ = true;
-  if (main_open_) return;
-  main_->execute_simple("BEGIN", ChangeContext{"", "", txn_commit_lsn_, "BEGIN"});
-  main_open_ = true;
+  if (lane().open) return;
+  main().execute_simple("BEGIN", ChangeContext{"", "", txn_commit_lsn_, "BEGIN"});
+  lane().open = true;
 }
 
 ApplyStats ApplyEngine::stats() const {
@@ -115,69 +116,59 @@ void ApplyEngine::commit_group() {
   flush_coalesced(coalesced_.take_all());
   flush_held();
   if (!group_open_ || in_source_txn_) return;
+  Lane& l = lane();
+  bool queued = false;
   if (group_txns_ == 0) {  // only skipped transactions: nothing to record
-    if (main_open_) main_->rollback();
+    if (l.open) l.session->rollback();
+    if (!l.pending) l.keys.clear();
   } else {
     ensure_main_transaction();  // a group that changed nothing here still records its progress
-    main_->flush();
-    pending_commit_ = PendingCommit{group_end_lsn_, group_commit_time_, group_txns_};
+    l.session->flush();
+    l.pending = PendingCommit{group_end_lsn_, group_commit_time_, group_txns_};
+    commit_order_.push_back(lane_);
+    queued = true;
   }
   group_open_ = false;
-  main_open_ = false;
+  l.open = false;
   group_txns_ = 0;
   group_changes_ = 0;
   group_direct_updates_ = 0;
+  if (queued) next_lane();
 }
 
-// Confirms every result of the pending group (waiting if they are not all in), then sends its
-// origin and COMMIT, then what of the next group waited for it. A refusal throws with nothing
-// of the group committed.
+// Sends the commits of the groups pending up to the current lane's (one lane: the previous
+// group's), then what of the current group waited for it. A refusal throws with nothing of
+// the refused group committed.
 void ApplyEngine::finish_commit() {
-  if (!pending_commit_) return;
-  PendingCommit done = *pending_commit_;
-  pending_commit_.reset();
-  main_->commit(done.end_lsn, done.commit_time, [this, done] {
-    stats_.applied_lsn = std::max(stats_.applied_lsn, done.end_lsn);
-    stats_.applied_commit_time = done.commit_time;
-    stats_.transactions += done.transactions;
-  });
-  if (deferred_inserts_.empty()) return;
-  ensure_main_transaction();
-  std::vector<InsertBatch> waiting;
-  waiting.swap(deferred_inserts_);
-  for (InsertBatch& b : waiting) {
-    send_inserts(*main_, b);
-    b.rows = 0;
-    b.relation = nullptr;
-    b.params.clear();
-    spare_batches_.push_back(std::move(b));
-  }
+  while (lane().pending) finish_oldest();
 }
 
 // Everything before this point committed on the target, and confirmed.
 void ApplyEngine::commit_and_wait() {
   commit_group();
-  finish_commit();
-  main_->drain(0);
+  finish_all_commits();
+  drain_lanes();
 }
 
 void ApplyEngine::sync() {
-  finish_commit();
-  main_->drain(0);
+  finish_all_commits();
+  drain_lanes();
   for (auto& [xid, s] : streams_)
     if (s->session) s->session->drain(0);
 }
 
 void ApplyEngine::poll() {
-  main_->poll();
-  if (pending_commit_ && main_->pending() == 0) finish_commit();  // all confirmed: no wait
+  for (Lane& l : lanes_) l.session->poll();
+  // The oldest groups whose every result is in commit without waiting.
+  while (!commit_order_.empty() && lanes_[commit_order_.front()].session->pending() == 0) finish_oldest();
   for (auto& [xid, s] : streams_)
     if (s->session) s->session->poll();
 }
 
 bool ApplyEngine::idle() const {
-  return !in_source_txn_ && !group_open_ && !pending_commit_ && deferred_inserts_.empty() && stream_xid_ == 0 &&
-         streams_.empty() && main_->pending() == 0 && batch_.rows == 0 && set_batch_.empty();
+  bool lanes_idle = std::all_of(lanes_.begin(), lanes_.end(), [](const Lane& l) { return l.session->pending() == 0; });
+  return !in_source_txn_ && !group_open_ && commit_order_.empty() && deferred_inserts_.empty() && stream_xid_ == 0 &&
+         streams_.empty() && lanes_idle && batch_.rows == 0 && set_batch_.empty();
 }
 
 void ApplyEngine::on_begin(uint32_t xid, Lsn final_lsn, int64_t) {
@@ -208,8 +199,9 @@ void ApplyEngine::on_commit(Lsn, Lsn end_lsn, int64_t commit_time) {
   flush_held();
   add_to_group(end_lsn, commit_time);
   // A schema change ends its group: what it made (an enum's new value) may be used only once
-  // committed, and its locks go with the commit.
+  // committed, and its locks go with the commit; no later group runs before that commit.
   if (policy_.full(group_txns_, group_changes_, group_direct_updates_ > 0) || schema_changed) commit_group();
+  if (schema_changed) finish_all_commits();
 }
 
 void ApplyEngine::add_to_group(Lsn end_lsn, int64_t commit_time) {
@@ -219,6 +211,7 @@ void ApplyEngine::add_to_group(Lsn end_lsn, int64_t commit_time) {
   group_txns_++;
   group_end_lsn_ = end_lsn;
   group_commit_time_ = commit_time;
+  if (parallel_state_ != nullptr) parallel_state_->seen_lsn = std::max(parallel_state_->seen_lsn, end_lsn);
 }
 
 void ApplyEngine::on_origin(std::string_view, Lsn) {}
@@ -299,7 +292,7 @@ bool ApplyEngine::reconcile_row(const decode::RowChange& row) {
     case RowFate::kWait:
       // A chunk being copied again is read in a snapshot that does not see this change: it is
       // applied once the chunk's rows are written (nothing here holds a lock in its range).
-      finish_commit();
+      finish_all_commits();
       reconciler_.wait_for_chunk();
       return reconcile_row(row);
   }
@@ -337,7 +330,9 @@ void ApplyEngine::apply_row(const decode::RowChange& row) {
     const decode::Relation& rel = *row.relation;
     bool keeps_key = row.kind == decode::RowKind::kInsert ||
                      (row.kind == decode::RowKind::kUpdate && row.old_kind == proto::OldTuple::kNone);
-    if (keeps_key && coalescable(rel)) {
+    bool merged = keeps_key && coalescable(rel);
+    if (parallel()) order_row(row, merged);
+    if (merged) {
       flush_set_batch();  // merged rows are written later: what came before them goes first
       group_open_ = true;
       coalesced_.add(rel, row.kind == decode::RowKind::kInsert, *row.new_values, txn_commit_lsn_);
@@ -395,7 +390,7 @@ void ApplyEngine::flush_held() {
 
 void ApplyEngine::flush_inserts() {
   if (batch_.rows == 0) return;
-  if (pending_commit_ && stream_xid_ == 0) {
+  if (lane().pending && stream_xid_ == 0) {
     // The main session is still confirming the previous group: hold the rows (they are
     // copies) until its COMMIT is sent.
     deferred_inserts_.push_back(std::move(batch_));
@@ -546,6 +541,11 @@ void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relati
   }
   for (const auto* r : relations) flush_coalesced_of(r->relid);
   flush_held();
+  if (stream_xid_ == 0 && parallel()) {
+    // A table lock: nothing earlier may still be in flight, and later groups wait for this one.
+    finish_all_commits();
+    for (const auto* r : relations) lane().keys.record(RowAccess{RowAccess::Kind::kTable, r->relid, {0, 0}, 0});
+  }
   std::vector<const decode::Relation*> truncated = relations;
   if (reconciler_.active() && !reconcile_truncate(truncated)) return;
   std::string names;
@@ -561,7 +561,7 @@ bool ApplyEngine::reconcile_truncate(std::vector<const decode::Relation*>& relat
     if (reconciler_.settled(rel->relid)) continue;
     // A table being copied again: no chunk may be half read when the truncate decides which
     // chunks' rows go (those not read yet will read the table after it).
-    finish_commit();
+    finish_all_commits();
     reconciler_.wait_not_reading(rel->relid);
   }
   for (const std::string& sql : reconciler_.truncate(relations))
@@ -711,8 +711,9 @@ void ApplyEngine::on_stream_commit(uint32_t xid, Lsn commit_lsn, Lsn end_lsn, in
   // A change it refused is reported now, with the commit's LSN; the origin has not moved.
   s.session->set_commit_lsn(commit_lsn);
   s.session->confirm();
-  // Only one session may hold the origin at a time.
-  main_->reset_origin();
+  // Only one session may hold the origin at a time (with several lanes, none holds it between
+  // commits).
+  if (!parallel()) main().reset_origin();
   s.session->setup_origin(origin_);
   s.session->commit(end_lsn, commit_time, [this, end_lsn, commit_time] {
     stats_.applied_lsn = std::max(stats_.applied_lsn, end_lsn);
@@ -721,7 +722,7 @@ void ApplyEngine::on_stream_commit(uint32_t xid, Lsn commit_lsn, Lsn end_lsn, in
   });
   s.session->drain(0);
   s.session->reset_origin();
-  main_->setup_origin(origin_);
+  if (!parallel()) main().setup_origin(origin_);
   end_stream(xid, false);
 }
 

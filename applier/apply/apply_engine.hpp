@@ -8,11 +8,17 @@
 // applied as it arrives on a session of its own, with a savepoint for each subtransaction; at
 // its commit the main session's group is committed first, then the streamed one takes the
 // origin for its own commit.
+//
+// With several apply workers (apply_lanes.cpp) there are as many main sessions, "lanes", and
+// consecutive groups go to different lanes, so the target works on several at once; they
+// still commit one by one in source order, each taking the origin for its commit, and a group
+// touching a row an earlier one in flight touched waits for that one's commit first.
 #ifndef DTS_APPLIER_APPLY_APPLY_ENGINE_HPP
 #define DTS_APPLIER_APPLY_APPLY_ENGINE_HPP
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <set>
@@ -25,6 +31,7 @@
 #include "apply/coalescer.hpp"
 #include "apply/copy_reconciler.hpp"
 #include "apply/params.hpp"
+#include "apply/row_keys.hpp"
 #include "apply/set_batch.hpp"
 #include "apply/spool.hpp"
 #include "apply/sql_builder.hpp"
@@ -45,10 +52,21 @@ using protocol::kStopMarkerPrefix;
 
 using core::ApplyStats;
 
+// What outlives an engine of a run of follow: whether a refusal may come from the order of
+// groups applied at once (then follow applies what it received again on one session, to tell
+// that from a real refusal).
+struct ParallelState {
+  bool in_parallel = false;  // groups were in flight on several sessions at once
+  Lsn seen_lsn = 0;          // the end of the last source transaction received
+};
+
 class ApplyEngine : public core::Applier {
  public:
+  // workers: target sessions for ordinary transactions; groups ending before serial_until go
+  // one by one even so.
   ApplyEngine(std::string target_conninfo, std::string client_encoding, std::string origin, Lsn resume_lsn,
-              core::CommitPolicy policy = {});
+              core::CommitPolicy policy = {}, size_t workers = 1, Lsn serial_until = 0,
+              ParallelState* parallel = nullptr);
   ~ApplyEngine() override;
   // The copy of the migration of `slot` was made of chunks read in snapshots of their own:
   // changes the stream brings that a chunk already holds are skipped (copy_reconciler.hpp).
@@ -63,7 +81,7 @@ class ApplyEngine : public core::Applier {
   void commit_group() override;
   void sync() override;
   void poll() override;
-  bool group_open() const override { return group_open_ || pending_commit_.has_value(); }
+  bool group_open() const override { return group_open_ || !commit_order_.empty(); }
   bool in_transaction() const override { return in_source_txn_; }
   bool idle() const override;
   ApplyStats stats() const override;
@@ -104,6 +122,28 @@ class ApplyEngine : public core::Applier {
   };
 
   TargetSession& current_session();
+  // Lanes (apply_lanes.cpp).
+  struct Lane {
+    std::unique_ptr<TargetSession> session;
+    bool open = false;  // its group's BEGIN was sent
+    std::optional<PendingCommit> pending;  // its group, sent, awaiting its commit
+    GroupKeys keys;  // what its group touches
+  };
+  Lane& lane() { return lanes_[lane_]; }
+  TargetSession& main() { return *lanes_[lane_].session; }
+  void open_lanes(size_t workers);
+  void finish_oldest();
+  void finish_all_commits();
+  void commit_older_than(size_t lane);
+  void next_lane();
+  bool parallel() const { return lanes_.size() > 1; }
+  RowAccess row_access(const decode::RowChange& row);
+  void order_row(const decode::RowChange& row, bool held);
+  void wait_for_conflicts(const RowAccess& access);
+  std::vector<Coalescer::Batch> order_batches(std::vector<Coalescer::Batch> batches);
+  RowAccess merged_row_access(const decode::Relation& rel, const PendingRow& row) const;
+  void wait_for_merged_rows(const Coalescer::Batch& batch);
+  void drain_lanes();
   RelationPlan& plan_for(const decode::Relation& rel);
   void ensure_main_transaction();
   void finish_commit();
@@ -129,7 +169,7 @@ class ApplyEngine : public core::Applier {
   void replay_spooled(Streamed& s, Lsn commit_lsn, Lsn end_lsn, int64_t commit_time);
   std::unique_ptr<TargetSession> new_session();
   bool coalescable(const decode::Relation& rel);
-  void flush_coalesced(const std::vector<Coalescer::Batch>& batches);
+  void flush_coalesced(std::vector<Coalescer::Batch> batches);
   void flush_coalesced_of(uint32_t relid);
   void update_rows(const decode::Relation& rel, const std::vector<const PendingRow*>& rows);
   std::shared_ptr<const KeyProbe> key_probe(const decode::Relation& rel, const RelationPlan& plan,
@@ -150,7 +190,11 @@ class ApplyEngine : public core::Applier {
   std::string target_conninfo_;
   std::string client_encoding_;
   std::string origin_;
-  std::unique_ptr<TargetSession> main_;
+  std::vector<Lane> lanes_;
+  size_t lane_ = 0;                  // the lane of the group being built
+  std::deque<size_t> commit_order_;  // lanes with a pending group, oldest first
+  Lsn serial_until_ = 0;
+  ParallelState* parallel_state_ = nullptr;
   std::unordered_map<uint32_t, std::unique_ptr<RelationPlan>> plans_;
   SpoolDirectory spool_dir_;  // before streams_: their spool files are removed first
   std::unordered_map<uint32_t, std::unique_ptr<Streamed>> streams_;
@@ -166,12 +210,11 @@ class ApplyEngine : public core::Applier {
   uint32_t stream_xid_ = 0;             // non-zero inside a stream block
   Streamed* current_stream_ = nullptr;  // that block's stream (streams_ owns it)
 
-  // The group: source transactions committed together on the main session. group_open_: it
-  // has something (rows may still be held here); main_open_: its BEGIN was sent.
+  // The group: source transactions committed together on the lane's session. group_open_: it
+  // has something (rows may still be held here); the lane's `open`: its BEGIN was sent.
   bool group_open_ = false;
-  bool main_open_ = false;
-  std::optional<PendingCommit> pending_commit_;  // the previous group, awaiting confirmation
-  std::vector<InsertBatch> deferred_inserts_;    // of the group, held until that commit is sent
+  // Of the group, held until the commit pending on its own lane is sent (one lane).
+  std::vector<InsertBatch> deferred_inserts_;
   std::vector<InsertBatch> spare_batches_;       // sent, kept for their memory
   uint64_t group_txns_ = 0;
   uint64_t group_changes_ = 0;

@@ -93,6 +93,7 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   // Rows held here were written in the old shape: they go first.
   flush_coalesced(coalesced_.take_all());
   flush_held();
+  if (stream_xid_ == 0) finish_all_commits();  // its locks: nothing earlier may be in flight
   TargetSession& session = current_session();
   schema_changed_ = true;
   if (rewritten) wait_for_copies(copies, session);
@@ -124,7 +125,7 @@ void ApplyEngine::wait_for_copies(const std::vector<ddl::RelationRef>& tables, T
   for (const auto& t : tables) {
     if (reconciler_.table(t.relid) == nullptr) continue;
     if (!reconciler_.settled(t.relid)) {
-      finish_commit();
+      finish_all_commits();
       reconciler_.wait_not_reading(t.relid);
     }
     session.execute_simple("DELETE FROM dts.copy_chunk WHERE slot = " + quote_literal(slot_) + " AND relid = " +

@@ -73,7 +73,8 @@ const ApplyEngine::RelationPlan& ApplyEngine::ask_target_facts(const decode::Rel
       " NOT EXISTS (SELECT 1 FROM unique_index i WHERE i.indexprs IS NOT NULL OR i.indpred IS NOT NULL"
       "   OR $2::text[] = '{}' OR (SELECT array_agg(a.attname::text ORDER BY a.attname::text COLLATE \"C\")"
       "   FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) IS DISTINCT FROM $2::text[]),"
-      " NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = t.oid)"
+      " NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = t.oid),"
+      " NOT EXISTS (SELECT 1 FROM unique_index)"
       " FROM t",
       {plan.qualified, keys});
   auto yes = [&](int col) { return std::string(PQgetvalue(r.get(), 0, col)) == "t"; };
@@ -82,6 +83,7 @@ const ApplyEngine::RelationPlan& ApplyEngine::ask_target_facts(const decode::Rel
   plan.set_delete = free_order && yes(2);
   plan.set_update = plan.set_delete && yes(3);
   plan.set_full = plan.set_delete && yes(4);
+  plan.no_unique_index = free_order && yes(5);
   plan.facts_asked = true;
   return plan;
 }
@@ -203,10 +205,12 @@ std::shared_ptr<const KeyProbe> ApplyEngine::set_probe(const RelationPlan& plan)
 // Merged rows have distinct keys and their tables no other unique index or trigger, so their
 // order does not matter: the inserts go first (batched, by COPY when large), then the updates
 // as set-based runs.
-void ApplyEngine::flush_coalesced(const std::vector<Coalescer::Batch>& batches) {
+void ApplyEngine::flush_coalesced(std::vector<Coalescer::Batch> batches) {
   std::vector<const PendingRow*> whole;  // complete rows of a table without set-based updates
+  batches = order_batches(std::move(batches));
   for (const auto& b : batches) {
     const decode::Relation& rel = *b.relation;
+    wait_for_merged_rows(b);
     for (const PendingRow& row : b.rows) {
       if (!row.is_insert) continue;
       apply_insert(decode::RowChange{decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row.values});

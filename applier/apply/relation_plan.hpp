@@ -23,6 +23,7 @@ struct ApplyEngine::RelationPlan {
   bool set_update = false;  // UPDATEs may go set-based
   bool set_delete = false;  // DELETEs may
   bool set_full = false;    // changes under REPLICA IDENTITY FULL may (the target has no index)
+  bool no_unique_index = false;  // no unique or exclusion index, no trigger: inserts collide with nothing
 };
 
 }  // namespace dts::apply

@@ -87,6 +87,21 @@ void TargetSession::reset_origin() {
   PQenterPipelineMode(conn_.get());
 }
 
+void TargetSession::hand_origin(const std::string& origin) {
+  hand_origin_ = origin;
+  drain(0);
+  PQexitPipelineMode(conn_.get());
+  conn_.exec("SET lock_timeout = '5s'");
+  PQenterPipelineMode(conn_.get());
+}
+
+void TargetSession::send_origin_call(const char* sql, Lsn origin_lsn) {
+  const char* values[1] = {hand_origin_.c_str()};
+  int nparams = std::strchr(sql, '$') != nullptr ? 1 : 0;
+  send_check(PQsendQueryParams(conn_.get(), sql, nparams, nullptr, values, nullptr, nullptr, 0), "the origin");
+  expected_.push_back(Pending{Expect::kCommand, ChangeContext{"", "", origin_lsn, "COMMIT"}, nullptr});
+}
+
 void TargetSession::flush_request() {
   send_check(PQsendFlushRequest(conn_.get()), "a flush request");
   if (PQflush(conn_.get()) < 0) send_check(0, "pending statements");
@@ -100,6 +115,7 @@ void TargetSession::execute(const std::string& key, const std::function<std::str
 }
 
 void TargetSession::copy_in(const std::string& copy_sql, const std::string& data, const ChangeContext& context) {
+  if (before_wait_) before_wait_();  // the COPY itself may wait for a lock
   drain(0);
   if (PQexitPipelineMode(conn_.get()) != 1)
     throw Error(ErrorKind::kInternal, "could not leave pipeline mode for COPY on the target: " + conn_.error_message());
@@ -172,6 +188,7 @@ void TargetSession::commit(Lsn origin_lsn, int64_t origin_time, std::function<vo
     expected_.push_back(Pending{Expect::kPrepare, ChangeContext{"", "", origin_lsn, "COMMIT"}, nullptr});
     it = prepared_.emplace(kOriginKey, "dts_origin").first;
   }
+  if (!hand_origin_.empty()) send_origin_call("SELECT pg_replication_origin_session_setup($1)", origin_lsn);
   char lsn[8], ts[8];
   put_be64(lsn, origin_lsn);
   put_be64(ts, static_cast<uint64_t>(origin_time));
@@ -182,6 +199,7 @@ void TargetSession::commit(Lsn origin_lsn, int64_t origin_time, std::function<vo
   expected_.push_back(Pending{Expect::kOriginSetup, ChangeContext{"", "", origin_lsn, "COMMIT"}, nullptr});
   send_check(PQsendQueryParams(conn_.get(), "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0), "COMMIT");
   expected_.push_back(Pending{Expect::kCommit, ChangeContext{"", "", origin_lsn, "COMMIT"}, std::move(on_done)});
+  if (!hand_origin_.empty()) send_origin_call("SELECT pg_replication_origin_session_reset()", origin_lsn);
   send_check(PQpipelineSync(conn_.get()), "a sync");
   expected_.push_back(Pending{Expect::kSync, ChangeContext{}, nullptr});
 }
@@ -331,6 +349,7 @@ void TargetSession::handle_result(PGresult* r, Pending& p) {
 }
 
 void TargetSession::drain(size_t max_pending) {
+  if (expected_.size() > max_pending && before_wait_) before_wait_();
   if (expected_.size() > max_pending && expected_.back().expect != Expect::kSync) flush_request();
   while (expected_.size() > max_pending) read_one();
   throw_if_failed();

@@ -56,6 +56,12 @@ class TargetSession {
   // Outside a pipeline sync only (no statements pending):
   void setup_origin(const std::string& origin);
   void reset_origin();
+  // One of several sessions applying at once (apply_lanes.cpp): each commit takes `origin` and
+  // gives it back in the same pipeline, and a lock waited for longer than a few seconds ends
+  // the statement (a wait between two such sessions that the engine cannot see).
+  void hand_origin(const std::string& origin);
+  // Runs before this session's results are waited for.
+  void before_wait(std::function<void()> hook) { before_wait_ = std::move(hook); }
 
   // Queues a statement. `sql` is only called the first time `key` is seen (it is prepared
   // then and reused). expect_one_row: an UPDATE or DELETE must change exactly one row.
@@ -95,6 +101,7 @@ class TargetSession {
 
  private:
   enum class Expect { kPrepare, kCommand, kOneRow, kOriginSetup, kCommit, kSync };
+  void send_origin_call(const char* sql, const Lsn origin_lsn);
   struct Pending {
     Expect expect;
     ChangeContext context;
@@ -122,6 +129,8 @@ class TargetSession {
   std::string failure_;
   std::string failure_state_;
   ChangeContext failure_context_;
+  std::string hand_origin_;  // non-empty: the origin each commit takes and gives back
+  std::function<void()> before_wait_;
 };
 
 }  // namespace dts::apply

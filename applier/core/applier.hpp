@@ -23,6 +23,8 @@ struct ApplyStats {
   uint64_t spool_peak_bytes = 0;
   uint64_t set_statements = 0;  // set-based UPDATE and DELETE statements sent
   uint64_t set_rows = 0;        // the changes they carried
+  uint64_t apply_workers = 1;   // target sessions applying ordinary transactions
+  uint64_t conflict_waits = 0;  // a group waited for an earlier one's commit (a row both touch)
 };
 
 // When a group of source transactions is committed on the target. The replicator owns it; the

@@ -209,6 +209,8 @@ void Replicator::copy_counters(const ApplyStats& st) {
   status_.spool_peak_bytes = st.spool_peak_bytes;
   status_.set_statements = st.set_statements;
   status_.set_rows = st.set_rows;
+  status_.apply_workers = st.apply_workers;
+  status_.conflict_waits = st.conflict_waits;
 }
 
 void Replicator::report(bool stopping) {

@@ -9,6 +9,7 @@
 
 #include "apply/apply_engine.hpp"
 #include "common/error.hpp"
+#include "common/parse.hpp"
 #include "core/migration.hpp"
 #include "core/replicator.hpp"
 #include "follow/status.hpp"
@@ -31,6 +32,20 @@ bool completed_meanwhile(const FollowOptions& o) {
   }
 }
 
+// The target's own hint at how many cores it may give one query (what tuning guides set to
+// about half its cores), from 1 to 4, and no more than a quarter of its free connections.
+int apply_workers_for(const FollowOptions& o) {
+  if (o.apply_workers > 0) return o.apply_workers;
+  pg::Connection t = pg::Connection::open(o.target, "target");
+  int64_t hint = parse_int64(t.query_value("SELECT current_setting('max_parallel_workers_per_gather')"),
+                             "the target's max_parallel_workers_per_gather");
+  int64_t free = parse_int64(t.query_value(
+      "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int"
+      " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"),
+      "the target's free connections");
+  return static_cast<int>(std::clamp<int64_t>(std::min(hint, free / 4), 1, 4));
+}
+
 }  // namespace
 
 int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
@@ -40,12 +55,19 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
   status.slot = opts.slot;
   status.copy_json = opts.copy_json;
   int backoff_s = 1;
+  apply::ParallelState parallel;
+  Lsn serial_until = 0;  // after a refusal with several workers: what was received goes on one
   for (;;) {
     try {
+      int workers = apply_workers_for(opts);
+      parallel.in_parallel = false;
       resync::ResyncDriver resync(opts);
       core::Replicator replicator(
-          opts, status, [&opts, &resync](Lsn resume, const std::string& encoding, const core::CommitPolicy& policy) {
-            auto engine = std::make_unique<apply::ApplyEngine>(opts.target, encoding, opts.origin, resume, policy);
+          opts, status,
+          [&opts, &resync, workers, serial_until, &parallel](Lsn resume, const std::string& encoding,
+                                                             const core::CommitPolicy& policy) {
+            auto engine = std::make_unique<apply::ApplyEngine>(opts.target, encoding, opts.origin, resume, policy,
+                                                               workers, serial_until, &parallel);
             engine->reconcile_with_copy(opts.slot, opts.source);
             engine->replay_schema_changes(opts.slot, core::TableSelection(opts.tables, opts.exclude));
             resync.attach(*engine);
@@ -71,6 +93,17 @@ int run_follow(const FollowOptions& options, const std::atomic<bool>& stop) {
         status.error.clear();
         if (!opts.status_file.empty()) write_status_file(opts.status_file, status);
         return kExitOk;
+      }
+      if (e.kind() == ErrorKind::kApply && parallel.in_parallel && parallel.seen_lsn >= serial_until && !stop.load()) {
+        // Groups applied at once may have met in a way the engine could not foresee (a lock
+        // between them, an order a constraint noticed): nothing past the refused group was
+        // committed, so what was received is applied again on one session, which either passes
+        // or reports the refusal for what it is.
+        serial_until = parallel.seen_lsn + 1;
+        status.parallel_retries++;
+        spdlog::warn("{}; applying again on one session up to {} to tell a conflict between apply workers from a "
+                     "real refusal", e.what(), format_lsn(serial_until));
+        continue;
       }
       status.error = e.what();
       bool retry = e.is_retryable() && opts.resume_auto && !stop.load();

@@ -20,6 +20,9 @@ struct FollowOptions {
   std::string tables;   // include_tables patterns for the plugin
   std::string exclude;  // exclude_tables patterns
   double bandwidth_mb_per_s = 0;  // 0: unlimited
+  // Target sessions applying ordinary transactions at once; 0: derived from the target
+  // (apply_workers_for).
+  int apply_workers = 0;
   bool resume_auto = true;
   std::optional<Lsn> until_lsn;
   std::string status_file;

@@ -55,6 +55,12 @@ std::string status_json(const Status& s) {
   w.Uint64(s.set_statements);
   w.Key("set_rows");
   w.Uint64(s.set_rows);
+  w.Key("apply_workers");
+  w.Uint64(s.apply_workers);
+  w.Key("conflict_waits");
+  w.Uint64(s.conflict_waits);
+  w.Key("parallel_retries");
+  w.Uint64(s.parallel_retries);
   w.Key("error");
   if (s.error.empty()) w.Null();
   else w.String(s.error.c_str());

@@ -31,6 +31,11 @@ struct Status {
   uint64_t heartbeats = 0;         // asked of the source while quiet (packing)
   uint64_t set_statements = 0;
   uint64_t set_rows = 0;
+  uint64_t apply_workers = 1;   // target sessions applying ordinary transactions at once
+  uint64_t conflict_waits = 0;  // groups that waited for an earlier one touching the same rows
+  // Refusals met with several workers, after which what had been received was applied again
+  // on one session (ParallelState in apply_engine.hpp).
+  uint64_t parallel_retries = 0;
   std::string error;
   std::string copy_json;  // migrate: the copy's per-table summary (a JSON object), kept in view
 };

@@ -293,6 +293,7 @@ follow::FollowOptions follow_options(const MigrateOptions& opts, const pg::Conne
   f.decoding_work_mem = opts.decoding_work_mem;
   f.streaming = opts.streaming;
   f.bandwidth_mb_per_s = opts.bandwidth_mb_per_s;
+  f.apply_workers = opts.apply_workers;
   f.resume_auto = opts.resume_auto;
   return f;
 }

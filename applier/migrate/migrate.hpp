@@ -31,6 +31,7 @@ struct MigrateOptions {
   bool streaming = true;
   std::vector<std::string> skip_checks;
   double bandwidth_mb_per_s = 0;  // follow's read limit
+  int apply_workers = 0;          // follow's target sessions (0: derived from the target)
   bool resume_auto = true;  // check items whose FAILED does not stop the start
   // Ownership and grants of the restored schema: by default every object keeps its source
   // owner (the target role must be able to assign it: check's `roles` item) and its grants.

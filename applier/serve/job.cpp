@@ -166,13 +166,14 @@ bool parse_settings(const rapidjson::Value& body, JobSettings& s, std::string& e
     return false;
   }
   static const std::set<std::string> known = {"name", "source", "target", "tables", "exclude", "mode", "jobs",
-                                              "splitSizeMB", "bandwidthLimitMBps", "resumeMode", "startTime", "start",
-                                              "databases", "roles", "skipChecks"};
+                                              "splitSizeMB", "bandwidthLimitMBps", "applyWorkers", "resumeMode", "startTime",
+                                              "start", "databases", "roles", "skipChecks"};
   for (auto it = body.MemberBegin(); it != body.MemberEnd(); ++it) {
     std::string key = it->name.GetString();
     if (known.count(key) == 0) {
       error = "unknown field \"" + key.substr(0, 64) + "\"; the fields are name, source, target, tables, exclude, mode, "
-              "jobs, splitSizeMB, bandwidthLimitMBps, resumeMode, startTime, start, databases, roles, skipChecks";
+              "jobs, splitSizeMB, bandwidthLimitMBps, applyWorkers, resumeMode, startTime, start, databases, roles, "
+              "skipChecks";
       return false;
     }
   }
@@ -213,11 +214,13 @@ bool parse_settings(const rapidjson::Value& body, JobSettings& s, std::string& e
   };
   std::string mode = "incremental", resume = "auto", start_time;
   double jobs = s.jobs, split = static_cast<double>(s.split_size_mb), bw = s.bandwidth_limit_mb_per_s;
+  double workers = s.apply_workers;
   if (!text("name", s.name, false, 200) || !text("source", s.source, true, 4096) || !text("target", s.target, true, 4096) ||
       !text("tables", s.tables, false, 8192) || !text("exclude", s.exclude, false, 8192) ||
       !text("mode", mode, false, 32) || !text("resumeMode", resume, false, 32) ||
       !text("startTime", start_time, false, 64) || !number("jobs", 1, 64, true, jobs) ||
-      !number("splitSizeMB", 1, 1 << 20, true, split) || !number("bandwidthLimitMBps", 0, 1e6, false, bw))
+      !number("splitSizeMB", 1, 1 << 20, true, split) || !number("bandwidthLimitMBps", 0, 1e6, false, bw) ||
+      !number("applyWorkers", 0, 16, true, workers))
     return false;
   if (mode != "full" && mode != "incremental") {
     error = "field \"mode\" must be \"full\" or \"incremental\"";
@@ -249,6 +252,7 @@ bool parse_settings(const rapidjson::Value& body, JobSettings& s, std::string& e
   s.jobs = static_cast<int>(jobs);
   s.split_size_mb = static_cast<int64_t>(split);
   s.bandwidth_limit_mb_per_s = bw;
+  s.apply_workers = static_cast<int>(workers);
   // Bad patterns and conninfos are refused here rather than when the job runs.
   try {
     core::TableSelection(s.tables, s.exclude, "field \"tables\"", "field \"exclude\"");
@@ -287,6 +291,8 @@ std::string settings_json(const JobSettings& s, bool for_display) {
   w.Int64(s.split_size_mb);
   w.Key("bandwidthLimitMBps");
   w.Double(s.bandwidth_limit_mb_per_s);
+  w.Key("applyWorkers");
+  w.Int(s.apply_workers);
   key_string(w, "resumeMode", s.resume_auto ? "auto" : "manual");
   if (s.start_time != 0) key_string(w, "startTime", format_iso8601(s.start_time));
   if (s.all_databases) {

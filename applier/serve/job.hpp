@@ -40,6 +40,7 @@ struct JobSettings {
   int jobs = 2;
   int64_t split_size_mb = 256;
   double bandwidth_limit_mb_per_s = 0;
+  int apply_workers = 0;  // 0: derived from the target (migrate's --apply-workers)
   bool resume_auto = true;
   int64_t start_time = 0;  // Unix seconds; 0: at once
   bool start = true;       // queue at once (false: wait for POST .../start)

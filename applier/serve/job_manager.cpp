@@ -222,6 +222,7 @@ void JobManager::launch_migrate(Job& job) {
   if (!s.exclude.empty()) args.insert(args.end(), {"--exclude", s.exclude});
   if (s.bandwidth_limit_mb_per_s > 0)
     args.insert(args.end(), {"--bandwidth-limit", std::to_string(s.bandwidth_limit_mb_per_s)});
+  if (s.apply_workers > 0) args.insert(args.end(), {"--apply-workers", std::to_string(s.apply_workers)});
   std::vector<std::string> dbs = s.database_args();
   args.insert(args.end(), dbs.begin(), dbs.end());
   if (s.roles) args.push_back("--roles");

@@ -145,6 +145,7 @@ std::vector<std::string> child_arguments(const migrate::MigrateOptions& o) {
   if (!o.tables.empty()) a.insert(a.end(), {"--tables", o.tables});
   if (!o.exclude.empty()) a.insert(a.end(), {"--exclude", o.exclude});
   if (o.until_lsn) a.insert(a.end(), {"--until-lsn", format_lsn(*o.until_lsn)});
+  if (o.apply_workers > 0) a.insert(a.end(), {"--apply-workers", std::to_string(o.apply_workers)});
   if (o.bandwidth_mb_per_s > 0) a.insert(a.end(), {"--bandwidth-limit", std::to_string(o.bandwidth_mb_per_s)});
   if (!o.streaming) a.push_back("--no-streaming");
   if (o.no_owner) a.push_back("--no-owner");

@@ -165,8 +165,10 @@ def crash_soak_kills_the_applier_at_random_moments():
         kills = collections.Counter()
         m = None
         try:
-            # One copy worker and small chunks: a copy long enough to be killed in.
-            m = Migration(pair.src.conninfo, pair.target, "--jobs", "1", "--split-larger-than", "1MB")
+            # One copy worker and small chunks: a copy long enough to be killed in; four apply
+            # workers (hot pgbench rows, independent many-types rows, schema changes between).
+            m = Migration(pair.src.conninfo, pair.target, "--jobs", "1", "--split-larger-than", "1MB",
+                          "--apply-workers", "4")
             # The copy resumes: several kills at random moments of it, each redoing at most the
             # one chunk in flight (one worker).
             copy_kills = max(2, KILLS // 4)
@@ -638,6 +640,8 @@ BAD_FLAGS = [
     ("migrate", ["--bandwidth-limit", "-1"], "--bandwidth-limit"), ("migrate", ["--resume-mode", "later"], "--resume-mode"),
     ("follow", ["--slot", "s", "--resume-mode", "x"], "--resume-mode"), ("follow", ["--slot", "s", "--until-lsn", "1"], "--until-lsn"),
     ("follow", ["--slot", "s", "--bandwidth-limit", "fast"], "--bandwidth-limit"),
+    ("follow", ["--slot", "s", "--apply-workers", "0"], "--apply-workers"),
+    ("migrate", ["--apply-workers", "many"], "--apply-workers"), ("migrate", ["--apply-workers", "17"], "--apply-workers"),
     ("verify", ["--chunk-rows", "1"], "--chunk-rows"), ("verify", ["--wait-timeout", "0"], "--wait-timeout"),
     ("complete", ["--max-lag", "0"], "--max-lag"), ("complete", ["--sequence-shift", "-5"], "--sequence-shift"),
     ("complete", ["--read-only-scope", "world"], "--read-only-scope"), ("complete", ["--drain-timeout", "x"], "--drain-timeout"),
