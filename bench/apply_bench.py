@@ -18,8 +18,11 @@ every table is compared between the source and every target database.
 
 Workloads: 1M inserts in one transaction; 100k single-row transactions from 2 clients; pgbench
 tpcb-like for 60 s; a 1M-row UPDATE then a 1M-row DELETE (two transactions, of a table filled
-alike on every side beforehand). Usage: bench/apply_bench.py [--rows N] [--txns N] [--pgbench-seconds N]
-[--repeat R] [--workloads insert_1txn,small_txns,pgbench,update_delete]
+alike on every side beforehand). dts runs once per apply-worker count of --workers (default
+1,4), each into databases and from slots of its own (dts_target_w4, dts_slot_w4, ...).
+
+Usage: bench/apply_bench.py [--rows N] [--txns N] [--pgbench-seconds N] [--repeat R] [--workers 1,4]
+[--workloads insert_1txn,small_txns,pgbench,update_delete]
 """
 import argparse
 import os
@@ -47,6 +50,11 @@ MARKER = "CREATE TABLE marker (id int PRIMARY KEY)"
 def run_name(base, run):
     """Name of run `run` (1-based) of a slot, target database or subscription: base, base_2, base_3, ..."""
     return base if run == 1 else f"{base}_{run}"
+
+
+def dts_name(base, workers):
+    """dts's slot or target database for a worker count: base with 1 worker, base_w4 with 4."""
+    return base if workers == 1 else f"{base}_w{workers}"
 
 
 def drop_leftovers():
@@ -81,13 +89,14 @@ FILL_ROWS = ("INSERT INTO bench_t SELECT g, g % 1000, md5(g::text), '2026-11-30'
              "FROM generate_series(1, {rows}) g")
 
 
-def prepare(workload, scale, repeat, rows):
+def prepare(workload, scale, repeat, rows, workers):
     """Tables (and pgbench's initial data) equal on the source and every target database; one slot
     per run and side, all at the same point; one disabled subscription per native run."""
     drop_leftovers()
     sql(SRC_PORT, "DROP TABLE IF EXISTS bench_t, marker, pgbench_accounts, pgbench_branches, pgbench_tellers, "
                   "pgbench_history; DROP PUBLICATION IF EXISTS bench_pub")
-    targets = [run_name(side, i) for i in range(1, repeat + 1) for side in ("dts_target", "native_target")]
+    sides = ["native_target"] + [dts_name("dts_target", w) for w in workers]
+    targets = [run_name(side, i) for i in range(1, repeat + 1) for side in sides]
     for db in targets:
         sql(DST_PORT, f"CREATE DATABASE {db}")
     for port, db in [(SRC_PORT, "postgres")] + [(DST_PORT, db) for db in targets]:
@@ -101,9 +110,12 @@ def prepare(workload, scale, repeat, rows):
     sql(SRC_PORT, "CREATE PUBLICATION bench_pub FOR TABLES IN SCHEMA public")
     sql(SRC_PORT, "SELECT pg_create_logical_replication_slot('dts_slot', 'dts_decoding')")
     sql(SRC_PORT, "SELECT pg_create_logical_replication_slot('native_slot', 'pgoutput')")
-    for i in range(2, repeat + 1):
-        for slot in ("dts_slot", "native_slot"):
-            sql(SRC_PORT, f"SELECT pg_copy_logical_replication_slot('{slot}', '{run_name(slot, i)}')")
+    for i in range(1, repeat + 1):
+        copies = [dts_name("dts_slot", w) for w in workers] + ["native_slot"]
+        for slot in copies:
+            if run_name(slot, i) not in ("dts_slot", "native_slot"):
+                source = "native_slot" if slot == "native_slot" else "dts_slot"
+                sql(SRC_PORT, f"SELECT pg_copy_logical_replication_slot('{source}', '{run_name(slot, i)}')")
     for i in range(1, repeat + 1):
         sql(DST_PORT, f"CREATE SUBSCRIPTION {run_name('native_sub', i)} CONNECTION '{conninfo(SRC_PORT)}' "
                       f"PUBLICATION bench_pub WITH (create_slot = false, slot_name = '{run_name('native_slot', i)}', "
@@ -173,12 +185,13 @@ def race_native(run):
     return secs
 
 
-def race_dts(run, end_lsn):
-    db = run_name("dts_target", run)
+def race_dts(run, end_lsn, workers):
+    db = run_name(dts_name("dts_target", workers), run)
     t0 = time.monotonic()
     out = subprocess.run(["/usr/bin/time", "-f", "%M", APPLIER, "follow", "--source", conninfo(SRC_PORT),
-                          "--target", conninfo(DST_PORT, db), "--slot", run_name("dts_slot", run),
-                          "--until-lsn", end_lsn, *os.environ.get("DTS_FOLLOW_ARGS", "").split()],
+                          "--target", conninfo(DST_PORT, db), "--slot", run_name(dts_name("dts_slot", workers), run),
+                          "--until-lsn", end_lsn, "--apply-workers", str(workers),
+                          *os.environ.get("DTS_FOLLOW_ARGS", "").split()],
                          capture_output=True, text=True)
     secs = time.monotonic() - t0
     if out.returncode != 0:
@@ -207,15 +220,22 @@ def main():
     ap.add_argument("--repeat", type=int, default=2,
                     help="catch-ups per side on the same backlog, alternating native and dts; the best counts")
     ap.add_argument("--workloads", default="insert_1txn,small_txns,pgbench,update_delete")
+    ap.add_argument("--workers", default="1,4", help="dts runs with each of these --apply-workers counts")
     ap.add_argument("--fsync", choices=["on", "off"], default="off",
                     help="fsync and full_page_writes: on is PostgreSQL's default (what users run), off shows CPU cost")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results", "apply.md"))
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
+    try:
+        workers = [int(w) for w in args.workers.split(",")]
+    except ValueError:
+        ap.error("--workers must be comma-separated integers, e.g. 1,4")
+    if not workers or any(w < 1 or w > 16 for w in workers):
+        ap.error("--workers: each count from 1 to 16")
 
     # Every run has a slot of its own on the source (2 * repeat) and native's a walsender and worker.
-    slots = max(20, 2 * args.repeat + 4)
+    slots = max(20, (1 + len(workers)) * args.repeat + 4)
     start_servers(f"max_replication_slots={slots}", f"max_wal_senders={slots}",
                   f"max_logical_replication_workers={max(8, args.repeat + 4)}",
                   "wal_retrieve_retry_interval=100ms", f"fsync={args.fsync}", f"full_page_writes={args.fsync}")
@@ -225,21 +245,22 @@ def main():
         # heartbeats, so small transactions travel packed (--no-packing in DTS_FOLLOW_ARGS: not).
         sql(SRC_PORT, "CREATE EXTENSION dts_decoding")
         for w in args.workloads.split(","):
-            dbs = prepare(w, args.pgbench_scale, args.repeat, args.rows)
+            dbs = prepare(w, args.pgbench_scale, args.repeat, args.rows, workers)
             changes = backlog(w, args.rows, args.txns, args.pgbench_seconds)
             sql(SRC_PORT, "INSERT INTO marker VALUES (1)")
             end = sql(SRC_PORT, "SELECT pg_current_wal_lsn()::text")[0][0]
             print(f"== {w}: {changes} changes in the backlog", file=sys.stderr)
-            native, dts, rss = [], [], 0
+            native, dts, rss = [], {n: [] for n in workers}, 0
             for run in range(1, args.repeat + 1):
                 settle()
                 native.append(race_native(run))
                 print(f"   run {run}: native {native[-1]:.2f}s", file=sys.stderr)
-                settle()
-                secs, rss_kb = race_dts(run, end)
-                dts.append(secs)
-                rss = max(rss, rss_kb)
-                print(f"   run {run}: dts    {secs:.2f}s, peak RSS {rss_kb // 1024} MB", file=sys.stderr)
+                for n in workers:
+                    settle()
+                    secs, rss_kb = race_dts(run, end, n)
+                    dts[n].append(secs)
+                    rss = max(rss, rss_kb)
+                    print(f"   run {run}: dts ({n} workers) {secs:.2f}s, peak RSS {rss_kb // 1024} MB", file=sys.stderr)
             tables = ["bench_t", "marker"] + (["pgbench_accounts", "pgbench_branches", "pgbench_tellers",
                                                "pgbench_history"] if w == "pgbench" else [])
             same_data(tables, dbs)
@@ -249,16 +270,21 @@ def main():
 
     # The apply-speed issue's targets (the decoding floor caps update_delete near 3.7x).
     targets = {"insert_1txn": 4.0, "small_txns": 2.0, "pgbench": 2.5, "update_delete": 2.5}
-    lines = ["| workload | changes | native s (best) | native changes/s | dts s (best) | dts changes/s | ratio | "
-             "target | dts peak RSS | native runs s | dts runs s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    head = "| workload | changes | native s (best) |"
+    for n in workers:
+        head += f" dts {n}w s (best) | ratio {n}w |"
+    lines = [head + " target | dts peak RSS | native runs s |" + "".join(f" dts {n}w runs s |" for n in workers),
+             "|---|---:|---:|" + "---:|---:|" * len(workers) + "---:|---:|---:|" + "---:|" * len(workers)]
     for w, changes, native_runs, dts_runs, rss in rows:
-        native, dts = min(native_runs), min(dts_runs)
-        ratio = native / dts
-        lines.append(f"| {w} | {changes} | {native:.2f} | {changes / native / 1000:.0f}k | {dts:.2f} | "
-                     f"{changes / dts / 1000:.0f}k | {ratio:.2f}x | {'MET' if ratio >= targets[w] else 'MISS'} "
-                     f">= {targets[w]}x | {rss // 1024} MB | {' / '.join(f'{s:.2f}' for s in native_runs)} | "
-                     f"{' / '.join(f'{s:.2f}' for s in dts_runs)} |")
+        native = min(native_runs)
+        best = max(native / min(dts_runs[n]) for n in workers)
+        line = f"| {w} | {changes} | {native:.2f} |"
+        for n in workers:
+            line += f" {min(dts_runs[n]):.2f} | {native / min(dts_runs[n]):.2f}x |"
+        line += (f" {'MET' if best >= targets[w] else 'MISS'} >= {targets[w]}x | {rss // 1024} MB | "
+                 f"{' / '.join(f'{s:.2f}' for s in native_runs)} |")
+        line += "".join(f" {' / '.join(f'{s:.2f}' for s in dts_runs[n])} |" for n in workers)
+        lines.append(line)
     write_report(args.out, lines)
 
 

@@ -38,8 +38,13 @@ uint64_t key_hash(const decode::Relation& rel, const decode::Values& values, boo
 
 void GroupKeys::record(const RowAccess& access) {
   touched_.insert(access.relid);
-  if (access.kind == RowAccess::Kind::kTable) whole_.insert(access.relid);
+  if (access.kind == RowAccess::Kind::kTable || coarse_) whole_.insert(access.relid);
+  if (coarse_) return;
   for (int i = 0; i < access.nkeys; ++i) rows_.insert(access.keys[i]);
+  if (rows_.size() < kMaxKeys) return;
+  coarse_ = true;
+  std::unordered_set<uint64_t>().swap(rows_);  // its memory too
+  whole_.insert(touched_.begin(), touched_.end());
 }
 
 bool GroupKeys::conflicts(const RowAccess& access) const {
@@ -56,6 +61,8 @@ bool GroupKeys::conflicts(const RowAccess& access) const {
 }
 
 void GroupKeys::clear() {
+  if (coarse_) std::unordered_set<uint64_t>().swap(rows_);
+  coarse_ = false;
   rows_.clear();
   touched_.clear();
   whole_.clear();

@@ -41,9 +41,13 @@ class GroupKeys {
   void clear();
 
  private:
+  // Past this many keys (a huge transaction in one group) the group keeps only its tables, as
+  // touched whole: memory stays bounded, and later groups wait for it where they share a table.
+  static constexpr size_t kMaxKeys = 65536;
   std::unordered_set<uint64_t> rows_;   // key hashes (with the table in them)
   std::unordered_set<uint32_t> touched_;  // every table it changed
   std::unordered_set<uint32_t> whole_;    // tables it changed as a whole
+  bool coarse_ = false;                   // past kMaxKeys: every table it touched is whole
 };
 
 }  // namespace dts::apply

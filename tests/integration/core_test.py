@@ -294,7 +294,10 @@ def many_concurrent_large_transactions_apply():
         rows = check_equal(pair.src, pair.dst, ["big"])
         check(rows == 14 * 8 * 1500 + 3 * 7 * 1500, f"{rows} rows: aborted work arrived or committed work did not")
         check(st["spooled_transactions"] > 0, f"no transaction was spooled: {st}")
-        check(backends <= 12, f"the applier holds {backends} target sessions: connections are not bounded")
+        # One per apply worker, the catalog's, 8 for streamed transactions, the progress and resync ones.
+        bound = 11 + st["apply_workers"]
+        check(backends <= bound, f"the applier holds {backends} target sessions (bound {bound}): connections are not "
+                                 "bounded")
         left = [f for _, _, fs in os.walk(tmp) for f in fs]
         check(not left, f"spool files left behind: {left}")
         spool_dirs = os.listdir(tmp)
@@ -358,7 +361,8 @@ def unstreamed_huge_transaction_has_flat_memory():
         check_equal(pair.src, pair.dst, ["huge"])
         peak_mb = a.peak_rss_kb // 1024
         FIGURES.append(f"one unstreamed 5M-row transaction: applier peak RSS {peak_mb} MB")
-        check(peak_mb < 256, f"the applier's memory grew with the transaction: peak RSS {peak_mb} MB")
+        # About 20 MB; the row keys parallel apply records once held 5M keys here (237 MB).
+        check(peak_mb < 64, f"the applier's memory grew with the transaction: peak RSS {peak_mb} MB")
 
 
 def figures():

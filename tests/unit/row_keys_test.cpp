@@ -68,3 +68,18 @@ TEST(RowKeys, AGroupConflictsOnItsKeysItsWholeTablesAndTheTablesItTouched) {
   EXPECT_FALSE(g.conflicts(keys(1, 42)));
   EXPECT_FALSE(g.conflicts(RowAccess{RowAccess::Kind::kAppend, 3, {0, 0}, 0}));
 }
+
+TEST(RowKeys, AGroupWithMoreKeysThanItKeepsTurnsToItsTables) {
+  GroupKeys g;
+  for (uint64_t k = 0; k < 70000; ++k) g.record(keys(1, k * 7919));
+  g.record(RowAccess{RowAccess::Kind::kAppend, 2, {0, 0}, 0});
+  // Any key of its tables now, not only the ones it saw; other tables stay free.
+  EXPECT_TRUE(g.conflicts(keys(1, 3)));
+  EXPECT_TRUE(g.conflicts(RowAccess{RowAccess::Kind::kAppend, 2, {0, 0}, 0}));
+  EXPECT_FALSE(g.conflicts(keys(3, 3)));
+  g.clear();
+  EXPECT_FALSE(g.conflicts(keys(1, 3)));
+  g.record(keys(1, 5));
+  EXPECT_TRUE(g.conflicts(keys(1, 5)));
+  EXPECT_FALSE(g.conflicts(keys(1, 6)));
+}
