@@ -289,6 +289,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256));
   sv->add_option("--tls-cert", serve.tls_cert, "serve HTTPS with this certificate (PEM; with --tls-key)");
   sv->add_option("--tls-key", serve.tls_key, "the certificate's private key (PEM)");
+  sv->add_option("--connections", serve.connections_file,
+                 "connections that Huawei-style tasks may name by id: a JSON file of name: conninfo, mode 0600");
 
   dts::serve::JobsCliOptions jobs_cli;
   auto* jc = app.add_subcommand("jobs", "talk to a running serve: list, show, create, start, stop, resume, complete, "

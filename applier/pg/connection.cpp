@@ -56,16 +56,16 @@ std::string redact_conninfo(const std::string& conninfo) {
   return parsed ? out : "(unparsable conninfo)";
 }
 
-namespace {
-
-void append_option(std::string& out, const char* keyword, const char* value) {
+void append_conninfo_option(std::string& out, const char* keyword, const std::string& value) {
   out += std::string(out.empty() ? "" : " ") + keyword + "='";
-  for (const char* c = value; *c != '\0'; ++c) {
-    if (*c == '\'' || *c == '\\') out += '\\';
-    out += *c;
+  for (char c : value) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
   }
   out += '\'';
 }
+
+namespace {
 
 // The options of a conninfo or URI again, as a quoted conninfo, those `keep` accepts. Never the
 // text itself when it does not parse: it may hold the password.
@@ -73,7 +73,7 @@ template <typename Keep>
 std::string rebuilt(const std::string& conninfo, Keep keep) {
   std::string out;
   bool parsed = each_option(conninfo, [&](const char* keyword, const char* value) {
-    if (keep(keyword, value)) append_option(out, keyword, value);
+    if (keep(keyword, value)) append_conninfo_option(out, keyword, value);
   });
   if (!parsed)
     throw Error(ErrorKind::kConfig, "a connection string is neither a libpq conninfo (key=value ...) nor a "
@@ -94,7 +94,7 @@ std::string conninfo_without_password(const std::string& conninfo, std::string& 
 
 std::string conninfo_with_dbname(const std::string& conninfo, const std::string& dbname) {
   std::string out = rebuilt(conninfo, [](const char* keyword, const char*) { return std::strcmp(keyword, "dbname") != 0; });
-  append_option(out, "dbname", dbname.c_str());
+  append_conninfo_option(out, "dbname", dbname);
   return out;
 }
 

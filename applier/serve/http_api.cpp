@@ -18,6 +18,7 @@
 #include "common/error.hpp"
 #include "common/parse.hpp"
 #include "core/table_selection.hpp"
+#include "serve/huawei_tasks.hpp"
 #include "serve/job_manager.hpp"
 #include "serve/sharding_sphere.hpp"
 #include "serve/token.hpp"
@@ -67,8 +68,10 @@ int64_t id_of(const httplib::Request& req) {
 }
 
 // The token of an `Authorization: Bearer <token>` header (the scheme in any case, RFC 6750);
-// empty if the header is missing or another scheme.
+// empty if the header is missing or another scheme. The Huawei-style routes also take it as
+// their clients send a token: `X-Auth-Token`.
 std::string bearer_token(const httplib::Request& req) {
+  if (is_huawei_path(req.path) && req.has_header("X-Auth-Token")) return req.get_header_value("X-Auth-Token");
   std::string auth = req.get_header_value("Authorization");
   if (auth.size() < 7 || strncasecmp(auth.c_str(), "Bearer ", 7) != 0) return "";
   size_t start = auth.find_first_not_of(' ', 7);
@@ -89,7 +92,13 @@ httplib::Server::HandlerResponse refuse(const httplib::Request& req, httplib::Re
     res.set_content(kSignInPage, "text/html; charset=utf-8");
     return httplib::Server::HandlerResponse::Handled;
   }
-  bool has_header = !req.get_header_value("Authorization").empty();
+  bool has_header = !req.get_header_value("Authorization").empty() || req.has_header("X-Auth-Token");
+  if (is_huawei_path(req.path)) {
+    huawei_error(res, 401, "DTS.4010",
+                 "this server needs its API token: send X-Auth-Token: <token> (or Authorization: Bearer <token>), the "
+                 "token serve wrote to api-token in its work directory or the one in its --token-file");
+    return httplib::Server::HandlerResponse::Handled;
+  }
   reply(res, 401, kErrUnauthorized,
         has_header ? "the token is not valid (send Authorization: Bearer <token>, the token serve wrote to api-token "
                      "in its work directory or the one in its --token-file)"
@@ -150,6 +159,11 @@ std::string metrics_text(JobManager& jobs) {
        [&](const Row& r) { return num(r.progress, "changes_per_second"); });
   emit("dts_job_changes_applied_total", "counter", "Rows applied since the applier started.",
        [&](const Row& r) { return num(r.progress, "changes_applied"); });
+  emit("dts_job_apply_workers", "gauge", "Target sessions applying changes at once.",
+       [&](const Row& r) { return num(r.progress, "apply_workers"); });
+  emit("dts_job_conflict_waits_total", "counter",
+       "Groups that waited for an earlier group in flight touching the same rows (parallel apply).",
+       [&](const Row& r) { return num(r.progress, "conflict_waits"); });
   emit("dts_job_rows_copied_total", "counter", "Rows copied by the snapshot copy.", [&](const Row& r) {
     auto it = r.progress.FindMember("copy");
     return it != r.progress.MemberEnd() && it->value.IsObject() ? num(it->value, "rows_copied") : 0.0;
@@ -199,7 +213,9 @@ void add_guards(httplib::Server& svr, const std::string& token) {
       auto scheme = origin.find("://");
       std::string origin_host = scheme == std::string::npos ? origin : origin.substr(scheme + 3);
       if (origin_host != req.get_header_value("Host")) {
-        reply(res, 403, kErrForbiddenOrigin, "requests from origin " + origin.substr(0, 200) + " are not allowed");
+        std::string why = "requests from origin " + origin.substr(0, 200) + " are not allowed";
+        if (is_huawei_path(req.path)) huawei_error(res, 403, "DTS.4030", why);
+        else reply(res, 403, kErrForbiddenOrigin, why);
         return httplib::Server::HandlerResponse::Handled;
       }
     }
@@ -207,12 +223,19 @@ void add_guards(httplib::Server& svr, const std::string& token) {
   });
   svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // ours already
+    if (is_huawei_path(req.path)) {
+      huawei_error(res, res.status,
+                   "DTS." + std::to_string(res.status * 10),
+                   res.status == 404 ? "no route " + req.method + " " + req.path.substr(0, 200)
+                                     : res.status == 413 ? "the body is larger than 1 MB" : "the request failed");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (res.status == 404) reply(res, 404, kErrNotFound, "no route " + req.method + " " + req.path.substr(0, 200));
     else if (res.status == 413) reply(res, 413, kErrTooLarge, "the body is larger than 1 MB");
     else reply(res, res.status, res.status * 100, "the request failed");
     return httplib::Server::HandlerResponse::Handled;
   }));
-  svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+  svr.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
     std::string what = "internal error";
     try {
       std::rethrow_exception(ep);
@@ -221,7 +244,8 @@ void add_guards(httplib::Server& svr, const std::string& token) {
     } catch (...) {
     }
     spdlog::error("request failed: {}", what);
-    reply(res, 500, kErrInternal, what);
+    if (is_huawei_path(req.path)) huawei_error(res, 500, "DTS.5000", what);
+    else reply(res, 500, kErrInternal, what);
   });
 }
 
@@ -388,6 +412,13 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
   // TLS files checked before anything starts.
   std::unique_ptr<httplib::Server> server_owner = make_server(o);
   if (!server_owner) return 2;
+  Connections connections;
+  try {
+    if (!o.connections_file.empty()) connections = load_connections(o.connections_file);
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return 2;
+  }
   // The jobs' processes are this same binary.
   char exe[PATH_MAX] = {0};
   ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -419,6 +450,7 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
   });
   add_job_routes(svr, *jobs);
   add_sharding_sphere_routes(svr, *jobs);
+  add_huawei_routes(svr, *jobs, connections);
 
   if (!svr.bind_to_port(host, port)) {
     spdlog::error("cannot listen on {}:{} (in use, or not an address of this machine)", host, port);

@@ -24,6 +24,9 @@ struct ServeOptions {
   // HTTPS: the certificate (chain) and its private key, PEM; both or neither.
   std::string tls_cert;
   std::string tls_key;
+  // Connections a Huawei-style task's instance may name by id: a JSON object of name: conninfo,
+  // readable by its owner only.
+  std::string connections_file;
 };
 
 // Runs until `stop`; returns the exit code (2: bad options, 1: could not serve).

@@ -167,13 +167,14 @@ bool parse_settings(const rapidjson::Value& body, JobSettings& s, std::string& e
   }
   static const std::set<std::string> known = {"name", "source", "target", "tables", "exclude", "mode", "jobs",
                                               "splitSizeMB", "bandwidthLimitMBps", "applyWorkers", "resumeMode", "startTime",
-                                              "start", "databases", "roles", "skipChecks"};
+                                              "start", "databases", "roles", "skipChecks", "project", "description",
+                                              "sourceConnection", "targetConnection", "draft"};
   for (auto it = body.MemberBegin(); it != body.MemberEnd(); ++it) {
     std::string key = it->name.GetString();
     if (known.count(key) == 0) {
       error = "unknown field \"" + key.substr(0, 64) + "\"; the fields are name, source, target, tables, exclude, mode, "
               "jobs, splitSizeMB, bandwidthLimitMBps, applyWorkers, resumeMode, startTime, start, databases, roles, "
-              "skipChecks";
+              "skipChecks, project, description, sourceConnection, targetConnection, draft";
       return false;
     }
   }
@@ -212,10 +213,28 @@ bool parse_settings(const rapidjson::Value& body, JobSettings& s, std::string& e
     out = it->value.GetDouble();
     return true;
   };
+  auto draft = body.FindMember("draft");
+  if (draft != body.MemberEnd()) {
+    if (!draft->value.IsBool()) {
+      error = "field \"draft\" must be true or false";
+      return false;
+    }
+    s.draft = draft->value.GetBool();
+  }
   std::string mode = "incremental", resume = "auto", start_time;
   double jobs = s.jobs, split = static_cast<double>(s.split_size_mb), bw = s.bandwidth_limit_mb_per_s;
   double workers = s.apply_workers;
-  if (!text("name", s.name, false, 200) || !text("source", s.source, true, 4096) || !text("target", s.target, true, 4096) ||
+  if (!text("project", s.project, false, 64) || !text("description", s.description, false, 1024) ||
+      !text("sourceConnection", s.source_connection, false, 64) ||
+      !text("targetConnection", s.target_connection, false, 64))
+    return false;
+  if (s.project.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != std::string::npos) {
+    error = "field \"project\" must be letters, digits, - and _";
+    return false;
+  }
+  // A draft (a task created before its instances are given) has no conninfos yet.
+  if (!text("name", s.name, false, 200) || !text("source", s.source, !s.draft, 4096) ||
+      !text("target", s.target, !s.draft, 4096) ||
       !text("tables", s.tables, false, 8192) || !text("exclude", s.exclude, false, 8192) ||
       !text("mode", mode, false, 32) || !text("resumeMode", resume, false, 32) ||
       !text("startTime", start_time, false, 64) || !number("jobs", 1, 64, true, jobs) ||
@@ -312,6 +331,13 @@ std::string settings_json(const JobSettings& s, bool for_display) {
     w.StartArray();
     for (const auto& c : s.skip_checks) w.String(c.c_str());
     w.EndArray();
+  }
+  for (auto [key, value] : {std::pair{"project", &s.project}, {"description", &s.description},
+                             {"sourceConnection", &s.source_connection}, {"targetConnection", &s.target_connection}})
+    if (!value->empty()) key_string(w, key, *value);
+  if (s.draft) {
+    w.Key("draft");
+    w.Bool(true);
   }
   if (!for_display) {
     w.Key("start");
@@ -450,6 +476,14 @@ void write_job_model(Writer& w, const Job& job) {
   w.Int64(has ? int_of(p, "changes_applied") : 0);
   w.Key("reconnects");
   w.Int64(has ? int_of(p, "reconnects") : 0);
+  // Parallel apply: target sessions at work, groups that waited for an earlier one sharing rows,
+  // refusals applied again on one session.
+  w.Key("applyWorkers");
+  w.Int64(has ? int_of(p, "apply_workers") : 0);
+  w.Key("conflictWaits");
+  w.Int64(has ? int_of(p, "conflict_waits") : 0);
+  w.Key("parallelRetries");
+  w.Int64(has ? int_of(p, "parallel_retries") : 0);
   w.EndObject();
 
   w.Key("rates");

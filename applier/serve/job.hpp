@@ -51,6 +51,14 @@ struct JobSettings {
   bool roles = false;
   // Check items (check::item_names()) whose FAILED does not stop the job's start (--skip-check).
   std::vector<std::string> skip_checks;
+  // The Huawei-style task routes (huawei_tasks.hpp): the project that sees the job, its
+  // description, the names of the registered connections its instances came from, and whether
+  // it is a task created without its instances yet (a draft: it cannot start until configured).
+  std::string project;
+  std::string description;
+  std::string source_connection;
+  std::string target_connection;
+  bool draft = false;
   // The command-line options that say which databases (--databases a,b / --all-databases).
   std::vector<std::string> database_args() const;
 };
@@ -83,6 +91,7 @@ struct Job {
   int64_t updated_at = 0;
   int64_t started_at = 0;  // when its migration last started
   int64_t stop_requested_at = 0;  // in memory: when stop or cancel sent SIGTERM
+  bool removing = false;  // in memory: deleted, once its cancel (slot, origin, state) is done
   std::string progress;  // the migrate status file's JSON, last read
   VerifyState verify;
   VerifyState resync;  // the last resync: RUNNING, DONE or FAILED, and what it said (not persisted)

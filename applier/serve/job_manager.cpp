@@ -296,6 +296,11 @@ void JobManager::on_exit(Job& job, const Child& child, int code) {
       job.resync.at = now_unix();
       break;
     case ChildKind::kCancel:
+      if (code == 0 && job.removing) {
+        forget(job.id);  // `job` is gone
+        return;
+      }
+      job.removing = false;
       if (code == 0) {
         job.cancelled = true;
         job.queued = false;
@@ -405,6 +410,7 @@ ActionResult JobManager::start_job(int64_t id) {
   Job* j = find(id);
   if (j == nullptr) return not_found(id);
   if (j->cancelled || has_child(id, ChildKind::kCancel)) return conflict(*j, "it is cancelled; create a new job");
+  if (j->settings.draft) return conflict(*j, "it has no source and target yet; configure it first");
   if (j->status != JobStatus::kPending || j->queued)
     return conflict(*j, "start applies to a PENDING job created with \"start\": false (use resume for a STOPPED one)");
   j->queued = true;
@@ -439,6 +445,7 @@ ActionResult JobManager::resume(int64_t id) {
     return conflict(*j, "it was cancelled (its slot is gone); create a new job");
   if (j->status != JobStatus::kStopped && j->status != JobStatus::kFailed)
     return conflict(*j, "only a STOPPED or FAILED job can be resumed");
+  if (j->settings.draft) return conflict(*j, "it has no source and target yet; configure it first");
   j->status = JobStatus::kPending;
   j->queued = true;
   persist(*j);
@@ -519,6 +526,55 @@ ActionResult JobManager::cancel(int64_t id) {
   spawn(*j, ChildKind::kCancel, args);
   persist(*j);
   return ActionResult::ok();
+}
+
+ActionResult JobManager::configure(int64_t id, JobSettings settings) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Job* j = find(id);
+  if (j == nullptr) return not_found(id);
+  if (!j->settings.draft)
+    return {400, kErrInvalidState, "job " + std::to_string(id) + " is already configured; create a new one"};
+  settings.name = j->settings.name;
+  settings.description = j->settings.description;
+  settings.project = j->settings.project;
+  settings.draft = false;
+  settings.start = true;
+  j->settings = std::move(settings);
+  j->status = JobStatus::kPending;
+  j->queued = true;
+  persist(*j);
+  wake_.notify_all();
+  return ActionResult::ok();
+}
+
+ActionResult JobManager::remove(int64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Job* j = find(id);
+  if (j == nullptr) return not_found(id);
+  if (j->removing) return ActionResult::ok();
+  if (is_running(j->status) || has_child(id, ChildKind::kMigrate) || has_child(id, ChildKind::kComplete))
+    return conflict(*j, "stop it first");
+  // Never started (a draft, or pending) or already cleaned up: nothing is left on the servers.
+  bool clean = j->settings.draft || j->cancelled || j->status == JobStatus::kCompleted || j->started_at == 0;
+  if (clean && !has_child(id, ChildKind::kCancel)) {
+    forget(id);
+    return ActionResult::ok();
+  }
+  j->removing = true;
+  j->queued = false;
+  if (!has_child(id, ChildKind::kCancel)) {
+    std::vector<std::string> args = {"cancel", "--slot", j->slot()};
+    std::vector<std::string> dbs = j->settings.database_args();
+    args.insert(args.end(), dbs.begin(), dbs.end());
+    spawn(*j, ChildKind::kCancel, args);
+  }
+  return ActionResult::ok();
+}
+
+void JobManager::forget(int64_t id) {
+  store_->remove(id);
+  jobs_.erase(id);
+  errors_.erase(id);
 }
 
 }  // namespace dts::serve

@@ -71,6 +71,11 @@ class JobManager {
   // Copies tables of a streaming job again while it goes on streaming (dts_applier resync).
   ActionResult resync(int64_t id, const std::string& tables, const std::string& exclude);
   ActionResult cancel(int64_t id);
+  // A draft job (created without its instances) gets its settings and starts.
+  ActionResult configure(int64_t id, JobSettings settings);
+  // Forgets a job that is not running; one that may still have a slot on the source is
+  // cancelled first (slot, origin, state dropped) and forgotten when that is done.
+  ActionResult remove(int64_t id);
   // Counters for /metrics.
   int64_t errors_seen(int64_t id);
 
@@ -91,6 +96,7 @@ class JobManager {
   void read_progress(Job& job);
   void fail(Job& job, const std::string& message);
   void persist(Job& job);
+  void forget(int64_t id);
   std::string status_path(const Job& job) const;
   Job* find(int64_t id);
   bool has_child(int64_t id, ChildKind kind) const;

@@ -77,6 +77,8 @@ void JobStore::save(const Job& job) {
         time_param(job.verify.at), settings_json(job.settings, false), time_param(job.started_at)});
 }
 
+void JobStore::remove(int64_t id) { exec("DELETE FROM dts.jobs WHERE id = $1::bigint", {std::to_string(id)}); }
+
 std::vector<Job> JobStore::load_all() {
   pg::Result r = exec(std::string("SELECT ") + kColumns + " FROM dts.jobs ORDER BY id", {});
   std::vector<Job> jobs;

@@ -20,6 +20,7 @@ class JobStore {
   // Stores a new job; sets its id and times.
   void insert(Job& job);
   void save(const Job& job);
+  void remove(int64_t id);
   std::vector<Job> load_all();
 
  private:

@@ -7,6 +7,7 @@
 #include <rapidjson/writer.h>
 
 #include "common/parse.hpp"
+#include "pg/connection.hpp"
 #include "serve/http_api.hpp"
 #include "serve/job_manager.hpp"
 
@@ -14,15 +15,6 @@ namespace dts::serve {
 namespace {
 
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
-
-std::string conninfo_value(const std::string& v) {
-  std::string out = "'";
-  for (char c : v) {
-    if (c == '\'' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "'";
-}
 
 // A value of `key:` in the YAML text ShardingSphere sends as sourceDatasource (one level is
 // enough: jdbcUrl, username and password are plain scalars, maybe quoted).
@@ -143,7 +135,7 @@ std::optional<std::string> conninfo_from_jdbc(const std::string& url, const std:
     std::string kv = query.substr(start, end == std::string::npos ? std::string::npos : end - start);
     for (const char* key : {"sslmode", "sslrootcert", "sslcert", "sslkey"})
       if (kv.rfind(std::string(key) + "=", 0) == 0)
-        tls += std::string(" ") + key + "=" + conninfo_value(kv.substr(std::strlen(key) + 1));
+        pg::append_conninfo_option(tls, key, kv.substr(std::strlen(key) + 1));
     if (end == std::string::npos) break;
     start = end + 1;
   }
@@ -157,11 +149,13 @@ std::optional<std::string> conninfo_from_jdbc(const std::string& url, const std:
     error = "the URL needs a host and a database: jdbc:postgresql://host:5432/dbname";
     return std::nullopt;
   }
-  std::string c = "host=" + conninfo_value(host) + " dbname=" + conninfo_value(db);
-  if (!port.empty()) c += " port=" + conninfo_value(port);
-  if (!user.empty()) c += " user=" + conninfo_value(user);
-  if (!password.empty()) c += " password=" + conninfo_value(password);
-  return c + tls;
+  std::string c;
+  pg::append_conninfo_option(c, "host", host);
+  pg::append_conninfo_option(c, "dbname", db);
+  if (!port.empty()) pg::append_conninfo_option(c, "port", port);
+  if (!user.empty()) pg::append_conninfo_option(c, "user", user);
+  if (!password.empty()) pg::append_conninfo_option(c, "password", password);
+  return tls.empty() ? c : c + " " + tls;
 }
 
 void add_sharding_sphere_routes(httplib::Server& svr, JobManager& jobs) {
