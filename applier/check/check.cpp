@@ -370,22 +370,35 @@ int group_rank(const std::string& name) {
 
 }  // namespace
 
-std::vector<Item> run_checks(const CheckOptions& o, std::vector<core::SelectedRelation>* selection) {
+const std::vector<std::string>& step_names() {
+  static const std::vector<std::string> names = {"source", "tables", "read privileges", "read-only switch", "target",
+                                                 "target privileges", "extensions", "schema restore", "whole server"};
+  return names;
+}
+
+std::vector<Item> run_checks(const CheckOptions& o, std::vector<core::SelectedRelation>* selection,
+                             const Progress& progress) {
   std::vector<Item> items;
   std::unique_ptr<pqxx::connection> src, tgt;
-  check_source(o, items, src);
+  auto step = [&](const char* name, const auto& run) {
+    size_t before = items.size();
+    if (progress) progress(name, false, {});
+    run();
+    if (progress) progress(name, true, std::vector<Item>(items.begin() + static_cast<std::ptrdiff_t>(before), items.end()));
+  };
+  step("source", [&] { check_source(o, items, src); });
   if (src) {
-    check_tables(o, items, *src, selection);
-    check_read_privileges(o, items, *src);
-    check_read_only_switch(items, *src);
+    step("tables", [&] { check_tables(o, items, *src, selection); });
+    step("read privileges", [&] { check_read_privileges(o, items, *src); });
+    step("read-only switch", [&] { check_read_only_switch(items, *src); });
   }
-  check_target(o, items, src.get(), tgt);
+  step("target", [&] { check_target(o, items, src.get(), tgt); });
   if (tgt) {
-    check_target_privileges(items, *tgt);
+    step("target privileges", [&] { check_target_privileges(items, *tgt); });
     if (src) {
-      check_extension_create(items, *src, *tgt);
-      check_schema_restore(o, items, *src, *tgt);
-      check_server(o, items);
+      step("extensions", [&] { check_extension_create(items, *src, *tgt); });
+      step("schema restore", [&] { check_schema_restore(o, items, *src, *tgt); });
+      step("whole server", [&] { check_server(o, items); });
     }
   }
   // By the runbook's groups, in the order of item_names() within each.

@@ -3,6 +3,7 @@
 #ifndef DTS_APPLIER_CHECK_CHECK_HPP
 #define DTS_APPLIER_CHECK_CHECK_HPP
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,9 +39,16 @@ struct CheckOptions {
 // Every item run_checks reports, in order (for --skip-check).
 const std::vector<std::string>& item_names();
 
+// The check runs in steps (the source, its tables, ..., the target, the schema's trial restore);
+// a step a failure makes pointless is not run. `progress` hears of each as it starts (done
+// false) and ends (done true, with the items it reported).
+using Progress = std::function<void(const std::string& step, bool done, const std::vector<Item>& items)>;
+const std::vector<std::string>& step_names();
+
 // `selection`, if given, receives the tables --tables/--exclude select (left empty when the
 // source cannot be read or the patterns are malformed).
-std::vector<Item> run_checks(const CheckOptions& options, std::vector<core::SelectedRelation>* selection = nullptr);
+std::vector<Item> run_checks(const CheckOptions& options, std::vector<core::SelectedRelation>* selection = nullptr,
+                             const Progress& progress = {});
 const char* status_name(Status s);
 // The runbook's group of an item: source, users, databases, hba, replica identity, misc.
 const char* group_of(const std::string& name);

@@ -18,6 +18,7 @@
 #include "common/error.hpp"
 #include "common/parse.hpp"
 #include "core/table_selection.hpp"
+#include "serve/check_runs.hpp"
 #include "serve/huawei_tasks.hpp"
 #include "serve/job_manager.hpp"
 #include "serve/sharding_sphere.hpp"
@@ -249,7 +250,72 @@ void add_guards(httplib::Server& svr, const std::string& token) {
   });
 }
 
-void add_job_routes(httplib::Server& svr, JobManager& jobs) {
+// {source, target, tables?, exclude?} of a check request; false after answering 400.
+bool parse_check_options(const rapidjson::Document& doc, check::CheckOptions& o, httplib::Response& res) {
+  for (auto it = doc.MemberBegin(); it != doc.MemberEnd(); ++it) {
+    std::string k = it->name.GetString();
+    std::string* dst = k == "source" ? &o.source : k == "target" ? &o.target : k == "tables" ? &o.tables
+                                                 : k == "exclude" ? &o.exclude : nullptr;
+    if (dst == nullptr) {
+      reply(res, 400, kErrUnknownField, "unknown field \"" + k.substr(0, 64) + "\"; the fields are source, target, tables, exclude");
+      return false;
+    }
+    if (!it->value.IsString() || it->value.GetStringLength() > 8192) {
+      reply(res, 400, kErrInvalidField, "field \"" + k + "\" must be a string of at most 8192 characters");
+      return false;
+    }
+    *dst = it->value.GetString();
+  }
+  if (o.source.empty() || o.target.empty()) {
+    reply(res, 400, kErrInvalidField, std::string("field \"") + (o.source.empty() ? "source" : "target") + "\" is required");
+    return false;
+  }
+  return true;
+}
+
+void start_check(httplib::Response& res, CheckRuns& checks, const check::CheckOptions& o, int64_t job_id) {
+  auto id = checks.start(o, job_id);
+  if (!id)
+    return reply(res, 409, kErrInvalidState,
+                 std::to_string(CheckRuns::kMaxRunning) + " checks are running already; wait for one to finish");
+  reply(res, 202, 0, "", checks.model(*id).value_or("null"));
+}
+
+// Checks step by step in the background: POST answers at once (every step notStarted), GET
+// shows each step's state while it runs; a job's last check decides whether it may start.
+void add_check_routes(httplib::Server& svr, JobManager& jobs, CheckRuns& checks) {
+  svr.Post("/api/checks", [&](const httplib::Request& req, httplib::Response& res) {
+    rapidjson::Document doc;
+    check::CheckOptions o;
+    if (!parse_body(req, res, doc, false) || !parse_check_options(doc, o, res)) return;
+    start_check(res, checks, o, 0);
+  });
+  svr.Get(R"(/api/checks/(\d+))", [&](const httplib::Request& req, httplib::Response& res) {
+    auto model = checks.model(id_of(req));
+    if (!model) return reply(res, 404, kErrNotFound, "no check " + std::string(req.matches[1]) + " (serve keeps the last 32)");
+    reply(res, 200, 0, "", *model);
+  });
+  svr.Post(R"(/api/jobs/(\d+)/check)", [&](const httplib::Request& req, httplib::Response& res) {
+    auto job = jobs.get(id_of(req));
+    if (!job) return reply(res, 404, kErrJobNotFound, "no job " + std::string(req.matches[1]));
+    if (job->settings.draft) return reply(res, 409, kErrInvalidState, "the job has no source and target yet");
+    if (!req.body.empty() && req.body != "{}") return reply(res, 400, kErrUnknownField, "check takes no fields; send an empty body or {}");
+    check::CheckOptions o;
+    o.source = job->settings.source;
+    o.target = job->settings.target;
+    o.tables = job->settings.tables;
+    o.exclude = job->settings.exclude;
+    start_check(res, checks, o, job->id);
+  });
+  svr.Get(R"(/api/jobs/(\d+)/check)", [&](const httplib::Request& req, httplib::Response& res) {
+    int64_t id = id_of(req);
+    auto model = checks.model(checks.last_of(id));
+    if (!model) return reply(res, 404, kErrNotFound, "job " + std::string(req.matches[1]) + " has no check yet");
+    reply(res, 200, 0, "", *model);
+  });
+}
+
+void add_job_routes(httplib::Server& svr, JobManager& jobs, CheckRuns& checks) {
   svr.Post("/api/jobs", [&](const httplib::Request& req, httplib::Response& res) {
     rapidjson::Document doc;
     if (!parse_body(req, res, doc, false)) return;
@@ -274,6 +340,14 @@ void add_job_routes(httplib::Server& svr, JobManager& jobs) {
     auto job = jobs.get(id);
     if (!job) return reply(res, 404, kErrJobNotFound, "no job " + std::string(req.matches[1]));
     reply(res, 200, 0, "", job_json(*job));
+  });
+  svr.Get(R"(/api/jobs/(\d+)/history)", [&](const httplib::Request& req, httplib::Response& res) {
+    auto job = jobs.get(id_of(req));
+    if (!job) return reply(res, 404, kErrJobNotFound, "no job " + std::string(req.matches[1]));
+    rapidjson::StringBuffer buf;
+    Writer w(buf);
+    write_job_history(w, *job);
+    reply(res, 200, 0, "", buf.GetString());
   });
   svr.Post(R"(/api/jobs/(\d+)/(start|stop|resume|complete|verify|cancel|resync))",
            [&](const httplib::Request& req, httplib::Response& res) {
@@ -321,6 +395,12 @@ void add_job_routes(httplib::Server& svr, JobManager& jobs) {
              } else if (doc.MemberCount() > 0) {
                return reply(res, 400, kErrUnknownField, action + " takes no fields; send an empty body or {}");
              }
+             if (action == "start" || action == "resume") {
+               auto job = jobs.get(id);
+               std::string why = job ? checks.blocking(id, job->settings.skip_checks) : "";
+               if (!why.empty())
+                 return reply(res, 409, kErrInvalidState, "job " + std::to_string(id) + " cannot " + action + ": " + why);
+             }
              ActionResult r = action == "start"      ? jobs.start_job(id)
                               : action == "stop"     ? jobs.stop(id)
                               : action == "resume"   ? jobs.resume(id)
@@ -334,20 +414,8 @@ void add_job_routes(httplib::Server& svr, JobManager& jobs) {
            });
   svr.Post("/api/check", [&](const httplib::Request& req, httplib::Response& res) {
     rapidjson::Document doc;
-    if (!parse_body(req, res, doc, false)) return;
     check::CheckOptions o;
-    for (auto it = doc.MemberBegin(); it != doc.MemberEnd(); ++it) {
-      std::string k = it->name.GetString();
-      std::string* dst = k == "source" ? &o.source : k == "target" ? &o.target : k == "tables" ? &o.tables
-                                                   : k == "exclude" ? &o.exclude : nullptr;
-      if (dst == nullptr)
-        return reply(res, 400, kErrUnknownField, "unknown field \"" + k.substr(0, 64) + "\"; the fields are source, target, tables, exclude");
-      if (!it->value.IsString() || it->value.GetStringLength() > 8192)
-        return reply(res, 400, kErrInvalidField, "field \"" + k + "\" must be a string of at most 8192 characters");
-      *dst = it->value.GetString();
-    }
-    if (o.source.empty() || o.target.empty())
-      return reply(res, 400, kErrInvalidField, std::string("field \"") + (o.source.empty() ? "source" : "target") + "\" is required");
+    if (!parse_body(req, res, doc, false) || !parse_check_options(doc, o, res)) return;
     std::vector<core::SelectedRelation> selected;
     std::vector<check::Item> items = check::run_checks(o, &selected);
     std::string json = check::render_json(items, &selected);
@@ -432,6 +500,7 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
     return e.kind() == ErrorKind::kConfig ? 2 : 1;
   }
 
+  CheckRuns checks;  // after jobs' creation: its threads end before the jobs go
   httplib::Server& svr = *server_owner;
   const char* scheme = o.tls_cert.empty() ? "http" : "https";
   svr.set_payload_max_length(1 << 20);
@@ -448,7 +517,8 @@ int run_serve(const ServeOptions& o, const std::atomic<bool>& stop) {
   svr.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_text(*jobs), "text/plain; version=0.0.4");
   });
-  add_job_routes(svr, *jobs);
+  add_job_routes(svr, *jobs, checks);
+  add_check_routes(svr, *jobs, checks);
   add_sharding_sphere_routes(svr, *jobs);
   add_huawei_routes(svr, *jobs, connections);
 

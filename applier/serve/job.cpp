@@ -347,6 +347,24 @@ std::string settings_json(const JobSettings& s, bool for_display) {
   return std::string(buf.GetString(), buf.GetSize());
 }
 
+void write_job_history(Writer& w, const Job& job) {
+  w.StartArray();
+  for (size_t k = 0; k < job.history.size(); ++k) {
+    const Job::Sample& s = job.history[(job.history_next + k) % job.history.size()];
+    w.StartObject();
+    w.Key("t");
+    w.Int64(s.at_ms);
+    w.Key("lagMs");
+    w.Int64(s.lag_ms);
+    w.Key("changesPerSecond");
+    w.Double(std::isfinite(s.changes_per_second) ? s.changes_per_second : 0);
+    w.Key("rowsCopied");
+    w.Int64(s.rows_copied);
+    w.EndObject();
+  }
+  w.EndArray();
+}
+
 // A job over several databases: each one's phase, lag and error (its status file's).
 void write_databases(Writer& w, const rapidjson::Value* progress) {
   const rapidjson::Value* list = progress != nullptr ? array_of(*progress, "databases") : nullptr;
@@ -496,6 +514,16 @@ void write_job_model(Writer& w, const Job& job) {
   w.Double(std::isfinite(rate) ? rate : 0);
   w.EndObject();
 
+  // The statuses it went through, with their times (since serve started).
+  w.Key("timeline");
+  w.StartArray();
+  for (const auto& p : job.timeline) {
+    w.StartObject();
+    key_string(w, "status", status_name(p.status));
+    key_time(w, "at", p.at);
+    w.EndObject();
+  }
+  w.EndArray();
   w.Key("error");
   if (job.error.empty()) {
     w.Null();

@@ -92,6 +92,22 @@ struct Job {
   int64_t started_at = 0;  // when its migration last started
   int64_t stop_requested_at = 0;  // in memory: when stop or cancel sent SIGTERM
   bool removing = false;  // in memory: deleted, once its cancel (slot, origin, state) is done
+  // In memory, for the console: each status the job went through and when (its timeline), and
+  // its recent lag and rates, one sample per progress read (the last kHistory).
+  struct Phase {
+    JobStatus status;
+    int64_t at;
+  };
+  std::vector<Phase> timeline;
+  struct Sample {
+    int64_t at_ms;
+    int64_t lag_ms;
+    double changes_per_second;
+    int64_t rows_copied;
+  };
+  static constexpr size_t kHistory = 600;
+  std::vector<Sample> history;  // a ring once full: history_next is the oldest
+  size_t history_next = 0;
   std::string progress;  // the migrate status file's JSON, last read
   VerifyState verify;
   VerifyState resync;  // the last resync: RUNNING, DONE or FAILED, and what it said (not persisted)
@@ -101,6 +117,8 @@ struct Job {
 // The job model of the API: status, per-table and per-chunk history progress, realtime
 // progress (delay, received and applied LSN), rates, and the error with its time.
 void write_job_model(rapidjson::Writer<rapidjson::StringBuffer>& w, const Job& job);
+// The job's recent samples, oldest first: [{t (ms), lagMs, changesPerSecond, rowsCopied}].
+void write_job_history(rapidjson::Writer<rapidjson::StringBuffer>& w, const Job& job);
 
 }  // namespace dts::serve
 

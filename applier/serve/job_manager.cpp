@@ -151,6 +151,10 @@ int JobManager::running_count() const {
 // is the truth, and the next save writes it.
 void JobManager::persist(Job& job) {
   job.updated_at = now_unix();
+  if (job.timeline.empty() || job.timeline.back().status != job.status) {
+    if (job.timeline.size() >= 64) job.timeline.erase(job.timeline.begin());
+    job.timeline.push_back(Job::Phase{job.status, job.updated_at});
+  }
   try {
     store_->save(job);
   } catch (const std::exception& e) {
@@ -242,6 +246,21 @@ void JobManager::read_progress(Job& job) {
   d.Parse(text.c_str());
   if (d.HasParseError() || !d.IsObject()) return;
   job.progress = trim(text);
+  auto num = [&d](const char* k) { return d.HasMember(k) && d[k].IsNumber() ? d[k].GetDouble() : 0.0; };
+  double rows = d.HasMember("copy") && d["copy"].IsObject() && d["copy"].HasMember("rows_copied") &&
+                        d["copy"]["rows_copied"].IsNumber()
+                    ? d["copy"]["rows_copied"].GetDouble()
+                    : 0.0;
+  Job::Sample sample{static_cast<int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                              std::chrono::system_clock::now().time_since_epoch())
+                                              .count()),
+                     static_cast<int64_t>(num("lag_ms")), num("changes_per_second"), static_cast<int64_t>(rows)};
+  if (job.history.size() < Job::kHistory) {
+    job.history.push_back(sample);
+  } else {
+    job.history[job.history_next] = sample;
+    job.history_next = (job.history_next + 1) % Job::kHistory;
+  }
   if (job.status == JobStatus::kStopping || !is_running(job.status)) return;
   auto phase = core::parse_phase(d.HasMember("phase") && d["phase"].IsString() ? d["phase"].GetString() : "");
   JobStatus next = job.status;
