@@ -104,6 +104,10 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
     session.execute_simple((change.before->kind == 'p' ? "DELETE FROM " : "DELETE FROM ONLY ") + table,
                            ChangeContext{table, "", txn_commit_lsn_, "DELETE (a rewrite)"});
   }
+  if (!statements.empty()) {
+    stats_.schema_changes++;
+    stats_.last_schema_change = statements.front().substr(0, 500);
+  }
   for (const std::string& sql : statements) {
     spdlog::info("schema change at {}: {}", format_lsn(txn_commit_lsn_), sql);
     session.execute_simple(sql, ChangeContext{sql, "", txn_commit_lsn_, "the schema change"});

@@ -8,6 +8,7 @@
 #define DTS_APPLIER_CORE_APPLIER_HPP
 
 #include <cstdint>
+#include <string>
 
 #include "common/lsn.hpp"
 #include "decode/decoder.hpp"
@@ -25,6 +26,8 @@ struct ApplyStats {
   uint64_t set_rows = 0;        // the changes they carried
   uint64_t apply_workers = 1;   // target sessions applying ordinary transactions
   uint64_t conflict_waits = 0;  // a group waited for an earlier one's commit (a row both touch)
+  uint64_t schema_changes = 0;  // source schema changes replayed (their statements sent)
+  std::string last_schema_change;  // the last one's first statement
 };
 
 // When a group of source transactions is committed on the target. The replicator owns it; the

@@ -61,6 +61,10 @@ std::string status_json(const Status& s) {
   w.Uint64(s.conflict_waits);
   w.Key("parallel_retries");
   w.Uint64(s.parallel_retries);
+  w.Key("schema_changes");
+  w.Uint64(s.schema_changes);
+  w.Key("last_schema_change");
+  w.String(s.last_schema_change.c_str());
   w.Key("error");
   if (s.error.empty()) w.Null();
   else w.String(s.error.c_str());

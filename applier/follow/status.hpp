@@ -36,6 +36,8 @@ struct Status {
   // Refusals met with several workers, after which what had been received was applied again
   // on one session (ParallelState in apply_engine.hpp).
   uint64_t parallel_retries = 0;
+  uint64_t schema_changes = 0;     // source schema changes replayed on the target
+  std::string last_schema_change;  // the last one's first statement
   std::string error;
   std::string copy_json;  // migrate: the copy's per-table summary (a JSON object), kept in view
 };

@@ -502,6 +502,10 @@ void write_job_model(Writer& w, const Job& job) {
   w.Int64(has ? int_of(p, "conflict_waits") : 0);
   w.Key("parallelRetries");
   w.Int64(has ? int_of(p, "parallel_retries") : 0);
+  // Schema changes replayed: how many, and the last one.
+  w.Key("schemaChanges");
+  w.Int64(has ? int_of(p, "schema_changes") : 0);
+  key_string(w, "lastSchemaChange", has ? string_of(p, "last_schema_change") : "");
   w.EndObject();
 
   w.Key("rates");

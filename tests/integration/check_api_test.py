@@ -8,11 +8,14 @@ Usage: check_api_test.py [test_name ...]
 """
 import os
 import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import REPO, AppPair, check, main, test, wait_for  # noqa: E402
-from serve_client import Serve, chromium_page  # noqa: E402
+import tempfile
+
+from serve_client import Serve, chromium_page, self_signed  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_CHECK_API_TEST_PORT", "26930"))
 HTTP_PORT = BASE_PORT + 50
@@ -124,19 +127,24 @@ def a_job_whose_check_failed_starts_only_once_the_item_is_skipped():
 
 @test
 def the_console_fits_1280_pixels_and_shows_a_job_page():
-    """Headless Chromium at 1,280 x 800: no horizontal overflow, the lag chart drawn from serve's
-    history, only the actions the status allows enabled, the job page with its check report and
-    timeline. Screenshots in build/test-artifacts."""
+    """Headless Chromium at 1,280 x 800, over HTTPS with a certificate made here: no horizontal
+    overflow, the lag chart drawn from serve's history, only the actions the status allows
+    enabled, the job page with its check report, timeline and schema changes. Screenshots in
+    build/test-artifacts."""
     with Pair(2) as pair:
         pair.src.sql("CREATE TABLE items (id int PRIMARY KEY, v text);"
-                     "INSERT INTO items SELECT g, repeat('x', 50) FROM generate_series(1, 50000) g")
-        serve = Serve(pair.target, HTTP_PORT + 2)
+                     "INSERT INTO items SELECT g, repeat('x', 50) FROM generate_series(1, 50000) g;"
+                     "CREATE EXTENSION dts_decoding")
+        certs = tempfile.mkdtemp(prefix="dts-it-console-")
+        serve = Serve(pair.target, HTTP_PORT + 2, tls=self_signed(certs))
         try:
             status, body = serve.call("POST", "/api/jobs", {"name": "a migration with a rather long name to wrap",
                                                             "source": pair.src.conninfo, "target": pair.target,
                                                             "splitSizeMB": 1})
             jid = body["model"]["id"]
             serve.wait_status(jid, "SYNCHRONIZE_REALTIME_DATA", 180)
+            pair.src.sql("ALTER TABLE items ADD COLUMN note text")
+            wait_for("the schema change to be applied", lambda: serve.job(jid)["realtimeProgress"]["schemaChanges"] >= 1, 60)
             status, body = serve.call("POST", f"/api/jobs/{jid}/check")
             check(status == 202, f"{status} {body}")
             finished(serve, f"/api/jobs/{jid}/check")
@@ -160,9 +168,13 @@ def the_console_fits_1280_pixels_and_shows_a_job_page():
             check(re.search(r'<li data-status="(PREPARING|PENDING)">', page.group(1)) and
                   '<li data-status="SYNCHRONIZE_REALTIME_DATA">' in page.group(1), "the timeline lacks the phases")
             check('class="history-lag" width="480" height="80" data-points=' in page.group(1), "no lag history chart")
+            shown = re.search(r'class="num schema-changes">([^<]*)<', page.group(1))
+            check(shown and "ADD COLUMN" in shown.group(1) and "note" in shown.group(1),
+                  f"the job page does not show the schema change: {shown and shown.group(1)}")
             print(f"       screenshot {os.path.join(artifacts, 'console-1280.png')}")
         finally:
             serve.cleanup()
+            subprocess.run(["rm", "-rf", certs])
 
 
 if __name__ == "__main__":

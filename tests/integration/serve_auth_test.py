@@ -19,7 +19,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import APPLIER, Server, check, main, test, wait_for  # noqa: E402
-from serve_client import TOKEN_FILE, Serve, chromium_page  # noqa: E402
+from serve_client import TOKEN_FILE, Serve, chromium_page, self_signed  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_SERVE_AUTH_TEST_PORT", "26300"))
 HTTP_PORT = BASE_PORT + 1
@@ -229,15 +229,6 @@ def serve_refuses_a_work_dir_or_token_file_that_other_accounts_can_reach():
         refuses(case("given"), "is open to every account on this host (mode 0644)", "--token-file", given)
     finally:
         subprocess.run(["rm", "-rf", base])
-
-
-def self_signed(directory):
-    """A certificate for 127.0.0.1 and its key, made with openssl."""
-    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
-                   check=True, capture_output=True)
-    return cert, key
 
 
 @test

@@ -141,6 +141,15 @@ class Serve:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+def self_signed(directory):
+    """A certificate for 127.0.0.1 and its key, made with openssl."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 def chromium_page(serve, fragment, shot=None):
     """The DOM of serve's status page after headless Chromium opened http://127.0.0.1:PORT/ with
     `fragment` (e.g. "#token=..."); a screenshot to `shot` if given."""
