@@ -106,6 +106,20 @@ ApplyStats ApplyEngine::stats() const {
   ApplyStats s = stats_;
   s.spooled_transactions = spool_dir_.files_created;
   s.spool_peak_bytes = spool_dir_.peak_bytes;
+  if (!parallel()) return s;
+  for (size_t i = 0; i < lanes_.size(); ++i) {
+    const Lane& l = lanes_[i];
+    core::LaneActivity a;
+    a.unconfirmed = l.session->pending();
+    if (l.pending) {
+      a.state = a.unconfirmed > 0 ? "applying" : "committing";
+      a.group_end_lsn = l.pending->end_lsn;
+    } else if (i == lane_ && group_open_) {
+      a.state = "building";
+      a.group_end_lsn = group_end_lsn_;
+    }
+    s.lanes.push_back(a);
+  }
   return s;
 }
 
@@ -231,11 +245,16 @@ void ApplyEngine::on_relation(const decode::Relation& relation) {
   // the target has besides the key is asked again.
   auto plan = plans_.find(relation.relid);
   if (plan != plans_.end()) plan->second->facts_asked = false;
-  // Held rows point at the old shape, which goes once this returns.
-  if (!deferred_inserts_.empty()) finish_commit();
+  // Held rows point at the old shape, which goes once this returns: they are written out now.
   flush_coalesced_of(relation.relid);
   if (!set_batch_.empty() && set_batch_.shape().relation->relid == relation.relid) flush_set_batch();
   if (batch_.relation != nullptr && batch_.relation->relid == relation.relid) flush_inserts();
+  // Writing them out while a group awaits its commit holds the inserts back (flush_inserts),
+  // still pointing at the old shape: that commit goes first, and they after it. (Done the
+  // other way round, merged rows of a relation sent again mid-group were held with a pointer
+  // to a freed shape: a crash under a backlog of small transactions when autovacuum made the
+  // source send a table's relation again.)
+  if (!deferred_inserts_.empty()) finish_commit();
 }
 
 bool ApplyEngine::coalescable(const decode::Relation& rel) {

@@ -124,8 +124,15 @@ void ApplyEngine::order_row(const decode::RowChange& row, bool held) {
 void ApplyEngine::wait_for_conflicts(const RowAccess& access) {
   // The newest group in flight it conflicts with, and so every group before it, commits.
   for (size_t n = commit_order_.size(); n > 0; --n) {
-    if (commit_order_[n - 1] == lane_ || !lanes_[commit_order_[n - 1]].keys.conflicts(access)) continue;
+    size_t blocker = commit_order_[n - 1];
+    if (blocker == lane_ || !lanes_[blocker].keys.conflicts(access)) continue;
     stats_.conflict_waits++;
+    auto plan = plans_.find(access.relid);
+    stats_.last_conflict_wait = "worker " + std::to_string(lane_ + 1) + " waited for worker " + std::to_string(blocker + 1) +
+                                "'s group (up to " + format_lsn(lanes_[blocker].pending->end_lsn) + ") to commit: " +
+                                (access.kind == RowAccess::Kind::kKeys ? "a row of " : "") +
+                                (plan != plans_.end() ? plan->second->qualified : "relation " + std::to_string(access.relid)) +
+                                " both touch";
     for (size_t k = 0; k < n; ++k) finish_oldest();
     return;
   }

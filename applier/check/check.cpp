@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <memory>
+#include <thread>
 #include <optional>
 #include <pqxx/pqxx>
 
@@ -20,6 +23,9 @@
 
 namespace dts::check {
 namespace {
+
+// How long the check waits to create its probe slot (see probe_output_plugin).
+constexpr int kSlotProbeSeconds = 10;
 
 Item passed(std::string name, std::string reason) { return Item{std::move(name), Status::kPassed, std::move(reason), "", "", ""}; }
 Item warning(std::string name, std::string reason, std::string fix) {
@@ -64,6 +70,48 @@ Item ddl_capture_item(pqxx::nontransaction& t) {
   return passed("ddl_capture", "dts_decoding " + version + " captures schema changes in the stream (4 event triggers)");
 }
 
+// The plugin is checked by creating a temporary slot with it. A logical slot is made only once
+// every transaction open on the source has ended: a long one would hold the check (as it will
+// hold the migration's own slot), so the attempt is cancelled after kSlotProbeSeconds and says so.
+void probe_output_plugin(pg::Connection& repl, const std::string& slot, std::vector<Item>& items) {
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < kSlotProbeSeconds * 10 && !done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (done.load()) return;
+    char err[256];
+    if (PGcancel* c = PQgetCancel(repl.get())) {
+      PQcancel(c, err, sizeof(err));
+      PQfreeCancel(c);
+    }
+  });
+  std::string msg;
+  try {
+    repl.exec("CREATE_REPLICATION_SLOT " + apply::quote_ident(slot) + " TEMPORARY LOGICAL dts_decoding NOEXPORT_SNAPSHOT");
+  } catch (const std::exception& e) {
+    msg = e.what();
+  }
+  done = true;
+  watchdog.join();
+  if (msg.empty()) {
+    items.push_back(passed("output_plugin", "dts_decoding loads on the source"));
+  } else if (msg.find("canceling statement") != std::string::npos) {
+    items.push_back(warning("output_plugin",
+                            "a logical slot could not be made within " + std::to_string(kSlotProbeSeconds) +
+                                " s: it waits for the transactions open on the source (see long_transactions), and so "
+                                "will the migration's own slot",
+                            "end the long transactions on the source (pg_stat_activity, oldest xact_start first), then "
+                            "check again"));
+  } else {
+    bool not_listed = msg.find("output_plugin_libraries") != std::string::npos;
+    items.push_back(failed("output_plugin",
+                           not_listed ? "the source refuses to load dts_decoding: output_plugin_libraries does not list it"
+                                      : first_line(msg),
+                           not_listed
+                               ? "ALTER SYSTEM SET output_plugin_libraries = '<current list>, dts_decoding'; SELECT pg_reload_conf();"
+                               : "install the dts_decoding package (make install) on the source server"));
+  }
+}
+
 void check_source(const CheckOptions& o, std::vector<Item>& items, std::unique_ptr<pqxx::connection>& src) {
   try {
     src = std::make_unique<pqxx::connection>(o.source);
@@ -105,19 +153,7 @@ void check_source(const CheckOptions& o, std::vector<Item>& items, std::unique_p
     pg::Connection repl = pg::Connection::open(o.source, "source", /*replication=*/true);
     items.push_back(passed("replication_connection", "a replication connection succeeded"));
     std::string slot = "dts_check_" + std::to_string(getpid());
-    try {
-      repl.exec("CREATE_REPLICATION_SLOT " + apply::quote_ident(slot) + " TEMPORARY LOGICAL dts_decoding NOEXPORT_SNAPSHOT");
-      items.push_back(passed("output_plugin", "dts_decoding loads on the source"));
-    } catch (const std::exception& e) {
-      std::string msg = e.what();
-      bool not_listed = msg.find("output_plugin_libraries") != std::string::npos;
-      items.push_back(failed("output_plugin",
-                             not_listed ? "the source refuses to load dts_decoding: output_plugin_libraries does not list it"
-                                        : first_line(msg),
-                             not_listed
-                                 ? "ALTER SYSTEM SET output_plugin_libraries = '<current list>, dts_decoding'; SELECT pg_reload_conf();"
-                                 : "install the dts_decoding package (make install) on the source server"));
-    }
+    probe_output_plugin(repl, slot, items);
   } catch (const std::exception& e) {
     items.push_back(failed("replication_connection", first_line(e.what()),
                            "add to pg_hba.conf: host replication " + user + " <applier address>/32 scram-sha-256; then reload"));

@@ -9,11 +9,20 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/lsn.hpp"
 #include "decode/decoder.hpp"
 
 namespace dts::core {
+
+// What one apply worker (a lane of parallel apply) is doing.
+struct LaneActivity {
+  const char* state = "idle";  // idle, building (the group being received), applying (results
+                               // awaited), committing (all confirmed, its turn not yet come)
+  uint64_t unconfirmed = 0;    // statements sent whose results are not read yet
+  Lsn group_end_lsn = 0;       // the source position its group ends at (0: none)
+};
 
 struct ApplyStats {
   uint64_t transactions = 0;  // source transactions committed on the target
@@ -26,6 +35,8 @@ struct ApplyStats {
   uint64_t set_rows = 0;        // the changes they carried
   uint64_t apply_workers = 1;   // target sessions applying ordinary transactions
   uint64_t conflict_waits = 0;  // a group waited for an earlier one's commit (a row both touch)
+  std::string last_conflict_wait;   // what the last such wait waited for
+  std::vector<LaneActivity> lanes;  // with several apply workers
   uint64_t schema_changes = 0;  // source schema changes replayed (their statements sent)
   std::string last_schema_change;  // the last one's first statement
 };

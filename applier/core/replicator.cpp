@@ -211,6 +211,8 @@ void Replicator::copy_counters(const ApplyStats& st) {
   status_.set_rows = st.set_rows;
   status_.apply_workers = st.apply_workers;
   status_.conflict_waits = st.conflict_waits;
+  status_.last_conflict_wait = st.last_conflict_wait;
+  status_.lanes = st.lanes;
   status_.schema_changes = st.schema_changes;
   status_.last_schema_change = st.last_schema_change;
 }

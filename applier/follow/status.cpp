@@ -59,6 +59,21 @@ std::string status_json(const Status& s) {
   w.Uint64(s.apply_workers);
   w.Key("conflict_waits");
   w.Uint64(s.conflict_waits);
+  w.Key("last_conflict_wait");
+  w.String(s.last_conflict_wait.c_str());
+  w.Key("apply_lanes");
+  w.StartArray();
+  for (const auto& l : s.lanes) {
+    w.StartObject();
+    w.Key("state");
+    w.String(l.state);
+    w.Key("unconfirmed");
+    w.Uint64(l.unconfirmed);
+    w.Key("group_end_lsn");
+    w.String(l.group_end_lsn != 0 ? format_lsn(l.group_end_lsn).c_str() : "");
+    w.EndObject();
+  }
+  w.EndArray();
   w.Key("parallel_retries");
   w.Uint64(s.parallel_retries);
   w.Key("schema_changes");

@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/lsn.hpp"
+#include "core/applier.hpp"
 
 namespace dts::follow {
 
@@ -33,6 +35,8 @@ struct Status {
   uint64_t set_rows = 0;
   uint64_t apply_workers = 1;   // target sessions applying ordinary transactions at once
   uint64_t conflict_waits = 0;  // groups that waited for an earlier one touching the same rows
+  std::string last_conflict_wait;
+  std::vector<core::LaneActivity> lanes;  // each apply worker's activity (several workers)
   // Refusals met with several workers, after which what had been received was applied again
   // on one session (ParallelState in apply_engine.hpp).
   uint64_t parallel_retries = 0;

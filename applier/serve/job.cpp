@@ -502,6 +502,20 @@ void write_job_model(Writer& w, const Job& job) {
   w.Int64(has ? int_of(p, "conflict_waits") : 0);
   w.Key("parallelRetries");
   w.Int64(has ? int_of(p, "parallel_retries") : 0);
+  key_string(w, "lastConflictWait", has ? string_of(p, "last_conflict_wait") : "");
+  w.Key("applyLanes");  // each worker: state (idle, building, applying, committing), unconfirmed, groupEndLsn
+  w.StartArray();
+  if (const rapidjson::Value* lanes = has ? array_of(p, "apply_lanes") : nullptr) {
+    for (const auto& l : lanes->GetArray()) {
+      w.StartObject();
+      key_string(w, "state", string_of(l, "state"));
+      w.Key("unconfirmed");
+      w.Int64(int_of(l, "unconfirmed"));
+      key_string(w, "groupEndLsn", string_of(l, "group_end_lsn"));
+      w.EndObject();
+    }
+  }
+  w.EndArray();
   // Schema changes replayed: how many, and the last one.
   w.Key("schemaChanges");
   w.Int64(has ? int_of(p, "schema_changes") : 0);

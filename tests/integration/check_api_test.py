@@ -168,6 +168,8 @@ def the_console_fits_1280_pixels_and_shows_a_job_page():
             check(re.search(r'<li data-status="(PREPARING|PENDING)">', page.group(1)) and
                   '<li data-status="SYNCHRONIZE_REALTIME_DATA">' in page.group(1), "the timeline lacks the phases")
             check('class="history-lag" width="480" height="80" data-points=' in page.group(1), "no lag history chart")
+            check('<table class="list lanes"><tr data-lane="1" data-state=' in page.group(1),
+                  "the job page does not show the apply workers")
             shown = re.search(r'class="num schema-changes">([^<]*)<', page.group(1))
             check(shown and "ADD COLUMN" in shown.group(1) and "note" in shown.group(1),
                   f"the job page does not show the schema change: {shown and shown.group(1)}")

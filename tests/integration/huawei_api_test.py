@@ -186,6 +186,16 @@ def every_field_wrong_in_turn_and_a_created_task_stopped_and_deleted():
                        400, "DTS.4001", "migration_type")
             error_body(*serve.call("POST", "/v2/p1/migration-task", good), 400, "DTS.4001", "task_name")
             error_body(*serve.call("GET", "/v2/p1/migration-tasks?limit=0"), 400, "DTS.4001", "limit")
+            error_body(*serve.call("GET", "/v2/p1/migration-tasks?offset=x"), 400, "DTS.4001", "offset")
+            error_body(*serve.call("GET", "/v2/p1/migration-task/77"), 404, "DTS.4040", "77")
+            error_body(*serve.call("POST", "/v2/p1/migration-task/77/stop"), 404, "DTS.4040", "77")
+            error_body(*serve.call("DELETE", "/v2/p1/migration-task/77"), 404, "DTS.4040", "77")
+            error_body(*serve.call("DELETE", "/v2/p1/migration-tasks/delete", {"task_id_list": "1"}), 400, "DTS.4001",
+                       "task_id_list")
+            error_body(*serve.call("DELETE", "/v2/p1/migration-tasks/delete", {}), 400, "DTS.4001", "task_id_list")
+            error_body(*serve.call("POST", "/v2/p1/migration/instance", {"description": "no name"}), 400, "DTS.4001",
+                       "task_name")
+            error_body(*serve.call("POST", "/v2/bad$project/migration-tasks"), 404, "DTS.4040")
             # Nothing of the refused bodies was kept: the draft is still a draft.
             check(task_of(serve, "p1", tid)["status"] == "CREATED", "a refused configure changed the task")
 

@@ -122,6 +122,10 @@ def hot_and_independent_rows_with_four_workers_end_equal_across_kills():
         check(st["apply_workers"] == 4, f"expected 4 apply workers: {st}")
         check(st["conflict_waits"] > 0, f"pgbench's shared branch rows never made a group wait: {st}")
         check(st["parallel_retries"] == 0, f"a conflict was not foreseen (applied again on one session): {st}")
+        check(len(st["apply_lanes"]) == 4 and all(l["state"] in ("idle", "building", "applying", "committing")
+                                                  for l in st["apply_lanes"]), f"per-worker activity: {st}")
+        check("pgbench_" in st["last_conflict_wait"] and "waited for worker" in st["last_conflict_wait"],
+              f"what the last wait waited for: {st['last_conflict_wait']}")
         check(a.stop() == 0, f"follow did not stop cleanly: {a.tail()}")
         print(f"       {rows} rows equal, {n} independent transactions, {st['conflict_waits']} conflict waits")
 
