@@ -54,11 +54,12 @@ install-applier:
 	cmake --install $(srcdir)/build --prefix $(APPLIER_PREFIX)
 
 # The long form of the fault suite: 50 kills in the crash soak, 150 random table-pattern lists
-# compared between plugin and applier, then the decoder fuzzed for at least 10 million executions. Its figures go into tests/fault/README.md by hand.
+# compared between plugin and applier, a 5M-row unstreamed transaction, then the decoder fuzzed for at least 10 million executions. Its figures go into tests/fault/README.md by hand.
 .PHONY: soak
 soak:
 	cmake -S $(srcdir) -B $(srcdir)/build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build $(srcdir)/build -j2 --target dts_applier
 	DTS_SOAK_KILLS=$${DTS_SOAK_KILLS:-50} /usr/bin/python3 $(srcdir)/tests/fault/fault_test.py
 	DTS_SELECTION_RANDOM_LISTS=150 /usr/bin/python3 $(srcdir)/tests/integration/selection_test.py the_plugin_and_the_applier_agree_on_random_patterns
+	DTS_HUGE_TXN_ROWS=5000000 /usr/bin/python3 $(srcdir)/tests/integration/core_test.py unstreamed_huge_transaction_has_flat_memory
 	$(srcdir)/tests/fuzz/run.sh 3600 -runs=$${DTS_FUZZ_RUNS:-10000000}

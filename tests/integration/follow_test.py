@@ -263,11 +263,11 @@ def kill9_at_random_moments_loses_and_duplicates_nothing():
                              (rng.randint(1, 300),))
         w = threading.Thread(target=writer)
         w.start()
-        bench = threading.Thread(target=pgbench, args=(pair.src, "-n", "-c", "2", "-j", "2", "-T", "20"))
+        bench = threading.Thread(target=pgbench, args=(pair.src, "-n", "-c", "2", "-j", "2", "-T", "12"))
         bench.start()
         rounds = 0
         try:
-            while rounds < 10:
+            while rounds < 6:
                 a = Applier(pair.src, pair.dst, slot).start()
                 time.sleep(rng.uniform(0.05, 1.5))  # a random moment to kill at, not synchronisation
                 check(a.proc.poll() is None, f"applier died on its own: {a.tail()}")

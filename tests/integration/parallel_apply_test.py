@@ -191,9 +191,9 @@ def contended_rows_unique_swaps_foreign_keys_and_duplicates():
         slot = pair.slot()
         a = Applier(pair.src, pair.dst, slot, *WORKERS).start()
         writers = Writers(pair.src, 8, contended)
-        wait_for("600 contended transactions", lambda: writers.progress() >= 600, 120)
+        wait_for("400 contended transactions", lambda: writers.progress() >= 400, 120)
         a.kill9()
-        wait_for("600 more", lambda: writers.progress() >= 1200, 120)  # a backlog, applied after the kill
+        wait_for("400 more", lambda: writers.progress() >= 800, 120)  # a backlog, applied after the kill
         n = writers.stop()
         a = run_to(pair.src, pair.dst, slot, pair.src.lsn(), *WORKERS, timeout=300)
         st = a.status()
