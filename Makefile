@@ -62,4 +62,5 @@ soak:
 	DTS_SOAK_KILLS=$${DTS_SOAK_KILLS:-50} /usr/bin/python3 $(srcdir)/tests/fault/fault_test.py
 	DTS_SELECTION_RANDOM_LISTS=150 /usr/bin/python3 $(srcdir)/tests/integration/selection_test.py the_plugin_and_the_applier_agree_on_random_patterns
 	DTS_HUGE_TXN_ROWS=5000000 /usr/bin/python3 $(srcdir)/tests/integration/core_test.py unstreamed_huge_transaction_has_flat_memory
+	DTS_BIG_TXN_ROWS=2000000 /usr/bin/python3 $(srcdir)/tests/integration/follow_test.py a_large_streamed_transaction_in_bounded_memory
 	$(srcdir)/tests/fuzz/run.sh 3600 -runs=$${DTS_FUZZ_RUNS:-10000000}
