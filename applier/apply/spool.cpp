@@ -30,26 +30,7 @@ constexpr size_t kFrameBytes = 1 << 20;
 
 }  // namespace
 
-void SpoolDirectory::remove_orphans() {
-  std::string parent = temp_root();
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(parent, ec)) {
-    std::string name = entry.path().filename().string();
-    if (name.rfind("dts-spool-", 0) != 0) continue;
-    struct stat st {};
-    if (lstat(entry.path().c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) continue;
-    std::FILE* f = std::fopen((entry.path() / "owner").c_str(), "r");
-    long pid = 0;
-    if (f != nullptr) {
-      if (std::fscanf(f, "%ld", &pid) != 1) pid = 0;
-      std::fclose(f);
-    }
-    if (pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)) continue;
-    // No owner yet: another applier may have just made it.
-    if (pid == 0 && time(nullptr) - st.st_mtime < 60) continue;
-    std::filesystem::remove_all(entry.path(), ec);
-  }
-}
+void SpoolDirectory::remove_orphans() { remove_orphaned_dirs("dts-spool"); }
 
 SpoolDirectory::~SpoolDirectory() {
   if (path_.empty()) return;
@@ -59,19 +40,7 @@ SpoolDirectory::~SpoolDirectory() {
 
 const std::string& SpoolDirectory::path() {
   if (!path_.empty()) return path_;
-  std::string parent = temp_root();
-  std::string templ = parent + "/dts-spool-XXXXXX";
-  std::vector<char> buf(templ.begin(), templ.end());
-  buf.push_back('\0');
-  if (mkdtemp(buf.data()) == nullptr)  // mode 0700
-    throw Error(ErrorKind::kConfig, "could not create a private spool directory " + templ + ": " +
-                                        std::strerror(errno) + "; set TMPDIR to a writable directory");
-  path_ = buf.data();
-  std::FILE* owner = std::fopen((path_ + "/owner").c_str(), "w");
-  if (owner != nullptr) {
-    std::fprintf(owner, "%ld\n", static_cast<long>(getpid()));
-    std::fclose(owner);
-  }
+  path_ = make_owned_dir("dts-spool");
   return path_;
 }
 

@@ -28,6 +28,14 @@ class PrivateDir {
 // $TMPDIR, or /tmp when it is unset or empty.
 std::string temp_root();
 
+// A new mkdtemp directory <temp_root>/<prefix>-XXXXXX (mode 0700) with an `owner` file holding
+// this process's pid; throws Error(kConfig) naming $TMPDIR when it cannot be made.
+std::string make_owned_dir(const std::string& prefix);
+// Removes this user's <prefix>-* directories whose owner process is gone (a process killed with
+// SIGKILL cannot clean up after itself; each new one cleans up after the dead), and those with
+// no owner file that are over an hour old (left by a binary that wrote none).
+void remove_orphaned_dirs(const std::string& prefix);
+
 }  // namespace dts
 
 #endif

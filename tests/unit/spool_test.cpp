@@ -1,8 +1,10 @@
 // The spool of streamed transactions: records come back as they went in, a subtransaction's
 // abort cuts exactly its records (and later ones), relations are written again when cut away,
-// and nothing is left on disk.
+// and nothing is left on disk; private directories of dead processes are cleaned up.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "apply/spool.hpp"
+#include "common/private_dir.hpp"
 #include "dts/protocol.h"
 
 using dts::apply::SpoolDirectory;
@@ -99,4 +102,35 @@ TEST(Spool, LargeSpoolsReplayInFramesOfWholeRecords) {
   EXPECT_GT(frames, 1u);
   EXPECT_EQ(bytes, 3000 * record.size());
   EXPECT_GE(dir.peak_bytes, bytes);
+}
+
+// A private directory whose owner was killed (SIGKILL leaves it) goes when the next one is made;
+// one whose owner lives, or a fresh one without owner, stays.
+TEST(PrivateDirs, TheDeadOwnersDirectoriesAreRemovedTheLivingOnesKept) {
+  std::string root = dts::make_owned_dir("dts-unit-root");  // a TMPDIR of the test's own
+  setenv("TMPDIR", root.c_str(), 1);
+  auto owned_by = [&](const std::string& name, long pid) {
+    std::filesystem::create_directory(root + "/" + name);
+    if (pid == 0) return;
+    std::FILE* f = std::fopen((root + "/" + name + "/owner").c_str(), "w");
+    std::fprintf(f, "%ld\n", pid);
+    std::fclose(f);
+  };
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  waitpid(child, nullptr, 0);  // a pid whose process is gone
+  owned_by("dts-orphan-dead01", child);
+  owned_by("dts-orphan-alive1", getpid());
+  owned_by("dts-orphan-fresh1", 0);
+  owned_by("dts-other-dead001", child);  // another prefix: not ours to judge
+  {
+    dts::PrivateDir made("dts-orphan");
+    EXPECT_TRUE(std::filesystem::exists(made.path + "/owner"));
+    EXPECT_FALSE(std::filesystem::exists(root + "/dts-orphan-dead01"));
+    EXPECT_TRUE(std::filesystem::exists(root + "/dts-orphan-alive1"));
+    EXPECT_TRUE(std::filesystem::exists(root + "/dts-orphan-fresh1"));
+    EXPECT_TRUE(std::filesystem::exists(root + "/dts-other-dead001"));
+  }
+  unsetenv("TMPDIR");
+  std::filesystem::remove_all(root);
 }
