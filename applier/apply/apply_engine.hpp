@@ -140,7 +140,7 @@ class ApplyEngine : public core::Applier {
   RowAccess row_access(const decode::RowChange& row);
   void order_row(const decode::RowChange& row, bool held);
   void wait_for_conflicts(const RowAccess& access);
-  std::vector<Coalescer::Batch> order_batches(std::vector<Coalescer::Batch> batches);
+  size_t order_batches(std::vector<Coalescer::Batch>& batches);
   RowAccess merged_row_access(const decode::Relation& rel, const PendingRow& row) const;
   void wait_for_merged_rows(const Coalescer::Batch& batch);
   void drain_lanes();

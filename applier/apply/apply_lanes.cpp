@@ -139,9 +139,10 @@ void ApplyEngine::wait_for_conflicts(const RowAccess& access) {
 }
 
 // Merged rows are written at the end of their group: the tables whose rows no group in flight
-// touched go first, so that the target works on them while the earlier groups commit.
-std::vector<Coalescer::Batch> ApplyEngine::order_batches(std::vector<Coalescer::Batch> batches) {
-  if (!parallel() || commit_order_.empty() || stream_xid_ != 0) return batches;
+// touched go first, so that the target works on them while the earlier groups commit. Returns
+// how many go first: only the batches after them need wait_for_merged_rows.
+size_t ApplyEngine::order_batches(std::vector<Coalescer::Batch>& batches) {
+  if (!parallel() || commit_order_.empty() || stream_xid_ != 0) return batches.size();
   auto conflicting = [&](const Coalescer::Batch& b) {
     for (const PendingRow& row : b.rows) {
       RowAccess a = merged_row_access(*b.relation, row);
@@ -150,18 +151,21 @@ std::vector<Coalescer::Batch> ApplyEngine::order_batches(std::vector<Coalescer::
     }
     return false;
   };
-  std::stable_partition(batches.begin(), batches.end(), [&](const Coalescer::Batch& b) { return !conflicting(b); });
-  return batches;
+  auto later = std::stable_partition(batches.begin(), batches.end(), [&](const Coalescer::Batch& b) { return !conflicting(b); });
+  return static_cast<size_t>(later - batches.begin());
 }
 
 RowAccess ApplyEngine::merged_row_access(const decode::Relation& rel, const PendingRow& row) const {
   return RowAccess{RowAccess::Kind::kKeys, rel.relid, {key_hash(rel, row.values, false), 0}, 1};
 }
 
-// A merged row an earlier group in flight touched waits for that group's commit.
+// A merged row an earlier group in flight touched waits for that group's commit (after the
+// first wait, usually none is left in flight).
 void ApplyEngine::wait_for_merged_rows(const Coalescer::Batch& batch) {
-  if (!parallel() || commit_order_.empty() || stream_xid_ != 0) return;
-  for (const PendingRow& row : batch.rows) wait_for_conflicts(merged_row_access(*batch.relation, row));
+  for (const PendingRow& row : batch.rows) {
+    if (commit_order_.empty()) return;
+    wait_for_conflicts(merged_row_access(*batch.relation, row));
+  }
 }
 
 }  // namespace dts::apply

@@ -207,10 +207,11 @@ std::shared_ptr<const KeyProbe> ApplyEngine::set_probe(const RelationPlan& plan)
 // as set-based runs.
 void ApplyEngine::flush_coalesced(std::vector<Coalescer::Batch> batches) {
   std::vector<const PendingRow*> whole;  // complete rows of a table without set-based updates
-  batches = order_batches(std::move(batches));
-  for (const auto& b : batches) {
+  size_t free = order_batches(batches);
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const Coalescer::Batch& b = batches[i];
     const decode::Relation& rel = *b.relation;
-    wait_for_merged_rows(b);
+    if (i >= free) wait_for_merged_rows(b);
     for (const PendingRow& row : b.rows) {
       if (!row.is_insert) continue;
       apply_insert(decode::RowChange{decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row.values});

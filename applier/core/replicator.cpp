@@ -104,7 +104,7 @@ void Replicator::connect() {
                opts_.origin);
   status_.phase = phase_name(Phase::kStreaming);
   received_ = flushed_ = caught_up_to_ = resume_;
-  changes_at_last_status_ = status_.changes_applied;
+  changes_at_last_status_ = status_.apply.changes;
 }
 
 // One message, or a quiet moment: a group is committed when the stream goes quiet (latency),
@@ -201,22 +201,6 @@ void Replicator::ask_heartbeat(Clock::time_point now) {
   }
 }
 
-// The applier's counters, as the status file shows them.
-void Replicator::copy_counters(const ApplyStats& st) {
-  status_.transactions_applied = st.transactions;
-  status_.changes_applied = st.changes;
-  status_.spooled_transactions = st.spooled_transactions;
-  status_.spool_peak_bytes = st.spool_peak_bytes;
-  status_.set_statements = st.set_statements;
-  status_.set_rows = st.set_rows;
-  status_.apply_workers = st.apply_workers;
-  status_.conflict_waits = st.conflict_waits;
-  status_.last_conflict_wait = st.last_conflict_wait;
-  status_.lanes = st.lanes;
-  status_.schema_changes = st.schema_changes;
-  status_.last_schema_change = st.last_schema_change;
-}
-
 void Replicator::report(bool stopping) {
   auto now = Clock::now();
   if (now - last_status_ < kStatusInterval && !stopping) return;
@@ -225,7 +209,7 @@ void Replicator::report(bool stopping) {
   status_.applied_lsn = std::max(st.applied_lsn, caught_up_to_);
   status_.flushed_lsn = flushed_;
   status_.server_wal_end = source_->server_wal_end();
-  copy_counters(st);
+  status_.apply = st;
   status_.lag_bytes =
       status_.server_wal_end > status_.applied_lsn ? status_.server_wal_end - status_.applied_lsn : 0;
   // A backlog of more than a block's worth of WAL: still catching up.
@@ -285,7 +269,7 @@ bool Replicator::reached_end() {
   ApplyStats st = applier_->stats();
   status_.flushed_lsn = flushed_;
   status_.applied_lsn = st.applied_lsn;
-  copy_counters(st);
+  status_.apply = st;
   status_.phase = cut_over_ ? phase_name(Phase::kCompleted) : phase_name(Phase::kStopped);
   if (!opts_.status_file.empty()) follow::write_status_file(opts_.status_file, status_);
   spdlog::info("reached {} (applied {})", format_lsn(*until_), format_lsn(st.applied_lsn));

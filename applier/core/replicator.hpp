@@ -43,7 +43,6 @@ class Replicator {
   void receive();
   void send_feedback(bool stopping);
   void report(bool stopping);
-  void copy_counters(const ApplyStats& st);
   void watch_cutover();
   bool reached_end();
   bool can_pack();

@@ -16,70 +16,53 @@ namespace dts::follow {
 std::string status_json(const Status& s) {
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  auto text = [&w](const char* key, const std::string& v) {
+    w.Key(key);
+    w.String(v.c_str(), static_cast<rapidjson::SizeType>(v.size()));
+  };
+  auto count = [&w](const char* key, uint64_t v) {
+    w.Key(key);
+    w.Uint64(v);
+  };
+  const core::ApplyStats& a = s.apply;
   w.StartObject();
-  w.Key("phase");
-  w.String(s.phase.c_str());
-  w.Key("slot");
-  w.String(s.slot.c_str());
-  w.Key("received_lsn");
-  w.String(format_lsn(s.received_lsn).c_str());
-  w.Key("applied_lsn");
-  w.String(format_lsn(s.applied_lsn).c_str());
-  w.Key("flushed_lsn");
-  w.String(format_lsn(s.flushed_lsn).c_str());
-  w.Key("server_wal_end");
-  w.String(format_lsn(s.server_wal_end).c_str());
+  text("phase", s.phase);
+  text("slot", s.slot);
+  text("received_lsn", format_lsn(s.received_lsn));
+  text("applied_lsn", format_lsn(s.applied_lsn));
+  text("flushed_lsn", format_lsn(s.flushed_lsn));
+  text("server_wal_end", format_lsn(s.server_wal_end));
   w.Key("lag_ms");
   w.Int64(s.lag_ms);
-  w.Key("lag_bytes");
-  w.Uint64(s.lag_bytes);
+  count("lag_bytes", s.lag_bytes);
   w.Key("changes_per_second");
   w.Double(s.changes_per_second);
-  w.Key("transactions_applied");
-  w.Uint64(s.transactions_applied);
-  w.Key("changes_applied");
-  w.Uint64(s.changes_applied);
-  w.Key("bytes_received");
-  w.Uint64(s.bytes_received);
-  w.Key("reconnects");
-  w.Uint64(s.reconnects);
-  w.Key("spooled_transactions");
-  w.Uint64(s.spooled_transactions);
-  w.Key("spool_peak_bytes");
-  w.Uint64(s.spool_peak_bytes);
-  w.Key("messages_received");
-  w.Uint64(s.messages_received);
-  w.Key("heartbeats");
-  w.Uint64(s.heartbeats);
-  w.Key("set_statements");
-  w.Uint64(s.set_statements);
-  w.Key("set_rows");
-  w.Uint64(s.set_rows);
-  w.Key("apply_workers");
-  w.Uint64(s.apply_workers);
-  w.Key("conflict_waits");
-  w.Uint64(s.conflict_waits);
-  w.Key("last_conflict_wait");
-  w.String(s.last_conflict_wait.c_str());
+  count("transactions_applied", a.transactions);
+  count("changes_applied", a.changes);
+  count("bytes_received", s.bytes_received);
+  count("reconnects", s.reconnects);
+  count("spooled_transactions", a.spooled_transactions);
+  count("spool_peak_bytes", a.spool_peak_bytes);
+  count("messages_received", s.messages_received);
+  count("heartbeats", s.heartbeats);
+  count("set_statements", a.set_statements);
+  count("set_rows", a.set_rows);
+  count("apply_workers", a.apply_workers);
+  count("conflict_waits", a.conflict_waits);
+  text("last_conflict_wait", a.last_conflict_wait);
   w.Key("apply_lanes");
   w.StartArray();
-  for (const auto& l : s.lanes) {
+  for (const auto& l : a.lanes) {
     w.StartObject();
-    w.Key("state");
-    w.String(l.state);
-    w.Key("unconfirmed");
-    w.Uint64(l.unconfirmed);
-    w.Key("group_end_lsn");
-    w.String(l.group_end_lsn != 0 ? format_lsn(l.group_end_lsn).c_str() : "");
+    text("state", l.state);
+    count("unconfirmed", l.unconfirmed);
+    text("group_end_lsn", l.group_end_lsn != 0 ? format_lsn(l.group_end_lsn) : "");
     w.EndObject();
   }
   w.EndArray();
-  w.Key("parallel_retries");
-  w.Uint64(s.parallel_retries);
-  w.Key("schema_changes");
-  w.Uint64(s.schema_changes);
-  w.Key("last_schema_change");
-  w.String(s.last_schema_change.c_str());
+  count("parallel_retries", s.parallel_retries);
+  count("schema_changes", a.schema_changes);
+  text("last_schema_change", a.last_schema_change);
   w.Key("error");
   if (s.error.empty()) w.Null();
   else w.String(s.error.c_str());
@@ -128,7 +111,7 @@ std::string status_line(const Status& s) {
                 s.phase.c_str(), format_lsn(s.received_lsn).c_str(), format_lsn(s.applied_lsn).c_str(),
                 format_lsn(s.flushed_lsn).c_str(), static_cast<long long>(s.lag_ms),
                 static_cast<unsigned long long>(s.lag_bytes), s.changes_per_second,
-                static_cast<unsigned long long>(s.transactions_applied));
+                static_cast<unsigned long long>(s.apply.transactions));
   return buf;
 }
 

@@ -22,26 +22,16 @@ struct Status {
   int64_t lag_ms = 0;
   uint64_t lag_bytes = 0;
   double changes_per_second = 0;
-  uint64_t transactions_applied = 0;
-  uint64_t changes_applied = 0;
   uint64_t bytes_received = 0;
   uint64_t reconnects = 0;
-  // Large transactions kept on disk until their commit because every apply session was busy.
-  uint64_t spooled_transactions = 0;
-  uint64_t spool_peak_bytes = 0;
   uint64_t messages_received = 0;  // with data (transactions travel several to one when packed)
   uint64_t heartbeats = 0;         // asked of the source while quiet (packing)
-  uint64_t set_statements = 0;
-  uint64_t set_rows = 0;
-  uint64_t apply_workers = 1;   // target sessions applying ordinary transactions at once
-  uint64_t conflict_waits = 0;  // groups that waited for an earlier one touching the same rows
-  std::string last_conflict_wait;
-  std::vector<core::LaneActivity> lanes;  // each apply worker's activity (several workers)
+  // The applier's counters at the last report (core::ApplyStats: transactions, changes, spool,
+  // set-based statements, apply workers and their waits, schema changes).
+  core::ApplyStats apply;
   // Refusals met with several workers, after which what had been received was applied again
   // on one session (ParallelState in apply_engine.hpp).
   uint64_t parallel_retries = 0;
-  uint64_t schema_changes = 0;     // source schema changes replayed on the target
-  std::string last_schema_change;  // the last one's first statement
   std::string error;
   std::string copy_json;  // migrate: the copy's per-table summary (a JSON object), kept in view
 };

@@ -56,6 +56,14 @@ std::string redact_conninfo(const std::string& conninfo) {
   return parsed ? out : "(unparsable conninfo)";
 }
 
+std::string conninfo_option(const std::string& conninfo, const char* keyword) {
+  std::string found;
+  each_option(conninfo, [&](const char* k, const char* value) {
+    if (std::strcmp(k, keyword) == 0) found = value;
+  });
+  return found;
+}
+
 void append_conninfo_option(std::string& out, const char* keyword, const std::string& value) {
   out += std::string(out.empty() ? "" : " ") + keyword + "='";
   for (char c : value) {

@@ -62,6 +62,8 @@ class Connection {
 // come out as key='value' pairs too, their password removed. Throws Error(kConfig) when the
 // text does not parse, rather than hand it on with its password.
 std::string conninfo_without_password(const std::string& conninfo, std::string& password);
+// The value a conninfo (or URI) gives `keyword`; "" if none, or if it does not parse.
+std::string conninfo_option(const std::string& conninfo, const char* keyword);
 // Appends `keyword='value'` to a conninfo, the value quoted as libpq reads it.
 void append_conninfo_option(std::string& out, const char* keyword, const std::string& value);
 // The same connection to another database, as a conninfo (with the password, if it had one).

@@ -23,11 +23,6 @@ std::string state_of(check::Status s) {
   return "failed";
 }
 
-void key_string(Writer& w, const char* key, const std::string& v) {
-  w.Key(key);
-  w.String(v.c_str(), static_cast<rapidjson::SizeType>(v.size()));
-}
-
 }  // namespace
 
 CheckRuns::~CheckRuns() {
@@ -108,9 +103,7 @@ std::string CheckRuns::model_of(const Run& r) const {
   if (r.finished) w.String(result.c_str());
   else w.Null();
   key_string(w, "startedAt", format_iso8601(r.started_at));
-  w.Key("finishedAt");
-  if (r.finished) w.String(format_iso8601(r.finished_at).c_str());
-  else w.Null();
+  key_time(w, "finishedAt", r.finished ? r.finished_at : 0);
   w.Key("steps");
   w.StartArray();
   for (const Step& s : r.steps) {
@@ -143,19 +136,22 @@ std::optional<std::string> CheckRuns::model(int64_t id) {
   return model_of(*it->second);
 }
 
+const CheckRuns::Run* CheckRuns::last_run_of(int64_t job_id) const {
+  const Run* last = nullptr;
+  for (const auto& [id, r] : runs_)  // ids grow: the last one seen is the newest
+    if (r->job_id == job_id) last = r.get();
+  return last;
+}
+
 int64_t CheckRuns::last_of(int64_t job_id) {
   std::lock_guard<std::mutex> lock(mu_);
-  int64_t last = 0;
-  for (const auto& [id, r] : runs_)
-    if (r->job_id == job_id) last = id;
-  return last;
+  const Run* last = last_run_of(job_id);
+  return last != nullptr ? last->id : 0;
 }
 
 std::string CheckRuns::blocking(int64_t job_id, const std::vector<std::string>& skipped) {
   std::lock_guard<std::mutex> lock(mu_);
-  const Run* last = nullptr;
-  for (const auto& [id, r] : runs_)
-    if (r->job_id == job_id) last = r.get();
+  const Run* last = last_run_of(job_id);
   if (last == nullptr) return "";
   if (!last->finished) return "its check " + std::to_string(last->id) + " is still running";
   std::string failed;

@@ -53,6 +53,7 @@ class CheckRuns {
     std::thread thread;
   };
   void run(Run* r, check::CheckOptions options);
+  const Run* last_run_of(int64_t job_id) const;  // with mu_ held
   std::string model_of(const Run& r) const;
   void evict();
 

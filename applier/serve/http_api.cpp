@@ -299,7 +299,9 @@ void add_check_routes(httplib::Server& svr, JobManager& jobs, CheckRuns& checks)
     auto job = jobs.get(id_of(req));
     if (!job) return reply(res, 404, kErrJobNotFound, "no job " + std::string(req.matches[1]));
     if (job->settings.draft) return reply(res, 409, kErrInvalidState, "the job has no source and target yet");
-    if (!req.body.empty() && req.body != "{}") return reply(res, 400, kErrUnknownField, "check takes no fields; send an empty body or {}");
+    rapidjson::Document doc;
+    if (!parse_body(req, res, doc, true)) return;
+    if (doc.MemberCount() > 0) return reply(res, 400, kErrUnknownField, "check takes no fields; send an empty body or {}");
     check::CheckOptions o;
     o.source = job->settings.source;
     o.target = job->settings.target;

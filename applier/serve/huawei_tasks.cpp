@@ -42,11 +42,6 @@ const char* task_status(const Job& j) {
   return "FAILED";
 }
 
-void key_string(Writer& w, const char* key, const std::string& v) {
-  w.Key(key);
-  w.String(v.c_str(), static_cast<rapidjson::SizeType>(v.size()));
-}
-
 void reply_json(httplib::Response& res, int status, const std::string& body) {
   res.status = status;
   res.set_content(body + "\n", "application/json");
@@ -67,19 +62,9 @@ std::string task_brief(const Job& j) {
 
 // host:port,host:port of a conninfo, for showing an instance (never its password).
 std::string addrs_of(const std::string& conninfo) {
-  char* err = nullptr;
-  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
-  if (opts == nullptr) {
-    PQfreemem(err);
-    return "";
-  }
-  std::string hosts, ports;
-  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
-    if (o->val == nullptr) continue;
-    if (std::strcmp(o->keyword, "host") == 0 || (std::strcmp(o->keyword, "hostaddr") == 0 && hosts.empty())) hosts = o->val;
-    if (std::strcmp(o->keyword, "port") == 0) ports = o->val;
-  }
-  PQconninfoFree(opts);
+  std::string hosts = pg::conninfo_option(conninfo, "host");
+  if (hosts.empty()) hosts = pg::conninfo_option(conninfo, "hostaddr");
+  std::string ports = pg::conninfo_option(conninfo, "port");
   std::vector<std::string> h, p;
   for (std::stringstream s(hosts); s.good();) h.emplace_back(), std::getline(s, h.back(), ',');
   for (std::stringstream s(ports); s.good();) p.emplace_back(), std::getline(s, p.back(), ',');

@@ -19,17 +19,6 @@ constexpr const char* kStatusNames[] = {"PENDING",  "SCHEDULED", "PREPARING", "M
 
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 
-void key_string(Writer& w, const char* key, const std::string& value) {
-  w.Key(key);
-  w.String(value.c_str(), static_cast<rapidjson::SizeType>(value.size()));
-}
-
-void key_time(Writer& w, const char* key, int64_t t) {
-  w.Key(key);
-  if (t == 0) w.Null();
-  else w.String(format_iso8601(t).c_str());
-}
-
 // Readers of a status file written by another process: anything unexpected reads as 0 or "".
 double double_of(const rapidjson::Value& v, const char* key) {
   if (!v.IsObject()) return 0;
@@ -53,6 +42,17 @@ const rapidjson::Value* array_of(const rapidjson::Value& v, const char* key) {
 }
 
 }  // namespace
+
+void key_string(Writer& w, const char* key, const std::string& value) {
+  w.Key(key);
+  w.String(value.c_str(), static_cast<rapidjson::SizeType>(value.size()));
+}
+
+void key_time(Writer& w, const char* key, int64_t t) {
+  w.Key(key);
+  if (t == 0) w.Null();
+  else w.String(format_iso8601(t).c_str());
+}
 
 const char* status_name(JobStatus s) { return kStatusNames[static_cast<int>(s)]; }
 

@@ -25,6 +25,11 @@ enum class JobStatus {
   kFailed,
 };
 
+// What every JSON answer of serve writes: a key and its string, a key and an ISO 8601 time (null
+// for 0).
+void key_string(rapidjson::Writer<rapidjson::StringBuffer>& w, const char* key, const std::string& value);
+void key_time(rapidjson::Writer<rapidjson::StringBuffer>& w, const char* key, int64_t unix_seconds);
+
 const char* status_name(JobStatus s);
 std::optional<JobStatus> parse_status(const std::string& name);
 // A child process runs for the job in these states.
