@@ -112,7 +112,8 @@ class ApplyEngine : public core::Applier {
     size_t rows = 0;
     ParamSet params;
     std::string first_key;  // for messages
-    Lsn lsn = 0;            // its source transaction's commit LSN
+    Lsn lsn = 0;            // its first row's source transaction's commit LSN
+    Lsn last_lsn = 0;       // its last row's: a batch spans the transactions of a group
   };
   // A group whose statements are sent: its origin and COMMIT follow once all are confirmed.
   struct PendingCommit {

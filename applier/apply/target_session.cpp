@@ -305,10 +305,11 @@ void TargetSession::fail(const Pending& p, const std::string& msg, const std::st
   } else {
     where = p.context.action[0] != '\0' ? p.context.action : "a statement";
   }
+  std::string when = "source transaction committed at " + format_lsn(p.context.lsn != 0 ? p.context.lsn : commit_lsn_);
+  if (p.context.lsn != 0 && p.context.last_lsn > p.context.lsn)
+    when = "source transactions committed at " + format_lsn(p.context.lsn) + " to " + format_lsn(p.context.last_lsn);
   throw Error(ErrorKind::kApply,
-              "the target rejected " + where + " (source transaction committed at " +
-                  format_lsn(p.context.lsn != 0 ? p.context.lsn : commit_lsn_) +
-                  "): " + msg + (state.empty() ? "" : " (SQLSTATE " + state + ")") +
+              "the target rejected " + where + " (" + when + "): " + msg + (state.empty() ? "" : " (SQLSTATE " + state + ")") +
                   "; nothing of its group was committed and the origin did not move: fix the target and run "
                   "again to apply it",
               state);

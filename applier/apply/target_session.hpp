@@ -35,6 +35,7 @@ struct ChangeContext {
   std::string table;  // qualified name
   std::string key;    // "(id)=(42)" or ""
   Lsn lsn = 0;        // the source transaction's commit LSN
+  Lsn last_lsn = 0;   // rows of several transactions (an insert batch): the last one's
   const char* action = "";
   std::shared_ptr<const KeyProbe> probe;  // multi-row UPDATEs only
 

@@ -165,6 +165,47 @@ def refused_change_inside_a_group_of_200():
 
 
 @test
+def refused_insert_batched_across_a_group():
+    """Inserts into a table without key travel batched across a group's transactions (one COPY
+    per group): 200 one-row transactions append to a log and update a counter, the 150th's log
+    row refused by a CHECK only the target has. The target must hold a prefix of the
+    transactions, the origin exactly its end, and the error the range holding the refused one."""
+    with Pair(3) as pair:
+        create_on_both(pair.src, pair.dst, "CREATE TABLE log (n int, v text); "
+                                           "CREATE TABLE counter (id int PRIMARY KEY, n int)")
+        for s in (pair.src, pair.dst):
+            s.sql("INSERT INTO counter VALUES (1, 0)")
+        pair.dst.sql("ALTER TABLE log ADD CONSTRAINT target_only CHECK (v <> 'bad')")
+        slot = pair.slot()
+        ends = []
+        c = pair.src.connect()
+        c.autocommit = True
+        with c.cursor() as cur:
+            for i in range(1, 201):
+                cur.execute("BEGIN; INSERT INTO log VALUES (%s, %s); UPDATE counter SET n = %s WHERE id = 1; COMMIT",
+                            (i, "bad" if i == 150 else "ok", i))
+                cur.execute("SELECT pg_current_wal_insert_lsn()::text")
+                ends.append(lsn_value(cur.fetchone()[0]))
+        c.close()
+        log = failed_run(pair, slot)
+        check("23514" in log and "INSERT on" in log, f"the refused insert is not named with its SQLSTATE: {log}")
+        m = re.search(r"committed at ([0-9A-F]+/[0-9A-F]+) to ([0-9A-F]+/[0-9A-F]+)", log)
+        check(m is not None, f"the error does not name the batch's range of transactions: {log}")
+        first, last = lsn_value(m.group(1)), lsn_value(m.group(2))
+        check(first <= ends[149] and last > ends[148], f"the range named does not hold the 150th transaction: {log}")
+        applied = [r[0] for r in pair.dst.sql("SELECT n FROM log ORDER BY n")]
+        k = len(applied)
+        check(applied == list(range(1, k + 1)) and k < 150, f"the target holds more than a prefix: {applied}")
+        check(pair.dst.value("SELECT n FROM counter") == k, "the counter and the log are of different transactions")
+        origin = pair.origin_lsn()
+        check(origin <= (ends[k - 1] if k else ends[0]) and (k < 2 or origin > ends[k - 2]),
+              f"the origin {origin:X} is not at the end of the {k} transactions the target holds")
+        pair.dst.sql("ALTER TABLE log DROP CONSTRAINT target_only")
+        run_to(pair.src, pair.dst, slot, pair.src.lsn())
+        check_equal(pair.src, pair.dst, ["log", "counter"])
+
+
+@test
 def merged_rows_pending_when_a_large_transaction_starts_streaming_are_kept():
     """Rows merged per key from small committed transactions were still held when a large
     transaction's first streamed block arrived: they were written on that transaction's
