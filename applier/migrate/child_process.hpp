@@ -20,11 +20,18 @@
 
 namespace dts::migrate {
 
-// Runs `argv` (PATH searched) with exactly `env`, stdout to `out_path` and stderr to `err_path`
+// Runs `argv` (its program as resolve_tool finds it) with exactly `env`, stdout to `out_path` and stderr to `err_path`
 // (each inherited if empty), and returns its wait status. Throws Stopped once `should_stop` says so
 // (the tool's group stopped as `stop_group` does), dts::Error if it cannot be started.
 int run_child(const std::vector<std::string>& argv, const std::vector<std::string>& env, const std::string& out_path,
               const std::string& err_path, const StopCheck& should_stop);
+
+// The program run for a tool named `name`: the first hit on PATH, unless it is Debian's
+// pg_wrapper (/usr/bin/pg_dump, pg_restore...), a Perl script that picks a version and runs
+// /usr/lib/postgresql/<version>/bin/<tool>, at 60-80 ms of Perl start-up per run (most of a second
+// over a migrate's eleven runs); then the newest installed version's binary, which reads every
+// older server. A name with a slash is kept.
+std::string resolve_tool(const std::string& name);
 
 // Stops the process group `leader` leads and reaps the leader: SIGTERM to the group, SIGKILL
 // once `grace` has passed, then waits (a few seconds at most) until no member is left.
