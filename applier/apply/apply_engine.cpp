@@ -451,7 +451,7 @@ void ApplyEngine::send_inserts(TargetSession& session, InsertBatch& batch) {
   bool all_binary = true;
   for (size_t i = 0; i < static_cast<size_t>(batch.params.size()) && all_binary; ++i) all_binary = formats[i] == 1 || values[i] == nullptr;
   if (rows > kInsertRows && plan.copyable && all_binary) {
-    session.copy_in(plan.copy_sql, binary_copy_stream(batch.params, rows, ncols), context);
+    session.copy_rows(plan.copy_sql, binary_copy_rows(batch.params, rows, ncols), context);
     return;
   }
   // Multi-row INSERTs of at most kInsertRows rows.

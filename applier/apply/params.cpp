@@ -192,15 +192,13 @@ std::string describe_param(const decode::Column& column, const char* data, int l
   return describe_value(column, v);
 }
 
-std::string binary_copy_stream(const ParamSet& params, size_t rows, size_t ncols) {
+std::string binary_copy_rows(const ParamSet& params, size_t rows, size_t ncols) {
   auto put = [](std::string& out, uint32_t v, int bytes) {
     for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
   };
   const char* const* values = params.values();
   const int* lengths = params.lengths();
-  std::string data("PGCOPY\n\xff\r\n\0", 11);
-  put(data, 0, 4);  // flags
-  put(data, 0, 4);  // header extension length
+  std::string data;
   for (size_t r = 0; r < rows; ++r) {
     put(data, static_cast<uint32_t>(ncols), 2);
     for (size_t c = 0; c < ncols; ++c) {
@@ -213,8 +211,18 @@ std::string binary_copy_stream(const ParamSet& params, size_t rows, size_t ncols
       data.append(values[i], static_cast<size_t>(lengths[i]));
     }
   }
-  put(data, 0xffff, 2);
   return data;
+}
+
+const std::string& binary_copy_header() {
+  // Signature, flags (none), header extension length (none).
+  static const std::string header("PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0", 19);
+  return header;
+}
+
+const std::string& binary_copy_trailer() {
+  static const std::string trailer("\xff\xff", 2);  // a field count of -1
+  return trailer;
 }
 
 namespace {

@@ -54,9 +54,12 @@ class ParamSet {
 // all but the reg* types, which travel as names.
 bool binary_copy_type(uint32_t type_oid);
 
-// `rows` rows of `ncols` binary parameters each as one binary COPY stream: a header, then per
-// row a field count and each field as length + bytes.
-std::string binary_copy_stream(const ParamSet& params, size_t rows, size_t ncols);
+// `rows` rows of `ncols` binary parameters each as binary COPY tuples (per row a field count,
+// then each field as length + bytes), without the stream's header and trailer.
+std::string binary_copy_rows(const ParamSet& params, size_t rows, size_t ncols);
+// The binary COPY stream's header and trailer.
+const std::string& binary_copy_header();
+const std::string& binary_copy_trailer();
 
 // Appends one element of a text array literal: quoted, its quotes and backslashes escaped (so
 // no delimiter, brace or space inside it counts).

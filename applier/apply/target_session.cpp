@@ -1,5 +1,6 @@
 #include "apply/target_session.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -103,6 +104,7 @@ void TargetSession::send_origin_call(const char* sql, Lsn origin_lsn) {
 }
 
 void TargetSession::flush_request() {
+  end_copy();
   send_check(PQsendFlushRequest(conn_.get()), "a flush request");
   if (PQflush(conn_.get()) < 0) send_check(0, "pending statements");
 }
@@ -114,18 +116,44 @@ void TargetSession::execute(const std::string& key, const std::function<std::str
           expect_one_row);
 }
 
-void TargetSession::copy_in(const std::string& copy_sql, const std::string& data, const ChangeContext& context) {
-  if (before_wait_) before_wait_();  // the COPY itself may wait for a lock
-  drain(0);
-  if (PQexitPipelineMode(conn_.get()) != 1)
-    throw Error(ErrorKind::kInternal, "could not leave pipeline mode for COPY on the target: " + conn_.error_message());
-  Pending at{Expect::kCommand, context, nullptr};
-  pg::Result r(PQexec(conn_.get(), copy_sql.c_str()));
-  if (PQresultStatus(r.get()) != PGRES_COPY_IN) {
-    if (!conn_.is_ok() || session_ended(r.get())) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + conn_.error_message());
-    fail(at, trimmed(PQresultErrorMessage(r.get())), pg::sqlstate(r.get()));
+void TargetSession::copy_rows(const std::string& copy_sql, const std::string& rows, const ChangeContext& context) {
+  if (copy_open_ && copy_sql != copy_sql_) end_copy();
+  if (!copy_open_) {
+    if (before_wait_) before_wait_();  // the COPY itself may wait for a lock
+    drain(0);
+    if (failed_) return;  // a refusal held for a streamed transaction's commit: nothing more applies
+    if (PQexitPipelineMode(conn_.get()) != 1)
+      throw Error(ErrorKind::kInternal, "could not leave pipeline mode for COPY on the target: " + conn_.error_message());
+    pg::Result r(PQexec(conn_.get(), copy_sql.c_str()));
+    if (PQresultStatus(r.get()) != PGRES_COPY_IN) {
+      if (!conn_.is_ok() || session_ended(r.get())) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + conn_.error_message());
+      PQenterPipelineMode(conn_.get());
+      failed_ = true;
+      failure_ = trimmed(PQresultErrorMessage(r.get()));
+      failure_state_ = pg::sqlstate(r.get());
+      failure_context_ = context;
+      throw_if_failed();
+      return;
+    }
+    copy_open_ = true;
+    copy_sql_ = copy_sql;
+    copy_context_ = context;
+    copy_batches_ = 0;
+    const std::string& header = binary_copy_header();
+    if (PQputCopyData(conn_.get(), header.data(), static_cast<int>(header.size())) != 1)
+      throw Error(ErrorKind::kConnection, "lost the connection to the target during COPY: " + conn_.error_message());
   }
-  if (PQputCopyData(conn_.get(), data.data(), static_cast<int>(data.size())) != 1 ||
+  copy_batches_++;
+  copy_context_.last_lsn = std::max({copy_context_.last_lsn, copy_context_.lsn, context.lsn, context.last_lsn});
+  if (PQputCopyData(conn_.get(), rows.data(), static_cast<int>(rows.size())) != 1)
+    throw Error(ErrorKind::kConnection, "lost the connection to the target during COPY: " + conn_.error_message());
+}
+
+void TargetSession::end_copy() {
+  if (!copy_open_) return;
+  copy_open_ = false;
+  const std::string& trailer = binary_copy_trailer();
+  if (PQputCopyData(conn_.get(), trailer.data(), static_cast<int>(trailer.size())) != 1 ||
       PQputCopyEnd(conn_.get(), nullptr) != 1)
     throw Error(ErrorKind::kConnection, "lost the connection to the target during COPY: " + conn_.error_message());
   pg::Result done(PQgetResult(conn_.get()));
@@ -134,17 +162,28 @@ void TargetSession::copy_in(const std::string& copy_sql, const std::string& data
   bool ok = done && PQresultStatus(done.get()) == PGRES_COMMAND_OK;
   bool ended = done && session_ended(done.get());
   while (PGresult* more = PQgetResult(conn_.get())) PQclear(more);
-  if (!ok) {
-    if (!conn_.is_ok() || ended) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + msg);
-    fail(at, msg, state);
-  }
+  if (!ok && (!conn_.is_ok() || ended)) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + msg);
+  // Back in pipeline mode either way: a refusal leaves the transaction to roll back (discard).
   PQenterPipelineMode(conn_.get());
+  if (ok) return;
+  // Reported as a refused statement is: at once, or in a streamed transaction at its commit
+  // (with that commit's LSN) or never if the source aborts it.
+  if (!failed_) {
+    failed_ = true;
+    failure_ = msg;
+    failure_state_ = state;
+    failure_context_ = copy_context_;
+    if (copy_batches_ > 1)
+      failure_context_.key += " and the " + std::to_string(copy_batches_ - 1) + " batches sent after it in the same COPY";
+  }
+  throw_if_failed();
 }
 
 void TargetSession::execute(const std::string& key, const std::function<std::string()>& sql,
                             const std::vector<uint32_t>& types, int nparams, const char* const* values,
                             const int* lengths, const int* formats, ChangeContext context, bool expect_one_row,
                             size_t expected_rows) {
+  end_copy();
   auto it = prepared_.find(key);
   if (it == prepared_.end()) {
     std::string name = "dts_" + std::to_string(next_statement_++);
@@ -165,6 +204,7 @@ void TargetSession::execute(const std::string& key, const std::function<std::str
 }
 
 void TargetSession::execute_simple(const std::string& sql, ChangeContext context) {
+  end_copy();
   send_check(PQsendQueryParams(conn_.get(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0), "a statement");
   expected_.push_back(Pending{Expect::kCommand, std::move(context), nullptr});
 }
@@ -282,6 +322,11 @@ std::string TargetSession::missing_keys(const KeyProbe& probe, Lsn& lsn) {
 }
 
 void TargetSession::discard() {
+  try {
+    end_copy();
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kApply) throw;  // a refused row of a transaction being thrown away
+  }
   if (!expected_.empty() && expected_.back().expect != Expect::kSync) flush_request();
   while (!expected_.empty()) read_one();
   abandon_failed_transaction();
@@ -289,6 +334,7 @@ void TargetSession::discard() {
 }
 
 void TargetSession::rollback() {
+  end_copy();
   send_check(PQsendQueryParams(conn_.get(), "ROLLBACK", 0, nullptr, nullptr, nullptr, nullptr, 0), "ROLLBACK");
   expected_.push_back(Pending{Expect::kCommand, ChangeContext{"", "", 0, "ROLLBACK"}, nullptr});
   send_check(PQpipelineSync(conn_.get()), "a sync");
@@ -350,6 +396,7 @@ void TargetSession::handle_result(PGresult* r, Pending& p) {
 }
 
 void TargetSession::drain(size_t max_pending) {
+  end_copy();
   if (expected_.size() > max_pending && before_wait_) before_wait_();
   if (expected_.size() > max_pending && expected_.back().expect != Expect::kSync) flush_request();
   while (expected_.size() > max_pending) read_one();
@@ -357,7 +404,7 @@ void TargetSession::drain(size_t max_pending) {
 }
 
 void TargetSession::poll() {
-  if (expected_.empty()) return;
+  if (expected_.empty() || copy_open_) return;  // an open COPY has no result before its end
   if (PQflush(conn_.get()) < 0 || PQconsumeInput(conn_.get()) == 0)
     throw Error(ErrorKind::kConnection, "lost the connection to the target: " + conn_.error_message());
   while (!expected_.empty() && PQisBusy(conn_.get()) == 0) read_one();

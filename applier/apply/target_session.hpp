@@ -73,9 +73,14 @@ class TargetSession {
                int nparams, const char* const* values, const int* lengths, const int* formats, ChangeContext context,
                bool expect_one_row, size_t expected_rows = 1);
   void execute_simple(const std::string& sql, ChangeContext context);  // no parameters, not prepared
-  // Runs COPY ... FROM STDIN (FORMAT binary) with `data` (a whole binary COPY stream), waiting
-  // for the statements before it: leaves pipeline mode for the COPY and comes back.
-  void copy_in(const std::string& copy_sql, const std::string& data, const ChangeContext& context);
+  // Sends `rows` (binary COPY tuples: binary_copy_rows) into `copy_sql` (COPY ... FROM STDIN
+  // (FORMAT binary)), after every statement sent before it is confirmed: the session leaves
+  // pipeline mode for the COPY. The COPY stays open for more rows of the same statement, so the
+  // target loads one batch while the next is decoded (a streamed 1M-row insert was 207 COPYs,
+  // each waited for, with the target idle while the next batch was built); anything else sent
+  // or waited for on the session ends it first, and reads its result: a refused row is
+  // reported there, with `context` of its first batch.
+  void copy_rows(const std::string& copy_sql, const std::string& rows, const ChangeContext& context);
   // Ends a transaction: confirms every statement sent (results read, row counts checked), then
   // records the origin's progress, COMMIT and sync. on_done runs when the server confirms the
   // commit. A refused statement rolls the transaction back and throws Error(kApply) instead.
@@ -98,7 +103,7 @@ class TargetSession {
   void drain(size_t max_pending = 0);
   // Reads the results that have already arrived, without waiting.
   void poll();
-  size_t pending() const { return expected_.size(); }
+  size_t pending() const { return expected_.size() + (copy_open_ ? 1 : 0); }
 
  private:
   enum class Expect { kPrepare, kCommand, kOneRow, kOriginSetup, kCommit, kSync };
@@ -117,6 +122,7 @@ class TargetSession {
   void abandon_failed_transaction();
   std::string missing_keys(const KeyProbe& probe, Lsn& lsn);
   void throw_if_failed();
+  void end_copy();
 
   pg::Connection conn_;
   std::unordered_map<std::string, std::string> prepared_;  // key -> statement name
@@ -132,6 +138,11 @@ class TargetSession {
   ChangeContext failure_context_;
   std::string hand_origin_;  // non-empty: the origin each commit takes and gives back
   std::function<void()> before_wait_;
+  // The COPY left open by copy_rows: its statement, its first batch's context, rows sent.
+  bool copy_open_ = false;
+  std::string copy_sql_;
+  ChangeContext copy_context_;
+  size_t copy_batches_ = 0;
 };
 
 }  // namespace dts::apply

@@ -117,6 +117,35 @@ def refused_change_inside_a_streamed_transaction():
 
 
 @test
+def refused_row_deep_in_a_copy_left_open_across_batches():
+    """A streamed transaction's inserts go into one COPY left open across batches of 5,000 rows
+    (and stream blocks); the 17,000th row is refused by a CHECK only the target has, its result
+    known only when the COPY ends. Nothing of the transaction may commit, the origin stays
+    before it; the UPDATE after the inserts (which ends the COPY) and a later transaction too."""
+    with Pair(2) as pair:
+        create_on_both(pair.src, pair.dst, "CREATE TABLE big (id int PRIMARY KEY, v text)")
+        setup_t(pair, 10)
+        pair.dst.sql("ALTER TABLE big ADD CONSTRAINT target_only CHECK (id <> 17000)")
+        slot = pair.slot()
+        before = lsn_value(pair.src.lsn())
+        pair.src.sql("BEGIN; INSERT INTO big SELECT g, 'v' || g FROM generate_series(1, 30000) g; "
+                     "UPDATE t SET v = 'after the copy' WHERE id = 1; COMMIT")
+        after = lsn_value(pair.src.lsn())
+        pair.src.sql("UPDATE t SET v = 'later' WHERE id = 2")
+        log = failed_run(pair, slot, "--decoding-work-mem", "64kB")
+        check("23514" in log and "INSERT on" in log, f"the refused row is not named with its SQLSTATE: {log}")
+        check("batches sent after it in the same COPY" in log, f"the COPY's extent is not named: {log}")
+        check(before < reported_lsn(log) <= after, f"the LSN named is not the transaction's: {log}")
+        check(pair.dst.value("SELECT count(*) FROM big") == 0, "rows of the refused transaction were committed")
+        check(pair.dst.value("SELECT count(*) FROM t WHERE v IN ('after the copy', 'later')") == 0,
+              "a change of or after the refused transaction was committed")
+        check(pair.origin_lsn() <= before, "the origin moved past the refused transaction")
+        pair.dst.sql("ALTER TABLE big DROP CONSTRAINT target_only")
+        run_to(pair.src, pair.dst, slot, pair.src.lsn(), "--decoding-work-mem", "64kB")
+        check_equal(pair.src, pair.dst, ["big", "t"])
+
+
+@test
 def refused_change_in_a_streamed_transaction_the_source_aborts_is_forgotten():
     """A streamed transaction that the target would refuse, but the source rolls back: it never
     happened, so follow goes on."""
@@ -124,11 +153,16 @@ def refused_change_in_a_streamed_transaction_the_source_aborts_is_forgotten():
         setup_t(pair, 20000)
         slot = pair.slot()
         pair.dst.sql("DELETE FROM t WHERE id = 15000")
+        create_on_both(pair.src, pair.dst, "CREATE TABLE big (id int PRIMARY KEY, v text)")
+        pair.dst.sql("ALTER TABLE big ADD CONSTRAINT target_only CHECK (id <> 17000)")
         pair.src.sql("BEGIN; UPDATE t SET v = 'aborted' WHERE id % 2 = 0; ROLLBACK")
+        # Refused inside a COPY left open across stream blocks, then aborted on the source.
+        pair.src.sql("BEGIN; INSERT INTO big SELECT g, 'x' FROM generate_series(1, 30000) g; ROLLBACK")
         pair.src.sql("UPDATE t SET v = 'after' WHERE id = 10")
         run_to(pair.src, pair.dst, slot, pair.src.lsn(), "--decoding-work-mem", "64kB")
         check(pair.dst.value("SELECT v FROM t WHERE id = 10") == "after", "the change after the abort was not applied")
         check(pair.dst.value("SELECT count(*) FROM t WHERE v = 'aborted'") == 0, "aborted changes were applied")
+        check(pair.dst.value("SELECT count(*) FROM big") == 0, "rows of the aborted COPY were applied")
 
 
 @test
