@@ -108,7 +108,7 @@ def run_workload(workload, rows, txns):
                        check=True, capture_output=True)
         return int(psql("SELECT count(*) FROM bench_t"))
     if workload == "update_delete":
-        psql(f"UPDATE bench_t SET k = k + 1, v = md5(v)")
+        psql("UPDATE bench_t SET k = k + 1, v = md5(v)")
         psql("DELETE FROM bench_t")
         return 2 * rows
     raise ValueError(workload)
