@@ -434,9 +434,6 @@ void ApplyEngine::send_inserts(TargetSession& session, InsertBatch& batch) {
   RelationPlan& plan = plan_for(rel);
   size_t rows = batch.rows;
   size_t ncols = rel.columns.size();
-  const char* const* values = batch.params.values();
-  const int* lengths = batch.params.lengths();
-  const int* formats = batch.params.formats();
   std::string where = batch.first_key;
   if (rows > 1 && !rel.key_columns.empty()) {
     // The last row's key, read back from its parameters: one of these rows failed.
@@ -447,14 +444,14 @@ void ApplyEngine::send_inserts(TargetSession& session, InsertBatch& batch) {
   }
   ChangeContext context{plan.qualified, where, batch.lsn, "INSERT"};
   context.last_lsn = batch.last_lsn;
-  // A NULL has no format (COPY writes it as a length of -1).
-  bool all_binary = true;
-  for (size_t i = 0; i < static_cast<size_t>(batch.params.size()) && all_binary; ++i) all_binary = formats[i] == 1 || values[i] == nullptr;
-  if (rows > kInsertRows && plan.copyable && all_binary) {
+  if (rows > kInsertRows && plan.copyable && batch.params.all_binary()) {
     session.copy_rows(plan.copy_sql, binary_copy_rows(batch.params, rows, ncols), context);
     return;
   }
   // Multi-row INSERTs of at most kInsertRows rows.
+  const char* const* values = batch.params.values();
+  const int* lengths = batch.params.lengths();
+  const int* formats = batch.params.formats();
   for (size_t done = 0; done < rows;) {
     size_t n = std::min(kInsertRows, rows - done);
     n = std::min(n, std::max<size_t>(1, 65535 / std::max<size_t>(1, ncols)));

@@ -67,6 +67,7 @@ void ParamSet::clear() {
   values_.clear();
   lengths_.clear();
   formats_.clear();
+  text_values_ = 0;
   arena_.clear();
 }
 
@@ -74,6 +75,7 @@ void ParamSet::push(const char* data, int len, int format) {
   values_.push_back(data);
   lengths_.push_back(len);
   formats_.push_back(format);
+  if (data != nullptr && format == 0) text_values_++;
 }
 
 void ParamSet::add(const decode::Column& column, const proto::Value& value) {

@@ -41,9 +41,12 @@ class ParamSet {
   const char* const* values() const { return values_.data(); }
   const int* lengths() const { return lengths_.data(); }
   const int* formats() const { return formats_.data(); }
+  // Every value is NULL or in binary format: the set can travel as binary COPY.
+  bool all_binary() const { return text_values_ == 0; }
 
  private:
   void push(const char* data, int len, int format);
+  size_t text_values_ = 0;  // non-NULL values in text format
   std::vector<const char*> values_;
   std::vector<int> lengths_;
   std::vector<int> formats_;

@@ -128,10 +128,7 @@ void TargetSession::copy_rows(const std::string& copy_sql, const std::string& ro
     if (PQresultStatus(r.get()) != PGRES_COPY_IN) {
       if (!conn_.is_ok() || session_ended(r.get())) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + conn_.error_message());
       PQenterPipelineMode(conn_.get());
-      failed_ = true;
-      failure_ = trimmed(PQresultErrorMessage(r.get()));
-      failure_state_ = pg::sqlstate(r.get());
-      failure_context_ = context;
+      hold_failure(trimmed(PQresultErrorMessage(r.get())), pg::sqlstate(r.get()), context);
       throw_if_failed();
       return;
     }
@@ -144,7 +141,7 @@ void TargetSession::copy_rows(const std::string& copy_sql, const std::string& ro
       throw Error(ErrorKind::kConnection, "lost the connection to the target during COPY: " + conn_.error_message());
   }
   copy_batches_++;
-  copy_context_.last_lsn = std::max({copy_context_.last_lsn, copy_context_.lsn, context.lsn, context.last_lsn});
+  copy_context_.last_lsn = std::max({copy_context_.last_lsn, context.lsn, context.last_lsn});
   if (PQputCopyData(conn_.get(), rows.data(), static_cast<int>(rows.size())) != 1)
     throw Error(ErrorKind::kConnection, "lost the connection to the target during COPY: " + conn_.error_message());
 }
@@ -168,15 +165,18 @@ void TargetSession::end_copy() {
   if (ok) return;
   // Reported as a refused statement is: at once, or in a streamed transaction at its commit
   // (with that commit's LSN) or never if the source aborts it.
-  if (!failed_) {
-    failed_ = true;
-    failure_ = msg;
-    failure_state_ = state;
-    failure_context_ = copy_context_;
-    if (copy_batches_ > 1)
-      failure_context_.key += " and the " + std::to_string(copy_batches_ - 1) + " batches sent after it in the same COPY";
-  }
+  ChangeContext at = copy_context_;
+  if (copy_batches_ > 1) at.key += " and the " + std::to_string(copy_batches_ - 1) + " batches sent after it in the same COPY";
+  hold_failure(msg, state, at);
   throw_if_failed();
+}
+
+void TargetSession::hold_failure(std::string msg, std::string state, const ChangeContext& context) {
+  if (failed_) return;
+  failed_ = true;
+  failure_ = std::move(msg);
+  failure_state_ = std::move(state);
+  failure_context_ = context;
 }
 
 void TargetSession::execute(const std::string& key, const std::function<std::string()>& sql,
@@ -351,9 +351,10 @@ void TargetSession::fail(const Pending& p, const std::string& msg, const std::st
   } else {
     where = p.context.action[0] != '\0' ? p.context.action : "a statement";
   }
-  std::string when = "source transaction committed at " + format_lsn(p.context.lsn != 0 ? p.context.lsn : commit_lsn_);
-  if (p.context.lsn != 0 && p.context.last_lsn > p.context.lsn)
-    when = "source transactions committed at " + format_lsn(p.context.lsn) + " to " + format_lsn(p.context.last_lsn);
+  Lsn first = p.context.lsn != 0 ? p.context.lsn : commit_lsn_;
+  std::string when = p.context.last_lsn > first
+                         ? "source transactions committed at " + format_lsn(first) + " to " + format_lsn(p.context.last_lsn)
+                         : "source transaction committed at " + format_lsn(first);
   throw Error(ErrorKind::kApply,
               "the target rejected " + where + " (" + when + "): " + msg + (state.empty() ? "" : " (SQLSTATE " + state + ")") +
                   "; nothing of its group was committed and the origin did not move: fix the target and run "
@@ -367,13 +368,7 @@ void TargetSession::handle_result(PGresult* r, Pending& p) {
   if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR) {
     if (!conn_.is_ok() || session_ended(r))
       throw Error(ErrorKind::kConnection, "lost the connection to the target: " + trimmed(PQresultErrorMessage(r)));
-    if (!failed_) {
-      failed_ = true;
-      std::string state = pg::sqlstate(r);
-      failure_state_ = state;
-      failure_context_ = p.context;
-      failure_ = trimmed(PQresultErrorMessage(r));
-    }
+    hold_failure(trimmed(PQresultErrorMessage(r)), pg::sqlstate(r), p.context);
     return;
   }
   if (p.expect == Expect::kOneRow) {
@@ -382,14 +377,11 @@ void TargetSession::handle_result(PGresult* r, Pending& p) {
     // them all before it sends the origin and COMMIT, so the group is rolled back instead.
     const char* n = PQcmdTuples(r);
     size_t changed = n != nullptr ? std::strtoull(n, nullptr, 10) : 0;
-    if (changed != p.rows && !failed_) {
-      failed_ = true;
-      failure_ = p.rows == 1 ? "no row matches it on the target (the target differs from the source)"
-                             : std::to_string(p.rows - changed) + " of its " + std::to_string(p.rows) +
-                                   " rows have no match on the target (the target differs from the source)";
-      failure_state_ = "02000";  // SQL's "no data": what an UPDATE or DELETE that matched nothing reports
-      failure_context_ = p.context;
-    }
+    if (changed != p.rows)
+      hold_failure(p.rows == 1 ? "no row matches it on the target (the target differs from the source)"
+                               : std::to_string(p.rows - changed) + " of its " + std::to_string(p.rows) +
+                                     " rows have no match on the target (the target differs from the source)",
+                   "02000", p.context);  // SQL's "no data": what an UPDATE or DELETE that matched nothing reports
     return;
   }
   if (p.expect == Expect::kCommit && p.on_done) p.on_done();

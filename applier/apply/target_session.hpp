@@ -121,6 +121,8 @@ class TargetSession {
   void read_one();
   void abandon_failed_transaction();
   std::string missing_keys(const KeyProbe& probe, Lsn& lsn);
+  // Records the transaction's first refusal (reported by throw_if_failed).
+  void hold_failure(std::string msg, std::string state, const ChangeContext& context);
   void throw_if_failed();
   void end_copy();
 
@@ -138,7 +140,7 @@ class TargetSession {
   ChangeContext failure_context_;
   std::string hand_origin_;  // non-empty: the origin each commit takes and gives back
   std::function<void()> before_wait_;
-  // The COPY left open by copy_rows: its statement, its first batch's context, rows sent.
+  // The COPY left open by copy_rows: its statement, its first batch's context, batches sent.
   bool copy_open_ = false;
   std::string copy_sql_;
   ChangeContext copy_context_;

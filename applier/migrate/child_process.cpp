@@ -87,18 +87,18 @@ std::string resolve_tool(const std::string& name) {
   std::string chosen = name;  // execvpe searches PATH itself
   std::error_code ec;
   for (size_t at = 0; at <= dirs.size();) {
-    size_t end = dirs.find(':', at);
-    if (end == std::string::npos) end = dirs.size();
-    fs::path candidate = fs::path(dirs.substr(at, end - at).empty() ? "." : dirs.substr(at, end - at)) / name;
+    size_t end = std::min(dirs.find(':', at), dirs.size());
+    std::string dir = dirs.substr(at, end - at);
     at = end + 1;
+    fs::path candidate = fs::path(dir.empty() ? "." : dir) / name;
     if (access(candidate.c_str(), X_OK) != 0) continue;
     if (fs::canonical(candidate, ec).filename() != "pg_wrapper") break;
     int newest = -1;
     for (const auto& e : fs::directory_iterator("/usr/lib/postgresql", ec)) {
       const std::string version = e.path().filename().string();
-      if (version.empty() || version.find_first_not_of("0123456789") != std::string::npos) continue;
+      if (version.empty() || version.size() > 4 || version.find_first_not_of("0123456789") != std::string::npos) continue;
       fs::path binary = e.path() / "bin" / name;
-      if (access(binary.c_str(), X_OK) == 0 && std::stoi(version) > newest) {
+      if (std::stoi(version) > newest && access(binary.c_str(), X_OK) == 0) {
         newest = std::stoi(version);
         chosen = binary.string();
       }

@@ -20,8 +20,8 @@
 
 namespace dts::migrate {
 
-// Runs `argv` (its program as resolve_tool finds it) with exactly `env`, stdout to `out_path` and stderr to `err_path`
-// (each inherited if empty), and returns its wait status. Throws Stopped once `should_stop` says so
+// Runs `argv` (its program as resolve_tool finds it) with exactly `env`, stdout to `out_path` and
+// stderr to `err_path` (each inherited if empty), and returns its wait status. Throws Stopped once `should_stop` says so
 // (the tool's group stopped as `stop_group` does), dts::Error if it cannot be started.
 int run_child(const std::vector<std::string>& argv, const std::vector<std::string>& env, const std::string& out_path,
               const std::string& err_path, const StopCheck& should_stop);

@@ -116,6 +116,24 @@ TEST(Params, IntegersTakeTheirColumnsWidthAndTextIsNulTerminated) {
   EXPECT_EQ(dts::apply::param_type_for(Column{"x", 1700, -1, "numeric", false}), 1700u);
 }
 
+TEST(Params, AllBinaryIgnoresNullsAndCountsTextValuesUntilCleared) {
+  dts::apply::ParamSet p;
+  proto::Value v;
+  v.kind = proto::ValueKind::kInt;
+  v.int_value = 7;
+  p.add(Column{"a", 23, -1, "integer", false}, v);
+  p.add(Column{"n", 25, -1, "text", false}, proto::Value{});  // NULL: no format, still binary COPY
+  EXPECT_TRUE(p.all_binary());
+  proto::Value t;
+  t.kind = proto::ValueKind::kText;
+  const char raw[] = "happy";
+  t.bytes = proto::Bytes{reinterpret_cast<const uint8_t*>(raw), 5};
+  p.add(Column{"mood", 16500, -1, "mood", false}, t);  // user-defined: a text parameter
+  EXPECT_FALSE(p.all_binary());
+  p.clear();
+  EXPECT_TRUE(p.all_binary());
+}
+
 TEST(Params, ManyValuesStayValidUntilCleared) {
   dts::apply::ParamSet p;
   proto::Value v;
