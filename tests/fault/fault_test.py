@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from faultlib import MANY_TYPES, DdlWriter, ManyTypesWriter, TcpProxy, compare_rows  # noqa: E402
-from harness import (APPLIER, AppPair, Applier, Failure, Pgbench, Skip, check, check_same_schema, command_lines,  # noqa: E402
+from harness import (scratch, APPLIER, AppPair, Applier, Failure, Pgbench, Skip, check, check_same_schema, command_lines,  # noqa: E402
                      lsn_value, main, pgbench, tail_file, test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_FAULT_TEST_PORT", "25700"))
@@ -58,8 +58,8 @@ class Migration:
     def __init__(self, source, target, *extra):
         Migration.counter += 1
         tag = f"{os.getpid()}-{Migration.counter}"
-        self.status_path = f"/tmp/dts-fault-{tag}.json"
-        self.log_path = f"/tmp/dts-fault-{tag}.log"
+        self.status_path = scratch(f"fault-{tag}.json")
+        self.log_path = scratch(f"fault-{tag}.log")
         defaults = [] if "--jobs" in extra else ["--jobs", "2", "--split-larger-than", "2MB"]
         self.args = [APPLIER, "migrate", "--source", source, "--target", target, *defaults,
                      "--status-file", self.status_path, *extra]
@@ -542,8 +542,8 @@ def passwords_never_reach_logs_status_files_or_process_titles():
                 time.sleep(0.005)
         t = threading.Thread(target=watch_titles, daemon=True)
         t.start()
-        status = f"/tmp/dts-fault-pw-{os.getpid()}.json"
-        log_path = f"/tmp/dts-fault-pw-{os.getpid()}.log"
+        status = scratch("fault-pw.json")
+        log_path = scratch("fault-pw.log")
         with open(log_path, "w") as log:
             p = subprocess.Popen([APPLIER, "migrate", "--status-file", status, "--split-larger-than", "2MB"],
                                  env=env, stdout=log, stderr=log)

@@ -25,7 +25,7 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (APPLIER, AppPair, Failure, check, check_equal, command_lines, lsn_value, main, pgbench, run_sql,  # noqa: E402
+from harness import (scratch, APPLIER, AppPair, Failure, check, check_equal, command_lines, lsn_value, main, pgbench, run_sql,  # noqa: E402
                      tail_file, test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_CONNINFO_TEST_PORT", "26100"))
@@ -122,8 +122,8 @@ class Migrate:
     """dts_applier migrate with the URIs in its environment (the way to keep them off `ps`)."""
 
     def __init__(self, src, dst, tag):
-        self.status = f"/tmp/dts-it-conninfo-{tag}-{os.getpid()}.json"
-        self.log_path = f"/tmp/dts-it-conninfo-{tag}-{os.getpid()}.log"
+        self.status = scratch(f"conninfo-{tag}.json")
+        self.log_path = scratch(f"conninfo-{tag}.log")
         for p in (self.status, self.log_path):
             if os.path.exists(p):
                 os.unlink(p)
@@ -203,7 +203,7 @@ def every_command_works_with_postgresql_uris_with_query_parameters_and_a_passwor
             # follow: the same slot and origin, migrate stopped for it.
             check(m.stop() == 0, f"migrate did not stop cleanly: {tail_file(m.log_path)}")
             pair.src.sql("INSERT INTO notes (msg) VALUES ('for follow')")
-            status = f"/tmp/dts-it-conninfo-follow-{os.getpid()}.json"
+            status = scratch("conninfo-follow.json")
             out = run("follow", "--slot", "dts_migrate", "--until-lsn", pair.src.lsn(), "--status-file", status,
                       uris=uris)
             check(out.returncode == 0, f"follow exited {out.returncode}: {out.stderr[-800:]}")

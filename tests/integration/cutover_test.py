@@ -18,7 +18,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import APPLIER, AppPair, Failure, Pgbench, pgbench, check, check_equal, main, run_sql, tail_file, test, wait_for  # noqa: E402
+from harness import scratch, APPLIER, AppPair, Failure, Pgbench, pgbench, check, check_equal, main, run_sql, tail_file, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_CUTOVER_TEST_PORT", "25600"))
 
@@ -48,11 +48,11 @@ def Pair(index):  # noqa: N802 - reads like the class it returns
 
 
 def log_path(tag):
-    return f"/tmp/dts-it-cutover-{tag}-{os.getpid()}.log"
+    return scratch(f"cutover-{tag}.log")
 
 
 def start_migration(pair, tag, *extra):
-    status = f"/tmp/dts-it-cutover-{tag}-{os.getpid()}.json"
+    status = scratch(f"cutover-{tag}.json")
     if os.path.exists(status):
         os.unlink(status)
     log = open(log_path(tag), "a")

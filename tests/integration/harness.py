@@ -7,9 +7,11 @@ Run with Debian's /usr/bin/python3 (it has python3-psycopg2).
 import difflib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -23,6 +25,18 @@ APPLIER = os.environ.get("DTS_APPLIER", os.path.join(REPO, "build", "dts_applier
 
 class Failure(Exception):
     pass
+
+
+_scratch_dir = None
+
+
+def scratch(name):
+    """A path for a log, status file or script in this run's private directory (mkdtemp,
+    0700): removed when every test passed, kept and named when one failed."""
+    global _scratch_dir
+    if _scratch_dir is None:
+        _scratch_dir = tempfile.mkdtemp(prefix="dts-it-")
+    return os.path.join(_scratch_dir, name)
 
 
 class Skip(Exception):
@@ -189,8 +203,8 @@ class Applier:
     def __init__(self, source, target, slot, *extra, status_file=None, log=None, env=None):
         Applier.counter += 1
         tag = f"{slot}-{os.getpid()}-{Applier.counter}"
-        self.status_file = status_file or f"/tmp/dts-it-{tag}.json"
-        self.log_path = log or f"/tmp/dts-it-{tag}.log"
+        self.status_file = status_file or scratch(f"{tag}.json")
+        self.log_path = log or scratch(f"{tag}.log")
         self.args = [APPLIER, "follow", "--source", source.conninfo, "--target", target.conninfo, "--slot", slot,
                      "--status-file", self.status_file, *extra]
         self.proc = None
@@ -262,8 +276,8 @@ class Migrate:
     """dts_applier migrate in a process group of its own, its log kept for the test to read."""
 
     def __init__(self, pair, tag, *extra):
-        self.log_path = f"/tmp/dts-it-migrate-{tag}-{os.getpid()}.log"
-        self.status = f"/tmp/dts-it-migrate-{tag}-{os.getpid()}.json"
+        self.log_path = scratch(f"migrate-{tag}.log")
+        self.status = scratch(f"migrate-{tag}.json")
         for p in (self.log_path, self.status):
             if os.path.exists(p):
                 os.unlink(p)
@@ -452,6 +466,11 @@ def main(name, epilogue=None):
                 traceback.print_exc()
     if epilogue:
         epilogue()
+    if _scratch_dir is not None:
+        if failed:
+            print(f"{name}: logs kept in {_scratch_dir}")
+        else:
+            shutil.rmtree(_scratch_dir, ignore_errors=True)
     if skipped:
         print(f"{name}: {skipped} skipped")
     print(f"{name}: {passed} passed, {failed} failed")

@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import AppPair, Pgbench, check, check_equal, main, pgbench, test, wait_for  # noqa: E402
+from harness import scratch, AppPair, Pgbench, check, check_equal, main, pgbench, test, wait_for  # noqa: E402
 from serve_client import Serve  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_HUAWEI_TEST_PORT", "26890"))
@@ -34,7 +34,7 @@ def setup(pair):
 
 def serve_with_connections(pair, port):
     """serve with a registered connection "new-cluster" (the target) that tasks name by id."""
-    base = os.path.join("/tmp", f"dts-it-hw-conn-{os.getpid()}-{port}.json")
+    base = scratch(f"hw-conn-{port}.json")
     fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"new-cluster": pair.target}, f)

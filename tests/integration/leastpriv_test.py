@@ -19,7 +19,7 @@ import time
 import psycopg2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import read_json, APPLIER, AppPair, Failure, check, check_equal, main, run_sql, tail_file, test, wait_for  # noqa: E402
+from harness import scratch, read_json, APPLIER, AppPair, Failure, check, check_equal, main, run_sql, tail_file, test, wait_for  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_LEASTPRIV_TEST_PORT", "26500"))
 
@@ -145,8 +145,8 @@ class Writer:
 
 
 def start_migrate(pair, tag, *extra):
-    status = f"/tmp/dts-it-lp-{tag}-{os.getpid()}.json"
-    log_path = f"/tmp/dts-it-lp-{tag}-{os.getpid()}.log"
+    status = scratch(f"lp-{tag}.json")
+    log_path = scratch(f"lp-{tag}.log")
     for p in (status, log_path):
         if os.path.exists(p):
             os.unlink(p)

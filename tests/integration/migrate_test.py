@@ -13,7 +13,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (read_json, APPLIER, AppPair, pgbench, Failure, lsn_value, check, check_equal, main, rng, run_sql,  # noqa: E402
+from harness import (scratch, read_json, APPLIER, AppPair, pgbench, Failure, lsn_value, check, check_equal, main, rng, run_sql,  # noqa: E402
                      test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_MIGRATE_TEST_PORT", "25560"))
@@ -50,7 +50,7 @@ def migrate(pair, *extra, status=None):
             "--split-larger-than", "1MB", *extra]
     if status:
         args += ["--status-file", status]
-    log = open(f"/tmp/dts-it-migrate-{os.getpid()}.log", "a")
+    log = open(scratch("migrate.log"), "a")
     return subprocess.Popen(args, stdout=log, stderr=log)
 
 
@@ -85,7 +85,7 @@ def wait_phase(p, status, phase, timeout=120):
 
 
 def fresh_status(tag):
-    path = f"/tmp/dts-it-migrate-{tag}-{os.getpid()}.json"
+    path = scratch(f"migrate-{tag}.json")
     if os.path.exists(path):
         os.unlink(path)
     return path
@@ -304,7 +304,7 @@ def start_job(pair, *extra):
     """migrate in a session of its own: its process group is the job's, as serve or a shell gives it."""
     args = [APPLIER, "migrate", "--source", pair.src.conninfo, "--target", pair.target, "--jobs", "2",
             "--split-larger-than", "1MB", *extra]
-    log = open(f"/tmp/dts-it-migrate-{os.getpid()}.log", "a")
+    log = open(scratch("migrate.log"), "a")
     p = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
     JOBS.append(p)
     return p

@@ -13,7 +13,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Applier, SlotPair, check, check_equal, lsn_value, main, run_sql, run_to, test,  # noqa: E402
+from harness import (scratch, Applier, SlotPair, check, check_equal, lsn_value, main, run_sql, run_to, test,  # noqa: E402
                      wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_PACKING_TEST_PORT", "26850"))
@@ -26,7 +26,7 @@ class Pair(SlotPair):
 
 def small_transactions(server, n, clients=2):
     """n one-row transactions from `clients` sessions."""
-    script = f"/tmp/dts-it-pack-{os.getpid()}.sql"
+    script = scratch("pack.sql")
     with open(script, "w") as f:
         f.write("\\set id random(1, 1000000000)\n"
                 "INSERT INTO s VALUES (:id, :client_id) ON CONFLICT (id) DO UPDATE SET v = s.v + 1;\n")

@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import AppPair, Pgbench, pgbench, check, check_equal, lsn_value as lsn, main, run_sql, test, wait_for  # noqa: E402
+from harness import REPO, AppPair, Pgbench, pgbench, check, check_equal, lsn_value as lsn, main, run_sql, test, wait_for  # noqa: E402
 from serve_client import Serve, chromium_page  # noqa: E402
 
 BASE_PORT = int(os.environ.get("DTS_SERVE_TEST_PORT", "25620"))
@@ -428,9 +428,9 @@ def status_page(serve, job_id):
     bars = dict(re.findall(r'class="bar" data-table="([^"]+)" data-percent="(\d+)"', row.group(2)))
     check(bars.get("public.items") == "100" and bars.get("public.pgbench_accounts") == "100", f"bars {bars}")
     check('data-action="complete"' in row.group(2) and 'class="lag"' in row.group(2), "buttons or chart missing")
-    shutil.copy(shot, "/tmp/dts-status-page.png")
-    print(f"    status page: {len(bars)} progress bars, screenshot {os.path.getsize(shot)} bytes "
-          "(/tmp/dts-status-page.png)")
+    kept = os.path.join(REPO, "build", "dts-status-page.png")  # to look at after a run
+    shutil.copy(shot, kept)
+    print(f"    status page: {len(bars)} progress bars, screenshot {os.path.getsize(shot)} bytes ({kept})")
 
 
 if __name__ == "__main__":

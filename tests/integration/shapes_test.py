@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (read_json, APPLIER, AppPair, Failure, check, check_equal, lsn_value, main, tail_file, test,  # noqa: E402
+from harness import (scratch, read_json, APPLIER, AppPair, Failure, check, check_equal, lsn_value, main, tail_file, test,  # noqa: E402
                      wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_SHAPES_TEST_PORT", "26200"))
@@ -84,7 +84,7 @@ def tables_with_no_column_to_copy():
     with AppPair("it_shapes0", BASE_PORT) as pair:
         pair.src.sql(SCHEMA)
         tag = f"{os.getpid()}"
-        status, log_path = f"/tmp/dts-it-shapes-{tag}.json", f"/tmp/dts-it-shapes-{tag}.log"
+        status, log_path = scratch(f"shapes-{tag}.json"), scratch(f"shapes-{tag}.log")
         for path in (status, log_path):
             if os.path.exists(path):
                 os.unlink(path)
