@@ -59,7 +59,7 @@ count regress "$n_ok" "$n_bad"
 # test. fsync is off in test clusters either way. DTS_CLUSTER_ROOT chooses another place.
 if [ -z "${DTS_CLUSTER_ROOT:-}" ] && [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ]; then
   shm_free_kb=$(df --output=avail -k /dev/shm | tail -1)
-  if [ "${shm_free_kb:-0}" -ge $((8 * 1024 * 1024)) ]; then
+  if [ "${shm_free_kb:-0}" -ge $((4 * 1024 * 1024)) ]; then
     export DTS_CLUSTER_ROOT=/dev/shm/dts-clusters
   fi
 fi
