@@ -2,8 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include <map>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "common/error.hpp"
 #include "common/text.hpp"
@@ -20,24 +21,71 @@ struct LargeObject {
   std::string acl;
 };
 
-// Every large object with its owner and privileges, and its content's md5 unless `digests` is
-// false (nothing to compare it with: the first copy into a target that has none).
-std::map<uint32_t, LargeObject> list(const pg::Connection& c, bool digests = true) {
-  const char* columns = "SELECT oid, pg_get_userbyid(lomowner), coalesce(lomacl::text, ''), ";
-  pg::Result r;
-  try {
-    r = c.exec(std::string(columns) + (digests ? "md5(lo_get(oid))" : "''") + " FROM pg_largeobject_metadata ORDER BY oid");
-  } catch (const Error& e) {
-    // 54000: one is too large for a bytea (over 1 GB): no digest for any; each is copied again.
-    if (e.sqlstate() != "54000") throw;
-    r = c.exec(std::string(columns) + "'' FROM pg_largeobject_metadata ORDER BY oid");
+// Objects are listed and compared a window at a time, in oid order on both sides, so memory
+// stays bounded however many a database holds (millions of small ones are common).
+constexpr int kWindow = 1000;
+
+// One side's large objects in oid order with their owner, privileges and, unless `digests` is
+// false (nothing to compare them with: a first copy into a target that has none), the md5 of
+// their content, fetched a window at a time.
+class ObjectCursor {
+ public:
+  ObjectCursor(const pg::Connection& c, bool digests) : c_(c), digests_(digests) {}
+
+  // The next object, or nullptr past the last one.
+  const std::pair<uint32_t, LargeObject>* peek() {
+    if (pos_ == window_.size() && !last_window_) fetch();
+    return pos_ < window_.size() ? &window_[pos_] : nullptr;
   }
-  std::map<uint32_t, LargeObject> out;
-  for (int i = 0; i < PQntuples(r.get()); ++i)
-    out.emplace(static_cast<uint32_t>(std::strtoul(PQgetvalue(r.get(), i, 0), nullptr, 10)),
-                LargeObject{PQgetvalue(r.get(), i, 3), PQgetvalue(r.get(), i, 1), PQgetvalue(r.get(), i, 2)});
-  return out;
-}
+  void next() { ++pos_; }
+
+ private:
+  void fetch() {
+    window_ = read_window(digests_ ? "md5(lo_get(oid))" : "''");
+    pos_ = 0;
+    last_window_ = window_.size() < static_cast<size_t>(kWindow);
+    if (!window_.empty()) after_ = window_.back().first;
+  }
+
+  std::vector<std::pair<uint32_t, LargeObject>> read_window(const char* digest) {
+    pg::Result r;
+    try {
+      r = c_.exec_params(std::string("SELECT oid, pg_get_userbyid(lomowner), coalesce(lomacl::text, ''), ") + digest +
+                             " FROM pg_largeobject_metadata WHERE oid > $1::oid ORDER BY oid LIMIT " +
+                             std::to_string(kWindow),
+                         {std::to_string(after_)});
+    } catch (const Error& e) {
+      // 54000: an object of this window is over 1 GB, too large for one bytea: digests one by one.
+      if (e.sqlstate() != "54000" || std::string(digest) == "''") throw;
+      auto window = read_window("''");
+      for (auto& [oid, lo] : window) lo.md5 = digest_of(oid);
+      return window;
+    }
+    std::vector<std::pair<uint32_t, LargeObject>> out;
+    out.reserve(static_cast<size_t>(PQntuples(r.get())));
+    for (int i = 0; i < PQntuples(r.get()); ++i)
+      out.emplace_back(static_cast<uint32_t>(std::strtoul(PQgetvalue(r.get(), i, 0), nullptr, 10)),
+                       LargeObject{PQgetvalue(r.get(), i, 3), PQgetvalue(r.get(), i, 1), PQgetvalue(r.get(), i, 2)});
+    return out;
+  }
+
+  // "" for an object over 1 GB: it is copied again.
+  std::string digest_of(uint32_t oid) {
+    try {
+      return c_.query_value("SELECT md5(lo_get($1::oid))", {std::to_string(oid)});
+    } catch (const Error& e) {
+      if (e.sqlstate() != "54000") throw;
+      return "";
+    }
+  }
+
+  const pg::Connection& c_;
+  bool digests_;
+  std::vector<std::pair<uint32_t, LargeObject>> window_;
+  size_t pos_ = 0;
+  uint32_t after_ = 0;  // oid 0 is never a large object's
+  bool last_window_ = false;
+};
 
 pg::Result binary_query(const pg::Connection& c, const char* sql, const std::vector<std::string>& text_params,
                         const std::string* bytes = nullptr) {
@@ -136,27 +184,35 @@ LargeObjectCount count_large_objects(const pg::Connection& source) {
                           std::strtoll(PQgetvalue(r.get(), 0, 1), nullptr, 10)};
 }
 
+// A merge of both sides in oid order. Each side's cursor has read past an oid before the
+// target gets an object of that oid, so an object this pass creates is never read back as one
+// the target had.
 LargeObjectSync sync_large_objects(const pg::Connection& source, const pg::Connection& target) {
   LargeObjectSync out;
-  // The target's first: when it has none, the source's contents need no digest (each server
-  // reads every object whole for one).
-  std::map<uint32_t, LargeObject> have = list(target);
-  std::map<uint32_t, LargeObject> want = list(source, !have.empty());
+  ObjectCursor have(target, true);
+  // When the target has none, the source's need no digest (each server reads every object whole for one).
+  ObjectCursor want(source, have.peek() != nullptr);
   std::set<std::string> missing_owners;
-  for (const auto& [oid, lo] : want) {
-    auto it = have.find(oid);
-    bool exists = it != have.end();
-    if (exists && !lo.md5.empty() && it->second.md5 == lo.md5 && it->second.owner == lo.owner && it->second.acl == lo.acl) {
-      out.unchanged++;
+  for (;;) {
+    const auto* w = want.peek();
+    const auto* h = have.peek();
+    if (w == nullptr && h == nullptr) break;
+    if (w == nullptr || (h != nullptr && h->first < w->first)) {
+      target.exec_params("SELECT lo_unlink($1::oid)", {std::to_string(h->first)});
+      out.removed++;
+      have.next();
       continue;
     }
-    out.bytes += copy_object(source, target, oid, lo, exists, missing_owners);
-    (exists ? out.changed : out.created)++;
-  }
-  for (const auto& [oid, lo] : have) {
-    if (want.count(oid) > 0) continue;
-    target.exec_params("SELECT lo_unlink($1::oid)", {std::to_string(oid)});
-    out.removed++;
+    bool exists = h != nullptr && h->first == w->first;
+    const LargeObject& lo = w->second;
+    if (exists && !lo.md5.empty() && h->second.md5 == lo.md5 && h->second.owner == lo.owner && h->second.acl == lo.acl) {
+      out.unchanged++;
+    } else {
+      out.bytes += copy_object(source, target, w->first, lo, exists, missing_owners);
+      (exists ? out.changed : out.created)++;
+    }
+    if (exists) have.next();
+    want.next();
   }
   for (const auto& owner : missing_owners)
     spdlog::warn("large objects owned by {} on the source belong to the target role: {} is not a role of the target "

@@ -3,8 +3,9 @@
 // whole: after the copy of the tables, and again inside complete's read-only window, where
 // nothing can change them any more. A pass creates the objects the target lacks, removes
 // those the source no longer has, and copies again those whose content (an md5 each side
-// computes) or owner or privileges differ. Data moves in pieces of 1 MB (lo_get / lo_put with
-// offsets), so memory stays bounded whatever an object's size.
+// computes) or owner or privileges differ. Both sides are read in windows of 1,000 objects in
+// oid order and data moves in pieces of 1 MB (lo_get / lo_put with offsets), so memory stays
+// bounded whatever the objects' number and size.
 #ifndef DTS_APPLIER_MIGRATE_LARGE_OBJECTS_HPP
 #define DTS_APPLIER_MIGRATE_LARGE_OBJECTS_HPP
 

@@ -342,5 +342,42 @@ def migrate_refuses_a_failed_precheck_unless_skipped():
         check(pair.dst_app("SELECT count(*) FROM t")[0][0] == 1, "t was not copied")
 
 
+@test
+def large_objects_over_several_windows_are_brought_up_to_date_in_the_window():
+    """2,600 large objects (three of complete's windows of 1,000): changed, removed and new ones
+    on the source, at the edges and inside the windows, and drift on the target by hand."""
+    with Pair(7) as pair:
+        for side in (pair.src.conninfo, pair.target):
+            run_sql(side, "CREATE ROLE lo_reader")
+        pair.src.sql("CREATE TABLE t (id int PRIMARY KEY); "
+                     "SELECT lo_from_bytea(g * 10, convert_to('object ' || g, 'UTF8')) FROM generate_series(1, 2600) g")
+        objects = ("SELECT oid::bigint, pg_get_userbyid(lomowner), coalesce(lomacl::text, ''), md5(lo_get(oid)) "
+                   "FROM pg_largeobject_metadata ORDER BY oid")
+        p = start_migration(pair, "largeobjects")
+        try:
+            wait_for("the large objects' first copy", lambda: pair.dst_app(objects) == pair.src.sql(objects), 120)
+            pair.src.sql("SELECT lo_put(oid, 0, 'changed') FROM pg_largeobject_metadata WHERE oid::bigint % 70 = 0; "
+                         "SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid::bigint % 110 = 0; "
+                         "SELECT lo_from_bytea(o, 'new') FROM unnest(ARRAY[15, 1005, 10005, 25995, 30000]) o; "
+                         "ALTER LARGE OBJECT 500 OWNER TO lo_reader; GRANT SELECT ON LARGE OBJECT 510 TO lo_reader")
+            pair.dst_app("SELECT lo_from_bytea(o, 'only on the target') FROM unnest(ARRAY[5, 9995, 26010]) o; "
+                         "SELECT lo_put(2000, 0, 'drift')")
+            unlinked = {o for o in range(10, 26001, 10) if o % 110 == 0}
+            changed = ({o for o in range(10, 26001, 10) if o % 70 == 0} - unlinked) | {500, 510, 2000}
+            expected = len(changed) + len(unlinked) + 3 + 5
+            out = complete(pair)
+            check(out.returncode == 0, f"complete exited {out.returncode}: {out.stderr[-2000:]}")
+            check(f"{expected} large objects brought up to date" in out.stdout, f"expected {expected}: {out.stdout[-800:]}")
+            check(p.wait(60) == 0, f"migrate exited {p.returncode}")
+            want, got = pair.src.sql(objects), pair.dst_app(objects)
+            check(len(want) == 2600 - len(unlinked) + 5, f"{len(want)} objects on the source")
+            check(got == want, f"{len(got)} objects on the target, {len(want)} on the source; first difference: "
+                               f"{[(g, w) for g, w in zip(got + [None] * len(want), want + [None] * len(got)) if g != w][:1]}")
+        finally:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(60)
+
+
 if __name__ == "__main__":
     main("cutover_test")
