@@ -36,7 +36,8 @@ std::string savepoint_name(uint32_t subxid) { return "dts_sub_" + std::to_string
 struct ApplyEngine::Streamed {
   std::unique_ptr<TargetSession> session;  // applied as it arrives, or
   std::unique_ptr<SpoolFile> spool;        // kept on disk until its commit
-  std::vector<uint32_t> savepoints;  // subtransactions, in the order their savepoints were made
+  // Subtransactions, in the order their savepoints were made, with the session's mark for each.
+  std::vector<std::pair<uint32_t, uint64_t>> savepoints;
 };
 
 ApplyEngine::ApplyEngine(std::string target_conninfo, std::string client_encoding, std::string origin, Lsn resume_lsn,
@@ -364,7 +365,7 @@ void ApplyEngine::apply_row(const decode::RowChange& row) {
     flush_coalesced_of(rel.relid);
   }
   switch (row.kind) {
-    case decode::RowKind::kInsert: apply_insert(row); break;
+    case decode::RowKind::kInsert: apply_insert(row, txn_commit_lsn_); break;
     case decode::RowKind::kUpdate:
       flush_inserts();
       if (!batch_change(row, txn_commit_lsn_)) {
@@ -384,7 +385,7 @@ void ApplyEngine::apply_row(const decode::RowChange& row) {
   }
 }
 
-void ApplyEngine::apply_insert(const decode::RowChange& row) {
+void ApplyEngine::apply_insert(const decode::RowChange& row, Lsn lsn) {
   const decode::Relation& rel = *row.relation;
   const decode::Values& values = *row.new_values;
   flush_set_batch();
@@ -393,9 +394,12 @@ void ApplyEngine::apply_insert(const decode::RowChange& row) {
   if (batch_.rows == 0) {
     batch_.relation = &rel;
     batch_.first_key = describe_key(rel, values, false);
-    batch_.lsn = txn_commit_lsn_;
+    batch_.lsn = lsn;
+    batch_.last_lsn = lsn;
   }
-  batch_.last_lsn = txn_commit_lsn_;
+  // Merged rows come in key order, not commit order.
+  batch_.lsn = std::min(batch_.lsn, lsn);
+  batch_.last_lsn = std::max(batch_.last_lsn, lsn);
   // Copied: the batch outlives this frame (a large transaction's rows arrive in many frames).
   for (size_t i = 0; i < rel.columns.size(); ++i) batch_.params.add_copy(rel.columns[i], values[i]);
   batch_.rows++;
@@ -654,6 +658,9 @@ void ApplyEngine::on_stream_start(uint32_t xid, bool first_segment) {
   // throw away what we had of it.
   if (first_segment) end_stream(xid, true);
   stream_xid_ = xid;
+  // Its commit LSN is not known yet: its statements are named by it once it is (fail()), not
+  // by the ordinary transaction decoded last.
+  txn_commit_lsn_ = 0;
   reconciler_.begin_streamed(xid);
   if (!stream(xid).spool) {
     // What the source committed before this block must be committed here before the block's
@@ -682,9 +689,9 @@ void ApplyEngine::on_stream_xid(uint32_t xid) {
     s.spool->mark_subtransaction(xid);
     return;
   }
-  if (std::find(s.savepoints.begin(), s.savepoints.end(), xid) != s.savepoints.end()) return;
-  s.session->execute_simple("SAVEPOINT " + savepoint_name(xid), ChangeContext{"", "", 0, "SAVEPOINT"});
-  s.savepoints.push_back(xid);
+  auto made = [xid](const auto& sp) { return sp.first == xid; };
+  if (std::any_of(s.savepoints.begin(), s.savepoints.end(), made)) return;
+  s.savepoints.emplace_back(xid, s.session->savepoint(savepoint_name(xid)));
 }
 
 void ApplyEngine::on_stream_abort(uint32_t xid, uint32_t subxid) {
@@ -702,10 +709,9 @@ void ApplyEngine::on_stream_abort(uint32_t xid, uint32_t subxid) {
   }
   // Rolling back to a savepoint also drops every savepoint made after it; a subtransaction
   // whose savepoint is already gone had its changes discarded with it.
-  auto sp = std::find(s.savepoints.begin(), s.savepoints.end(), subxid);
+  auto sp = std::find_if(s.savepoints.begin(), s.savepoints.end(), [subxid](const auto& p) { return p.first == subxid; });
   if (sp == s.savepoints.end()) return;
-  s.session->execute_simple("ROLLBACK TO SAVEPOINT " + savepoint_name(subxid),
-                            ChangeContext{"", "", 0, "ROLLBACK TO SAVEPOINT"});
+  s.session->rollback_to(savepoint_name(subxid), sp->second);
   s.savepoints.erase(sp + 1, s.savepoints.end());
 }
 

@@ -214,7 +214,8 @@ void ApplyEngine::flush_coalesced(std::vector<Coalescer::Batch> batches) {
     if (i >= free) wait_for_merged_rows(b);
     for (const PendingRow& row : b.rows) {
       if (!row.is_insert) continue;
-      apply_insert(decode::RowChange{decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row.values});
+      apply_insert(decode::RowChange{decode::RowKind::kInsert, &rel, proto::OldTuple::kNone, nullptr, &row.values},
+                   row.lsn);
     }
     flush_inserts();
     whole.clear();

@@ -100,7 +100,7 @@ void TargetSession::send_origin_call(const char* sql, Lsn origin_lsn) {
   const char* values[1] = {hand_origin_.c_str()};
   int nparams = std::strchr(sql, '$') != nullptr ? 1 : 0;
   send_check(PQsendQueryParams(conn_.get(), sql, nparams, nullptr, values, nullptr, nullptr, 0), "the origin");
-  expected_.push_back(Pending{Expect::kCommand, ChangeContext{"", "", origin_lsn, "COMMIT"}, nullptr});
+  expect(Pending{Expect::kCommand, ChangeContext{"", "", origin_lsn, "COMMIT"}, nullptr});
 }
 
 void TargetSession::flush_request() {
@@ -124,11 +124,12 @@ void TargetSession::copy_rows(const std::string& copy_sql, const std::string& ro
     if (failed_) return;  // a refusal held for a streamed transaction's commit: nothing more applies
     if (PQexitPipelineMode(conn_.get()) != 1)
       throw Error(ErrorKind::kInternal, "could not leave pipeline mode for COPY on the target: " + conn_.error_message());
+    copy_seq_ = ++sent_;
     pg::Result r(PQexec(conn_.get(), copy_sql.c_str()));
     if (PQresultStatus(r.get()) != PGRES_COPY_IN) {
       if (!conn_.is_ok() || session_ended(r.get())) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + conn_.error_message());
       PQenterPipelineMode(conn_.get());
-      hold_failure(trimmed(PQresultErrorMessage(r.get())), pg::sqlstate(r.get()), context);
+      hold_failure(trimmed(PQresultErrorMessage(r.get())), pg::sqlstate(r.get()), context, copy_seq_);
       throw_if_failed();
       return;
     }
@@ -141,6 +142,7 @@ void TargetSession::copy_rows(const std::string& copy_sql, const std::string& ro
       throw Error(ErrorKind::kConnection, "lost the connection to the target during COPY: " + conn_.error_message());
   }
   copy_batches_++;
+  copy_context_.lsn = std::min(copy_context_.lsn, context.lsn);  // merged rows come in key order
   copy_context_.last_lsn = std::max({copy_context_.last_lsn, context.lsn, context.last_lsn});
   if (PQputCopyData(conn_.get(), rows.data(), static_cast<int>(rows.size())) != 1)
     throw Error(ErrorKind::kConnection, "lost the connection to the target during COPY: " + conn_.error_message());
@@ -167,13 +169,14 @@ void TargetSession::end_copy() {
   // (with that commit's LSN) or never if the source aborts it.
   ChangeContext at = copy_context_;
   if (copy_batches_ > 1) at.key += " and the " + std::to_string(copy_batches_ - 1) + " batches sent after it in the same COPY";
-  hold_failure(msg, state, at);
+  hold_failure(msg, state, at, copy_seq_);
   throw_if_failed();
 }
 
-void TargetSession::hold_failure(std::string msg, std::string state, const ChangeContext& context) {
+void TargetSession::hold_failure(std::string msg, std::string state, const ChangeContext& context, uint64_t seq) {
   if (failed_) return;
   failed_ = true;
+  failure_seq_ = seq;
   failure_ = std::move(msg);
   failure_state_ = std::move(state);
   failure_context_ = context;
@@ -191,12 +194,11 @@ void TargetSession::execute(const std::string& key, const std::function<std::str
     send_check(PQsendPrepare(conn_.get(), name.c_str(), text.c_str(), static_cast<int>(types.size()),
                              reinterpret_cast<const Oid*>(types.data())),
                "a statement");
-    expected_.push_back(Pending{Expect::kPrepare, context, nullptr});
+    expect(Pending{Expect::kPrepare, context, nullptr});
     it = prepared_.emplace(key, std::move(name)).first;
   }
   send_check(PQsendQueryPrepared(conn_.get(), it->second.c_str(), nparams, values, lengths, formats, 0), "a change");
-  expected_.push_back(
-      Pending{expect_one_row ? Expect::kOneRow : Expect::kCommand, std::move(context), nullptr, expected_rows});
+  expect(Pending{expect_one_row ? Expect::kOneRow : Expect::kCommand, std::move(context), nullptr, expected_rows});
   if (expected_.size() >= kDrainAt) {
     flush_request();
     drain(kDrainAt / 2);
@@ -206,7 +208,7 @@ void TargetSession::execute(const std::string& key, const std::function<std::str
 void TargetSession::execute_simple(const std::string& sql, ChangeContext context) {
   end_copy();
   send_check(PQsendQueryParams(conn_.get(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0), "a statement");
-  expected_.push_back(Pending{Expect::kCommand, std::move(context), nullptr});
+  expect(Pending{Expect::kCommand, std::move(context), nullptr});
 }
 
 void TargetSession::commit(Lsn origin_lsn, int64_t origin_time, std::function<void()> on_done) {
@@ -225,7 +227,7 @@ void TargetSession::commit(Lsn origin_lsn, int64_t origin_time, std::function<vo
     send_check(PQsendPrepare(conn_.get(), "dts_origin",
                              "SELECT pg_replication_origin_xact_setup($1, $2), pg_current_xact_id()", 2, types),
                "the origin statement");
-    expected_.push_back(Pending{Expect::kPrepare, ChangeContext{"", "", origin_lsn, "COMMIT"}, nullptr});
+    expect(Pending{Expect::kPrepare, ChangeContext{"", "", origin_lsn, "COMMIT"}, nullptr});
     it = prepared_.emplace(kOriginKey, "dts_origin").first;
   }
   if (!hand_origin_.empty()) send_origin_call("SELECT pg_replication_origin_session_setup($1)", origin_lsn);
@@ -236,12 +238,12 @@ void TargetSession::commit(Lsn origin_lsn, int64_t origin_time, std::function<vo
   const int lengths[2] = {8, 8};
   const int formats[2] = {1, 1};
   send_check(PQsendQueryPrepared(conn_.get(), "dts_origin", 2, values, lengths, formats, 0), "the origin progress");
-  expected_.push_back(Pending{Expect::kOriginSetup, ChangeContext{"", "", origin_lsn, "COMMIT"}, nullptr});
+  expect(Pending{Expect::kOriginSetup, ChangeContext{"", "", origin_lsn, "COMMIT"}, nullptr});
   send_check(PQsendQueryParams(conn_.get(), "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0), "COMMIT");
-  expected_.push_back(Pending{Expect::kCommit, ChangeContext{"", "", origin_lsn, "COMMIT"}, std::move(on_done)});
+  expect(Pending{Expect::kCommit, ChangeContext{"", "", origin_lsn, "COMMIT"}, std::move(on_done)});
   if (!hand_origin_.empty()) send_origin_call("SELECT pg_replication_origin_session_reset()", origin_lsn);
   send_check(PQpipelineSync(conn_.get()), "a sync");
-  expected_.push_back(Pending{Expect::kSync, ChangeContext{}, nullptr});
+  expect(Pending{Expect::kSync, ChangeContext{}, nullptr});
 }
 
 void TargetSession::confirm() {
@@ -260,11 +262,11 @@ void TargetSession::abandon_failed_transaction() {
   // failed after it: end the pipeline, then roll the block back. A row-count refusal left the
   // pipeline running, and the same sequence rolls it back as well.
   send_check(PQpipelineSync(conn_.get()), "a sync");
-  expected_.push_back(Pending{Expect::kSync, ChangeContext{}, nullptr});
+  expect(Pending{Expect::kSync, ChangeContext{}, nullptr});
   send_check(PQsendQueryParams(conn_.get(), "ROLLBACK", 0, nullptr, nullptr, nullptr, nullptr, 0), "ROLLBACK");
-  expected_.push_back(Pending{Expect::kCommand, ChangeContext{"", "", 0, "ROLLBACK"}, nullptr});
+  expect(Pending{Expect::kCommand, ChangeContext{"", "", 0, "ROLLBACK"}, nullptr});
   send_check(PQpipelineSync(conn_.get()), "a sync");
-  expected_.push_back(Pending{Expect::kSync, ChangeContext{}, nullptr});
+  expect(Pending{Expect::kSync, ChangeContext{}, nullptr});
   while (!expected_.empty()) read_one();
 }
 
@@ -336,9 +338,9 @@ void TargetSession::discard() {
 void TargetSession::rollback() {
   end_copy();
   send_check(PQsendQueryParams(conn_.get(), "ROLLBACK", 0, nullptr, nullptr, nullptr, nullptr, 0), "ROLLBACK");
-  expected_.push_back(Pending{Expect::kCommand, ChangeContext{"", "", 0, "ROLLBACK"}, nullptr});
+  expect(Pending{Expect::kCommand, ChangeContext{"", "", 0, "ROLLBACK"}, nullptr});
   send_check(PQpipelineSync(conn_.get()), "a sync");
-  expected_.push_back(Pending{Expect::kSync, ChangeContext{}, nullptr});
+  expect(Pending{Expect::kSync, ChangeContext{}, nullptr});
 }
 
 void TargetSession::fail(const Pending& p, const std::string& msg, const std::string& state) {
@@ -368,7 +370,7 @@ void TargetSession::handle_result(PGresult* r, Pending& p) {
   if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR) {
     if (!conn_.is_ok() || session_ended(r))
       throw Error(ErrorKind::kConnection, "lost the connection to the target: " + trimmed(PQresultErrorMessage(r)));
-    hold_failure(trimmed(PQresultErrorMessage(r)), pg::sqlstate(r), p.context);
+    hold_failure(trimmed(PQresultErrorMessage(r)), pg::sqlstate(r), p.context, p.seq);
     return;
   }
   if (p.expect == Expect::kOneRow) {
@@ -381,10 +383,34 @@ void TargetSession::handle_result(PGresult* r, Pending& p) {
       hold_failure(p.rows == 1 ? "no row matches it on the target (the target differs from the source)"
                                : std::to_string(p.rows - changed) + " of its " + std::to_string(p.rows) +
                                      " rows have no match on the target (the target differs from the source)",
-                   "02000", p.context);  // SQL's "no data": what an UPDATE or DELETE that matched nothing reports
+                   "02000", p.context, p.seq);  // SQL's "no data": what an UPDATE or DELETE that matched nothing reports
     return;
   }
-  if (p.expect == Expect::kCommit && p.on_done) p.on_done();
+  if ((p.expect == Expect::kCommit || p.expect == Expect::kRollbackTo) && p.on_done) p.on_done();
+}
+
+void TargetSession::expect(Pending p) {
+  p.seq = ++sent_;
+  expected_.push_back(std::move(p));
+}
+
+uint64_t TargetSession::savepoint(const std::string& name) {
+  execute_simple("SAVEPOINT " + name, ChangeContext{"", "", 0, "SAVEPOINT"});
+  return sent_;
+}
+
+void TargetSession::rollback_to(const std::string& name, uint64_t mark) {
+  end_copy();
+  // A sync first: an error after the savepoint aborted the pipeline up to the next one, which
+  // would skip the rollback too. A refusal held since the savepoint went with the changes the
+  // source aborted; one from before it stays.
+  send_check(PQpipelineSync(conn_.get()), "a sync");
+  expect(Pending{Expect::kSync, ChangeContext{}, nullptr});
+  std::string sql = "ROLLBACK TO SAVEPOINT " + name;
+  send_check(PQsendQueryParams(conn_.get(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0), "a statement");
+  expect(Pending{Expect::kRollbackTo, ChangeContext{"", "", 0, "ROLLBACK TO SAVEPOINT"}, [this, mark] {
+                   if (failed_ && failure_seq_ > mark) failed_ = false;
+                 }});
 }
 
 void TargetSession::drain(size_t max_pending) {

@@ -95,6 +95,11 @@ class TargetSession {
   // reported with that commit's LSN) or aborts (then it does not matter).
   void defer_failures(bool on) { defer_failures_ = on; }
   void set_commit_lsn(Lsn lsn) { commit_lsn_ = lsn; }
+  // A streamed transaction's subtransaction: savepoint() returns the mark rollback_to() takes.
+  // Rolling back forgets a refusal held since the savepoint (the source aborted the change it
+  // refused), not one from before it.
+  uint64_t savepoint(const std::string& name);
+  void rollback_to(const std::string& name, uint64_t mark);
 
   // Sends what is buffered and asks the server to send back the results it has, without a sync.
   void flush() { flush_request(); }
@@ -106,14 +111,16 @@ class TargetSession {
   size_t pending() const { return expected_.size() + (copy_open_ ? 1 : 0); }
 
  private:
-  enum class Expect { kPrepare, kCommand, kOneRow, kOriginSetup, kCommit, kSync };
+  enum class Expect { kPrepare, kCommand, kOneRow, kOriginSetup, kCommit, kRollbackTo, kSync };
   void send_origin_call(const char* sql, const Lsn origin_lsn);
   struct Pending {
     Expect expect;
     ChangeContext context;
     std::function<void()> on_done;
     size_t rows = 1;  // kOneRow: how many rows the statement must change
+    uint64_t seq = 0;  // the order it was sent in (expect())
   };
+  void expect(Pending p);
   void send_check(int ok, const char* doing);
   void handle_result(PGresult* r, Pending& p);
   [[noreturn]] void fail(const Pending& p, const std::string& msg, const std::string& state);
@@ -122,7 +129,7 @@ class TargetSession {
   void abandon_failed_transaction();
   std::string missing_keys(const KeyProbe& probe, Lsn& lsn);
   // Records the transaction's first refusal (reported by throw_if_failed).
-  void hold_failure(std::string msg, std::string state, const ChangeContext& context);
+  void hold_failure(std::string msg, std::string state, const ChangeContext& context, uint64_t seq);
   void throw_if_failed();
   void end_copy();
 
@@ -131,13 +138,15 @@ class TargetSession {
   uint64_t next_statement_ = 1;
   std::deque<Pending> expected_;
   bool failed_ = false;
-  bool throwing_ = false;
+  bool throwing_ = false;  // inside throw_if_failed: the rollback's own reads must not recurse
   bool defer_failures_ = false;
   bool confirming_ = false;
-  Lsn commit_lsn_ = 0;  // for statements sent before their transaction's commit LSN was known  // inside throw_if_failed: the rollback's own reads must not recurse
+  Lsn commit_lsn_ = 0;  // for statements sent before their transaction's commit LSN was known
+  uint64_t sent_ = 0;    // statements and COPYs sent
   std::string failure_;
   std::string failure_state_;
   ChangeContext failure_context_;
+  uint64_t failure_seq_ = 0;
   std::string hand_origin_;  // non-empty: the origin each commit takes and gives back
   std::function<void()> before_wait_;
   // The COPY left open by copy_rows: its statement, its first batch's context, batches sent.
@@ -145,6 +154,7 @@ class TargetSession {
   std::string copy_sql_;
   ChangeContext copy_context_;
   size_t copy_batches_ = 0;
+  uint64_t copy_seq_ = 0;
 };
 
 }  // namespace dts::apply

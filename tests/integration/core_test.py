@@ -121,25 +121,38 @@ def refused_row_deep_in_a_copy_left_open_across_batches():
     """A streamed transaction's inserts go into one COPY left open across batches of 5,000 rows
     (and stream blocks); the 17,000th row is refused by a CHECK only the target has, its result
     known only when the COPY ends. Nothing of the transaction may commit, the origin stays
-    before it; the UPDATE after the inserts (which ends the COPY) and a later transaction too."""
+    before it; the UPDATE after the inserts (which ends the COPY) and a later transaction too.
+    Ordinary transactions decoded before the stream and between two of its blocks must not
+    lend it their LSN in the error (they did)."""
     with Pair(2) as pair:
         create_on_both(pair.src, pair.dst, "CREATE TABLE big (id int PRIMARY KEY, v text)")
         setup_t(pair, 10)
         pair.dst.sql("ALTER TABLE big ADD CONSTRAINT target_only CHECK (id <> 17000)")
         slot = pair.slot()
+        pair.src.sql("UPDATE t SET v = 'before' WHERE id = 3")
         before = lsn_value(pair.src.lsn())
-        pair.src.sql("BEGIN; INSERT INTO big SELECT g, 'v' || g FROM generate_series(1, 30000) g; "
-                     "UPDATE t SET v = 'after the copy' WHERE id = 1; COMMIT")
+        a = pair.src.connect()
+        a.autocommit = False
+        with a.cursor() as cur:
+            cur.execute("INSERT INTO big SELECT g, 'v' || g FROM generate_series(1, 15000) g")
+            pair.src.sql("UPDATE t SET v = 'between' WHERE id = 4")
+            between = lsn_value(pair.src.lsn())
+            cur.execute("INSERT INTO big SELECT g, 'v' || g FROM generate_series(15001, 30000) g")
+            cur.execute("UPDATE t SET v = 'after the copy' WHERE id = 1")
+        a.commit()
+        a.close()
         after = lsn_value(pair.src.lsn())
         pair.src.sql("UPDATE t SET v = 'later' WHERE id = 2")
         log = failed_run(pair, slot, "--decoding-work-mem", "64kB")
         check("23514" in log and "INSERT on" in log, f"the refused row is not named with its SQLSTATE: {log}")
         check("batches sent after it in the same COPY" in log, f"the COPY's extent is not named: {log}")
-        check(before < reported_lsn(log) <= after, f"the LSN named is not the transaction's: {log}")
+        check("transactions committed at" not in log and between < reported_lsn(log) <= after,
+              f"the LSN named is not the transaction's (before {before:X}, between {between:X}): {log}")
         check(pair.dst.value("SELECT count(*) FROM big") == 0, "rows of the refused transaction were committed")
         check(pair.dst.value("SELECT count(*) FROM t WHERE v IN ('after the copy', 'later')") == 0,
               "a change of or after the refused transaction was committed")
-        check(pair.origin_lsn() <= before, "the origin moved past the refused transaction")
+        # The transaction committed between two of its blocks may be applied: it commits first.
+        check(pair.origin_lsn() <= between, "the origin moved past the refused transaction")
         pair.dst.sql("ALTER TABLE big DROP CONSTRAINT target_only")
         run_to(pair.src, pair.dst, slot, pair.src.lsn(), "--decoding-work-mem", "64kB")
         check_equal(pair.src, pair.dst, ["big", "t"])
@@ -163,6 +176,39 @@ def refused_change_in_a_streamed_transaction_the_source_aborts_is_forgotten():
         check(pair.dst.value("SELECT v FROM t WHERE id = 10") == "after", "the change after the abort was not applied")
         check(pair.dst.value("SELECT count(*) FROM t WHERE v = 'aborted'") == 0, "aborted changes were applied")
         check(pair.dst.value("SELECT count(*) FROM big") == 0, "rows of the aborted COPY were applied")
+
+
+@test
+def refused_row_in_a_subtransaction_the_source_rolls_back_is_forgotten():
+    """A streamed transaction whose subtransaction (a savepoint, or a PL/pgSQL exception block)
+    has a row the target refuses, then rolled back on the source: the rest of the transaction,
+    before and after the savepoint, must commit; it stopped follow for good (the refusal stayed
+    held after the rollback). A refusal before the savepoint must still stop it."""
+    with Pair(7) as pair:
+        create_on_both(pair.src, pair.dst, "CREATE TABLE big (id int PRIMARY KEY, v text)")
+        setup_t(pair, 10)
+        pair.dst.sql("ALTER TABLE big ADD CONSTRAINT target_only CHECK (id NOT IN (17000, 99999))")
+        slot = pair.slot()
+        pair.src.sql("BEGIN; INSERT INTO big SELECT g, 'v' || g FROM generate_series(1, 10000) g; "
+                     "SAVEPOINT s1; INSERT INTO big SELECT g, 'v' || g FROM generate_series(10001, 20000) g; "
+                     "UPDATE t SET v = 'rolled back' WHERE id = 1; ROLLBACK TO SAVEPOINT s1; "
+                     "SAVEPOINT s2; UPDATE t SET v = 'kept' WHERE id = 2; RELEASE SAVEPOINT s2; "
+                     "INSERT INTO big SELECT g, 'v' || g FROM generate_series(20001, 30000) g; COMMIT")
+        run_to(pair.src, pair.dst, slot, pair.src.lsn(), "--decoding-work-mem", "64kB")
+        check_equal(pair.src, pair.dst, ["big", "t"])
+        check(pair.dst.value("SELECT count(*) FROM big") == 20000, "the rows around the savepoint were not applied")
+
+        # Refused before the savepoint: rolling the subtransaction back does not forgive it.
+        before = lsn_value(pair.src.lsn())
+        pair.src.sql("BEGIN; INSERT INTO big SELECT g, 'w' FROM generate_series(90000, 100000) g; SAVEPOINT s1; "
+                     "INSERT INTO big SELECT g, 'w' FROM generate_series(100001, 110000) g; "
+                     "ROLLBACK TO SAVEPOINT s1; COMMIT")
+        log = failed_run(pair, slot, "--decoding-work-mem", "64kB")
+        check("23514" in log and before < reported_lsn(log), f"the refusal before the savepoint was not reported: {log}")
+        check(pair.dst.value("SELECT count(*) FROM big WHERE id >= 90000") == 0, "rows of the refused transaction committed")
+        pair.dst.sql("ALTER TABLE big DROP CONSTRAINT target_only")
+        run_to(pair.src, pair.dst, slot, pair.src.lsn(), "--decoding-work-mem", "64kB")
+        check_equal(pair.src, pair.dst, ["big", "t"])
 
 
 @test
