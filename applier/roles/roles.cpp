@@ -82,6 +82,24 @@ std::vector<Membership> read_memberships(const pg::Connection& c) {
   return out;
 }
 
+// Privileges on parameters and tablespaces given to roles (not their owners': implicit; not the
+// bootstrap superuser's, whose name differs between servers).
+std::set<GlobalGrant> read_grants(const pg::Connection& c) {
+  const char* grantee = "coalesce(pg_get_userbyid(NULLIF(a.grantee, 0)), ''), a.privilege_type, a.is_grantable ";
+  std::string sql = std::string("SELECT 'TABLESPACE', t.spcname, ") + grantee +
+                    "FROM pg_tablespace t, aclexplode(t.spcacl) a "
+                    "WHERE t.spcname NOT IN ('pg_default', 'pg_global') AND a.grantee <> t.spcowner";
+  if (std::atoi(c.query_value("SHOW server_version_num").c_str()) >= 150000)
+    sql += std::string(" UNION ALL SELECT 'PARAMETER', p.parname, ") + grantee +
+           "FROM pg_parameter_acl p, aclexplode(p.paracl) a WHERE a.grantee <> 10";
+  pg::Result r = c.exec(sql);
+  std::set<GlobalGrant> out;
+  for (int i = 0; i < PQntuples(r.get()); ++i)
+    out.insert(GlobalGrant{PQgetvalue(r.get(), i, 0), PQgetvalue(r.get(), i, 1), PQgetvalue(r.get(), i, 2),
+                           PQgetvalue(r.get(), i, 3), is_true(r.get(), i, 4)});
+  return out;
+}
+
 // Settings whose value is a list of names, which ALTER ROLE takes as separate literals
 // (pg_dump's variable_is_guc_list_quote).
 bool list_setting(const std::string& name) {
@@ -148,6 +166,8 @@ struct TargetState {
   std::optional<std::map<std::string, std::string>> verifiers;
   std::set<std::pair<std::string, std::string>> memberships;
   std::set<std::pair<std::string, std::string>> settings;  // role, "name=value" (every database)
+  std::set<GlobalGrant> grants;
+  std::set<std::string> tablespaces;
   bool superuser = false;
 };
 
@@ -159,6 +179,9 @@ TargetState read_target(const pg::Connection& target) {
   read_settings(target, t.roles);
   for (const auto& [name, role] : t.roles)
     for (const auto& s : role.settings) t.settings.emplace(name, s);
+  t.grants = read_grants(target);
+  pg::Result spaces = target.exec("SELECT spcname FROM pg_tablespace");
+  for (int i = 0; i < PQntuples(spaces.get()); ++i) t.tablespaces.insert(PQgetvalue(spaces.get(), i, 0));
   t.superuser = target.query_value("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") == "t";
   return t;
 }
@@ -177,6 +200,7 @@ class RoleCopier {
   void role(const Role& role, RolesReport& report);
   void membership(const Membership& m, RolesReport& report);
   void settings(const Role& role, RolesReport& report);
+  void grant(const GlobalGrant& g, RolesReport& report);
 
  private:
   // Runs `sql` unless dry; a refusal becomes a note with the statement to run.
@@ -269,6 +293,25 @@ void RoleCopier::membership(const Membership& m, RolesReport& report) {
                                       (m.admin ? " (with admin option)" : ""), ""});
 }
 
+void RoleCopier::grant(const GlobalGrant& g, RolesReport& report) {
+  if (state_.grants.count(g) > 0) return;
+  std::string sql = grant_statement(g);
+  std::string who = g.grantee.empty() ? "PUBLIC" : g.grantee;
+  bool known = g.grantee.empty() || state_.roles.count(g.grantee) > 0 || created_.count(g.grantee) > 0;
+  if (!known || (g.kind == "TABLESPACE" && state_.tablespaces.count(g.object) == 0)) {
+    report.notes.push_back(RoleNote{RoleNote::Kind::kRefused, who,
+                                    known ? "tablespace " + g.object + " is not on the target"
+                                          : "a role of this grant is not on the target", sql + ";"});
+    return;
+  }
+  if (!run(sql, sql + ";", who, report)) return;
+  report.grants++;
+  std::string kind = g.kind == "PARAMETER" ? "parameter " : "tablespace ";
+  report.notes.push_back(RoleNote{RoleNote::Kind::kGrant, who,
+                                  std::string(dry_run_ ? "to be granted " : "granted ") + g.privilege + " on " + kind +
+                                      g.object + (g.grantable ? " (with grant option)" : ""), ""});
+}
+
 void RoleCopier::settings(const Role& role, RolesReport& report) {
   bool created = created_.count(role.name) > 0;
   auto apply = [&](const std::string& setting, const std::string& database) {
@@ -290,6 +333,11 @@ void RoleCopier::settings(const Role& role, RolesReport& report) {
 }
 
 }  // namespace
+
+std::string grant_statement(const GlobalGrant& g) {
+  return "GRANT " + g.privilege + " ON " + g.kind + " " + quote_ident(g.object) + " TO " +
+         (g.grantee.empty() ? "PUBLIC" : quote_ident(g.grantee)) + (g.grantable ? " WITH GRANT OPTION" : "");
+}
 
 std::string create_statement(const Role& role, bool plain) {
   std::string sql = "CREATE ROLE " + quote_ident(role.name) + " WITH";
@@ -331,6 +379,7 @@ SourceRoles read_source_roles(const pg::Connection& source) {
     out.roles.push_back(std::move(role));
   }
   out.memberships = read_memberships(source);
+  for (const auto& g : read_grants(source)) out.grants.push_back(g);
   return out;
 }
 
@@ -340,14 +389,15 @@ RolesReport copy_roles(const SourceRoles& roles, const pg::Connection& target, b
   RoleCopier copier(target, dry_run);
   for (const auto& r : roles.roles) copier.role(r, report);
   for (const auto& m : roles.memberships) copier.membership(m, report);
+  for (const auto& g : roles.grants) copier.grant(g, report);
   for (const auto& r : roles.roles) copier.settings(r, report);
   return report;
 }
 
 RolesReport copy_and_log(const pg::Connection& source, const pg::Connection& target) {
   RolesReport r = copy_roles(read_source_roles(source), target, false);
-  spdlog::info("roles: {} created, {} already on the target, {} memberships, {} settings", r.created, r.existing,
-               r.memberships, r.settings);
+  spdlog::info("roles: {} created, {} already on the target, {} memberships, {} settings, {} grants on parameters "
+               "and tablespaces", r.created, r.existing, r.memberships, r.settings, r.grants);
   for (const auto& n : r.notes)
     if (!n.statement.empty()) spdlog::warn("role {}: {}; run on the target: {}", n.role, n.detail, n.statement);
   return r;
@@ -362,6 +412,7 @@ const char* kind_name(RoleNote::Kind kind) {
     case RoleNote::Kind::kRefused: return "refused";
     case RoleNote::Kind::kMembership: return "membership";
     case RoleNote::Kind::kSetting: return "setting";
+    case RoleNote::Kind::kGrant: return "grant";
   }
   return "?";
 }
@@ -369,7 +420,8 @@ const char* kind_name(RoleNote::Kind kind) {
 std::string render_text(const RolesReport& report) {
   std::string out = "roles: " + std::to_string(report.created) + " created, " + std::to_string(report.existing) +
                     " already on the target, " + std::to_string(report.memberships) + " memberships, " +
-                    std::to_string(report.settings) + " settings" +
+                    std::to_string(report.settings) + " settings, " + std::to_string(report.grants) +
+                    " grants on parameters and tablespaces" +
                     (report.verifiers_readable ? "" : "; the source hides its password verifiers (pg_authid)") + "\n";
   for (const auto& n : report.notes) {
     out += "  " + std::string(kind_name(n.kind)) + "  " + n.role + ": " + n.detail + "\n";
@@ -390,6 +442,8 @@ std::string render_json(const RolesReport& report) {
   w.Int(report.memberships);
   w.Key("settings");
   w.Int(report.settings);
+  w.Key("grants");
+  w.Int(report.grants);
   w.Key("verifiersReadable");
   w.Bool(report.verifiers_readable);
   w.Key("notes");

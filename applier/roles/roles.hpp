@@ -12,6 +12,7 @@
 
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "pg/connection.hpp"
@@ -34,15 +35,32 @@ struct Membership {
   bool admin = false;
 };
 
+// A privilege on a global object that is not a role: a parameter (GRANT SET / ALTER SYSTEM ON
+// PARAMETER, PostgreSQL 15) or a tablespace (GRANT CREATE ON TABLESPACE). What pg_dumpall
+// --globals-only brings besides roles; pg_dump of one database does not.
+struct GlobalGrant {
+  std::string kind;       // "PARAMETER" or "TABLESPACE"
+  std::string object;     // its name
+  std::string grantee;    // "" for PUBLIC
+  std::string privilege;  // SET, ALTER SYSTEM, CREATE
+  bool grantable = false;
+  bool operator<(const GlobalGrant& o) const {
+    return std::tie(kind, object, grantee, privilege, grantable) <
+           std::tie(o.kind, o.object, o.grantee, o.privilege, o.grantable);
+  }
+};
+std::string grant_statement(const GlobalGrant& g);
+
 struct SourceRoles {
   std::vector<Role> roles;
   std::vector<Membership> memberships;
+  std::vector<GlobalGrant> grants;
   bool verifiers_readable = false;
 };
 
 // What was done, or is left to the user, for one role.
 struct RoleNote {
-  enum class Kind { kCreated, kExists, kDiffers, kNoPassword, kRefused, kMembership, kSetting };
+  enum class Kind { kCreated, kExists, kDiffers, kNoPassword, kRefused, kMembership, kSetting, kGrant };
   Kind kind;
   std::string role;
   std::string detail;
@@ -51,7 +69,7 @@ struct RoleNote {
 
 struct RolesReport {
   std::vector<RoleNote> notes;
-  int created = 0, existing = 0, memberships = 0, settings = 0;
+  int created = 0, existing = 0, memberships = 0, settings = 0, grants = 0;
   bool verifiers_readable = false;
 };
 

@@ -9,8 +9,11 @@ Usage: roles_test.py [test_name ...]
 """
 import json
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import psycopg2
 
@@ -133,6 +136,55 @@ def a_source_that_hides_pg_authid_and_a_target_that_is_not_superuser_get_the_sta
         check(got == [("batch", False, False, True), ("ops", False, False, True), ("web", False, True, True)],
               f"roles on the target: {got}")
         check("web pw" not in text, "the report shows a password")
+
+
+GRANTS = ("SELECT 'parameter', parname::text, grantee::regrole::text, privilege_type, is_grantable "
+          "FROM pg_parameter_acl, aclexplode(paracl) WHERE grantee <> 10 UNION ALL "
+          "SELECT 'tablespace', spcname::text, CASE grantee WHEN 0 THEN 'PUBLIC' ELSE grantee::regrole::text END, "
+          "privilege_type, is_grantable FROM pg_tablespace t, aclexplode(spcacl) WHERE grantee <> spcowner "
+          "ORDER BY 1, 2, 3, 4")
+
+
+def tablespace_dir():
+    """A directory the servers' user can make a tablespace in."""
+    d = tempfile.mkdtemp(prefix="dts-ts-")
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam(os.environ.get("DTS_PG_USER", "dts"))
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+    return d
+
+
+@test
+def grants_on_parameters_and_tablespaces_come_with_the_roles():
+    """GRANT SET / ALTER SYSTEM ON PARAMETER (a custom parameter among them, with grant option)
+    and GRANT CREATE ON TABLESPACE (to a role and to PUBLIC): what pg_dumpall --globals-only
+    brings and pg_dump does not. A tablespace the target lacks is reported with the statement;
+    a second run grants nothing."""
+    dirs = [tablespace_dir() for _ in range(3)]
+    try:
+        with Pair(3) as pair:
+            pair.src.sql(f"CREATE TABLESPACE fast LOCATION '{dirs[0]}'")  # not in a transaction block
+            pair.src.sql(f"CREATE TABLESPACE archive LOCATION '{dirs[1]}'")
+            pair.src.sql("CREATE ROLE app LOGIN; CREATE ROLE \"Ops Team\"; "
+                         "GRANT SET ON PARAMETER work_mem TO app; "
+                         "GRANT SET, ALTER SYSTEM ON PARAMETER log_min_duration_statement TO \"Ops Team\" WITH GRANT OPTION; "
+                         "GRANT SET ON PARAMETER \"myext.mode\" TO app; "
+                         "GRANT CREATE ON TABLESPACE fast TO app, PUBLIC; GRANT CREATE ON TABLESPACE archive TO \"Ops Team\"")
+            pair.dst.sql(f"CREATE TABLESPACE fast LOCATION '{dirs[2]}'")
+            rc, dry, _ = run_roles(pair.src.conninfo, pair.target, "--dry-run")
+            check(dry["grants"] == 6 and not pair.dst.sql(GRANTS), f"a dry run granted, or would grant {dry['grants']} not 6")
+            rc, report, text = run_roles(pair.src.conninfo, pair.target)
+            check(report["grants"] == 6, f"grants made: {report['grants']}: {text}")
+            refused = [n for n in report["notes"] if n["kind"] == "refused"]
+            check(len(refused) == 1 and "archive is not on the target" in refused[0]["detail"] and
+                  refused[0]["statement"] == 'GRANT CREATE ON TABLESPACE "archive" TO "Ops Team";', f"refused: {refused}")
+            src = [g for g in pair.src.sql(GRANTS) if g[1] != "archive"]
+            check(pair.dst.sql(GRANTS) == src, f"grants on the target: {pair.dst.sql(GRANTS)}, on the source {src}")
+            rc, again, _ = run_roles(pair.src.conninfo, pair.target)
+            check(again["grants"] == 0, f"a second run granted {again['grants']}")
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 @test
