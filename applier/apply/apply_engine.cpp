@@ -576,8 +576,19 @@ void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relati
   if (reconciler_.active() && !reconcile_truncate(truncated)) return;
   std::string names;
   for (const auto* r : truncated) names += (names.empty() ? "" : ", ") + qualified_name(*r);
-  current_session().execute_simple(build_truncate(truncated, cascade, restart_identity),
+  current_session().execute_simple(build_truncate(truncated, partitioned_on_target(truncated), cascade, restart_identity),
                                    ChangeContext{names, "", txn_commit_lsn_, "TRUNCATE"});
+}
+
+// Which of `rels` are partitioned tables on the target. A table created in the transaction
+// being applied is not visible here yet: it counts as not partitioned (one that is, emptied in
+// the transaction that made it, would be refused and reported).
+std::vector<bool> ApplyEngine::partitioned_on_target(const std::vector<const decode::Relation*>& rels) {
+  std::vector<bool> out;
+  for (const auto* r : rels)
+    out.push_back(catalog_.query_value("SELECT relkind FROM pg_class WHERE oid = to_regclass($1)",
+                                       {qualified_name(*r)}) == "p");
+  return out;
 }
 
 // A truncate of tables copied in chunks (copy_reconciler.hpp): keeps in `relations` the tables

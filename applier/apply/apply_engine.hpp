@@ -160,7 +160,8 @@ class ApplyEngine : public core::Applier {
   bool reconcile_row(const decode::RowChange& row);
   void read_row_again(const decode::RowChange& row);
   bool reconcile_truncate(std::vector<const decode::Relation*>& relations);
-  void apply_insert(const decode::RowChange& row, Lsn lsn);  // lsn: its source transaction's commit
+  void apply_insert(const decode::RowChange& row, Lsn lsn);
+  std::vector<bool> partitioned_on_target(const std::vector<const decode::Relation*>& rels);  // lsn: its source transaction's commit
   void apply_update(const decode::RowChange& row);
   void apply_delete(const decode::RowChange& row);
   std::string describe_key(const decode::Relation& rel, const decode::Values& values, bool key_only) const;

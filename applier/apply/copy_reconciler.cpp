@@ -323,6 +323,10 @@ std::vector<std::string> CopyReconciler::truncate(std::vector<const decode::Rela
   std::vector<std::string> deletes;
   std::vector<const decode::Relation*> whole;
   for (const auto* rel : relations) {
+    // A row read again outside its chunk goes with the truncate like the rest: a later change
+    // of its key is decided by its chunk again (the read's snapshot, taken later, may have
+    // seen both the truncate and an insert after it, which would then be skipped).
+    rows_read_.erase(rel->relid);
     auto found = tables_.find(rel->relid);
     CopiedTable* t = found == tables_.end() ? nullptr : &found->second;
     std::vector<const CopiedChunk*> older;
@@ -345,7 +349,7 @@ std::vector<std::string> CopyReconciler::truncate(std::vector<const decode::Rela
       std::string key = quote_ident(t->key_column);
       std::string where = c->lo ? key + " >= " + std::to_string(*c->lo) : "";
       if (c->hi) where += (where.empty() ? "" : " AND ") + key + " < " + std::to_string(*c->hi);
-      deletes.push_back("DELETE FROM " + qualified_name(*rel) + (where.empty() ? "" : " WHERE " + where));
+      deletes.push_back("DELETE FROM ONLY " + qualified_name(*rel) + (where.empty() ? "" : " WHERE " + where));
     }
   }
   relations = std::move(whole);

@@ -214,10 +214,15 @@ std::string build_delete_set(const decode::Relation& rel, const std::vector<size
          key_join(rel, match);
 }
 
-std::string build_truncate(const std::vector<const decode::Relation*>& rels, bool cascade, bool restart_identity) {
+std::string build_truncate(const std::vector<const decode::Relation*>& rels, const std::vector<bool>& partitioned,
+                           bool cascade, bool restart_identity) {
   std::string sql = "TRUNCATE ";
   for (size_t i = 0; i < rels.size(); ++i) {
     if (i > 0) sql += ", ";
+    // The source lists every table it emptied, inheritance children included: ONLY, or a
+    // TRUNCATE ONLY of a parent empties its children here. A partitioned table refuses ONLY
+    // (its partitions are listed too).
+    if (i >= partitioned.size() || !partitioned[i]) sql += "ONLY ";
     sql += qualified_name(*rels[i]);
   }
   if (restart_identity) sql += " RESTART IDENTITY";

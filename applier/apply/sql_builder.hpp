@@ -51,7 +51,9 @@ std::string build_update_rows(const decode::Relation& rel, size_t rows);
 std::string build_update_set(const decode::Relation& rel, const std::vector<size_t>& match,
                              const std::vector<size_t>& set, bool full);
 std::string build_delete_set(const decode::Relation& rel, const std::vector<size_t>& match, bool full);
-std::string build_truncate(const std::vector<const decode::Relation*>& rels, bool cascade, bool restart_identity);
+// `partitioned[i]`: rels[i] is a partitioned table on the target (TRUNCATE ONLY is refused there).
+std::string build_truncate(const std::vector<const decode::Relation*>& rels, const std::vector<bool>& partitioned,
+                           bool cascade, bool restart_identity);
 
 // True for types without a default btree equality operator (json, xml, geometric types):
 // they are compared as text.

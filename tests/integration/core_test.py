@@ -212,6 +212,35 @@ def refused_row_in_a_subtransaction_the_source_rolls_back_is_forgotten():
 
 
 @test
+def truncate_only_of_an_inheritance_parent_leaves_its_children():
+    """TRUNCATE ONLY of a parent with inheritance children empties the parent alone; the source
+    lists each table it empties, so each is truncated ONLY here too (a plain TRUNCATE of the
+    parent emptied the children on the target). A partitioned table, which refuses ONLY, and
+    CASCADE still work."""
+    with Pair(9) as pair:
+        create_on_both(pair.src, pair.dst,
+                       "CREATE TABLE parent (id int PRIMARY KEY, v text); CREATE TABLE child (w int) INHERITS (parent); "
+                       "CREATE TABLE p (id int PRIMARY KEY) PARTITION BY RANGE (id); "
+                       "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100); "
+                       "CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (100) TO (200); "
+                       "CREATE TABLE ref (id int PRIMARY KEY); CREATE TABLE fk (id int REFERENCES ref)")
+        slot = pair.slot()
+        pair.src.sql("INSERT INTO parent VALUES (1, 'p'); INSERT INTO child VALUES (2, 'c', 2); "
+                     "INSERT INTO p SELECT g FROM generate_series(1, 150) g; INSERT INTO ref VALUES (1); "
+                     "INSERT INTO fk VALUES (1)")
+        pair.src.sql("TRUNCATE ONLY parent")
+        pair.src.sql("TRUNCATE p")
+        pair.src.sql("TRUNCATE ref CASCADE")
+        run_to(pair.src, pair.dst, slot, pair.src.lsn())
+        check(pair.dst.sql("SELECT id FROM parent ORDER BY id") == [(2,)],
+              f"the child's row is gone with TRUNCATE ONLY parent: {pair.dst.sql('SELECT id FROM parent')}")
+        check_equal(pair.src, pair.dst, ["child", "p1", "p2", "ref", "fk"])
+        pair.src.sql("TRUNCATE parent")
+        run_to(pair.src, pair.dst, slot, pair.src.lsn())
+        check(pair.dst.value("SELECT count(*) FROM parent") == 0, "TRUNCATE parent left rows")
+
+
+@test
 def refused_change_inside_a_group_of_200():
     """Defect 1 inside a group: 200 one-row transactions, the 150th refused. The target must
     hold exactly the transactions up to where the origin stands, and none after."""

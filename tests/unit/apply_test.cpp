@@ -82,9 +82,10 @@ TEST(SqlBuilder, UpdateOfManyRowsJoinsValuesOnTheKey) {
 TEST(SqlBuilder, Truncate) {
   Relation a = hostile(), b = hostile();
   b.name = "b";
-  EXPECT_EQ(dts::apply::build_truncate({&a, &b}, true, true),
-            "TRUNCATE \"My \"\"Schema\"\"\".\"tâble; DROP TABLE x; --\", \"My \"\"Schema\"\"\".\"b\" RESTART IDENTITY "
+  EXPECT_EQ(dts::apply::build_truncate({&a, &b}, {false, true}, true, true),
+            "TRUNCATE ONLY \"My \"\"Schema\"\"\".\"tâble; DROP TABLE x; --\", \"My \"\"Schema\"\"\".\"b\" RESTART IDENTITY "
             "CASCADE");
+  EXPECT_EQ(dts::apply::build_truncate({&b}, {}, false, false), "TRUNCATE ONLY \"My \"\"Schema\"\"\".\"b\"");
 }
 
 TEST(Params, IntegersTakeTheirColumnsWidthAndTextIsNulTerminated) {
