@@ -28,11 +28,6 @@ void put_be64(char* out, uint64_t v) {
 // A server that ends the session (shutdown, restart, terminated backend: class 57P0x) or a
 // broken connection (class 08) reports it as a result before the socket closes: a lost
 // connection, retried in resume mode auto, not a refused change.
-bool session_ended(PGresult* r) {
-  std::string state = pg::sqlstate(r);
-  return state.rfind("57P0", 0) == 0 || state.rfind("08", 0) == 0;
-}
-
 std::string trimmed(const char* s) {
   std::string m = s != nullptr ? s : "";
   while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
@@ -127,7 +122,7 @@ void TargetSession::copy_rows(const std::string& copy_sql, const std::string& ro
     copy_seq_ = ++sent_;
     pg::Result r(PQexec(conn_.get(), copy_sql.c_str()));
     if (PQresultStatus(r.get()) != PGRES_COPY_IN) {
-      if (!conn_.is_ok() || session_ended(r.get())) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + conn_.error_message());
+      if (!conn_.is_ok() || pg::session_ended(r.get())) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + conn_.error_message());
       PQenterPipelineMode(conn_.get());
       hold_failure(trimmed(PQresultErrorMessage(r.get())), pg::sqlstate(r.get()), context, copy_seq_);
       throw_if_failed();
@@ -159,7 +154,7 @@ void TargetSession::end_copy() {
   std::string msg = done ? trimmed(PQresultErrorMessage(done.get())) : conn_.error_message();
   std::string state = pg::sqlstate(done.get());
   bool ok = done && PQresultStatus(done.get()) == PGRES_COMMAND_OK;
-  bool ended = done && session_ended(done.get());
+  bool ended = done && pg::session_ended(done.get());
   while (PGresult* more = PQgetResult(conn_.get())) PQclear(more);
   if (!ok && (!conn_.is_ok() || ended)) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + msg);
   // Back in pipeline mode either way: a refusal leaves the transaction to roll back (discard).
@@ -368,7 +363,7 @@ void TargetSession::handle_result(PGresult* r, Pending& p) {
   ExecStatusType st = PQresultStatus(r);
   if (st == PGRES_PIPELINE_ABORTED) return;  // an earlier statement failed; reported at the sync
   if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR) {
-    if (!conn_.is_ok() || session_ended(r))
+    if (!conn_.is_ok() || pg::session_ended(r))
       throw Error(ErrorKind::kConnection, "lost the connection to the target: " + trimmed(PQresultErrorMessage(r)));
     hold_failure(trimmed(PQresultErrorMessage(r)), pg::sqlstate(r), p.context, p.seq);
     return;
@@ -440,7 +435,7 @@ void TargetSession::read_one() {
   if (p.expect == Expect::kSync) {
     ExecStatusType st = PQresultStatus(r);
     std::string msg = trimmed(PQresultErrorMessage(r));
-    bool ended = session_ended(r);
+    bool ended = pg::session_ended(r);
     PQclear(r);
     if (st != PGRES_PIPELINE_SYNC) {
       if (!conn_.is_ok() || ended) throw Error(ErrorKind::kConnection, "lost the connection to the target: " + msg);

@@ -304,8 +304,9 @@ void transfer_chunk(const pg::Connection& src, const pg::Connection& dst, const 
   if (len == -2) throw Error(ErrorKind::kConnection, "lost the source while copying " + qualified(t));
   pg::Result src_done(PQgetResult(src.get()));
   if (PQresultStatus(src_done.get()) != PGRES_COMMAND_OK)
-    throw Error(ErrorKind::kSource, "copying " + qualified(t) + " from the source failed: " +
-                                        std::string(PQresultErrorMessage(src_done.get())));
+    throw Error(pg::session_ended(src_done.get()) ? ErrorKind::kConnection : ErrorKind::kSource,
+                "copying " + qualified(t) + " from the source failed: " + std::string(PQresultErrorMessage(src_done.get())),
+                pg::sqlstate(src_done.get()));
   while (PGresult* r = PQgetResult(src.get())) PQclear(r);
   if (PQputCopyEnd(dst.get(), nullptr) != 1) throw Error(ErrorKind::kConnection, "lost the target copying " + qualified(t));
   pg::Result dst_done(PQgetResult(dst.get()));

@@ -111,6 +111,11 @@ std::string sqlstate(const PGresult* r) {
   return s != nullptr ? s : "";
 }
 
+bool session_ended(const PGresult* r) {
+  std::string state = sqlstate(r);
+  return state.rfind("57P0", 0) == 0 || state.rfind("08", 0) == 0;
+}
+
 Connection Connection::open(const std::string& conninfo, const char* what, bool replication) {
   Connection c;
   c.what_ = what;
@@ -148,7 +153,7 @@ Result Connection::check(Result r, const std::string& sql) const {
   std::string state = sqlstate(r.get());
   // A server error is the target refusing something, or the source (or another server) failing
   // a query: an apply error only on the target.
-  ErrorKind kind = connection_lost(conn_.get()) ? ErrorKind::kConnection
+  ErrorKind kind = connection_lost(conn_.get()) || session_ended(r.get()) ? ErrorKind::kConnection
                    : what_ == "target"          ? ErrorKind::kApply
                                                 : ErrorKind::kSource;
   std::string head = sql.size() > 120 ? sql.substr(0, 120) + "..." : sql;

@@ -71,6 +71,9 @@ std::string conninfo_with_dbname(const std::string& conninfo, const std::string&
 
 // SQLSTATE of an error result ("" if none).
 std::string sqlstate(const PGresult* r);
+// An error that ended the session (terminated, server shutting down, connection failure): the
+// session is gone whatever PQstatus says yet, and the error is a lost connection's.
+bool session_ended(const PGresult* r);
 
 }  // namespace dts::pg
 

@@ -59,8 +59,12 @@ void ResyncDriver::tick(Lsn applied) {
       } catch (const std::exception& ex) {
         why = ex.what();
       }
-      target_.exec_params("UPDATE dts.resync SET state = 'FAILED', error = $2, done_at = now() WHERE id = $1",
-                          {std::to_string(id), why});
+      // Its tables were emptied and partly copied again: FAILED, their chunks left would never be
+      // read and every change to them would go on being skipped, a silent loss. It stays
+      // COPYING with the error, and the next start of the stream (a reconnect, a restart)
+      // resumes it.
+      target_.exec_params("UPDATE dts.resync SET error = $2 WHERE id = $1", {std::to_string(id), why});
+      spdlog::error("resync {}: the copy stopped ({}); it resumes when the stream starts again", id, why);
       std::rethrow_exception(e);
     }
     uint64_t rows = 0;
@@ -87,6 +91,11 @@ void ResyncDriver::tick(Lsn applied) {
       return;  // not now: the next tick tries again
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::kConnection) throw;
+    // Refused before its tables were emptied: nothing to resume. After: as a failed copy.
+    if (target_.query_value("SELECT state FROM dts.resync WHERE id = $1", {std::to_string(id)}) == "COPYING") {
+      target_.exec_params("UPDATE dts.resync SET error = $2 WHERE id = $1", {std::to_string(id), e.what()});
+      throw;
+    }
     target_.exec_params("UPDATE dts.resync SET state = 'FAILED', error = $2, done_at = now() WHERE id = $1",
                         {std::to_string(id), e.what()});
     spdlog::error("resync {} refused: {}", id, e.what());

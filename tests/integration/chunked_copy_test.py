@@ -15,7 +15,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (APPLIER, AppPair, Migrate, Pgbench, check, check_equal, main, pgbench, rng,  # noqa: E402
+from harness import (APPLIER, AppPair, Failure, Migrate, Pgbench, check, check_equal, main, pgbench, rng,  # noqa: E402
                      test, wait_for)
 
 BASE_PORT = int(os.environ.get("DTS_CHUNKED_COPY_TEST_PORT", "26600"))
@@ -236,6 +236,43 @@ def resync_under_pgbench_ends_equal():
         check(re.search(r"resync \d+: 1 tables copied again", m.log()) is not None,
               f"the running migrate did not carry out the resync: {m.log()[-1500:]}")
         FIGURES.append(f"resync of pgbench_accounts under pgbench: {out.stdout.strip()}; {rows} rows equal")
+
+
+@test
+def a_resync_whose_copy_loses_the_source_resumes_instead_of_failing():
+    """The source session reading a chunk for a resync is terminated: its tables were already
+    emptied on the target, so the request must not end FAILED (its chunks would never be read
+    and every change to those tables skipped: they were, silently); it stays COPYING, the
+    migration reconnects and resumes it, and the tables end equal."""
+    with Pair(6) as pair:
+        pgbench(pair.src, "-i", "-q", "-s", "4")
+        m = Migrate(pair, "rsfail", "--split-larger-than", "1MB").start()
+        m.wait_phase("STREAMING")
+        bench = Pgbench(pair.src, clients=2, rate=300)
+        killed = 0
+        try:
+            damage(pair)
+            r = subprocess.Popen([APPLIER, "resync", "--source", pair.src.conninfo, "--target", pair.target,
+                                  "--tables", "pgbench_accounts", "--timeout", "300", "--split-larger-than", "256kB"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+            def terminate_a_chunk_read():
+                if r.poll() is not None:
+                    raise Failure(f"resync ended before a chunk read could be cut: {r.stdout.read()} {r.stderr.read()[-800:]}")
+                return pair.src.value("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                      "WHERE query ILIKE 'COPY%pgbench_accounts%' AND pid <> pg_backend_pid()")
+            killed = wait_for("a resync chunk being read", terminate_a_chunk_read, 120, interval=0.01)
+            out, err = r.communicate(timeout=400)
+            check(r.returncode == 0 and "done" in out, f"resync ended {r.returncode}: {out} {err[-1500:]}")
+        finally:
+            bench.stop()
+        m.wait_applied(pair.src.lsn())
+        states = pair.dst_app("SELECT state, error IS NOT NULL FROM dts.resync ORDER BY id")
+        check(states == [("DONE", True)], f"resync requests: {states}")
+        m.stop()
+        check_equal(pair.src, pair.target_view(), PGBENCH_TABLES)
+        check("it resumes when the stream starts again" in m.log(), f"the stopped copy is not reported: {m.log()[-1500:]}")
+        FIGURES.append(f"resync with {killed} chunk read(s) cut: resumed and equal")
 
 
 @test
