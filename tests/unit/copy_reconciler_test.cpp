@@ -133,7 +133,7 @@ TEST(CopyReconciler, ATruncateKeepsTheChunksThatSawIt) {
   std::vector<std::string> deletes = r.truncate(rels);
   EXPECT_TRUE(rels.empty());
   ASSERT_EQ(deletes.size(), 1u);
-  EXPECT_EQ(deletes[0], "DELETE FROM \"public\".\"t\" WHERE \"id\" < 100");
+  EXPECT_EQ(deletes[0], "DELETE FROM ONLY \"public\".\"t\" WHERE \"id\" < 100");
   rels = {&rel};
   r.begin(700, 950);  // seen by neither: the whole table goes
   EXPECT_TRUE(r.truncate(rels).empty());
