@@ -776,10 +776,11 @@ void ApplyEngine::replay_spooled(Streamed& s, Lsn commit_lsn, Lsn end_lsn, int64
   });
   in_source_txn_ = false;
   forget_schema_state(0);
-  schema_changed_ = false;
+  bool schema_changed = std::exchange(schema_changed_, false);
   add_to_group(end_lsn, commit_time);
   // Pending rows point into the replay decoder's relations: out before it goes.
   commit_group();
+  if (schema_changed) finish_all_commits();  // a barrier, as for an ordinary transaction (on_commit)
 }
 
 }  // namespace dts::apply

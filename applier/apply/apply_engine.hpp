@@ -229,7 +229,7 @@ class ApplyEngine : public core::Applier {
   bool replay_ddl_ = false;
   std::string slot_;
   std::string ddl_key_;  // signs the source's schema-change records (ddl/record_signature.hpp)
-  std::chrono::steady_clock::time_point ddl_key_asked_{};
+  std::string previous_ddl_key_;  // the one before, if the extension was created again
   core::TableSelection selection_;
   // Per source transaction (its xid inside a stream block, 0 otherwise): tables the source
   // rewrote in it, and whether a CREATE TABLE AS is under way (its rows are copied later).

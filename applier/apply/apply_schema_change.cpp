@@ -39,12 +39,15 @@ bool ApplyEngine::schema_change_wanted(const ddl::SchemaChange& change) const {
 
 void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   std::optional<std::string_view> record = ddl::verified_record(content, ddl_key_);
-  auto now = std::chrono::steady_clock::now();
-  if (!record && ddl_key_.empty() && !source_conninfo_.empty() && now - ddl_key_asked_ > std::chrono::seconds(30)) {
-    // The extension may have been created (or updated to 0.2.0) since this applier started.
-    // Asked at most every 30 s: forged messages must not each cost a source connection.
-    ddl_key_asked_ = now;
-    ddl_key_ = ddl::signing_key(pg::Connection::open(source_conninfo_, "source")).value_or("");
+  if (!record && !previous_ddl_key_.empty()) record = ddl::verified_record(content, previous_ddl_key_);
+  if (!record && !source_conninfo_.empty()) {
+    // The extension may have been created, updated to 0.2.0, or dropped and created again
+    // (a new key) since this applier started. The key before stays known: records it signed
+    // may still be ahead in the stream. Asked on the engine's source session: a forged
+    // message costs one query, not a connection (and no wait that a real one could fall in).
+    if (!source_) source_ = pg::Connection::open(source_conninfo_, "source");
+    std::string key = ddl::signing_key(source_).value_or("");
+    if (key != ddl_key_) previous_ddl_key_ = std::exchange(ddl_key_, key);
     record = ddl::verified_record(content, ddl_key_);
   }
   if (!record) {

@@ -389,7 +389,7 @@ def schema_changes_during_the_copy_end_equal():
                        f"{rows} rows equal, schema equal")
 
 
-def changed_while_copied_again(index, tag, changes):
+def changed_while_copied_again(index, tag, changes, filler_rows=300000):
     """Follow stopped, the source rewrites t (so it is copied again), then a large transaction of
     another table, then `changes` of t; follow started again: the copy again reads the source
     after `changes` while the stream is still behind them. Returns the applier's log and rows."""
@@ -401,7 +401,7 @@ def changed_while_copied_again(index, tag, changes):
         m.start().wait_phase("STREAMING")
         check(m.stop() == 0, f"migrate did not stop cleanly: {m.log()[-800:]}")
         pair.src.sql("ALTER TABLE t ALTER COLUMN id TYPE bigint")  # a rewrite: t is copied again
-        pair.src.sql("INSERT INTO filler SELECT g, md5(g::text) FROM generate_series(1, 300000) g")
+        pair.src.sql(f"INSERT INTO filler SELECT g, md5(g::text) FROM generate_series(1, {filler_rows}) g")
         for sql in changes:
             pair.src.sql(sql)
         m.start()
@@ -419,9 +419,11 @@ def columns_changed_while_the_table_is_copied_again_keep_their_values():
     """While t is copied again, the source renames one of its columns and adds another, filled by
     an UPDATE: the copy must wait for the stream to bring them (not copy the columns both sides
     have, which would leave the renamed one NULL for good, as the long crash soak once found)."""
+    # A larger filler: the stream must still be behind the changes when the copy first reads
+    # (300,000 rows were applied before it, now and then, on tmpfs).
     log, rows = changed_while_copied_again(7, "reshaped", [
         "ALTER TABLE t RENAME COLUMN v TO w",
-        "ALTER TABLE t ADD COLUMN extra int; UPDATE t SET extra = id WHERE id % 1000 = 0"])
+        "ALTER TABLE t ADD COLUMN extra int; UPDATE t SET extra = id WHERE id % 1000 = 0"], filler_rows=1000000)
     deferred = log.count("the source has columns the target lacks yet")
     check(deferred >= 1, "the copy again never read the source ahead of the target: the test proves nothing")
     FIGURES.append(f"columns renamed and added while the table was copied again: {rows} rows equal, "
@@ -452,7 +454,8 @@ def rewrites_while_the_table_is_copied_again_neither_duplicate_nor_hang():
 def a_forged_schema_change_message_is_not_replayed():
     """Any role may write a dts.ddl message with pg_logical_emit_message. One that drops a table,
     unsigned or with a made-up signature, is ignored (with a warning naming its LSN); the
-    table stays on the target and a real schema change after it is replayed."""
+    table stays on the target and a real schema change after it is replayed, and after the
+    extension is created again with a new key."""
     with Pair(4) as pair:
         pair.src.sql("CREATE EXTENSION dts_decoding; CREATE TABLE t (id int PRIMARY KEY); "
                      "INSERT INTO t VALUES (1); CREATE ROLE mallory LOGIN; GRANT ALL ON t TO mallory")
@@ -469,6 +472,15 @@ def a_forged_schema_change_message_is_not_replayed():
         check_equal(pair.src, pair.target_view(), ["t"])
         warned = re.findall(r"dts.ddl message at [0-9A-F]+/[0-9A-F]+ is not signed", m.log())
         check(len(warned) == 2, f"{len(warned)} warnings for 2 forged records: {m.log()[-1500:]}")
+        # The extension dropped and created again (as an error's hint suggests): a new key, read
+        # again at once (it was read only while none was known, and at most every 30 s).
+        pair.src.sql("DROP EXTENSION dts_decoding")
+        pair.src.sql("CREATE EXTENSION dts_decoding")
+        pair.src.sql("ALTER TABLE t ADD COLUMN after_new_key int; INSERT INTO t VALUES (3, 'new key', 3)")
+        m.wait_applied(pair.src.lsn())
+        check_equal(pair.src, pair.target_view(), ["t"])
+        warned = re.findall(r"dts.ddl message at [0-9A-F]+/[0-9A-F]+ is not signed", m.log())
+        check(len(warned) == 2, f"a record signed with the new key was taken for a forgery: {m.log()[-1500:]}")
         m.stop()
 
 
