@@ -34,6 +34,15 @@ bool ApplyEngine::schema_change_wanted(const ddl::SchemaChange& change) const {
   // the whole database were not copied either).
   for (const auto& t : tables)
     if (selection_.selects(t.schema, t.name)) return true;
+  // A dropped index names no table (it is gone on the source): its table here decides.
+  for (const auto& d : change.dropped) {
+    if (!d.original || d.object_type != "index") continue;
+    pg::Result r = catalog_.exec_params(
+        "SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.indexrelid = to_regclass($1)",
+        {quote_ident(d.schema) + "." + quote_ident(d.name)});
+    if (PQntuples(r.get()) == 1 && selection_.selects(PQgetvalue(r.get(), 0, 0), PQgetvalue(r.get(), 0, 1))) return true;
+  }
   return false;
 }
 

@@ -303,7 +303,12 @@ def schema_changes_follow_the_table_selection():
         pair.src.sql("ALTER TABLE app_a ADD COLUMN y text; INSERT INTO app_a VALUES (1, 'y')")
         pair.src.sql("CREATE TABLE app_gone (id int PRIMARY KEY); DROP TABLE other")
         pair.src.sql("DROP TABLE app_gone")
+        # A dropped index names no table: a unique one left on the target would refuse the
+        # duplicates the source now takes (it was not replayed under --tables).
+        pair.src.sql("CREATE UNIQUE INDEX app_new_v ON app_new (v)")
+        pair.src.sql("DROP INDEX app_new_v; INSERT INTO app_new VALUES (2, 'first')")
         m.wait_applied(pair.src.lsn())
+        check(pair.dst_app("SELECT to_regclass('public.app_new_v')")[0][0] is None, "a dropped index stayed")
         check(pair.dst_app("SELECT to_regclass('public.app_gone')")[0][0] is None, "a selected table dropped stayed")
         check(pair.dst_app("SELECT to_regclass('public.other')")[0][0] is None, "an unselected table was created")
         check(pair.dst_app("SELECT to_regclass('public.skipped_new')")[0][0] is None, "an unselected new table was created")
