@@ -38,6 +38,7 @@ struct ApplyEngine::Streamed {
   std::unique_ptr<SpoolFile> spool;        // kept on disk until its commit
   // Subtransactions, in the order their savepoints were made, with the session's mark for each.
   std::vector<std::pair<uint32_t, uint64_t>> savepoints;
+  bool schema_changed = false;  // a schema change applied in it, uncommitted
 };
 
 ApplyEngine::ApplyEngine(std::string target_conninfo, std::string client_encoding, std::string origin, Lsn resume_lsn,
@@ -762,7 +763,24 @@ void ApplyEngine::on_stream_commit(uint32_t xid, Lsn commit_lsn, Lsn end_lsn, in
   s.session->drain(0);
   s.session->reset_origin();
   if (!parallel()) main().setup_origin(origin_);
+  // What the target has besides the key was asked meanwhile without its schema changes.
+  if (s.schema_changed) forget_target_facts();
   end_stream(xid, false);
+}
+
+void ApplyEngine::forget_target_facts() {
+  for (auto& [relid, plan] : plans_) plan->facts_asked = false;
+}
+
+void ApplyEngine::note_schema_change() {
+  schema_changed_ = true;
+  if (stream_xid_ != 0 && current_stream_ != nullptr) current_stream_->schema_changed = true;
+  // A new unique index or trigger changes what may be merged or sent at once, for any table.
+  forget_target_facts();
+}
+
+bool ApplyEngine::schema_change_uncommitted() const {
+  return stream_xid_ == 0 ? schema_changed_ : current_stream_ != nullptr && current_stream_->schema_changed;
 }
 
 // A spooled transaction is applied at its commit like an ordinary one, on the main session,

@@ -161,7 +161,12 @@ class ApplyEngine : public core::Applier {
   void read_row_again(const decode::RowChange& row);
   bool reconcile_truncate(std::vector<const decode::Relation*>& relations);
   void apply_insert(const decode::RowChange& row, Lsn lsn);
-  std::vector<bool> partitioned_on_target(const std::vector<const decode::Relation*>& rels);  // lsn: its source transaction's commit
+  std::vector<bool> partitioned_on_target(const std::vector<const decode::Relation*>& rels);
+  void forget_target_facts();  // after a schema change: asked again at the next use
+  void note_schema_change();
+  // A schema change of the transaction being applied is not committed yet (the catalog session
+  // cannot see it).
+  bool schema_change_uncommitted() const;  // lsn: its source transaction's commit
   void apply_update(const decode::RowChange& row);
   void apply_delete(const decode::RowChange& row);
   std::string describe_key(const decode::Relation& rel, const decode::Values& values, bool key_only) const;

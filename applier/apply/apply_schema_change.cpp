@@ -107,7 +107,7 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   flush_held();
   if (stream_xid_ == 0) finish_all_commits();  // its locks: nothing earlier may be in flight
   TargetSession& session = current_session();
-  schema_changed_ = true;
+  note_schema_change();
   if (rewritten) wait_for_copies(copies, session);
   if (rewritten && change.before) {
     // Emptied in the shape it had (a partitioned table: every partition); replica role: no

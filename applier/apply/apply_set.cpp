@@ -50,6 +50,13 @@ void add_probe_value(KeyProbe& probe, const ParamSet& params, size_t at) {
 const ApplyEngine::RelationPlan& ApplyEngine::ask_target_facts(const decode::Relation& rel) {
   RelationPlan& plan = plan_for(rel);
   if (plan.facts_asked) return plan;
+  if (schema_change_uncommitted()) {
+    // A schema change of the transaction being applied (a unique index, a trigger) is not
+    // committed yet, so the catalog session cannot see it: the worst is assumed until it is,
+    // then asked (apply_schema_change forgot what was known).
+    plan.coalesce = plan.set_delete = plan.set_update = plan.set_full = plan.no_unique_index = false;
+    return plan;
+  }
   // The key's column names as a text array literal, in byte order (as the query sorts them).
   std::vector<std::string> names;
   for (size_t k : rel.key_columns) names.push_back(rel.columns[k].name);
