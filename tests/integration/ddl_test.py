@@ -514,6 +514,34 @@ def a_unique_index_made_in_the_stream_is_seen_before_rows_are_merged():
         m.stop()
 
 
+@test
+def schema_text_does_not_depend_on_the_ddl_sessions_date_style():
+    """A partition bound, column defaults and the value a new column gives existing rows, written
+    by a session with DateStyle 'SQL, DMY' and IntervalStyle sql_standard: the catalog text
+    travelled in those styles ('01/04/2026' for 1 April) and the target, reading MDY, made
+    the partition start on 4 January."""
+    with Pair(10) as pair:
+        pair.src.sql("CREATE EXTENSION dts_decoding; "
+                     "CREATE TABLE ev (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at); "
+                     "CREATE TABLE ev_mar PARTITION OF ev FOR VALUES FROM ('2026-03-01') TO ('2026-04-01'); "
+                     "INSERT INTO ev VALUES (1, '2026-03-05')")
+        m = Migrate(pair, "datestyle").start()
+        m.wait_phase("STREAMING")
+        pair.src.sql("SET DateStyle = 'SQL, DMY'; SET IntervalStyle = 'sql_standard'; "
+                     "CREATE TABLE ev_apr PARTITION OF ev FOR VALUES FROM ('01/04/2026') TO ('01/05/2026'); "
+                     "ALTER TABLE ev ADD COLUMN due date DEFAULT '03/04/2026', "
+                     "ADD COLUMN wait interval DEFAULT '1 day 2 hours'; "
+                     "INSERT INTO ev (id, at) VALUES (2, '03/04/2026')")
+        m.wait_applied(pair.src.lsn())
+        bounds = "SELECT relname, pg_get_expr(relpartbound, oid) FROM pg_class WHERE relispartition ORDER BY 1"
+        check(pair.dst_app(bounds) == pair.src.sql(bounds), f"partition bounds on the target: {pair.dst_app(bounds)}")
+        defaults = ("SELECT column_name, column_default FROM information_schema.columns WHERE table_name = 'ev' "
+                    "ORDER BY 1")
+        check(pair.dst_app(defaults) == pair.src.sql(defaults), f"defaults on the target: {pair.dst_app(defaults)}")
+        check_equal(pair.src, pair.target_view(), ["ev"])
+        m.stop()
+
+
 def check_item(pair, name):
     out = subprocess.run([APPLIER, "check", "--source", pair.src.conninfo, "--target", pair.target],
                          capture_output=True, text=True, timeout=120)
