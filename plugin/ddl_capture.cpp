@@ -183,8 +183,20 @@ bytea* read_key() {
   return key;
 }
 
-// "<HMAC-SHA256 of the record, hex> <record>", as a transactional dts.ddl message.
-void sign_and_emit(const char* record) {
+// "<HMAC-SHA256 of the record, hex> <record>", as a transactional dts.ddl message. Inside a
+// subtransaction the record also names it ("subxid"): a transaction streamed while in progress
+// carries its messages under the top-level xid (the stream callbacks get no subtransaction for a
+// message), so without it a schema change whose savepoint is rolled back could not be undone.
+void sign_and_emit(const char* given) {
+  StringInfoData with_subxid;
+  const char* record = given;
+  size_t given_len = strlen(given);
+  if (GetCurrentTransactionNestLevel() > 1 && given_len > 1 && given[given_len - 1] == '}') {
+    initStringInfo(&with_subxid);
+    appendBinaryStringInfo(&with_subxid, given, static_cast<int>(given_len - 1));
+    appendStringInfo(&with_subxid, ",\"subxid\":%u}", GetCurrentTransactionId());
+    record = with_subxid.data;
+  }
   bytea* key = read_key();
   uint8 mac[PG_SHA256_DIGEST_LENGTH];
   pg_hmac_ctx* ctx = pg_hmac_create(PG_SHA256);

@@ -614,6 +614,10 @@ bool ApplyEngine::reconcile_truncate(std::vector<const decode::Relation*>& relat
 void ApplyEngine::on_message(bool transactional, Lsn lsn, std::string_view prefix, std::string_view content) {
   if (transactional && !skipping_) {
     if (Streamed* s = spooling()) {
+      // A schema change of a subtransaction starts it in the file, as its first row would: an
+      // abort of it cuts the file back to before the schema change.
+      if (prefix == ddl::kSchemaChangePrefix && replay_ddl_)
+        if (uint32_t subxid = schema_change_subxid(content)) s->spool->mark_subtransaction(subxid);
       s->spool->append(record_);
       return;
     }

@@ -164,6 +164,8 @@ class ApplyEngine : public core::Applier {
   std::vector<bool> partitioned_on_target(const std::vector<const decode::Relation*>& rels);
   void forget_target_facts();  // after a schema change: asked again at the next use
   void note_schema_change();
+  // The subtransaction a signed schema-change record names (0: none, or not verified).
+  uint32_t schema_change_subxid(std::string_view content) const;
   // A schema change of the transaction being applied is not committed yet (the catalog session
   // cannot see it).
   bool schema_change_uncommitted() const;  // lsn: its source transaction's commit

@@ -46,6 +46,12 @@ bool ApplyEngine::schema_change_wanted(const ddl::SchemaChange& change) const {
   return false;
 }
 
+uint32_t ApplyEngine::schema_change_subxid(std::string_view content) const {
+  std::optional<std::string_view> record = ddl::verified_record(content, ddl_key_);
+  if (!record && !previous_ddl_key_.empty()) record = ddl::verified_record(content, previous_ddl_key_);
+  return record ? ddl::parse_schema_change(*record).subxid : 0;
+}
+
 void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   std::optional<std::string_view> record = ddl::verified_record(content, ddl_key_);
   if (!record && !previous_ddl_key_.empty()) record = ddl::verified_record(content, previous_ddl_key_);
@@ -66,6 +72,9 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
     return;
   }
   ddl::SchemaChange change = ddl::parse_schema_change(*record);
+  // Made in a subtransaction of a transaction streamed while in progress: its savepoint first
+  // (rows make theirs as they come), so that rolling it back takes the schema change away too.
+  if (stream_xid_ != 0 && change.subxid != 0) on_stream_xid(change.subxid);
   const uint32_t xid = stream_xid_;
   if (change.kind == ddl::ChangeKind::kCreateAs) {
     creating_as_[xid] = change.identity;

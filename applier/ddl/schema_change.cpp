@@ -184,6 +184,7 @@ SchemaChange parse_schema_change(std::string_view json) {
   if (doc.HasParseError() || !doc.IsObject()) malformed("not a JSON object");
   SchemaChange c;
   std::string kind = string_of(doc, "ddl");
+  if (member(doc, "subxid") != nullptr) c.subxid = static_cast<uint32_t>(int_of(doc, "subxid"));
   if (kind == "create_as") {
     c.kind = ChangeKind::kCreateAs;
     c.identity = opt_string(doc, "name").value_or("");  // the new table's name (its schema is not known yet)

@@ -98,6 +98,7 @@ struct SchemaChange {
   ChangeKind kind = ChangeKind::kCommand;
   std::string tag, object_type, identity;
   uint32_t objid = 0;
+  uint32_t subxid = 0;  // the subtransaction that made it, when not the top-level transaction
   std::optional<RelationDef> relation, before;  // for relations
   // Other objects: what the catalog holds after the command.
   std::optional<std::string> functiondef, triggerdef, schema_name, comment;

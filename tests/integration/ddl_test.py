@@ -542,6 +542,31 @@ def schema_text_does_not_depend_on_the_ddl_sessions_date_style():
         m.stop()
 
 
+@test
+def a_schema_change_rolled_back_to_its_savepoint_in_a_streamed_transaction_is_undone():
+    """In a transaction streamed while in progress, a savepoint whose first statements are
+    schema changes (DROP TABLE, ADD COLUMN) followed by rows, rolled back: the records came under
+    the top-level transaction, the target's savepoint was made at the first row, after them,
+    and the table stayed dropped there."""
+    with Pair(11) as pair:
+        pair.src.sql("CREATE EXTENSION dts_decoding; CREATE TABLE keep (id int PRIMARY KEY, v text); "
+                     "CREATE TABLE big (id int PRIMARY KEY, v text); INSERT INTO keep VALUES (1, 'k')")
+        m = Migrate(pair, "subddl", "--decoding-work-mem", "64kB").start()
+        m.wait_phase("STREAMING")
+        pair.src.sql("BEGIN; INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g; "
+                     "SAVEPOINT s; DROP TABLE keep; ALTER TABLE big ADD COLUMN gone int; "
+                     "INSERT INTO big SELECT g, 'z', g FROM generate_series(40001, 50000) g; ROLLBACK TO SAVEPOINT s; "
+                     "SAVEPOINT t; ALTER TABLE big ADD COLUMN kept int; RELEASE SAVEPOINT t; "
+                     "INSERT INTO big SELECT g, 'y', g FROM generate_series(20001, 30000) g; COMMIT")
+        pair.src.sql("INSERT INTO keep VALUES (2, 'after')")
+        m.wait_applied(pair.src.lsn())
+        check(pair.dst_app("SELECT to_regclass('public.keep') IS NOT NULL")[0][0],
+              "a table dropped in a rolled-back savepoint was dropped on the target")
+        check_equal(pair.src, pair.target_view(), ["keep", "big"])
+        check_same_schema(pair.src.conninfo, pair.target)
+        m.stop()
+
+
 def check_item(pair, name):
     out = subprocess.run([APPLIER, "check", "--source", pair.src.conninfo, "--target", pair.target],
                          capture_output=True, text=True, timeout=120)
