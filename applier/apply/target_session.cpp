@@ -25,9 +25,6 @@ void put_be64(char* out, uint64_t v) {
   }
 }
 
-// A server that ends the session (shutdown, restart, terminated backend: class 57P0x) or a
-// broken connection (class 08) reports it as a result before the socket closes: a lost
-// connection, retried in resume mode auto, not a refused change.
 std::string trimmed(const char* s) {
   std::string m = s != nullptr ? s : "";
   while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();

@@ -71,8 +71,9 @@ std::string conninfo_with_dbname(const std::string& conninfo, const std::string&
 
 // SQLSTATE of an error result ("" if none).
 std::string sqlstate(const PGresult* r);
-// An error that ended the session (terminated, server shutting down, connection failure): the
-// session is gone whatever PQstatus says yet, and the error is a lost connection's.
+// An error that ended the session (a shutdown, a restart, a terminated backend: class 57P0x; a
+// broken connection: class 08), reported as a result before the socket closes: a lost
+// connection, retried in resume mode auto, not a refused change, whatever PQstatus says yet.
 bool session_ended(const PGresult* r);
 
 }  // namespace dts::pg
