@@ -585,10 +585,15 @@ void ApplyEngine::on_truncate(const std::vector<const decode::Relation*>& relati
 // being applied is not visible here yet: it counts as not partitioned (one that is, emptied in
 // the transaction that made it, would be refused and reported).
 std::vector<bool> ApplyEngine::partitioned_on_target(const std::vector<const decode::Relation*>& rels) {
+  // One round trip for the whole list (a TRUNCATE ... CASCADE can name many tables).
+  std::vector<std::string> names;
+  for (const auto* r : rels) names.push_back(qualified_name(*r));
+  pg::Result r = catalog_.exec_params(
+      "SELECT coalesce(c.relkind = 'p', false) FROM unnest($1::text[]) WITH ORDINALITY AS u(name, n) "
+      "LEFT JOIN pg_class c ON c.oid = to_regclass(u.name) ORDER BY u.n",
+      {text_array_literal(names)});
   std::vector<bool> out;
-  for (const auto* r : rels)
-    out.push_back(catalog_.query_value("SELECT relkind FROM pg_class WHERE oid = to_regclass($1)",
-                                       {qualified_name(*r)}) == "p");
+  for (int i = 0; i < PQntuples(r.get()); ++i) out.push_back(PQgetvalue(r.get(), i, 0)[0] == 't');
   return out;
 }
 

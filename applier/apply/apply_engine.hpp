@@ -160,15 +160,17 @@ class ApplyEngine : public core::Applier {
   bool reconcile_row(const decode::RowChange& row);
   void read_row_again(const decode::RowChange& row);
   bool reconcile_truncate(std::vector<const decode::Relation*>& relations);
-  void apply_insert(const decode::RowChange& row, Lsn lsn);
+  void apply_insert(const decode::RowChange& row, Lsn lsn);  // lsn: its source transaction's commit
   std::vector<bool> partitioned_on_target(const std::vector<const decode::Relation*>& rels);
   void forget_target_facts();  // after a schema change: asked again at the next use
   void note_schema_change();
+  // The record inside a signed schema-change message, with the key or the one before it.
+  std::optional<std::string_view> verified_with_known_keys(std::string_view content) const;
   // The subtransaction a signed schema-change record names (0: none, or not verified).
   uint32_t schema_change_subxid(std::string_view content) const;
   // A schema change of the transaction being applied is not committed yet (the catalog session
   // cannot see it).
-  bool schema_change_uncommitted() const;  // lsn: its source transaction's commit
+  bool schema_change_uncommitted() const;
   void apply_update(const decode::RowChange& row);
   void apply_delete(const decode::RowChange& row);
   std::string describe_key(const decode::Relation& rel, const decode::Values& values, bool key_only) const;

@@ -46,15 +46,19 @@ bool ApplyEngine::schema_change_wanted(const ddl::SchemaChange& change) const {
   return false;
 }
 
-uint32_t ApplyEngine::schema_change_subxid(std::string_view content) const {
+std::optional<std::string_view> ApplyEngine::verified_with_known_keys(std::string_view content) const {
   std::optional<std::string_view> record = ddl::verified_record(content, ddl_key_);
   if (!record && !previous_ddl_key_.empty()) record = ddl::verified_record(content, previous_ddl_key_);
+  return record;
+}
+
+uint32_t ApplyEngine::schema_change_subxid(std::string_view content) const {
+  std::optional<std::string_view> record = verified_with_known_keys(content);
   return record ? ddl::parse_schema_change(*record).subxid : 0;
 }
 
 void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
-  std::optional<std::string_view> record = ddl::verified_record(content, ddl_key_);
-  if (!record && !previous_ddl_key_.empty()) record = ddl::verified_record(content, previous_ddl_key_);
+  std::optional<std::string_view> record = verified_with_known_keys(content);
   if (!record && !source_conninfo_.empty()) {
     // The extension may have been created, updated to 0.2.0, or dropped and created again
     // (a new key) since this applier started. The key before stays known: records it signed

@@ -61,12 +61,7 @@ const ApplyEngine::RelationPlan& ApplyEngine::ask_target_facts(const decode::Rel
   std::vector<std::string> names;
   for (size_t k : rel.key_columns) names.push_back(rel.columns[k].name);
   std::sort(names.begin(), names.end());
-  std::string keys = "{";
-  for (size_t i = 0; i < names.size(); ++i) {
-    if (i > 0) keys += ',';
-    append_array_element(keys, names[i].data(), names[i].size());
-  }
-  keys += "}";
+  std::string keys = text_array_literal(names);
   pg::Result r = catalog_.exec_params(
       "WITH t AS (SELECT to_regclass($1) AS oid),"
       " unique_index AS (SELECT i.* FROM pg_index i, t WHERE i.indrelid = t.oid AND (i.indisunique OR i.indisexclusion))"

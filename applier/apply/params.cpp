@@ -294,6 +294,15 @@ void append_array_element(std::string& out, const char* data, size_t len) {
   out.push_back('"');
 }
 
+std::string text_array_literal(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    append_array_element(out, items[i].data(), items[i].size());
+  }
+  return out + "}";
+}
+
 std::string describe_param_key(const decode::Relation& rel, const std::vector<size_t>& columns, const ParamSet& params,
                                const std::vector<size_t>& positions) {
   std::string names = "(", vals = "(";

@@ -67,6 +67,8 @@ const std::string& binary_copy_trailer();
 // Appends one element of a text array literal: quoted, its quotes and backslashes escaped (so
 // no delimiter, brace or space inside it counts).
 void append_array_element(std::string& out, const char* data, size_t len);
+// `items` as a text array literal ("{...}"), for a text[] parameter.
+std::string text_array_literal(const std::vector<std::string>& items);
 
 // One array parameter of `rows` values of one column, taken from a row-major ParamSet
 // (the value of row r is at r * stride + offset): the binary array format when the values

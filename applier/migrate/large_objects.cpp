@@ -41,23 +41,24 @@ class ObjectCursor {
 
  private:
   void fetch() {
-    window_ = read_window(digests_ ? "md5(lo_get(oid))" : "''");
+    window_ = read_window(digests_);
     pos_ = 0;
     last_window_ = window_.size() < static_cast<size_t>(kWindow);
     if (!window_.empty()) after_ = window_.back().first;
   }
 
-  std::vector<std::pair<uint32_t, LargeObject>> read_window(const char* digest) {
+  std::vector<std::pair<uint32_t, LargeObject>> read_window(bool digests) {
     pg::Result r;
     try {
-      r = c_.exec_params(std::string("SELECT oid, pg_get_userbyid(lomowner), coalesce(lomacl::text, ''), ") + digest +
+      r = c_.exec_params(std::string("SELECT oid, pg_get_userbyid(lomowner), coalesce(lomacl::text, ''), ") +
+                             (digests ? "md5(lo_get(oid))" : "''") +
                              " FROM pg_largeobject_metadata WHERE oid > $1::oid ORDER BY oid LIMIT " +
                              std::to_string(kWindow),
                          {std::to_string(after_)});
     } catch (const Error& e) {
       // 54000: an object of this window is over 1 GB, too large for one bytea: digests one by one.
-      if (e.sqlstate() != "54000" || std::string(digest) == "''") throw;
-      auto window = read_window("''");
+      if (e.sqlstate() != "54000" || !digests) throw;
+      auto window = read_window(false);
       for (auto& [oid, lo] : window) lo.md5 = digest_of(oid);
       return window;
     }

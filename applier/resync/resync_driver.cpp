@@ -59,12 +59,7 @@ void ResyncDriver::tick(Lsn applied) {
       } catch (const std::exception& ex) {
         why = ex.what();
       }
-      // Its tables were emptied and partly copied again: FAILED, their chunks left would never be
-      // read and every change to them would go on being skipped, a silent loss. It stays
-      // COPYING with the error, and the next start of the stream (a reconnect, a restart)
-      // resumes it.
-      target_.exec_params("UPDATE dts.resync SET error = $2 WHERE id = $1", {std::to_string(id), why});
-      spdlog::error("resync {}: the copy stopped ({}); it resumes when the stream starts again", id, why);
+      record_stop(id, why);
       std::rethrow_exception(e);
     }
     uint64_t rows = 0;
@@ -93,13 +88,21 @@ void ResyncDriver::tick(Lsn applied) {
     if (e.kind() == ErrorKind::kConnection) throw;
     // Refused before its tables were emptied: nothing to resume. After: as a failed copy.
     if (target_.query_value("SELECT state FROM dts.resync WHERE id = $1", {std::to_string(id)}) == "COPYING") {
-      target_.exec_params("UPDATE dts.resync SET error = $2 WHERE id = $1", {std::to_string(id), e.what()});
+      record_stop(id, e.what());
       throw;
     }
     target_.exec_params("UPDATE dts.resync SET state = 'FAILED', error = $2, done_at = now() WHERE id = $1",
                         {std::to_string(id), e.what()});
     spdlog::error("resync {} refused: {}", id, e.what());
   }
+}
+
+// A copy that stopped once its tables were emptied: FAILED, the chunks left would never be read
+// and every change to those tables would go on being skipped, a silent loss. It stays COPYING
+// with the error, and the next start of the stream (a reconnect, a restart) resumes it.
+void ResyncDriver::record_stop(int64_t id, const std::string& why) {
+  target_.exec_params("UPDATE dts.resync SET error = $2 WHERE id = $1", {std::to_string(id), why});
+  spdlog::error("resync {}: the copy stopped ({}); it resumes when the stream starts again", id, why);
 }
 
 // Empties the tables and saves the plan, in one target transaction with the request's new

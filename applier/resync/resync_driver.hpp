@@ -46,6 +46,7 @@ class ResyncDriver {
 
   bool start(int64_t id, const std::string& tables, const std::string& exclude, bool resuming);
   void empty_tables(int64_t id);
+  void record_stop(int64_t id, const std::string& why);
   core::CompiledSelection planned_tables(int64_t id, const pg::Connection& source);
 
   const follow::FollowOptions& opts_;

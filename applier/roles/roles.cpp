@@ -379,7 +379,8 @@ SourceRoles read_source_roles(const pg::Connection& source) {
     out.roles.push_back(std::move(role));
   }
   out.memberships = read_memberships(source);
-  for (const auto& g : read_grants(source)) out.grants.push_back(g);
+  std::set<GlobalGrant> grants = read_grants(source);
+  out.grants.assign(grants.begin(), grants.end());
   return out;
 }
 

@@ -135,6 +135,12 @@ TEST(Params, AllBinaryIgnoresNullsAndCountsTextValuesUntilCleared) {
   EXPECT_TRUE(p.all_binary());
 }
 
+TEST(Params, TextArrayLiteralQuotesEveryElement) {
+  EXPECT_EQ(dts::apply::text_array_literal({}), "{}");
+  EXPECT_EQ(dts::apply::text_array_literal({"public.t", "a \"b\"\\, {c}"}),
+            "{\"public.t\",\"a \\\"b\\\"\\\\, {c}\"}");
+}
+
 TEST(Params, ManyValuesStayValidUntilCleared) {
   dts::apply::ParamSet p;
   proto::Value v;
