@@ -16,7 +16,7 @@ OBJS = \
 PGFILEDESC = "dts_decoding - logical decoding output plugin for dts"
 
 DATA = plugin/dts_decoding.control plugin/dts_decoding--0.1.0.sql plugin/dts_decoding--0.1.0--0.2.0.sql \
-       plugin/dts_decoding--0.2.0--0.3.0.sql
+       plugin/dts_decoding--0.2.0--0.3.0.sql plugin/dts_decoding--0.3.0--0.4.0.sql
 MODULEDIR = extension
 
 REGRESS = types nulls_toast identity partitions truncate_messages options streaming binary_render ddl_capture

@@ -55,3 +55,22 @@ RESET SESSION AUTHORIZATION;
 SELECT dts_decoding.capture_ddl_end();
 DROP ROLE regress_ddl_plain;
 DROP ROLE regress_ddl_repl;
+-- A rewrite of a partition tree: one record per leaf, at every level, naming the leaf and the
+-- partitioned tables above it (0.4.0).
+SET dts_decoding.capture_ddl = on;
+CREATE TABLE pt (id int, r int, v int) PARTITION BY LIST (r);
+CREATE TABLE pt_1 PARTITION OF pt FOR VALUES IN (1);
+CREATE TABLE pt_2 PARTITION OF pt FOR VALUES IN (2) PARTITION BY LIST (id);
+CREATE TABLE pt_2x PARTITION OF pt_2 DEFAULT;
+SELECT 'init' FROM pg_create_logical_replication_slot('regress_ddl_tree', 'dts_decoding');
+ALTER TABLE pt ALTER COLUMN v TYPE bigint;
+SELECT c->>'name' AS leaf,
+       (SELECT string_agg(a::oid::regclass::text, ' < ' ORDER BY o) FROM jsonb_array_elements_text(c->'ancestors')
+          WITH ORDINALITY AS x(a, o)) AS ancestors
+  FROM (SELECT substr(data::jsonb->>'content', 66)::jsonb AS c
+          FROM pg_logical_slot_get_changes('regress_ddl_tree', NULL, NULL, 'format', 'json')
+         WHERE data::jsonb->>'prefix' = 'dts.ddl') m
+ WHERE c->>'ddl' = 'rewrite' ORDER BY 1;
+SELECT pg_drop_replication_slot('regress_ddl_tree');
+DROP TABLE pt;
+SET dts_decoding.capture_ddl = off;

@@ -67,12 +67,15 @@ Item ddl_capture_item(pqxx::nontransaction& t) {
   if (std::string(r[0][2].c_str()) == "off")
     return failed("ddl_capture", "dts_decoding.capture_ddl is off for this role or database: schema changes would be lost",
                   "ALTER DATABASE ... RESET dts_decoding.capture_ddl; (or ALTER ROLE / ALTER SYSTEM RESET)");
-  if (version == "0.2.0")
-    return warning("ddl_capture",
-                   "dts_decoding 0.2.0 writes the dates, intervals and floats of schema changes (partition bounds, "
-                   "defaults) in the DDL session's DateStyle and IntervalStyle: a session whose style differs from the "
-                   "target's replays them wrong",
-                   "ALTER EXTENSION dts_decoding UPDATE; (as a superuser)");
+  if (version == "0.2.0" || version == "0.3.0") {
+    std::string lacks =
+        "a table rewrite of a partition tree (ALTER COLUMN TYPE on its root) reaches partitions below the first "
+        "level unnamed, which the target then converts itself instead of copying them again";
+    if (version == "0.2.0")
+      lacks = "the dates, intervals and floats of schema changes (partition bounds, defaults) are written in the DDL "
+              "session's DateStyle and IntervalStyle, which the target may read otherwise; " + lacks;
+    return warning("ddl_capture", "dts_decoding " + version + ": " + lacks, "ALTER EXTENSION dts_decoding UPDATE; (as a superuser)");
+  }
   return passed("ddl_capture", "dts_decoding " + version + " captures schema changes in the stream (4 event triggers)");
 }
 

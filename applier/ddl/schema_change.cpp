@@ -213,6 +213,13 @@ SchemaChange parse_schema_change(std::string_view json) {
   if (kind == "rewrite") {
     c.kind = ChangeKind::kRewrite;
     c.objid = static_cast<uint32_t>(int_of(doc, "relid"));
+    auto schema = opt_string(doc, "schema"), name = opt_string(doc, "name");
+    if (schema && name) c.rewritten = RelationRef{c.objid, *schema, *name, ""};
+    if (const Json* a = member(doc, "ancestors"); a != nullptr && a->IsArray())
+      for (const auto& id : a->GetArray()) {
+        if (!id.IsUint()) malformed("\"ancestors\" holds something other than relation ids");
+        c.ancestors.push_back(id.GetUint());
+      }
   } else if (kind == "drop") {
     c.kind = ChangeKind::kDrop;
     const Json* objects = member(doc, "objects");

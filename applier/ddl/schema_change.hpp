@@ -115,6 +115,10 @@ struct SchemaChange {
   std::vector<DroppedObject> dropped;
   std::optional<GrantDef> grant;
   std::vector<RelationRef> grant_relations;  // the tables a grant is on, for the selection
+  // A rewrite (dts_decoding 0.4.0 and later): the table rewritten (relid: objid) and the
+  // partitioned tables above it, nearest first. Older records carry neither.
+  std::optional<RelationRef> rewritten;
+  std::vector<uint32_t> ancestors;
 };
 
 // Throws Error(kProtocol) naming the field that is missing or malformed.

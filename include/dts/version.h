@@ -2,6 +2,6 @@
 #ifndef DTS_VERSION_H
 #define DTS_VERSION_H
 
-#define DTS_VERSION "0.3.0"
+#define DTS_VERSION "0.4.0"
 
 #endif

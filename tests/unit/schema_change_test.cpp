@@ -141,6 +141,23 @@ TEST(SchemaChange, MalformedRecordsNameWhatIsWrong) {
   }
 }
 
+TEST(SchemaChange, ARewriteNamesItsTableAndAncestorsSince040) {
+  SchemaChange c = parse_schema_change(
+      R"~({"ddl": "rewrite", "tag": "ALTER TABLE", "relid": 16500, "reason": 4, "schema": "public", "name": "m_b2x",)~"
+      R"~( "ancestors": [16490, 16480]})~");
+  EXPECT_EQ(c.kind, ChangeKind::kRewrite);
+  EXPECT_EQ(c.objid, 16500u);
+  ASSERT_TRUE(c.rewritten.has_value());
+  EXPECT_EQ(c.rewritten->qualified(), R"~("public"."m_b2x")~");
+  EXPECT_EQ(c.ancestors, (std::vector<uint32_t>{16490, 16480}));
+  // 0.3.0 and before: the relid only.
+  SchemaChange old = parse_schema_change(R"~({"ddl": "rewrite", "tag": "ALTER TABLE", "relid": 16500, "reason": 4})~");
+  EXPECT_FALSE(old.rewritten.has_value());
+  EXPECT_TRUE(old.ancestors.empty());
+  EXPECT_THROW(parse_schema_change(R"~({"ddl": "rewrite", "tag": "ALTER TABLE", "relid": 1, "ancestors": ["x"]})~"),
+               Error);
+}
+
 TEST(SchemaChange, TablesOfAnIndexIsItsTable) {
   SchemaChange c = parse_schema_change(R"~({"ddl": "command", "tag": "CREATE INDEX", "object_type": "index", "identity": "public.i",
       "objid": "1", "definition": {"relid": "1", "schema": "public", "name": "i", "kind": "i",
