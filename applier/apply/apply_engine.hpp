@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -242,11 +243,18 @@ class ApplyEngine : public core::Applier {
   core::TableSelection selection_;
   // Per source transaction (its xid inside a stream block, 0 otherwise): tables the source
   // rewrote in it, and whether a CREATE TABLE AS is under way (its rows are copied later).
-  std::set<std::pair<uint32_t, uint32_t>> rewritten_;  // (xid, relid)
+  struct Rewritten {
+    std::optional<ddl::RelationRef> table;  // named by dts_decoding 0.4.0 and later
+    std::vector<uint32_t> ancestors;
+  };
+  std::map<std::pair<uint32_t, uint32_t>, Rewritten> rewritten_;  // (xid, relid)
   std::unordered_map<uint32_t, std::string> creating_as_;  // xid -> the new table's name
   // Tables a streamed transaction asked to copy again: forgotten if the source aborts it.
   std::unordered_map<uint32_t, std::vector<uint32_t>> copies_in_streams_;
   void forget_schema_state(uint32_t xid);
+  void add_rewritten_leaves(uint32_t xid, uint32_t root, std::vector<ddl::RelationRef>& copies) const;
+  bool unnamed_rewrites(uint32_t xid, const std::vector<ddl::RelationRef>& copies) const;
+  std::vector<ddl::RelationRef> tables_to_copy_again(const ddl::SchemaChange& change, uint32_t xid) const;
   bool creating_as_of(const decode::Relation& rel) const;
   bool schema_changed_ = false;             // in this transaction: its group ends with it
 

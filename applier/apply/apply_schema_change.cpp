@@ -6,6 +6,7 @@
 // the stream's later changes of the table are skipped until the copy reads it.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "apply/apply_engine.hpp"
@@ -85,7 +86,7 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
     return;
   }
   if (change.kind == ddl::ChangeKind::kRewrite) {
-    rewritten_.emplace(xid, change.objid);
+    rewritten_[{xid, change.objid}] = Rewritten{change.rewritten, change.ancestors};
     return;
   }
   bool created_as = creating_as_.count(xid) > 0 && change.relation &&
@@ -95,25 +96,18 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
     spdlog::debug("schema change {} {} not replayed: outside the table selection", change.tag, change.identity);
     return;
   }
-  // The tables the source rewrote for this command: the table itself, or the partitions of a
-  // partitioned one (table_rewrite fires per partition; the command names the parent).
-  // Also a table whose copy the stream is still reconciled with, when its columns change: the
-  // chunks read after the change hold its rows in the new shape, copied in the old one (the
-  // copy's columns were fixed when it was planned). Once its copy is written, it is copied
-  // again; while a copy of it is still to come, that copy reads the new shape anyway.
-  bool columns_changed = change.before && change.relation && ddl::columns_differ(*change.before, *change.relation);
-  auto copy_of = [&](uint32_t relid) {
-    return rewritten_.count({xid, relid}) > 0 ||
-           (columns_changed && reconciler_.active() && reconciler_.table(relid) != nullptr && reconciler_.settled(relid));
-  };
-  std::vector<ddl::RelationRef> copies;
-  if (change.relation) {
-    if (copy_of(change.relation->ref.relid)) copies.push_back(change.relation->ref);
-    for (const auto& p : change.relation->partitions)
-      if (copy_of(p.relid)) copies.push_back(p);
-  }
+  std::vector<ddl::RelationRef> copies = tables_to_copy_again(change, xid);
   bool rewritten = !copies.empty();
-  std::vector<std::string> statements = ddl::replay_statements(change, rewritten);
+  // Records of dts_decoding before 0.4.0 do not name the leaves below the first level: those
+  // are not emptied, so the replayed command must convert their rows, not set them to NULL.
+  bool unnamed_leaves = rewritten && change.relation->kind == 'p' && unnamed_rewrites(xid, copies);
+  if (unnamed_leaves)
+    spdlog::warn("the source's dts_decoding is older than 0.4.0 and does not name the partitions of {} below its first "
+                 "level that this command rewrote: the target converts their rows itself (a USING expression or a "
+                 "volatile default of the source is not applied there); run ALTER EXTENSION dts_decoding UPDATE on the "
+                 "source, and dts_applier resync --tables {} if the command had one",
+                 change.relation->ref.qualified(), change.relation->ref.qualified());
+  std::vector<std::string> statements = ddl::replay_statements(change, rewritten && !unnamed_leaves);
   if (statements.empty() && !rewritten && !created_as) return;
   // Rows held here were written in the old shape: they go first.
   flush_coalesced(coalesced_.take_all());
@@ -123,11 +117,13 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   note_schema_change();
   if (rewritten) wait_for_copies(copies, session);
   if (rewritten && change.before) {
-    // Emptied in the shape it had (a partitioned table: every partition); replica role: no
-    // foreign key trigger objects.
-    std::string table = change.before->ref.qualified();
-    session.execute_simple((change.before->kind == 'p' ? "DELETE FROM " : "DELETE FROM ONLY ") + table,
-                           ChangeContext{table, "", txn_commit_lsn_, "DELETE (a rewrite)"});
+    // Emptied in the shape they had, each table that is copied again and no other: a partition
+    // the command did not rewrite keeps its rows, which the replayed command converts. Replica
+    // role: no foreign key trigger fires.
+    for (const auto& t : copies) {
+      std::string table = t.relid == change.before->ref.relid ? change.before->ref.qualified() : t.qualified();
+      session.execute_simple("DELETE FROM ONLY " + table, ChangeContext{table, "", txn_commit_lsn_, "DELETE (a rewrite)"});
+    }
   }
   if (!statements.empty()) {
     stats_.schema_changes++;
@@ -142,6 +138,28 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
     copy_again(table, session);
     rewritten_.erase({xid, table.relid});
   }
+}
+
+// The tables the source rewrote for this command: the table itself, or the partitions of a
+// partitioned one (table_rewrite fires per partition; the command names the parent).
+// Also a table whose copy the stream is still reconciled with, when its columns change: the
+// chunks read after the change hold its rows in the new shape, copied in the old one (the
+// copy's columns were fixed when it was planned). Once its copy is written, it is copied
+// again; while a copy of it is still to come, that copy reads the new shape anyway.
+std::vector<ddl::RelationRef> ApplyEngine::tables_to_copy_again(const ddl::SchemaChange& change, uint32_t xid) const {
+  bool columns_changed = change.before && change.relation && ddl::columns_differ(*change.before, *change.relation);
+  auto copy_of = [&](uint32_t relid) {
+    return rewritten_.count({xid, relid}) > 0 ||
+           (columns_changed && reconciler_.active() && reconciler_.table(relid) != nullptr && reconciler_.settled(relid));
+  };
+  std::vector<ddl::RelationRef> copies;
+  if (change.relation) {
+    if (copy_of(change.relation->ref.relid)) copies.push_back(change.relation->ref);
+    for (const auto& p : change.relation->partitions)
+      if (copy_of(p.relid)) copies.push_back(p);
+    add_rewritten_leaves(xid, change.relation->ref.relid, copies);
+  }
+  return copies;
 }
 
 // A table rewritten again while an earlier copy of it is under way: emptied only once no chunk
@@ -172,7 +190,28 @@ bool ApplyEngine::creating_as_of(const decode::Relation& rel) const {
 
 void ApplyEngine::forget_schema_state(uint32_t xid) {
   creating_as_.erase(xid);
-  for (auto it = rewritten_.lower_bound({xid, 0}); it != rewritten_.end() && it->first == xid;) it = rewritten_.erase(it);
+  for (auto it = rewritten_.lower_bound({xid, 0}); it != rewritten_.end() && it->first.first == xid;)
+    it = rewritten_.erase(it);
+}
+
+// The leaves below `root`'s direct partitions that the transaction rewrote: a command on a
+// partitioned table rewrites every level, and its record lists only the first.
+void ApplyEngine::add_rewritten_leaves(uint32_t xid, uint32_t root, std::vector<ddl::RelationRef>& copies) const {
+  for (auto it = rewritten_.lower_bound({xid, 0}); it != rewritten_.end() && it->first.first == xid; ++it) {
+    const Rewritten& r = it->second;
+    if (!r.table || std::find(r.ancestors.begin(), r.ancestors.end(), root) == r.ancestors.end()) continue;
+    bool listed = std::any_of(copies.begin(), copies.end(), [&](const ddl::RelationRef& c) { return c.relid == r.table->relid; });
+    if (!listed) copies.push_back(*r.table);
+  }
+}
+
+bool ApplyEngine::unnamed_rewrites(uint32_t xid, const std::vector<ddl::RelationRef>& copies) const {
+  for (auto it = rewritten_.lower_bound({xid, 0}); it != rewritten_.end() && it->first.first == xid; ++it) {
+    uint32_t relid = it->first.second;
+    bool listed = std::any_of(copies.begin(), copies.end(), [&](const ddl::RelationRef& c) { return c.relid == relid; });
+    if (!it->second.table && !listed) return true;
+  }
+  return false;
 }
 
 // A resync of one table, in one chunk, recorded in the transaction that emptied (or created)

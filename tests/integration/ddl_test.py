@@ -455,6 +455,57 @@ def rewrites_while_the_table_is_copied_again_neither_duplicate_nor_hang():
                    f"transaction: {rows} rows equal, {log.count('withdrawn')} chunks of earlier copies withdrawn")
 
 
+def rewrite_a_partition_tree(index, version):
+    """ALTER COLUMN TYPE on the root of a tree three levels deep, under rows before and after;
+    returns how many tables were copied again and the rows compared."""
+    with Pair(index) as pair:
+        pair.src.sql(f"""CREATE EXTENSION dts_decoding VERSION '{version}';
+CREATE TABLE m (id int, region text, sub int, v int, PRIMARY KEY (id, region, sub)) PARTITION BY LIST (region);
+CREATE TABLE m_a PARTITION OF m FOR VALUES IN ('a');
+CREATE TABLE m_b PARTITION OF m FOR VALUES IN ('b') PARTITION BY RANGE (sub);
+CREATE TABLE m_b1 PARTITION OF m_b FOR VALUES FROM (0) TO (100);
+CREATE TABLE m_b2 PARTITION OF m_b FOR VALUES FROM (100) TO (200) PARTITION BY LIST (id);
+CREATE TABLE m_b2x PARTITION OF m_b2 DEFAULT;
+CREATE TABLE solo (id int PRIMARY KEY, v int);
+INSERT INTO m SELECT g, 'a', 0, g FROM generate_series(1, 500) g;
+INSERT INTO m SELECT g, 'b', g % 200, g FROM generate_series(1, 2000) g;
+INSERT INTO solo SELECT g, g FROM generate_series(1, 100) g""")
+        m = Migrate(pair, "ptree").start()
+        m.wait_phase("STREAMING")
+        pair.src.sql("ALTER TABLE m ALTER COLUMN v TYPE bigint; INSERT INTO m VALUES (9001, 'b', 150, 1)")
+        pair.src.sql("UPDATE m SET v = v + 1 WHERE id % 100 = 0; INSERT INTO m VALUES (9002, 'b', 5, 2)")
+        m.wait_applied(pair.src.lsn())
+        resyncs = wait_resyncs_done(pair)
+        m.wait_applied(pair.src.lsn())
+        leaves = ["m_a", "m_b1", "m_b2x", "solo"]
+        counts = {t: pair.dst_app(f"SELECT count(*) FROM {t}")[0][0] for t in leaves}
+        check(all(n > 0 for n in counts.values()), f"a leaf was left empty on the target: {counts}")
+        rows = check_equal(pair.src, pair.target_view(), leaves)
+        check_same_schema(pair.src.conninfo, pair.target)
+        check(m.running(), f"migrate stopped: {m.log()[-1500:]}")
+        m.stop()
+        warned = "older than 0.4.0" in m.log()
+        check(warned == (version != "0.4.0"), f"the warning about unnamed partitions: {warned} with {version}")
+        return resyncs, rows
+
+
+@test
+def a_rewrite_of_a_partition_tree_copies_every_level_again():
+    """ALTER COLUMN TYPE on the root of a partition tree three levels deep rewrites every leaf on
+    the source; the target must end with every leaf's rows. The record listed the root's direct
+    partitions only: the emptying (DELETE FROM the root) reached the deeper leaves, the copy did
+    not, and their rows were gone from the target for good (here: follow then stopped on an
+    UPDATE of a row that was no longer there). dts_decoding 0.4.0 names every leaf rewritten and
+    its ancestors, so all three are copied again; with 0.3.0 only the leaves copied again are
+    emptied, and the replayed command converts the deeper one on the target."""
+    resyncs, rows = rewrite_a_partition_tree(12, "0.4.0")
+    check(resyncs == 3, f"{resyncs} tables copied again: each of the three leaves should have been")
+    old_resyncs, old_rows = rewrite_a_partition_tree(13, "0.3.0")
+    check(old_resyncs == 1, f"{old_resyncs} tables copied again with 0.3.0: its record names the direct partitions only")
+    FIGURES.append(f"a rewrite of a partition tree three levels deep: {rows} rows equal in its leaves, "
+                   f"{resyncs} leaves copied again (0.3.0 records: {old_rows} rows equal, {old_resyncs} copied again)")
+
+
 @test
 def a_forged_schema_change_message_is_not_replayed():
     """Any role may write a dts.ddl message with pg_logical_emit_message. One that drops a table,
@@ -579,15 +630,20 @@ def check_item(pair, name):
 
 @test
 def check_says_whether_schema_changes_are_captured():
-    """check's ddl_capture item: a warning without the extension, passed with it, failed (exit 1,
-    with the fix) when one of its event triggers is disabled."""
+    """check's ddl_capture item: a warning without the extension and with 0.3.0 (its rewrite
+    records do not name deeper partitions), passed once updated, failed (exit 1, with the fix)
+    when one of its event triggers is disabled."""
     with Pair(3) as pair:
         state, line, _, _ = check_item(pair, "ddl_capture")
         check(state == "WARNING" and "CREATE EXTENSION dts_decoding" in check_item(pair, "ddl_capture")[2],
               f"without the extension: {line}")
-        pair.src.sql("CREATE EXTENSION dts_decoding")
+        pair.src.sql("CREATE EXTENSION dts_decoding VERSION '0.3.0'")
+        state, line, fix, _ = check_item(pair, "ddl_capture")
+        check(state == "WARNING" and "partition" in line and "ALTER EXTENSION dts_decoding UPDATE" in fix,
+              f"with 0.3.0: {line} / {fix}")
+        pair.src.sql("ALTER EXTENSION dts_decoding UPDATE")
         state, line, _, _ = check_item(pair, "ddl_capture")
-        check(state == "PASSED", f"with the extension: {line}")
+        check(state == "PASSED" and "0.4.0" in line, f"with the extension updated: {line}")
         pair.src.sql("ALTER EVENT TRIGGER dts_decoding_table_rewrite DISABLE")
         state, line, fix, rc = check_item(pair, "ddl_capture")
         check(state == "FAILED" and "ENABLE" in fix and rc != 0, f"a trigger disabled: {line} / {fix} (exit {rc})")
