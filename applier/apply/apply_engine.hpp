@@ -255,6 +255,8 @@ class ApplyEngine : public core::Applier {
   void add_rewritten_leaves(uint32_t xid, uint32_t root, std::vector<ddl::RelationRef>& copies) const;
   bool unnamed_rewrites(uint32_t xid, const std::vector<ddl::RelationRef>& copies) const;
   std::vector<ddl::RelationRef> tables_to_copy_again(const ddl::SchemaChange& change, uint32_t xid) const;
+  bool entered_selection(const ddl::SchemaChange& change) const;
+  void create_entering_table(const ddl::SchemaChange& created);
   bool creating_as_of(const decode::Relation& rel) const;
   bool schema_changed_ = false;             // in this transaction: its group ends with it
 

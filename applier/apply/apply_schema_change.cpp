@@ -96,6 +96,15 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
     spdlog::debug("schema change {} {} not replayed: outside the table selection", change.tag, change.identity);
     return;
   }
+  if (entered_selection(change)) {
+    // Renamed or moved into the selection from outside it: the target never had the table. It
+    // is made there in its new name and copied, as a table CREATE TABLE AS made is.
+    ddl::SchemaChange created = change;
+    created.tag = "CREATE TABLE";
+    created.before.reset();
+    create_entering_table(created);
+    return;
+  }
   std::vector<ddl::RelationRef> copies = tables_to_copy_again(change, xid);
   bool rewritten = !copies.empty();
   // Records of dts_decoding before 0.4.0 do not name the leaves below the first level: those
@@ -160,6 +169,29 @@ std::vector<ddl::RelationRef> ApplyEngine::tables_to_copy_again(const ddl::Schem
     add_rewritten_leaves(xid, change.relation->ref.relid, copies);
   }
   return copies;
+}
+
+bool ApplyEngine::entered_selection(const ddl::SchemaChange& change) const {
+  if (selection_.everything() || !change.relation || !change.before || change.relation->kind != 'r') return false;
+  const ddl::RelationRef& was = change.before->ref;
+  const ddl::RelationRef& now = change.relation->ref;
+  return !selection_.selects(was.schema, was.name) && selection_.selects(now.schema, now.name);
+}
+
+void ApplyEngine::create_entering_table(const ddl::SchemaChange& created) {
+  std::vector<std::string> statements = ddl::replay_statements(created, false);
+  flush_coalesced(coalesced_.take_all());
+  flush_held();
+  if (stream_xid_ == 0) finish_all_commits();
+  TargetSession& session = current_session();
+  note_schema_change();
+  stats_.schema_changes++;
+  for (const std::string& sql : statements) {
+    stats_.last_schema_change = sql.substr(0, 500);
+    spdlog::info("schema change at {}: {} (the table entered the selection)", format_lsn(txn_commit_lsn_), sql);
+    session.execute_simple(sql, ChangeContext{sql, "", txn_commit_lsn_, "the schema change"});
+  }
+  copy_again(created.relation->ref, session);
 }
 
 // A table rewritten again while an earlier copy of it is under way: emptied only once no chunk

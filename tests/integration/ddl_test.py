@@ -252,6 +252,36 @@ def schema_changes_replay_in_order_with_the_rows_around_them():
 
 
 @test
+def a_table_renamed_into_the_selection_is_created_and_copied():
+    """With --tables, a table renamed from outside the selection into it — the swap of a table
+    filled beside the live one, in one transaction: orders becomes orders_old, staging_orders
+    becomes orders — is made on the target under its new name, copied and followed from there.
+    (follow stopped on the replayed RENAME of a table the target never had.) The table renamed
+    out of the selection keeps its rows under its new name; its later changes are not followed."""
+    with Pair(14) as pair:
+        pair.src.sql("CREATE EXTENSION dts_decoding; CREATE TABLE orders (id int PRIMARY KEY, v text); "
+                     "INSERT INTO orders SELECT g, 'old' FROM generate_series(1, 100) g; "
+                     "CREATE TABLE staging_orders (id int PRIMARY KEY, v text, extra int NOT NULL DEFAULT 0)")
+        m = Migrate(pair, "swap", "--tables", "public.orders").start()
+        m.wait_phase("STREAMING")
+        pair.src.sql("INSERT INTO staging_orders SELECT g, 'new', g FROM generate_series(1, 5000) g")
+        pair.src.sql("BEGIN; ALTER TABLE orders RENAME TO orders_old; ALTER TABLE staging_orders RENAME TO orders; "
+                     "INSERT INTO orders VALUES (5001, 'after', 1); UPDATE orders_old SET v = 'unfollowed'; COMMIT")
+        pair.src.sql("UPDATE orders SET v = 'changed' WHERE id % 50 = 0; DELETE FROM orders WHERE id % 77 = 0")
+        m.wait_applied(pair.src.lsn())
+        resyncs = wait_resyncs_done(pair)
+        m.wait_applied(pair.src.lsn())
+        check(m.running(), f"migrate stopped: {m.log()[-1500:]}")
+        rows = check_equal(pair.src, pair.target_view(), ["orders"])
+        check(rows == 5001 - 5001 // 77, f"{rows} rows in orders")
+        old = pair.dst_app("SELECT count(*), count(*) FILTER (WHERE v = 'old') FROM orders_old")[0]
+        check(old == (100, 100), f"the table renamed out of the selection: {old} rows (all 'old' expected)")
+        check(resyncs == 1, f"{resyncs} tables copied: the one that entered the selection should have been")
+        m.stop()
+        FIGURES.append(f"a table swapped into the selection by rename: {rows} rows equal, copied once")
+
+
+@test
 def a_refused_schema_change_stops_with_the_statement_and_resumes_after_the_fix():
     """The target refuses a replayed constraint (a row there breaks it): nothing of the source
     transaction is committed, the origin stays, the error names the statement and the LSN; once
