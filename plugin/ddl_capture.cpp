@@ -398,10 +398,13 @@ void record_before(Node* tree) {
       // Its rows are decoded before the table's record (the end trigger runs after them): the
       // applier is told to set them aside and copy the new table once it exists.
       // Only for a table it will make: not a temporary one (never recorded), nor one that is
-      // already there (IF NOT EXISTS: nothing is written).
+      // already there (IF NOT EXISTS: nothing is written). TEMP is not the only way to make one
+      // temporary: the schema pg_temp, named or first in search_path, does too, and only the
+      // namespace the table is made in tells (asking for it now raises what the command would).
       if (auto* stmt = reinterpret_cast<CreateTableAsStmt*>(tree);
           stmt->objtype == OBJECT_TABLE && stmt->into != nullptr && stmt->into->rel != nullptr &&
           stmt->into->rel->relpersistence == RELPERSISTENCE_PERMANENT &&
+          !isAnyTempNamespace(RangeVarGetCreationNamespace(stmt->into->rel)) &&
           !OidIsValid(RangeVarGetRelid(stmt->into->rel, NoLock, true))) {
         sign_and_emit(json_object({{"ddl", "create_as"}, {"name", stmt->into->rel->relname}}));
       }

@@ -282,6 +282,29 @@ def a_table_renamed_into_the_selection_is_created_and_copied():
 
 
 @test
+def a_temporary_table_made_by_create_table_as_hides_no_rows():
+    """CREATE TABLE pg_temp.x AS (or with pg_temp first in search_path) makes a temporary table
+    whose rows are never decoded. dts_decoding took it for a permanent one and told the applier
+    to set aside the rows of a table of that name until its record, which never came: rows of
+    the permanent table of the same name written later in that transaction were lost."""
+    with Pair(15) as pair:
+        pair.src.sql("CREATE EXTENSION dts_decoding; CREATE TABLE scratch (id int PRIMARY KEY, v text)")
+        m = Migrate(pair, "tempas").start()
+        m.wait_phase("STREAMING")
+        pair.src.sql("BEGIN; CREATE TABLE pg_temp.scratch AS SELECT 1 AS id; "
+                     "INSERT INTO public.scratch VALUES (1, 'after a qualified temp'); COMMIT")
+        pair.src.sql("BEGIN; SET LOCAL search_path = pg_temp, public; CREATE TABLE scratch AS SELECT 2 AS id; "
+                     "INSERT INTO public.scratch VALUES (2, 'after a temp by search_path'); COMMIT")
+        pair.src.sql("BEGIN; CREATE TEMP TABLE scratch AS SELECT 3 AS id; "
+                     "INSERT INTO public.scratch VALUES (3, 'after a TEMP'); COMMIT")
+        m.wait_applied(pair.src.lsn())
+        rows = check_equal(pair.src, pair.target_view(), ["scratch"])
+        check(rows == 3, f"{rows} rows in scratch, 3 expected")
+        check(pair.dst_app("SELECT count(*) FROM dts.resync")[0][0] == 0, "a temporary table was copied")
+        m.stop()
+
+
+@test
 def a_refused_schema_change_stops_with_the_statement_and_resumes_after_the_fix():
     """The target refuses a replayed constraint (a row there breaks it): nothing of the source
     transaction is committed, the origin stays, the error names the statement and the LSN; once
