@@ -305,6 +305,32 @@ def a_temporary_table_made_by_create_table_as_hides_no_rows():
 
 
 @test
+def a_domain_default_keeps_its_meaning_on_the_target():
+    """A domain's default travelled as pg_type.typdefault, the text printed when the domain was
+    made: in that session's search_path (a function of another schema unqualified) and DateStyle
+    (a date under 'SQL, DMY' read as month first on the target). Since 0.4.0 it is the catalog's
+    expression printed for the target."""
+    with Pair(16) as pair:
+        pair.src.sql("CREATE EXTENSION dts_decoding; CREATE SCHEMA util; "
+                     "CREATE FUNCTION util.seven() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 7'")
+        m = Migrate(pair, "domdef").start()
+        m.wait_phase("STREAMING")
+        pair.src.sql("SET search_path = util, public; SET DateStyle = 'SQL, DMY'; "
+                     "CREATE DOMAIN public.lucky AS int DEFAULT seven(); "
+                     "CREATE DOMAIN public.due AS date DEFAULT '01/04/2026'; "
+                     "CREATE TABLE public.t (id int PRIMARY KEY, a public.lucky, b public.due); "
+                     "INSERT INTO public.t (id) VALUES (1)")
+        m.wait_applied(pair.src.lsn())
+        check_equal(pair.src, pair.target_view(), ["t"])
+        pair.dst_app("INSERT INTO t (id) VALUES (2)")  # the target's own defaults
+        row = pair.dst_app("SELECT a, b::text FROM t WHERE id = 2")[0]
+        check(row == (7, "2026-04-01"), f"the domains' defaults on the target gave {row}")
+        pair.dst_app("DELETE FROM t WHERE id = 2")
+        check_same_schema(pair.src.conninfo, pair.target)
+        m.stop()
+
+
+@test
 def a_refused_schema_change_stops_with_the_statement_and_resumes_after_the_fix():
     """The target refuses a replayed constraint (a row there breaks it): nothing of the source
     transaction is committed, the origin stays, the error names the statement and the LSN; once
