@@ -75,9 +75,13 @@ void ResyncDriver::tick(Lsn applied) {
   last_check_ = now;
   if (!target_) target_ = pg::Connection::open(opts_.target, "target");
   if (target_.query_value("SELECT to_regclass('dts.resync') IS NOT NULL") != "t") return;
+  // A copy under way first, whatever was asked before it: its tables were emptied and their
+  // changes are skipped until it is read. A request queued earlier that went first would empty
+  // and copy them in its own plan, and the copy under way, resumed after it, would then write
+  // its rows a second time (a rewrite's copy behind a request made by hand).
   pg::Result r = target_.exec_params(
       "SELECT id, tables, exclude_tables, state, chunk_bytes FROM dts.resync WHERE slot = $1 "
-      "AND state IN ('REQUESTED', 'COPYING') ORDER BY id LIMIT 1", {opts_.slot});
+      "AND state IN ('REQUESTED', 'COPYING') ORDER BY state = 'COPYING' DESC, id LIMIT 1", {opts_.slot});
   if (PQntuples(r.get()) == 0) return;
   int64_t id = std::strtoll(PQgetvalue(r.get(), 0, 0), nullptr, 10);
   try {

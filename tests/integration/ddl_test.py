@@ -331,6 +331,42 @@ def a_domain_default_keeps_its_meaning_on_the_target():
 
 
 @test
+def a_copy_under_way_goes_before_a_request_queued_earlier():
+    """A resync asked by hand is queued; then a rewrite's copy is recorded (its table emptied in
+    the rewrite's own target transaction) and follow stops before it is read. On the next start
+    the resync driver took the lower id first: it emptied and copied the table in a plan of its
+    own, and the rewrite's copy, resumed after it, wrote the rows a second time. The copy under
+    way goes first now; the request then copies the table once more; no row twice."""
+    with Pair(17) as pair:
+        pair.src.sql("CREATE EXTENSION dts_decoding; CREATE TABLE t (id int PRIMARY KEY, v text); "
+                     "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 3000) g")
+        m = Migrate(pair, "queued").start()
+        m.wait_phase("STREAMING")
+        check(m.stop() == 0, f"migrate did not stop cleanly: {m.log()[-800:]}")
+        slot = pair.dst_app("SELECT slot FROM dts.migration")[0][0]
+        relid = pair.src.value("SELECT 'public.t'::regclass::oid")
+        # As `dts_applier resync --tables public.t` leaves it, then as a replayed rewrite does.
+        pair.dst_app(f"INSERT INTO dts.resync (slot, tables) VALUES ('{slot}', 'public.t')")
+        pair.dst_app(f"""BEGIN; DELETE FROM ONLY t;
+WITH r AS (INSERT INTO dts.resync (slot, tables, state, chunks) VALUES ('{slot}', '"public"."t"', 'COPYING', 1)
+           RETURNING id)
+INSERT INTO dts.copy_chunk (slot, relid, generation, chunk, table_name, key_column)
+SELECT '{slot}', {relid}, r.id, 0, '"public"."t"', '' FROM r; COMMIT""")
+        pair.src.sql("UPDATE t SET v = 'later' WHERE id % 100 = 0; INSERT INTO t VALUES (3001, 'new')")
+        m.start()
+        m.wait_applied(pair.src.lsn())
+        resyncs = wait_resyncs_done(pair)
+        m.wait_applied(pair.src.lsn())
+        check(m.running(), f"migrate stopped: {m.log()[-1500:]}")
+        rows = check_equal(pair.src, pair.target_view(), ["t"])
+        order = [r[0] for r in pair.dst_app("SELECT state FROM dts.resync ORDER BY done_at")]
+        check(resyncs == 2 and rows == 3001 and order == ["DONE", "DONE"], f"{resyncs} resyncs, {rows} rows, {order}")
+        first = pair.dst_app("SELECT tables FROM dts.resync ORDER BY done_at LIMIT 1")[0][0]
+        check(first == '"public"."t"', f"the request queued earlier went first: {first}")
+        m.stop()
+
+
+@test
 def a_refused_schema_change_stops_with_the_statement_and_resumes_after_the_fix():
     """The target refuses a replayed constraint (a row there breaks it): nothing of the source
     transaction is committed, the origin stays, the error names the statement and the LSN; once
