@@ -249,13 +249,17 @@ class ApplyEngine : public core::Applier {
   };
   std::map<std::pair<uint32_t, uint32_t>, Rewritten> rewritten_;  // (xid, relid)
   std::unordered_map<uint32_t, std::string> creating_as_;  // xid -> the new table's name
+  // (xid, qualified name): relations renamed or moved to that name in the transaction, which
+  // the target has uncommitted (the catalog session cannot see them yet).
+  std::set<std::pair<uint32_t, std::string>> renamed_to_;
   // Tables a streamed transaction asked to copy again: forgotten if the source aborts it.
   std::unordered_map<uint32_t, std::vector<uint32_t>> copies_in_streams_;
   void forget_schema_state(uint32_t xid);
   void add_rewritten_leaves(uint32_t xid, uint32_t root, std::vector<ddl::RelationRef>& copies) const;
   bool unnamed_rewrites(uint32_t xid, const std::vector<ddl::RelationRef>& copies) const;
+  bool keeps_rows_below(const ddl::RelationRef& root, const std::vector<ddl::RelationRef>& copies);
   std::vector<ddl::RelationRef> tables_to_copy_again(const ddl::SchemaChange& change, uint32_t xid) const;
-  bool entered_selection(const ddl::SchemaChange& change) const;
+  bool entered_selection(const ddl::SchemaChange& change);
   void create_entering_table(const ddl::SchemaChange& created);
   bool creating_as_of(const decode::Relation& rel) const;
   bool schema_changed_ = false;             // in this transaction: its group ends with it

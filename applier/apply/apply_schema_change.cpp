@@ -107,16 +107,17 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   }
   std::vector<ddl::RelationRef> copies = tables_to_copy_again(change, xid);
   bool rewritten = !copies.empty();
-  // Records of dts_decoding before 0.4.0 do not name the leaves below the first level: those
-  // are not emptied, so the replayed command must convert their rows, not set them to NULL.
-  bool unnamed_leaves = rewritten && change.relation->kind == 'p' && unnamed_rewrites(xid, copies);
-  if (unnamed_leaves)
+  // The replayed command reaches every table below its own on the target: those not emptied
+  // keep their rows, which it must convert, not set to NULL (a partition the source did not
+  // rewrite, one whose copy is still to come, one a 0.3.0 record left unnamed).
+  bool kept = rewritten && change.before && keeps_rows_below(change.before->ref, copies);
+  if (rewritten && change.relation->kind == 'p' && unnamed_rewrites(xid, copies))
     spdlog::warn("the source's dts_decoding is older than 0.4.0 and does not name the partitions of {} below its first "
                  "level that this command rewrote: the target converts their rows itself (a USING expression or a "
                  "volatile default of the source is not applied there); run ALTER EXTENSION dts_decoding UPDATE on the "
                  "source, and dts_applier resync --tables {} if the command had one",
                  change.relation->ref.qualified(), change.relation->ref.qualified());
-  std::vector<std::string> statements = ddl::replay_statements(change, rewritten && !unnamed_leaves);
+  std::vector<std::string> statements = ddl::replay_statements(change, rewritten && !kept);
   if (statements.empty() && !rewritten && !created_as) return;
   // Rows held here were written in the old shape: they go first.
   flush_coalesced(coalesced_.take_all());
@@ -142,6 +143,8 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
     spdlog::info("schema change at {}: {}", format_lsn(txn_commit_lsn_), sql);
     session.execute_simple(sql, ChangeContext{sql, "", txn_commit_lsn_, "the schema change"});
   }
+  if (change.before && change.relation && change.before->ref.qualified() != change.relation->ref.qualified())
+    renamed_to_.emplace(xid, change.relation->ref.qualified());
   if (created_as) copies.push_back(change.relation->ref);
   for (const auto& table : copies) {
     copy_again(table, session);
@@ -168,14 +171,44 @@ std::vector<ddl::RelationRef> ApplyEngine::tables_to_copy_again(const ddl::Schem
       if (copy_of(p.relid)) copies.push_back(p);
     add_rewritten_leaves(xid, change.relation->ref.relid, copies);
   }
+  // Partitions left out by --exclude are not on the target.
+  if (!selection_.everything())
+    copies.erase(std::remove_if(copies.begin(), copies.end(),
+                                [&](const ddl::RelationRef& t) { return !selection_.selects(t.schema, t.name); }),
+                 copies.end());
   return copies;
 }
 
-bool ApplyEngine::entered_selection(const ddl::SchemaChange& change) const {
-  if (selection_.everything() || !change.relation || !change.before || change.relation->kind != 'r') return false;
+// Whether the target holds a table below `root` (partitions or inheritance children, at any
+// depth), or `root` itself, that is not among `copies`: one the replayed command reaches
+// without its being emptied first.
+bool ApplyEngine::keeps_rows_below(const ddl::RelationRef& root, const std::vector<ddl::RelationRef>& copies) {
+  pg::Result r = catalog_.exec_params(
+      "WITH RECURSIVE d(oid) AS (SELECT to_regclass($1)::oid UNION SELECT i.inhrelid FROM pg_inherits i JOIN d ON "
+      "i.inhparent = d.oid) SELECT n.nspname, c.relname FROM d JOIN pg_class c ON c.oid = d.oid "
+      "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm', 'f')",
+      {root.qualified()});
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    std::string schema = PQgetvalue(r.get(), i, 0), name = PQgetvalue(r.get(), i, 1);
+    bool emptied = std::any_of(copies.begin(), copies.end(),
+                               [&](const ddl::RelationRef& c) { return c.schema == schema && c.name == name; });
+    if (!emptied) return true;
+  }
+  return false;
+}
+
+// A plain table (not a partition: its parent decides) renamed or moved from outside the
+// selection into it, that the target does not have under its old name (one renamed out and
+// back is still there: the rename is replayed).
+bool ApplyEngine::entered_selection(const ddl::SchemaChange& change) {
+  if (selection_.everything() || !change.relation || !change.before || change.relation->kind != 'r' ||
+      change.relation->parent)
+    return false;
   const ddl::RelationRef& was = change.before->ref;
   const ddl::RelationRef& now = change.relation->ref;
-  return !selection_.selects(was.schema, was.name) && selection_.selects(now.schema, now.name);
+  if (selection_.selects(was.schema, was.name) || !selection_.selects(now.schema, now.name)) return false;
+  if (renamed_to_.count({stream_xid_, was.qualified()}) > 0) return false;
+  return catalog_.query_value("SELECT to_regclass($1) IS NULL", {was.qualified()}) == "t";
 }
 
 void ApplyEngine::create_entering_table(const ddl::SchemaChange& created) {
@@ -222,6 +255,7 @@ bool ApplyEngine::creating_as_of(const decode::Relation& rel) const {
 
 void ApplyEngine::forget_schema_state(uint32_t xid) {
   creating_as_.erase(xid);
+  for (auto it = renamed_to_.lower_bound({xid, ""}); it != renamed_to_.end() && it->first == xid;) it = renamed_to_.erase(it);
   for (auto it = rewritten_.lower_bound({xid, 0}); it != rewritten_.end() && it->first.first == xid;)
     it = rewritten_.erase(it);
 }

@@ -124,6 +124,13 @@ void ResyncDriver::empty_tables(int64_t id) {
       // foreign keys' triggers off in this replica session.
       target_.exec((referenced ? "DELETE FROM ONLY " : "TRUNCATE ONLY ") + qualified(t));
     }
+    // The chunks of earlier copies of these tables go: after a restart the reconciler knows a
+    // table by its newest copy (the highest generation), and a request queued before a copy it
+    // runs after (COPYING goes first) has the lower id. Only finished copies are left here.
+    std::string oids;
+    for (const auto& t : tables_) oids += (oids.empty() ? "" : ",") + std::to_string(t.oid);
+    target_.exec_params("DELETE FROM dts.copy_chunk WHERE slot = $1 AND generation <> $2 "
+                        "AND relid = ANY (('{' || $3 || '}')::oid[])", {opts_.slot, std::to_string(id), oids});
     migrate::save_plan(target_, opts_.slot, id, tables_, chunks_);
     target_.exec_params("UPDATE dts.resync SET state = 'COPYING', chunks = $2 WHERE id = $1",
                         {std::to_string(id), std::to_string(chunks_.size())});
