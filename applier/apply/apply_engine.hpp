@@ -260,7 +260,6 @@ class ApplyEngine : public core::Applier {
   bool keeps_rows_below(const ddl::RelationRef& root, const std::vector<ddl::RelationRef>& copies);
   std::vector<ddl::RelationRef> tables_to_copy_again(const ddl::SchemaChange& change, uint32_t xid) const;
   bool entered_selection(const ddl::SchemaChange& change);
-  void create_entering_table(const ddl::SchemaChange& created);
   bool creating_as_of(const decode::Relation& rel) const;
   bool schema_changed_ = false;             // in this transaction: its group ends with it
 

@@ -99,11 +99,9 @@ void ApplyEngine::apply_schema_change(Lsn lsn, std::string_view content) {
   if (entered_selection(change)) {
     // Renamed or moved into the selection from outside it: the target never had the table. It
     // is made there in its new name and copied, as a table CREATE TABLE AS made is.
-    ddl::SchemaChange created = change;
-    created.tag = "CREATE TABLE";
-    created.before.reset();
-    create_entering_table(created);
-    return;
+    change.tag = "CREATE TABLE";
+    change.before.reset();
+    created_as = true;
   }
   std::vector<ddl::RelationRef> copies = tables_to_copy_again(change, xid);
   bool rewritten = !copies.empty();
@@ -211,22 +209,6 @@ bool ApplyEngine::entered_selection(const ddl::SchemaChange& change) {
   return catalog_.query_value("SELECT to_regclass($1) IS NULL", {was.qualified()}) == "t";
 }
 
-void ApplyEngine::create_entering_table(const ddl::SchemaChange& created) {
-  std::vector<std::string> statements = ddl::replay_statements(created, false);
-  flush_coalesced(coalesced_.take_all());
-  flush_held();
-  if (stream_xid_ == 0) finish_all_commits();
-  TargetSession& session = current_session();
-  note_schema_change();
-  stats_.schema_changes++;
-  for (const std::string& sql : statements) {
-    stats_.last_schema_change = sql.substr(0, 500);
-    spdlog::info("schema change at {}: {} (the table entered the selection)", format_lsn(txn_commit_lsn_), sql);
-    session.execute_simple(sql, ChangeContext{sql, "", txn_commit_lsn_, "the schema change"});
-  }
-  copy_again(created.relation->ref, session);
-}
-
 // A table rewritten again while an earlier copy of it is under way: emptied only once no chunk
 // of that copy is being read (one in flight would commit its rows after the emptying, beside
 // the new copy's), and the earlier copy's chunks not read yet are withdrawn in the same target
@@ -260,22 +242,25 @@ void ApplyEngine::forget_schema_state(uint32_t xid) {
     it = rewritten_.erase(it);
 }
 
+namespace {
+bool listed_in(const std::vector<ddl::RelationRef>& tables, uint32_t relid) {
+  return std::any_of(tables.begin(), tables.end(), [relid](const ddl::RelationRef& t) { return t.relid == relid; });
+}
+}  // namespace
+
 // The leaves below `root`'s direct partitions that the transaction rewrote: a command on a
 // partitioned table rewrites every level, and its record lists only the first.
 void ApplyEngine::add_rewritten_leaves(uint32_t xid, uint32_t root, std::vector<ddl::RelationRef>& copies) const {
   for (auto it = rewritten_.lower_bound({xid, 0}); it != rewritten_.end() && it->first.first == xid; ++it) {
     const Rewritten& r = it->second;
     if (!r.table || std::find(r.ancestors.begin(), r.ancestors.end(), root) == r.ancestors.end()) continue;
-    bool listed = std::any_of(copies.begin(), copies.end(), [&](const ddl::RelationRef& c) { return c.relid == r.table->relid; });
-    if (!listed) copies.push_back(*r.table);
+    if (!listed_in(copies, r.table->relid)) copies.push_back(*r.table);
   }
 }
 
 bool ApplyEngine::unnamed_rewrites(uint32_t xid, const std::vector<ddl::RelationRef>& copies) const {
   for (auto it = rewritten_.lower_bound({xid, 0}); it != rewritten_.end() && it->first.first == xid; ++it) {
-    uint32_t relid = it->first.second;
-    bool listed = std::any_of(copies.begin(), copies.end(), [&](const ddl::RelationRef& c) { return c.relid == relid; });
-    if (!it->second.table && !listed) return true;
+    if (!it->second.table && !listed_in(copies, it->first.second)) return true;
   }
   return false;
 }
